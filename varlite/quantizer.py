@@ -1,0 +1,181 @@
+"""The multi-scale residual quantizer: how VAR turns one latent map into a pyramid of token maps.
+
+Dimension key: B batch, Cv latent channels, H,W latent side (= last patch num), h,w one scale's side,
+V vocabulary, l = h*w tokens of one scale, K scales.
+
+Encoding (VAR paper, Algorithm 1). Start with the residual ``rest = f`` and ``f_hat = 0``. For k = 1..K:
+
+    z_k      = area_downsample(rest, pn_k)                   # what is still unexplained, seen at scale k
+    r_k      = argmin_v ||z_k - e_v||^2                      # nearest codebook entry per position (tokens)
+    h_k      = phi_k(bicubic_upsample(e[r_k], H))            # this scale's contribution at full size
+    f_hat   += h_k ;  rest -= h_k
+
+so that f_hat after all K scales approximates f, and f_hat after k scales is a coarse version of it.
+The last scale already has side H, so it skips the down/upsampling. One codebook serves every scale.
+
+phi_k is a 3x3 conv blended with the identity: phi(x) = (1 - q) x + q conv(x), q = 0.5. Only 4 convs are
+learned; scale k (of K) uses the conv whose "tick" is nearest to k/(K-1), ticks = linspace(1/12, 11/12, 4).
+For K = 10 two scales fall exactly between ticks in real arithmetic; float64 rounding decides them, as upstream.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .configs import VQVAEConfig
+
+
+class Phi(nn.Conv2d):
+    """phi(x) = (1 - ratio) * x + ratio * conv3x3(x): a small learned correction of an upsampled token map."""
+
+    def __init__(self, channels: int, ratio: float):
+        super().__init__(channels, channels, kernel_size=3, stride=1, padding=1)
+        self.ratio = abs(ratio)
+
+    def forward(self, h_BCvHW: torch.Tensor) -> torch.Tensor:
+        return h_BCvHW.mul(1 - self.ratio) + super().forward(h_BCvHW).mul_(self.ratio)
+
+
+class PhiPartiallyShared(nn.Module):
+    """n phi convs shared by K scales: scale k uses the conv whose tick is nearest to k / (K - 1)."""
+
+    def __init__(self, convs: nn.ModuleList):
+        super().__init__()
+        self.qresi_ls = convs      # official parameter name: quantize.quant_resi.qresi_ls.<i>.weight
+        n = len(convs)
+        # upstream's rule, computed in float64 exactly as there (ties are decided by its rounding)
+        self.ticks = np.linspace(1 / 3 / n, 1 - 1 / 3 / n, n) if n == 4 else np.linspace(1 / 2 / n, 1 - 1 / 2 / n, n)
+
+    def index_for(self, si: int, num_scales: int) -> int:
+        """Which of the n convs scale si (0-based, of num_scales) uses."""
+        at = si / (num_scales - 1) if num_scales > 1 else 0.0
+        return int(np.argmin(np.abs(self.ticks - at)))
+
+    def forward(self, h_BCvHW: torch.Tensor, si: int, num_scales: int) -> torch.Tensor:
+        return self.qresi_ls[self.index_for(si, num_scales)](h_BCvHW)
+
+
+@dataclass
+class QuantStep:
+    """One scale of residual quantization (tensors are views of the loop's state at that scale)."""
+    si: int
+    side: int
+    target_BCvhw: torch.Tensor      # z_k: the residual before quantization, area-downsampled to pn_k
+    idx_Bl: torch.Tensor            # r_k: the chosen codebook indices, row-major
+    h_BCvhw: torch.Tensor           # e[r_k]: the quantized vectors at pn_k
+    contribution_BCvHW: torch.Tensor  # phi_k(upsample(e[r_k])): what this scale adds to f_hat
+    f_hat_BCvHW: torch.Tensor       # f_hat after this scale
+    rest_BCvHW: torch.Tensor        # f - f_hat: what is left to explain
+
+
+class MultiScaleQuantizer(nn.Module):
+    """A codebook of V vectors (Cv dims) shared by K scales, and the phi convs. Official name: ``quantize``."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        self.vocab_size, self.Cv, self.patch_nums = cfg.vocab_size, cfg.z_channels, tuple(cfg.patch_nums)
+        self.beta = cfg.beta
+        self.quant_resi = PhiPartiallyShared(nn.ModuleList(
+            [Phi(cfg.z_channels, cfg.quant_resi) for _ in range(cfg.share_quant_resi)]))
+        # training statistic kept for checkpoint compatibility (how often each code was hit, per scale)
+        self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.patch_nums), cfg.vocab_size))
+        self.embedding = nn.Embedding(cfg.vocab_size, cfg.z_channels)
+
+    @property
+    def num_scales(self) -> int:
+        return len(self.patch_nums)
+
+    def phi(self, h_BCvHW: torch.Tensor, si: int) -> torch.Tensor:
+        return self.quant_resi(h_BCvHW, si, self.num_scales)
+
+    def nearest_code(self, z_NCv: torch.Tensor) -> torch.Tensor:
+        """argmin_v ||z - e_v||^2 = argmin_v (||z||^2 + ||e_v||^2 - 2 z.e_v), computed as upstream does."""
+        codebook_VCv = self.embedding.weight.data
+        d_NV = torch.sum(z_NCv.square(), dim=1, keepdim=True) + torch.sum(codebook_VCv.square(), dim=1)
+        d_NV.addmm_(z_NCv, codebook_VCv.T, alpha=-2, beta=1)
+        return torch.argmin(d_NV, dim=1)
+
+    def upsample_and_phi(self, h_BCvhw: torch.Tensor, si: int) -> torch.Tensor:
+        """phi_k(bicubic_upsample(h)) at the full latent side H (the last scale is already at side H)."""
+        H = self.patch_nums[-1]
+        if si != self.num_scales - 1:
+            h_BCvhw = F.interpolate(h_BCvhw, size=(H, H), mode="bicubic")
+        return self.phi(h_BCvhw, si)
+
+    def lookup(self, idx_Bl: torch.Tensor, side: int) -> torch.Tensor:
+        """Codebook vectors of a row-major token map: (B, l) -> (B, Cv, side, side)."""
+        B = idx_Bl.shape[0]
+        return self.embedding(idx_Bl).transpose(1, 2).reshape(B, self.Cv, side, side)
+
+    # ---------------------------------------------------------------- encoding: f -> tokens per scale
+    def residual_steps(self, f_BCvHW: torch.Tensor):
+        """Yield one ``QuantStep`` per scale while quantizing f coarse-to-fine (the loop in the module docstring)."""
+        B, Cv, H, W = f_BCvHW.shape
+        if (H, W) != (self.patch_nums[-1],) * 2:
+            raise ValueError(f"latent is {H}x{W} but the last patch num is {self.patch_nums[-1]}")
+        rest = f_BCvHW.detach().clone()
+        f_hat = torch.zeros_like(rest)
+        K = self.num_scales
+        for si, pn in enumerate(self.patch_nums):
+            z_BCvhw = F.interpolate(rest, size=(pn, pn), mode="area") if si != K - 1 else rest
+            idx_N = self.nearest_code(z_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv))
+            idx_Bl = idx_N.view(B, pn * pn)
+            h_BCvhw = self.embedding(idx_N.view(B, pn, pn)).permute(0, 3, 1, 2).contiguous()
+            contribution = self.upsample_and_phi(h_BCvhw, si)
+            f_hat = f_hat + contribution
+            rest = rest - contribution
+            yield QuantStep(si, pn, z_BCvhw, idx_Bl, h_BCvhw, contribution, f_hat, rest)
+
+    def f_to_idx_Bl(self, f_BCvHW: torch.Tensor) -> list[torch.Tensor]:
+        """Token maps r_1..r_K, each (B, pn_k^2) in row-major order."""
+        return [step.idx_Bl for step in self.residual_steps(f_BCvHW)]
+
+    def f_to_f_hats(self, f_BCvHW: torch.Tensor) -> list[torch.Tensor]:
+        """f_hat after every scale (cumulative), each (B, Cv, H, W)."""
+        return [step.f_hat_BCvHW for step in self.residual_steps(f_BCvHW)]
+
+    # ---------------------------------------------------------------- decoding: tokens -> f_hat
+    def idx_to_f_hats(self, ms_idx_Bl: list[torch.Tensor]) -> list[torch.Tensor]:
+        """f_hat after every prefix r_1..r_k of the given token maps (k = 1..len(ms_idx_Bl))."""
+        f_hats, f_hat = [], None
+        for si, idx_Bl in enumerate(ms_idx_Bl):
+            contribution = self.upsample_and_phi(self.lookup(idx_Bl, self.patch_nums[si]), si)
+            f_hat = contribution if f_hat is None else f_hat + contribution
+            f_hats.append(f_hat)
+        return f_hats
+
+    # ---------------------------------------------------------------- VAR training input
+    def idx_to_var_input(self, ms_idx_Bl: list[torch.Tensor]) -> torch.Tensor:
+        """Teacher-forcing input: for k = 1..K-1, f_hat after k scales area-downsampled to pn_{k+1}.
+
+        Returns (B, L - pn_1^2, Cv): the inputs of every token except the first scale's (the class token).
+        """
+        B, H = ms_idx_Bl[0].shape[0], self.patch_nums[-1]
+        f_hat = ms_idx_Bl[0].new_zeros(B, self.Cv, H, H, dtype=torch.float32)
+        next_inputs = []
+        for si in range(self.num_scales - 1):
+            f_hat = f_hat + self.upsample_and_phi(self.lookup(ms_idx_Bl[si], self.patch_nums[si]), si)
+            pn_next = self.patch_nums[si + 1]
+            next_inputs.append(F.interpolate(f_hat, size=(pn_next, pn_next), mode="area").view(B, self.Cv, -1).transpose(1, 2))
+        return torch.cat(next_inputs, dim=1)
+
+    # ---------------------------------------------------------------- training forward (straight-through)
+    def forward(self, f_BCvHW: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
+        """Quantize for training. Returns (f_hat with a straight-through gradient, vq loss, tokens per scale).
+
+        vq_loss = (1/K) sum_k [ beta ||sg(f_hat_k) - f||^2 + ||f_hat_k - sg(f)||^2 ], f_hat_k = f_hat after k scales
+        (commitment term for the encoder, codebook term for the codebook and phi). The decoder receives
+        sg(f_hat) + f - sg(f): the value of f_hat with the gradient of f (straight-through estimator).
+        """
+        f_no_grad = f_BCvHW.detach()
+        vq_loss, ms_idx_Bl = f_BCvHW.new_zeros(()), []
+        for step in self.residual_steps(f_BCvHW):
+            vq_loss = vq_loss + self.beta * F.mse_loss(step.f_hat_BCvHW.detach(), f_BCvHW) \
+                + F.mse_loss(step.f_hat_BCvHW, f_no_grad)
+            ms_idx_Bl.append(step.idx_Bl)
+        f_hat_st = (step.f_hat_BCvHW.detach() - f_no_grad) + f_BCvHW
+        return f_hat_st, vq_loss / self.num_scales, ms_idx_Bl

@@ -1,0 +1,163 @@
+"""The transformer blocks of VAR: AdaLN-conditioned self-attention with L2-normalised q/k, and an explicit KV cache.
+
+Dimension key: B batch, L tokens in the sequence (or of the current scale when generating), C width,
+D condition width (= C), H heads, c = C/H head dim, Lk keys seen so far.
+
+One block (``AdaLNSelfAttn``), with (gamma1, gamma2, scale1, scale2, shift1, shift2) = Linear(SiLU(cond)):
+
+    x = x + gamma1 * Attn( LN(x) * (1 + scale1) + shift1 )
+    x = x + gamma2 * FFN ( LN(x) * (1 + scale2) + shift2 )          LN without learned affine, eps 1e-6
+
+Attention uses L2-normalised queries and keys with a learned per-head temperature s_h (clamped at log 100):
+
+    A = softmax( exp(s_h) * q_hat k_hat^T + mask ),    q_hat = q / ||q||,  k_hat = k / ||k||
+
+Generation does not need the L x L mask: a scale's queries may see every key cached so far (all coarser scales)
+plus the keys of their own scale, which is exactly the block-causal rule. The cache is a ``KVCache`` object owned
+by one generation call, so one model can serve many threads at once.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class KVCache:
+    """Keys and values of every block for the tokens generated so far: ``keys[i]`` is (B, H, Lk, c) or None."""
+
+    def __init__(self, depth: int):
+        self.keys: list[torch.Tensor | None] = [None] * depth
+        self.values: list[torch.Tensor | None] = [None] * depth
+
+    def extend(self, block_idx: int, k_BHlc: torch.Tensor, v_BHlc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Append this scale's keys/values for one block; return all keys/values seen so far."""
+        if self.keys[block_idx] is not None:
+            k_BHlc = torch.cat((self.keys[block_idx], k_BHlc), dim=2)
+            v_BHlc = torch.cat((self.values[block_idx], v_BHlc), dim=2)
+        self.keys[block_idx], self.values[block_idx] = k_BHlc, v_BHlc
+        return k_BHlc, v_BHlc
+
+    @property
+    def length(self) -> int:
+        return 0 if self.keys[0] is None else self.keys[0].shape[2]
+
+
+def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Stochastic depth: zero a sample's residual branch with probability p (rescaling the rest by 1/(1-p))."""
+    if p == 0.0 or not training:
+        return x
+    keep_B = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
+    return x * keep_B.div_(1 - p)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head self-attention with L2-normalised q, k and a learned per-head scale (official ``attn``)."""
+
+    MAX_SCALE_MUL = math.log(100)
+
+    def __init__(self, block_idx: int, embed_dim: int, num_heads: int):
+        super().__init__()
+        self.block_idx, self.num_heads, self.head_dim = block_idx, num_heads, embed_dim // num_heads
+        self.scale_mul_1H11 = nn.Parameter(torch.full((1, num_heads, 1, 1), 4.0).log())
+        self.mat_qkv = nn.Linear(embed_dim, 3 * embed_dim, bias=False)
+        self.q_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.v_bias = nn.Parameter(torch.zeros(embed_dim))
+        self.register_buffer("zero_k_bias", torch.zeros(embed_dim))   # keys have no bias (kept for the checkpoint)
+        self.proj = nn.Linear(embed_dim, embed_dim)
+
+    def qkv(self, x_BLC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Project to per-head q_hat * exp(s_h), k_hat, v, each (B, H, L, c)."""
+        B, L, C = x_BLC.shape
+        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(dim=0)
+        scale_mul = self.scale_mul_1H11.clamp_max(self.MAX_SCALE_MUL).exp()
+        return F.normalize(q, dim=-1).mul(scale_mul), F.normalize(k, dim=-1), v
+
+    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                attn_weights_out: list | None = None) -> torch.Tensor:
+        """Attend. ``attn_bias`` (additive, 0/-inf) masks the teacher-forced pass; ``kv_cache`` serves generation.
+
+        With ``attn_weights_out`` (a list), the attention probabilities (B, H, L, Lk) are appended to it; they are
+        computed beside the output, so capturing them never changes the output.
+        """
+        B, L, C = x_BLC.shape
+        q, k, v = self.qkv(x_BLC)
+        if kv_cache is not None:
+            k, v = kv_cache.extend(self.block_idx, k, v)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=1.0)
+        if attn_weights_out is not None:
+            logits = q @ k.transpose(-2, -1)
+            if attn_bias is not None:
+                logits = logits + attn_bias
+            attn_weights_out.append(logits.softmax(dim=-1))
+        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+
+class FFN(nn.Module):
+    """fc2(GELU_tanh(fc1(x))), hidden width mlp_ratio * C."""
+
+    def __init__(self, embed_dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(embed_dim, hidden)
+        self.fc2 = nn.Linear(hidden, embed_dim)
+
+    def forward(self, x):
+        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+
+
+class AdaLNSelfAttn(nn.Module):
+    """One transformer block whose LayerNorm scale/shift and residual gates come from the class condition.
+
+    Per-block AdaLN: Linear(SiLU(cond_BD)) -> 6C (official ``ada_lin``). Shared AdaLN (d36): the model computes
+    one (B,1,6,C) tensor for all blocks and each block adds its own learned offset ``ada_gss`` (1,1,6,C).
+    """
+
+    def __init__(self, block_idx: int, embed_dim: int, num_heads: int, mlp_ratio: float, norm_eps: float,
+                 shared_aln: bool, drop_path: float = 0.0):
+        super().__init__()
+        self.C, self.shared_aln, self.drop_path_p = embed_dim, shared_aln, drop_path
+        self.attn = SelfAttention(block_idx, embed_dim, num_heads)
+        self.ffn = FFN(embed_dim, round(embed_dim * mlp_ratio))
+        self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
+        if shared_aln:
+            self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, embed_dim) / embed_dim ** 0.5)
+        else:
+            self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 6 * embed_dim))
+
+    def modulation(self, cond_BD_or_gss: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """(gamma1, gamma2, scale1, scale2, shift1, shift2), each (B, 1, C)."""
+        if self.shared_aln:
+            return (self.ada_gss + cond_BD_or_gss).unbind(2)
+        return self.ada_lin(cond_BD_or_gss).view(-1, 1, 6, self.C).unbind(2)
+
+    def forward(self, x_BLC, cond_BD_or_gss, attn_bias=None, kv_cache=None, attn_weights_out=None):
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond_BD_or_gss)
+        h = self.attn(self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1), attn_bias, kv_cache, attn_weights_out)
+        x_BLC = x_BLC + drop_path(h.mul_(gamma1), self.drop_path_p, self.training)
+        h = self.ffn(self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2))
+        return x_BLC + drop_path(h.mul(gamma2), self.drop_path_p, self.training)
+
+
+class AdaLNBeforeHead(nn.Module):
+    """The final AdaLN before the classifier head: LN(x) * (1 + scale) + shift, (scale, shift) = Linear(SiLU(cond))."""
+
+    def __init__(self, embed_dim: int, norm_eps: float):
+        super().__init__()
+        self.C = embed_dim
+        self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
+        self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 2 * embed_dim))
+
+    def forward(self, x_BLC, cond_BD):
+        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)
+        return self.ln_wo_grad(x_BLC).mul(scale.add(1)).add_(shift)
+
+
+class SharedAdaLin(nn.Linear):
+    """d36's shared AdaLN projection: cond (B, D) -> (B, 1, 6, C), used by every block."""
+
+    def forward(self, cond_BD):
+        return super().forward(cond_BD).view(-1, 1, 6, self.weight.shape[0] // 6)

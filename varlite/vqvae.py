@@ -1,0 +1,229 @@
+"""The VQVAE tokenizer: a conv encoder, the multi-scale quantizer, a conv decoder.
+
+Dimension key: B batch, 3 RGB, Hi,Wi image side, Cv latent channels, H,W latent side (= Hi / 2^(len(ch_mult)-1)),
+l tokens of one scale.
+
+    image (B,3,Hi,Wi) in [-1,1] --encoder--> --quant_conv--> f (B,Cv,H,W) --quantizer--> tokens r_1..r_K
+    tokens --quantizer--> f_hat (B,Cv,H,W) --post_quant_conv--> --decoder--> image in [-1,1]
+
+The conv nets are the VQGAN / latent-diffusion ones (ResNet blocks with GroupNorm(32) and SiLU, 2x down/upsampling,
+single-head self-attention at the lowest resolution and in the middle). Parameter names follow the official
+checkpoint ``vae_ch160v4096z32.pth`` so it loads with no renaming.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .configs import VQVAEConfig
+from .quantizer import MultiScaleQuantizer
+
+
+def group_norm(channels: int) -> nn.GroupNorm:
+    return nn.GroupNorm(num_groups=32, num_channels=channels, eps=1e-6, affine=True)
+
+
+class ResnetBlock(nn.Module):
+    """x + conv(silu(norm(conv(silu(norm(x)))))), with a 1x1 conv on the skip path when channels change."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float):
+        super().__init__()
+        self.norm1 = group_norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.norm2 = group_norm(out_channels)
+        self.dropout = nn.Dropout(dropout) if dropout > 1e-6 else nn.Identity()
+        self.conv2 = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
+        self.nin_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else nn.Identity()
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.nin_shortcut(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over the H*W positions: x + proj(softmax(q k^T / sqrt(C)) v)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.C = channels
+        self.norm = group_norm(channels)
+        self.qkv = nn.Conv2d(channels, 3 * channels, kernel_size=1)
+        self.proj_out = nn.Conv2d(channels, channels, kernel_size=1)
+
+    def forward(self, x_BCHW):
+        B, C, H, W = x_BCHW.shape
+        q, k, v = self.qkv(self.norm(x_BCHW)).reshape(B, 3, C, H * W).unbind(1)   # each (B, C, HW)
+        w_BNN = torch.bmm(q.permute(0, 2, 1), k).mul_(C ** -0.5).softmax(dim=2)  # w[b,i,j]: query i, key j
+        h_BCN = torch.bmm(v, w_BNN.permute(0, 2, 1))                               # h[b,c,i] = sum_j v[b,c,j] w[b,i,j]
+        return x_BCHW + self.proj_out(h_BCN.view(B, C, H, W))
+
+
+class Downsample2x(nn.Module):
+    """Pad right/bottom by one, then a stride-2 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=0)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))
+
+
+class Upsample2x(nn.Module):
+    """Nearest-neighbour 2x upsampling, then a 3x3 conv."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class Encoder(nn.Module):
+    """Image (B,3,Hi,Wi) -> features (B,Cv,H,W); one downsampling per level except the last."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        ch, mult = cfg.ch, cfg.ch_mult
+        self.num_res_blocks = cfg.num_res_blocks
+        self.conv_in = nn.Conv2d(cfg.in_channels, ch, kernel_size=3, padding=1)
+        self.down = nn.ModuleList()
+        block_in = ch
+        for level, m in enumerate(mult):
+            last = level == len(mult) - 1
+            down = nn.Module()
+            down.block, down.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(cfg.num_res_blocks):
+                down.block.append(ResnetBlock(block_in, ch * m, cfg.dropout))
+                block_in = ch * m
+                if last and cfg.using_sa:
+                    down.attn.append(AttnBlock(block_in))
+            if not last:
+                down.downsample = Downsample2x(block_in)
+            self.down.append(down)
+        self.mid = nn.Module()
+        self.mid.block_1 = ResnetBlock(block_in, block_in, cfg.dropout)
+        self.mid.attn_1 = AttnBlock(block_in) if cfg.using_mid_sa else nn.Identity()
+        self.mid.block_2 = ResnetBlock(block_in, block_in, cfg.dropout)
+        self.norm_out = group_norm(block_in)
+        self.conv_out = nn.Conv2d(block_in, cfg.z_channels, kernel_size=3, padding=1)
+
+    def forward(self, x):
+        h = self.conv_in(x)
+        for down in self.down:
+            for i, block in enumerate(down.block):
+                h = block(h)
+                if len(down.attn):
+                    h = down.attn[i](h)
+            if hasattr(down, "downsample"):
+                h = down.downsample(h)
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    """Latent (B,Cv,H,W) -> image (B,3,Hi,Wi); the mirror of the encoder with one more ResNet block per level."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        ch, mult = cfg.ch, cfg.ch_mult
+        block_in = ch * mult[-1]
+        self.conv_in = nn.Conv2d(cfg.z_channels, block_in, kernel_size=3, padding=1)
+        self.mid = nn.Module()
+        self.mid.block_1 = ResnetBlock(block_in, block_in, cfg.dropout)
+        self.mid.attn_1 = AttnBlock(block_in) if cfg.using_mid_sa else nn.Identity()
+        self.mid.block_2 = ResnetBlock(block_in, block_in, cfg.dropout)
+        ups = []
+        for level in reversed(range(len(mult))):     # built from the lowest resolution up ...
+            up = nn.Module()
+            up.block, up.attn = nn.ModuleList(), nn.ModuleList()
+            for _ in range(cfg.num_res_blocks + 1):
+                up.block.append(ResnetBlock(block_in, ch * mult[level], cfg.dropout))
+                block_in = ch * mult[level]
+                if level == len(mult) - 1 and cfg.using_sa:
+                    up.attn.append(AttnBlock(block_in))
+            if level != 0:
+                up.upsample = Upsample2x(block_in)
+            ups.insert(0, up)
+        self.up = nn.ModuleList(ups)                  # ... but stored by level, as the official checkpoint is
+        self.norm_out = group_norm(block_in)
+        self.conv_out = nn.Conv2d(block_in, cfg.in_channels, kernel_size=3, padding=1)
+
+    def forward(self, z):
+        h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
+        for up in reversed(self.up):
+            for i, block in enumerate(up.block):
+                h = block(h)
+                if len(up.attn):
+                    h = up.attn[i](h)
+            if hasattr(up, "upsample"):
+                h = up.upsample(h)
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VQVAE(nn.Module):
+    """The multi-scale VQVAE. Images are float (B,3,Hi,Wi) in [-1,1]; token maps are lists of (B, pn_k^2)."""
+
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        self.config = cfg
+        self.encoder = Encoder(cfg)
+        self.decoder = Decoder(cfg)
+        self.quantize = MultiScaleQuantizer(cfg)
+        ks = cfg.quant_conv_ks
+        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, ks, padding=ks // 2)
+        self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, ks, padding=ks // 2)
+
+    @property
+    def patch_nums(self) -> tuple[int, ...]:
+        return self.config.patch_nums
+
+    def check_image(self, img_B3HW: torch.Tensor) -> None:
+        """Raise a clear error unless img is a float (B, 3, S, S) batch with S = config.image_size."""
+        S = self.config.image_size
+        if img_B3HW.ndim != 4 or img_B3HW.shape[1] != self.config.in_channels or tuple(img_B3HW.shape[2:]) != (S, S):
+            raise ValueError(f"expected an image batch of shape (B, {self.config.in_channels}, {S}, {S}) with values in "
+                             f"[-1, 1]; got shape {tuple(img_B3HW.shape)}. Resize/centre-crop to {S}x{S} first "
+                             f"(varlite.images.prepare_image does both).")
+        if not img_B3HW.is_floating_point():
+            raise TypeError(f"expected a float image in [-1, 1]; got dtype {img_B3HW.dtype} (for uint8 use u8/255*2-1)")
+
+    def encode(self, img_B3HW: torch.Tensor) -> torch.Tensor:
+        """f = quant_conv(encoder(img)): the latent the quantizer sees, (B, Cv, H, W)."""
+        self.check_image(img_B3HW)
+        return self.quant_conv(self.encoder(img_B3HW))
+
+    def f_hat_to_img(self, f_hat_BCvHW: torch.Tensor) -> torch.Tensor:
+        """decoder(post_quant_conv(f_hat)), clamped to [-1, 1]."""
+        return self.decoder(self.post_quant_conv(f_hat_BCvHW)).clamp_(-1, 1)
+
+    def img_to_idx(self, img_B3HW: torch.Tensor) -> list[torch.Tensor]:
+        """Image -> token maps r_1..r_K, each (B, pn_k^2)."""
+        return self.quantize.f_to_idx_Bl(self.encode(img_B3HW))
+
+    def img_to_f_hats(self, img_B3HW: torch.Tensor) -> list[torch.Tensor]:
+        """Image -> f_hat after every scale."""
+        return self.quantize.f_to_f_hats(self.encode(img_B3HW))
+
+    def idx_to_img(self, ms_idx_Bl: list[torch.Tensor], every_prefix: bool = False):
+        """Token maps -> the decoded image (every_prefix=False) or the images decoded from every prefix r_1..r_k."""
+        f_hats = self.quantize.idx_to_f_hats(ms_idx_Bl)
+        if every_prefix:
+            return [self.f_hat_to_img(f_hat) for f_hat in f_hats]
+        return self.f_hat_to_img(f_hats[-1])
+
+    def idx_to_var_input(self, ms_idx_Bl: list[torch.Tensor]) -> torch.Tensor:
+        """Token maps -> the VAR teacher-forcing input (B, L - pn_1^2, Cv)."""
+        return self.quantize.idx_to_var_input(ms_idx_Bl)
+
+    def reconstruct(self, img_B3HW: torch.Tensor) -> torch.Tensor:
+        """Encode, quantize at all K scales, decode: the tokenizer's reconstruction in [-1, 1]."""
+        return self.f_hat_to_img(self.img_to_f_hats(img_B3HW)[-1])
+
+    def forward(self, img_B3HW: torch.Tensor):
+        """Training pass: (reconstruction without clamping, vq loss, tokens per scale)."""
+        f_hat, vq_loss, ms_idx_Bl = self.quantize(self.encode(img_B3HW))
+        return self.decoder(self.post_quant_conv(f_hat)), vq_loss, ms_idx_Bl
