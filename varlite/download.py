@@ -52,7 +52,8 @@ def download_file(url: str, dest: str | os.PathLike, *, expected_size: int | Non
     while True:
         size_before = _size_on_disk(part)
         try:
-            _fetch_once(url, part, expected_size=expected_size, timeout=timeout, chunk_size=chunk_size, bar=bar)
+            _fetch_once(url, dest, part, expected_size=expected_size, timeout=timeout, chunk_size=chunk_size,
+                        bar=bar)
             break
         except (OSError, http.client.HTTPException) as err:     # URLError, HTTPError 5xx, timeouts, cut connections
             if _size_on_disk(part) > size_before:
@@ -68,7 +69,7 @@ def download_file(url: str, dest: str | os.PathLike, *, expected_size: int | Non
     return dest
 
 
-def _fetch_once(url: str, part: Path, *, expected_size: int | None, timeout: float, chunk_size: int,
+def _fetch_once(url: str, dest: Path, part: Path, *, expected_size: int | None, timeout: float, chunk_size: int,
                 bar: _ProgressBar) -> None:
     """One HTTP request: append the missing bytes to ``part``. Returns when the server's file is complete.
 
@@ -97,7 +98,7 @@ def _fetch_once(url: str, part: Path, *, expected_size: int | None, timeout: flo
         if err.code >= 500:
             raise                         # a server-side problem, often temporary: retried by the caller
         raise DownloadError(f"{url} answered HTTP {err.code} ({err.reason}). Check the URL; if it is right, the "
-                            f"file may have moved: download it by hand and put it at {part.with_suffix('')}.") from err
+                            f"file may have moved: download it by hand and put it at {dest}.") from err
 
     with response:
         if response.status == 206:
@@ -204,14 +205,14 @@ class _ProgressBar:
         self.enabled = enabled
         self.total: int | None = None
         self.done = 0
-        self.session_start_done = 0
+        self.session_start_done: int | None = None     # bytes on disk when this call's first request began
         self.session_start_time = time.monotonic()
         self.last_draw = 0.0
         self.drawn = False
 
     def start(self, *, done: int, total: int | None) -> None:
         """A new request begins at byte ``done`` of ``total`` (None if unknown)."""
-        if not self.drawn:
+        if self.session_start_done is None:
             self.session_start_done = done
             self.session_start_time = time.monotonic()
         self.total = total
@@ -232,7 +233,7 @@ class _ProgressBar:
     def _draw(self) -> None:
         now = time.monotonic()
         elapsed = max(now - self.session_start_time, 1e-6)
-        speed = (self.done - self.session_start_done) / elapsed          # bytes per second
+        speed = (self.done - (self.session_start_done or 0)) / elapsed   # bytes per second
         line = f"{self.name}  {self.done / 1e6:.1f}"
         if self.total:
             fraction = min(self.done / self.total, 1.0)

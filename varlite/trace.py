@@ -58,3 +58,38 @@ class ScaleStep:
                 raise RuntimeError("this step has no decoder attached")
             self._image = self.decoder(self.f_hat)
         return self._image
+
+
+@dataclass
+class EncodeStep:
+    """One scale of multi-scale residual quantization of a real image, as yielded by ``VQVAE.encode_steps``.
+
+    Field names match ``ScaleStep`` where the meaning is the same (``tokens``, ``embedding``, ``residual``,
+    ``f_hat``). Images are in [0, 1].
+    """
+    scale: int
+    side: int
+    num_scales: int
+    target: torch.Tensor            # (B, Cv, h, w): the residual still unexplained, area-downsampled to this scale
+    tokens: torch.Tensor            # (B, h, w): nearest codebook entry of every target vector
+    embedding: torch.Tensor         # (B, Cv, h, w): the quantized vectors e[tokens]
+    residual: torch.Tensor          # (B, Cv, H, W): phi_k(upsample(embedding)), this scale's contribution
+    f_hat: torch.Tensor             # (B, Cv, H, W): f_hat after this scale
+    remaining: torch.Tensor         # (B, Cv, H, W): f - f_hat, left for the finer scales
+    remaining_norm: torch.Tensor    # (B,): ||f - f_hat|| / ||f|| (relative, 1.0 before the first scale)
+    codes_used: int                 # distinct codebook entries used at this scale (whole batch)
+    vocab_size: int
+    input_image: torch.Tensor = field(repr=False)   # (B, 3, Hi, Wi) in [0, 1]
+    decoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
+    _image: torch.Tensor | None = field(default=None, repr=False)
+
+    def image(self) -> torch.Tensor:
+        """The image decoded from this prefix of scales, (B, 3, Hi, Wi) in [0, 1]; decoded once, on first use."""
+        if self._image is None:
+            self._image = self.decoder(self.f_hat)
+        return self._image
+
+    def psnr(self) -> torch.Tensor:
+        """(B,) PSNR in dB of the decoded prefix against the input: 10 log10(1 / MSE) for images in [0, 1]."""
+        mse_B = (self.image() - self.input_image).square().flatten(1).mean(1)
+        return 10 * torch.log10(1.0 / mse_B.clamp_min(1e-12))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from .configs import VQVAEConfig
 from .quantizer import MultiScaleQuantizer
+from .trace import EncodeStep
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -222,6 +223,26 @@ class VQVAE(nn.Module):
     def reconstruct(self, img_B3HW: torch.Tensor) -> torch.Tensor:
         """Encode, quantize at all K scales, decode: the tokenizer's reconstruction in [-1, 1]."""
         return self.f_hat_to_img(self.img_to_f_hats(img_B3HW)[-1])
+
+    @torch.inference_mode()
+    def decode_f_hat(self, f_hat_BCvHW: torch.Tensor) -> torch.Tensor:
+        """The image decoded from f_hat, mapped from [-1, 1] to [0, 1] (for display)."""
+        return self.f_hat_to_img(f_hat_BCvHW).add_(1).mul_(0.5)
+
+    @torch.inference_mode()
+    def encode_steps(self, img_B3HW: torch.Tensor):
+        """Yield one ``EncodeStep`` per scale while tokenizing ``img`` (float, [-1, 1]): the quantizer's loop, shown."""
+        f = self.encode(img_B3HW)
+        f_norm_B = f.flatten(1).norm(dim=1).clamp_min(1e-12)
+        input01 = img_B3HW.add(1).mul(0.5)
+        B = f.shape[0]
+        for q in self.quantize.residual_steps(f):
+            yield EncodeStep(
+                scale=q.si, side=q.side, num_scales=self.quantize.num_scales, target=q.target_BCvhw,
+                tokens=q.idx_Bl.view(B, q.side, q.side), embedding=q.h_BCvhw, residual=q.contribution_BCvHW,
+                f_hat=q.f_hat_BCvHW, remaining=q.rest_BCvHW, remaining_norm=q.rest_BCvHW.flatten(1).norm(dim=1) / f_norm_B,
+                codes_used=int(q.idx_Bl.unique().numel()), vocab_size=self.config.vocab_size,
+                input_image=input01, decoder=self.decode_f_hat)
 
     def forward(self, img_B3HW: torch.Tensor):
         """Training pass: (reconstruction without clamping, vq loss, tokens per scale)."""
