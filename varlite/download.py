@@ -190,7 +190,7 @@ def _network_error(url: str, dest: Path, part: Path, err: BaseException) -> Down
     """The DownloadError raised when the network keeps failing, with what to do about it."""
     reason = err.reason if isinstance(err, urllib.error.URLError) else err
     resume = f" The {part.stat().st_size} bytes already in {part} are kept." if part.exists() else ""
-    return DownloadError(f"could not download {url}: {reason}.\n"
+    return DownloadError(f"Could not download {url}: {reason}.\n"
                          f"You seem to be offline, or the server cannot be reached.{resume}\n"
                          f"Check your connection and run again (the download resumes where it stopped), or download "
                          f"the file by hand from {url} and put it at {dest}.")
