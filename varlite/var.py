@@ -69,7 +69,7 @@ class VAR(nn.Module):
         self.class_emb = nn.Embedding(cfg.num_classes + 1, C)               # + the "unconditional" class
         self.lvl_embed = nn.Embedding(len(patch_nums), C)                   # which scale a token belongs to
         self.shared_ada_lin = nn.Sequential(nn.SiLU(), SharedAdaLin(C, 6 * C)) if cfg.shared_aln else nn.Identity()
-        drop_path = torch.linspace(0, cfg.drop_path_rate, cfg.depth).tolist()
+        drop_path = torch.linspace(0, cfg.drop_path_rate, cfg.depth, device="cpu").tolist()
         self.blocks = nn.ModuleList([
             AdaLNSelfAttn(i, C, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, cfg.shared_aln, drop_path[i])
             for i in range(cfg.depth)])

@@ -1,0 +1,71 @@
+"""The ``python -m varlite`` command line: download official weights, check parity, inspect what is installed."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .download import DownloadError, varlite_home
+from .pretrained import HF_BASE_URL, OFFICIAL_FILES, CheckpointError, download_official, official_path
+
+
+def cmd_download(args) -> int:
+    """Fetch official checkpoints into the cache; a VAR depth brings the VQVAE it needs along."""
+    names = []
+    for name in args.names:
+        if name not in OFFICIAL_FILES:
+            print(f"error: unknown checkpoint {name!r}; choose from {', '.join(OFFICIAL_FILES)}", file=sys.stderr)
+            return 2
+        names += ([] if name == "vae" or args.no_vae or "vae" in names else ["vae"]) + [name]
+    for name in dict.fromkeys(names):
+        entry = OFFICIAL_FILES[name]
+        print(f"{entry.filename} (~{entry.approx_mb} MB) -> {official_path(name, args.cache_dir)}", file=sys.stderr)
+        try:
+            path = download_official(name, args.cache_dir, base_url=args.base_url, progress=not args.quiet)
+        except (DownloadError, CheckpointError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"ok: {path} (layout verified)")
+    return 0
+
+
+def cmd_info(args) -> int:
+    """Where the cache is and which official files are in it."""
+    from .configs import PRESETS
+    print(f"cache: {args.cache_dir or varlite_home()}  (set VARLITE_HOME to move it)")
+    for name, entry in OFFICIAL_FILES.items():
+        path = official_path(name, args.cache_dir)
+        print(f"  {name:<4} {entry.filename:<24} {'present' if path.exists() else 'not downloaded'}")
+    print(f"presets: {', '.join(PRESETS)}")
+    return 0
+
+
+def cmd_parity(args) -> int:
+    from .parity import main as parity_main
+    return parity_main([args.ref_dir])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m varlite", description="varlite: a readable VAR.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("download", help="download official checkpoints (vae, d16, d20, d24, d30, d36)")
+    p.add_argument("names", nargs="+", metavar="NAME", help="vae, d16, d20, d24, d30 or d36")
+    p.add_argument("--cache-dir", default=None, help="default: $VARLITE_HOME or ~/.cache/varlite")
+    p.add_argument("--base-url", default=HF_BASE_URL, help="mirror to download from (default: Hugging Face)")
+    p.add_argument("--no-vae", action="store_true", help="do not also fetch the VQVAE with a VAR")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("info", help="show the cache and the available presets")
+    p.add_argument("--cache-dir", default=None)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("parity", help="check varlite against an official reference set (see varlite.parity)")
+    p.add_argument("ref_dir")
+    p.set_defaults(func=cmd_parity)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)

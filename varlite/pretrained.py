@@ -1,0 +1,288 @@
+"""Official checkpoints: where they are, how to fetch them, and how to load them safely and strictly.
+
+The official files (Hugging Face ``FoundationVision/var``) are plain state_dicts: ``vae_ch160v4096z32.pth`` (the
+tokenizer shared by all depths) and ``var_d16.pth`` ... ``var_d36.pth``. varlite's classes use the official
+parameter names, so no renaming is needed: a file is loaded with ``torch.load(weights_only=True)`` (a pickle
+that tries to run code is refused before anything runs), its config is inferred from the tensor shapes, its keys
+and shapes are checked against the official layout (``layouts/official.json``, taken from the official code) or,
+for other configs, against the model varlite builds for the inferred config, and only then loaded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from .configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig
+from .download import download_file, varlite_home
+from .var import VAR, block_causal_bias
+from .vqvae import VQVAE
+
+HF_BASE_URL = "https://huggingface.co/FoundationVision/var/resolve/main/"
+
+
+# ------------------------------------------------------------------------------------------------ errors
+class CheckpointError(ValueError):
+    """A file that cannot be loaded as the requested model; the message says why and what to do."""
+
+
+class UnsafeCheckpointError(CheckpointError):
+    """The pickle asks to import or call Python objects; it was refused without running anything."""
+
+
+class CorruptCheckpointError(CheckpointError):
+    """Truncated or damaged file (or not a PyTorch file at all)."""
+
+
+class NotAStateDictError(CheckpointError):
+    """The file loaded but holds something other than a {name: tensor} dict."""
+
+
+class WrongModelError(CheckpointError):
+    """A VQVAE file given where a VAR file was expected, or the reverse."""
+
+
+class UnknownLayoutError(CheckpointError):
+    """The tensors look like neither a VAR nor a VQVAE state_dict."""
+
+
+class LayoutMismatchError(CheckpointError):
+    """Missing / unexpected keys or wrong shapes compared with the expected layout."""
+
+
+# ------------------------------------------------------------------------------------------------ registry
+@dataclass(frozen=True)
+class OfficialFile:
+    name: str            # short name used on the command line: vae, d16, ...
+    filename: str
+    layout: str          # entry of layouts/official.json
+    approx_mb: int
+
+    @property
+    def url(self) -> str:
+        return HF_BASE_URL + self.filename
+
+
+OFFICIAL_FILES: dict[str, OfficialFile] = {f.name: f for f in [
+    OfficialFile("vae", "vae_ch160v4096z32.pth", "vae_ch160v4096z32", 436),
+    OfficialFile("d16", "var_d16.pth", "var_d16", 1243),
+    OfficialFile("d20", "var_d20.pth", "var_d20", 2405),
+    OfficialFile("d24", "var_d24.pth", "var_d24", 4136),
+    OfficialFile("d30", "var_d30.pth", "var_d30", 8043),
+    OfficialFile("d36", "var_d36.pth", "var_d36_s512_UNVERIFIED", 9436),
+]}
+
+
+@lru_cache(maxsize=1)
+def official_layouts() -> dict:
+    """{layout name: {"file", "constructor_args", "tensors": [[key, shape, kind], ...]}} from the official code."""
+    with open(Path(__file__).parent / "layouts" / "official.json") as f:
+        return json.load(f)["models"]
+
+
+def official_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``download_official(name)`` puts the file (it may not exist yet)."""
+    if name not in OFFICIAL_FILES:
+        raise KeyError(f"unknown official checkpoint {name!r}; choose one of {sorted(OFFICIAL_FILES)}")
+    return Path(cache_dir or varlite_home()) / OFFICIAL_FILES[name].filename
+
+
+def download_official(name: str, cache_dir: str | os.PathLike | None = None, base_url: str = HF_BASE_URL,
+                      progress: bool = True) -> Path:
+    """Download an official checkpoint into the cache (resumable, atomic), then verify its layout strictly.
+
+    A file that downloads but fails verification is moved aside to ``<name>.rejected`` and the error raised.
+    """
+    dest = official_path(name, cache_dir)   # raises a clear KeyError for an unknown name
+    entry = OFFICIAL_FILES[name]
+    download_file(base_url + entry.filename, dest, progress=progress)
+    try:
+        sd = load_state_dict(dest)
+        verify_layout(sd, official_layouts()[entry.layout]["tensors"], what=entry.filename)
+    except CheckpointError:
+        os.replace(dest, dest.with_name(dest.name + ".rejected"))
+        raise
+    return dest
+
+
+# ------------------------------------------------------------------------------------------------ safe loading
+def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """``torch.load(path, weights_only=True)`` with every failure turned into a specific ``CheckpointError``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}; download one with `python -m varlite download d16` "
+                                f"(or vae, d20, ...) or give the path of a .pth file")
+    if not zipfile.is_zipfile(path):
+        with open(path, "rb") as f:
+            head = f.read(2)
+        if head[:1] != b"\x80":   # neither torch's zip format nor a legacy pickle
+            raise CorruptCheckpointError(f"{path} is not a PyTorch checkpoint (it starts with {head!r}; expected a "
+                                         f"zip archive written by torch.save)")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    except pickle.UnpicklingError as err:
+        if "Weights only load failed" in str(err):
+            raise UnsafeCheckpointError(
+                f"refused to load {path}: it asks to import or call Python objects, which could run code "
+                f"(nothing was executed). Only plain state_dicts of tensors are accepted. Detail: "
+                f"{str(err).splitlines()[0]}") from None
+        raise CorruptCheckpointError(f"{path} is damaged: {err}") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise CorruptCheckpointError(f"{path} is truncated or damaged ({type(err).__name__}: {str(err).splitlines()[0]}); "
+                                     f"delete it and download it again") from None
+    if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                       for k, v in obj.items()):
+        hint = f" with keys {list(obj)[:5]}" if isinstance(obj, dict) else ""
+        raise NotAStateDictError(f"{path} holds a {type(obj).__name__}{hint}, not a state_dict of tensors. If it is a "
+                                 f"training checkpoint, save its model's state_dict() on its own first.")
+    return obj
+
+
+def verify_layout(sd: dict[str, torch.Tensor], expected: list, what: str, tolerate_shape: tuple[str, ...] = (
+        "quantize.ema_vocab_hit_SV",)) -> None:
+    """Exact key set and shapes. ``expected`` rows are [key, shape, ...]. Keys in ``tolerate_shape`` may differ in
+    shape (upstream replaces ``quantize.ema_vocab_hit_SV``, a training statistic, by the model's own buffer)."""
+    want = {row[0]: tuple(row[1]) for row in expected}
+    missing = [k for k in want if k not in sd]
+    unexpected = [k for k in sd if k not in want]
+    if missing or unexpected:
+        raise LayoutMismatchError(
+            f"{what}: {len(missing)} missing key(s) {missing[:5]}{' ...' if len(missing) > 5 else ''} and "
+            f"{len(unexpected)} unexpected key(s) {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''} "
+            f"compared with the expected layout")
+    for k, shape in want.items():
+        if tuple(sd[k].shape) != shape and k not in tolerate_shape:
+            raise LayoutMismatchError(f"{what}: tensor {k!r} has shape {tuple(sd[k].shape)}, expected {shape}")
+
+
+# ------------------------------------------------------------------------------------------------ config inference
+def looks_like_vqvae(sd) -> bool:
+    return "quantize.embedding.weight" in sd and "encoder.conv_in.weight" in sd
+
+
+def looks_like_var(sd) -> bool:
+    return "class_emb.weight" in sd and "lvl_1L" in sd and "head.weight" in sd
+
+
+def infer_vqvae_config(sd: dict[str, torch.Tensor], patch_nums=OFFICIAL_PATCH_NUMS) -> VQVAEConfig:
+    """Read V, Cv, ch, ch_mult, res blocks, attention and phi count off the tensor shapes.
+
+    patch_nums are not stored in a VQVAE file (no weight depends on them); they come from the VAR it serves.
+    """
+    V, Cv = sd["quantize.embedding.weight"].shape
+    ch = sd["encoder.conv_in.weight"].shape[0]
+    levels = sorted({int(k.split(".")[2]) for k in sd if k.startswith("encoder.down.")})
+    ch_mult = tuple(sd[f"encoder.down.{i}.block.0.conv1.weight"].shape[0] // ch for i in levels)
+    num_res_blocks = len({k.split(".")[4] for k in sd if k.startswith("encoder.down.0.block.")})
+    phis = len({k.split(".")[3] for k in sd if k.startswith("quantize.quant_resi.qresi_ls.")})
+    return VQVAEConfig(vocab_size=V, z_channels=Cv, ch=ch, ch_mult=ch_mult, num_res_blocks=num_res_blocks,
+                       using_sa=f"encoder.down.{levels[-1]}.attn.0.qkv.weight" in sd,
+                       using_mid_sa="encoder.mid.attn_1.qkv.weight" in sd,
+                       quant_conv_ks=sd["quant_conv.weight"].shape[-1], share_quant_resi=phis,
+                       patch_nums=tuple(patch_nums))
+
+
+def infer_var_config(sd: dict[str, torch.Tensor]) -> VARConfig:
+    """Depth, width, heads (from ``scale_mul_1H11``), classes, patch_nums (from ``lvl_1L``), shared AdaLN."""
+    lvl_L = sd["lvl_1L"].reshape(-1)
+    counts = torch.bincount(lvl_L).tolist()
+    patch_nums = tuple(round(c ** 0.5) for c in counts)
+    if any(p * p != c for p, c in zip(patch_nums, counts)):
+        raise UnknownLayoutError(f"lvl_1L gives {counts} tokens per scale, which are not square numbers")
+    C = sd["class_emb.weight"].shape[1]
+    depth = len({k.split(".")[1] for k in sd if k.startswith("blocks.")})
+    return VARConfig(vocab_size=sd["head.weight"].shape[0], z_channels=sd["word_embed.weight"].shape[1],
+                     patch_nums=patch_nums, num_classes=sd["class_emb.weight"].shape[0] - 1, depth=depth,
+                     embed_dim=C, num_heads=sd["blocks.0.attn.scale_mul_1H11"].shape[1],
+                     mlp_ratio=sd["blocks.0.ffn.fc1.weight"].shape[0] / C,
+                     shared_aln="shared_ada_lin.1.weight" in sd)
+
+
+def official_layout_for(model_kind: str, cfg) -> str | None:
+    """The official layout name matching an inferred config, or None for non-official configs."""
+    for name, entry in official_layouts().items():
+        args = entry["constructor_args"]
+        if model_kind == "vqvae" and name.startswith("vae") and (args["vocab_size"], args["z_channels"], args["ch"]) == (
+                cfg.vocab_size, cfg.z_channels, cfg.ch) and cfg.ch_mult == (1, 1, 2, 2, 4):
+            return name
+        if model_kind == "var" and name.startswith("var") and (args["depth"], args["embed_dim"], args["shared_aln"],
+                                                               tuple(args["patch_nums"])) == (
+                cfg.depth, cfg.embed_dim, cfg.shared_aln, tuple(cfg.patch_nums)):
+            return name
+    return None
+
+
+def expected_layout(model: torch.nn.Module) -> list:
+    """[key, shape] rows of a model's own state_dict (build it on the meta device: no memory, no time)."""
+    return [[k, tuple(v.shape)] for k, v in model.state_dict().items()]
+
+
+# ------------------------------------------------------------------------------------------------ loaders
+def vqvae_from_state_dict(sd: dict[str, torch.Tensor], patch_nums=OFFICIAL_PATCH_NUMS, what: str = "state_dict") -> VQVAE:
+    """Infer the config, verify the layout strictly, build the VQVAE around the given tensors (no copy)."""
+    if not looks_like_vqvae(sd):
+        if looks_like_var(sd):
+            raise WrongModelError(f"{what} is a VAR transformer checkpoint, not a VQVAE; load it with load_var(path, vqvae)")
+        raise UnknownLayoutError(f"{what} is not a VQVAE state_dict (no 'quantize.embedding.weight' / "
+                                 f"'encoder.conv_in.weight'; first keys: {list(sd)[:5]})")
+    cfg = infer_vqvae_config(sd, patch_nums)
+    with torch.device("meta"):
+        model = VQVAE(cfg)
+    layout = official_layout_for("vqvae", cfg)
+    verify_layout(sd, official_layouts()[layout]["tensors"] if layout else expected_layout(model), what)
+    sd = dict(sd)
+    ema = model.quantize.ema_vocab_hit_SV
+    if tuple(sd["quantize.ema_vocab_hit_SV"].shape) != tuple(ema.shape):   # as upstream: keep the model's own
+        sd["quantize.ema_vocab_hit_SV"] = torch.zeros(ema.shape)
+    model.load_state_dict(sd, strict=True, assign=True)
+    model.source = {"what": what, "layout": layout or "varlite (non-official config)", "verified": True}
+    return model.eval()
+
+
+def var_from_state_dict(sd: dict[str, torch.Tensor], vqvae: VQVAE, what: str = "state_dict") -> VAR:
+    """Infer the config, check it against the VQVAE, verify the layout strictly, build the VAR (no copy)."""
+    if not looks_like_var(sd):
+        if looks_like_vqvae(sd):
+            raise WrongModelError(f"{what} is a VQVAE (tokenizer) checkpoint, not a VAR; load it with load_vqvae(path)")
+        raise UnknownLayoutError(f"{what} is not a VAR state_dict (no 'class_emb.weight' / 'lvl_1L' / 'head.weight'; "
+                                 f"first keys: {list(sd)[:5]})")
+    cfg = infer_var_config(sd)
+    vq_cfg = vqvae.config
+    if (cfg.vocab_size, cfg.z_channels) != (vq_cfg.vocab_size, vq_cfg.z_channels):
+        raise CheckpointError(f"{what} predicts V={cfg.vocab_size} tokens of Cv={cfg.z_channels} channels but the "
+                              f"VQVAE has V={vq_cfg.vocab_size}, Cv={vq_cfg.z_channels}: they are not a pair")
+    if tuple(cfg.patch_nums) != tuple(vq_cfg.patch_nums):
+        raise CheckpointError(f"{what} uses patch_nums {cfg.patch_nums} but the VQVAE was built for "
+                              f"{vq_cfg.patch_nums}; load the VQVAE with load_vqvae(path, patch_nums={cfg.patch_nums})")
+    layout = official_layout_for("var", cfg)
+    with torch.device("meta"):
+        model = VAR(cfg, vqvae)
+    verify_layout(sd, official_layouts()[layout]["tensors"] if layout else expected_layout(model), what, ())
+    if not torch.equal(sd["attn_bias_for_masking"], block_causal_bias(cfg.patch_nums)):
+        raise LayoutMismatchError(f"{what}: attn_bias_for_masking is not the block-causal mask of patch_nums {cfg.patch_nums}")
+    model.load_state_dict(sd, strict=True, assign=True)
+    model.source = {"what": what, "layout": layout or "varlite (non-official config)", "verified": True}
+    return model.eval()
+
+
+def load_vqvae(path: str | os.PathLike, patch_nums=OFFICIAL_PATCH_NUMS) -> VQVAE:
+    """Load a VQVAE file (e.g. ``vae_ch160v4096z32.pth``) safely and strictly; returns it in eval mode."""
+    return vqvae_from_state_dict(load_state_dict(path), patch_nums, what=str(path))
+
+
+def load_var(path: str | os.PathLike, vqvae: VQVAE) -> VAR:
+    """Load a VAR file (e.g. ``var_d16.pth``) safely and strictly on top of its VQVAE; returns it in eval mode."""
+    return var_from_state_dict(load_state_dict(path), vqvae, what=str(path))
+
+
+def load_official(depth: int, cache_dir: str | os.PathLike | None = None) -> tuple[VQVAE, VAR]:
+    """(vqvae, var) for ``var_d{depth}.pth`` from the cache (see ``python -m varlite download``)."""
+    var_sd = load_state_dict(official_path(f"d{depth}", cache_dir))
+    vqvae = load_vqvae(official_path("vae", cache_dir), patch_nums=infer_var_config(var_sd).patch_nums)
+    return vqvae, var_from_state_dict(var_sd, vqvae, what=OFFICIAL_FILES[f"d{depth}"].filename)
