@@ -1,0 +1,220 @@
+"""Loading official-format checkpoints: config inference, strict layout checks, specific errors, download."""
+from __future__ import annotations
+
+import os
+import pickle
+
+import pytest
+import torch
+
+from tests.http_server import PayloadServer
+from varlite import download, pretrained
+from varlite.cli import main as cli_main
+from varlite.configs import get_preset, official_var
+from varlite.pretrained import (CorruptCheckpointError, LayoutMismatchError, NotAStateDictError, UnknownLayoutError,
+                                UnsafeCheckpointError, WrongModelError, expected_layout, infer_var_config,
+                                infer_vqvae_config, load_var, load_vqvae, official_layouts, verify_layout)
+from varlite.var import VAR
+from varlite.vqvae import VQVAE
+
+TINY_PN = (1, 2, 3, 4)
+
+
+@pytest.fixture
+def tiny_files(tmp_path, ref_state_dicts):
+    vae_path, var_path = tmp_path / "vae.pth", tmp_path / "var.pth"
+    torch.save(ref_state_dicts[0], vae_path)
+    torch.save(ref_state_dicts[1], var_path)
+    return vae_path, var_path
+
+
+def test_loads_and_infers_the_config(tiny_files, ref_cases):
+    vqvae = load_vqvae(tiny_files[0], patch_nums=TINY_PN)
+    var = load_var(tiny_files[1], vqvae)
+    preset = get_preset("tiny")
+    assert vqvae.config == preset.vqvae
+    assert var.config == preset.var
+    assert not vqvae.training and not var.training
+    assert var.source["verified"] and var.source["layout"].startswith("varlite")
+    tokens = torch.cat(vqvae.img_to_idx(torch.from_numpy(ref_cases["input_img"])), dim=1)
+    assert torch.equal(tokens, torch.from_numpy(ref_cases["idxBl_cat"]))
+
+
+@pytest.mark.parametrize("depth", [16, 20, 24, 30, 36])
+def test_varlite_classes_have_exactly_the_official_layouts(depth):
+    """Keys, order and shapes of the official state_dicts (from the official code) equal ours, d36 shared AdaLN too."""
+    preset = get_preset(f"d{depth}")
+    with torch.device("meta"):
+        vqvae = VQVAE(preset.vqvae)
+        var = VAR(preset.var, vqvae)
+    layouts = official_layouts()
+    var_name = next(n for n in layouts if n.startswith(f"var_d{depth}"))
+    assert expected_layout(var) == [[r[0], tuple(r[1])] for r in layouts[var_name]["tensors"]]
+    assert expected_layout(vqvae) == [[r[0], tuple(r[1])] for r in layouts["vae_ch160v4096z32"]["tensors"]]
+
+
+@pytest.mark.parametrize("depth", [16, 36])
+def test_config_is_inferred_from_official_shapes(depth):
+    layouts = official_layouts()
+    rows = layouts[next(n for n in layouts if n.startswith(f"var_d{depth}"))]["tensors"]
+    sd = {k: torch.empty(shape, device="meta") for k, shape, _ in rows}
+    want = official_var(depth)
+    sd["lvl_1L"] = torch.cat([torch.full((p * p,), i) for i, p in enumerate(want.patch_nums)]).view(1, -1)
+    got = infer_var_config(sd)
+    assert got == type(want)(**{**want.__dict__, "drop_path_rate": 0.0})   # drop-path is training-only, not stored
+    vae_sd = {k: torch.empty(shape, device="meta") for k, shape, _ in layouts["vae_ch160v4096z32"]["tensors"]}
+    assert infer_vqvae_config(vae_sd) == get_preset("d16").vqvae
+
+
+def test_vae_given_as_var_and_the_reverse(tiny_files):
+    vqvae = load_vqvae(tiny_files[0], patch_nums=TINY_PN)
+    with pytest.raises(WrongModelError, match="is a VQVAE .* load it with load_vqvae"):
+        load_var(tiny_files[0], vqvae)
+    with pytest.raises(WrongModelError, match="is a VAR transformer checkpoint"):
+        load_vqvae(tiny_files[1])
+
+
+def test_mismatched_patch_nums_say_how_to_fix(tiny_files):
+    vqvae = load_vqvae(tiny_files[0])      # official patch_nums by default
+    with pytest.raises(pretrained.CheckpointError, match=r"load_vqvae\(path, patch_nums=\(1, 2, 3, 4\)\)"):
+        load_var(tiny_files[1], vqvae)
+
+
+def test_not_a_state_dict(tmp_path):
+    path = tmp_path / "x.pth"
+    torch.save([torch.zeros(2)], path)
+    with pytest.raises(NotAStateDictError, match="holds a list"):
+        load_vqvae(path)
+    torch.save({"model": {"w": torch.zeros(1)}}, path)
+    with pytest.raises(NotAStateDictError, match=r"keys \['model'\].*state_dict\(\)"):
+        load_vqvae(path)
+
+
+def test_truncated_and_garbage_files(tmp_path, tiny_files):
+    data = tiny_files[0].read_bytes()
+    cut = tmp_path / "cut.pth"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CorruptCheckpointError, match="truncated or damaged|not a PyTorch checkpoint"):
+        load_vqvae(cut)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"hello, I am a text file\n")
+    with pytest.raises(CorruptCheckpointError, match="not a PyTorch checkpoint"):
+        load_vqvae(junk)
+    with pytest.raises(FileNotFoundError, match="python -m varlite download"):
+        load_vqvae(tmp_path / "missing.pth")
+
+
+class _RunsCode:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_pickle_that_runs_code_is_refused_without_running(tmp_path, legacy):
+    marker, path = tmp_path / "pwned", tmp_path / "evil.pth"
+    if legacy:
+        path.write_bytes(pickle.dumps({"w": _RunsCode(marker)}, protocol=2))
+    else:
+        torch.save({"w": _RunsCode(marker)}, path)
+    with pytest.raises(UnsafeCheckpointError, match="could run code .*nothing was executed"):
+        load_vqvae(path)
+    assert not marker.exists()
+
+
+def test_unknown_layout(tmp_path):
+    path = tmp_path / "other.pth"
+    torch.save({"fc.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(UnknownLayoutError, match=r"not a VQVAE state_dict .*'fc.weight'"):
+        load_vqvae(path)
+    with pytest.raises(UnknownLayoutError, match="not a VAR state_dict"):
+        load_var(path, VQVAE(get_preset("tiny").vqvae))
+
+
+def test_missing_unexpected_and_misshapen_keys(tmp_path, ref_state_dicts):
+    vqvae = VQVAE(get_preset("tiny").vqvae)
+    path = tmp_path / "var.pth"
+    sd = dict(ref_state_dicts[1])
+    del sd["head.bias"]
+    sd["blocks.0.attn.extra"] = torch.zeros(1)
+    torch.save(sd, path)
+    with pytest.raises(LayoutMismatchError, match=r"1 missing key\(s\) \['head.bias'\].*1 unexpected key\(s\) \['blocks.0.attn.extra'\]"):
+        load_var(path, vqvae)
+    sd = dict(ref_state_dicts[1])
+    sd["blocks.1.ffn.fc2.bias"] = torch.zeros(129)
+    torch.save(sd, path)
+    with pytest.raises(LayoutMismatchError, match=r"'blocks.1.ffn.fc2.bias' has shape \(129,\), expected \(128,\)"):
+        load_var(path, vqvae)
+
+
+def test_official_layout_check_names_keys(ref_state_dicts):
+    rows = official_layouts()["var_d16"]["tensors"]
+    sd = {k: torch.empty(shape, device="meta") for k, shape, _ in rows}
+    verify_layout(sd, rows, "d16")
+    sd["head.weight"] = torch.empty(4096, 1000, device="meta")
+    with pytest.raises(LayoutMismatchError, match=r"'head.weight' has shape \(4096, 1000\), expected \(4096, 1024\)"):
+        verify_layout(sd, rows, "d16")
+
+
+def test_ema_vocab_hit_of_any_shape_is_accepted(tmp_path, ref_state_dicts):
+    sd = dict(ref_state_dicts[0])
+    sd["quantize.ema_vocab_hit_SV"] = torch.ones(10, 64)   # e.g. trained with 10 scales
+    path = tmp_path / "vae.pth"
+    torch.save(sd, path)
+    vqvae = load_vqvae(path, patch_nums=TINY_PN)
+    assert vqvae.quantize.ema_vocab_hit_SV.shape == (4, 64)
+
+
+# ------------------------------------------------------------------------------------------------ download
+@pytest.fixture
+def tiny_as_official(monkeypatch):
+    """Pretend the official d16 layout is the tiny one, so a small file can stand in for var_d16.pth."""
+    tiny_rows = [[k, list(s), "parameter"] for k, s in expected_layout(
+        VAR(get_preset("tiny").var, VQVAE(get_preset("tiny").vqvae)))]
+    layouts = dict(official_layouts())
+    layouts["var_d16"] = {**layouts["var_d16"], "tensors": tiny_rows}
+    monkeypatch.setattr(pretrained, "official_layouts", lambda: layouts)
+    monkeypatch.setattr(download, "RETRY_PAUSE_S", 0.0)
+
+
+def test_cli_download_resumes_after_a_cut_connection(tmp_path, tiny_files, tiny_as_official, capsys):
+    payload = tiny_files[1].read_bytes()
+    server = PayloadServer(payload, "var_d16.pth", cut_first_request_after=len(payload) // 3).start()
+    try:
+        base = server.url.rsplit("/", 1)[0] + "/"
+        code = cli_main(["download", "d16", "--no-vae", "--quiet", "--cache-dir", str(tmp_path / "cache"),
+                         "--base-url", base])
+    finally:
+        server.stop()
+    assert code == 0
+    assert (tmp_path / "cache" / "var_d16.pth").read_bytes() == payload
+    assert server.requests[0] is None and server.requests[1] == f"bytes={len(payload) // 3}-"
+    assert "layout verified" in capsys.readouterr().out
+
+
+def test_download_of_a_wrong_file_is_rejected_after_the_layout_check(tmp_path, tiny_files, capsys):
+    payload = tiny_files[0].read_bytes()          # the VQVAE served under the name var_d16.pth
+    server = PayloadServer(payload, "var_d16.pth").start()
+    try:
+        code = cli_main(["download", "d16", "--no-vae", "--quiet", "--cache-dir", str(tmp_path),
+                         "--base-url", server.url.rsplit("/", 1)[0] + "/"])
+    finally:
+        server.stop()
+    assert code == 1
+    assert "missing key" in capsys.readouterr().err
+    assert not (tmp_path / "var_d16.pth").exists() and (tmp_path / "var_d16.pth.rejected").exists()
+
+
+def test_download_offline_says_so(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(download, "RETRY_PAUSE_S", 0.0)
+    code = cli_main(["download", "vae", "--quiet", "--cache-dir", str(tmp_path), "--base-url", "http://127.0.0.1:9/"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "offline" in err and "vae_ch160v4096z32.pth" in err
+
+
+def test_cli_rejects_unknown_names(capsys):
+    assert cli_main(["download", "d17"]) == 2
+    assert "unknown checkpoint 'd17'" in capsys.readouterr().err
