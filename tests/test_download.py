@@ -2,16 +2,12 @@
 import hashlib
 import random
 import socket
-import sys
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from http_server import PayloadServer  # noqa: E402
-
-from varlite import download  # noqa: E402
-from varlite.download import DownloadError, download_file, varlite_home  # noqa: E402
+from tests.http_server import PayloadServer
+from varlite import download
+from varlite.download import DownloadError, download_file, varlite_home
 
 PAYLOAD = random.Random(0).randbytes(100_000)
 

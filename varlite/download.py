@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
+import ssl
 import sys
 import time
 import urllib.error
@@ -12,6 +13,10 @@ from pathlib import Path
 
 RETRY_PAUSE_S = 1.0          # pause before retry k is k * RETRY_PAUSE_S seconds
 PROGRESS_REDRAW_S = 0.1      # the progress bar is redrawn at most this often
+
+# What a failing network raises (host unreachable, HTTP 5xx, timeouts, dropped connections), as opposed to local
+# errors such as a full disk, which are not retried.
+NETWORK_ERRORS = (urllib.error.URLError, ConnectionError, TimeoutError, ssl.SSLError, http.client.HTTPException)
 
 
 class DownloadError(RuntimeError):
@@ -49,21 +54,22 @@ def download_file(url: str, dest: str | os.PathLike, *, expected_size: int | Non
     part = dest.with_name(dest.name + ".part")
     bar = _ProgressBar(dest.name, enabled=progress)
     failures_in_a_row = 0
-    while True:
-        size_before = _size_on_disk(part)
-        try:
-            _fetch_once(url, dest, part, expected_size=expected_size, timeout=timeout, chunk_size=chunk_size,
-                        bar=bar)
-            break
-        except (OSError, http.client.HTTPException) as err:     # URLError, HTTPError 5xx, timeouts, cut connections
-            if _size_on_disk(part) > size_before:
-                failures_in_a_row = 0
-            failures_in_a_row += 1
-            if failures_in_a_row > retries:
-                bar.close()
-                raise _network_error(url, dest, part, err) from err
-            time.sleep(RETRY_PAUSE_S * failures_in_a_row)
-    bar.close()
+    try:
+        while True:
+            size_before = _size_on_disk(part)
+            try:
+                _fetch_once(url, dest, part, expected_size=expected_size, timeout=timeout, chunk_size=chunk_size,
+                            bar=bar)
+                break
+            except NETWORK_ERRORS as err:
+                if _size_on_disk(part) > size_before:
+                    failures_in_a_row = 0
+                failures_in_a_row += 1
+                if failures_in_a_row > retries:
+                    raise _network_error(url, dest, part, err) from err
+                time.sleep(RETRY_PAUSE_S * failures_in_a_row)
+    finally:
+        bar.close()                   # end the progress line, also when an error is on its way
     _check_finished_part(url, dest, part, expected_size, md5, sha256)
     os.replace(part, dest)
     return dest
@@ -73,7 +79,7 @@ def _fetch_once(url: str, dest: Path, part: Path, *, expected_size: int | None, 
                 bar: _ProgressBar) -> None:
     """One HTTP request: append the missing bytes to ``part``. Returns when the server's file is complete.
 
-    Raises OSError / HTTPException for problems worth retrying (network, HTTP 5xx, connection cut before the
+    Raises one of NETWORK_ERRORS for problems worth retrying (network, HTTP 5xx, connection cut before the
     announced length) and DownloadError for those that are not (HTTP 4xx, a file of the wrong size).
     """
     start = _size_on_disk(part)
