@@ -17,7 +17,7 @@ from PIL import Image
 from tests.http_server import PayloadServer
 from varlite.data import (CIFAR10, CorruptDatasetError, DatasetError, DatasetNotFoundError, ImageFolder,
                           Shapes, download_cifar10, load_dataset, to_pm1)
-from varlite.data.cifar10 import _safe_unpickle
+from varlite.data.cifar10 import CLASSES, _safe_unpickle
 from varlite.download import DownloadError
 
 CIFAR_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
@@ -203,7 +203,7 @@ def test_real_cifar10_test_split():
     seconds = time.perf_counter() - start
     assert test.images_u8.shape == (10_000, 3, 32, 32)
     assert test.labels.bincount(minlength=10).tolist() == [1000] * 10
-    assert test.classes == CIFAR_CLASSES
+    assert test.classes == CIFAR_CLASSES == CLASSES
     assert seconds < 15, f"loading the CIFAR-10 test split took {seconds:.1f} s"
 
 

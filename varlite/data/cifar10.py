@@ -35,7 +35,8 @@ FOLDER_NAME = "cifar-10-batches-py"
 META_FILE = "batches.meta"
 SPLIT_FILES = {"train": [f"data_batch_{k}" for k in range(1, 6)], "test": ["test_batch"]}
 OFFICIAL_COUNTS = {"train": 50_000, "test": 10_000}
-NUM_CLASSES = 10
+CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]  # label order
+NUM_CLASSES = len(CLASSES)
 IMAGE_SIZE = 32
 
 # The only globals a CIFAR-10 pickle needs: what numpy uses to rebuild an ndarray (the module is numpy.core in
@@ -203,7 +204,7 @@ def _safe_unpickle(file: BinaryIO, where: str) -> object:
 
 
 def _check_meta(meta: object, where: str) -> list[str]:
-    """The 10 class names of ``batches.meta``."""
+    """The 10 class names of ``batches.meta`` (the official file holds CLASSES)."""
     names = meta.get(b"label_names") if isinstance(meta, dict) else None
     if not isinstance(names, list) or len(names) != NUM_CLASSES or not all(isinstance(n, bytes) for n in names):
         raise CorruptDatasetError(f"{where} must be a dict whose b'label_names' is a list of {NUM_CLASSES} byte "
