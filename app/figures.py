@@ -1,0 +1,144 @@
+"""Pictures for the pages, cached as PNG bytes so that stepping through scales only sends cached bytes.
+
+The figures themselves are built by ``varlite.viz`` (shared with the lessons); this module only renders them to
+PNG (``fig_png``), caches them by settings and scale, and closes them. Decoded images are plain arrays and go to
+``st.image`` directly.
+"""
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import streamlit as st  # noqa: E402
+
+from app import core  # noqa: E402
+
+DPI = 80
+
+
+def fig_png(fig) -> bytes:
+    """Render a matplotlib Figure to PNG bytes and close it (figures must not pile up in a long-running server)."""
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    finally:
+        plt.close(fig)
+    return buf.getvalue()
+
+
+def viz():
+    return core.optional_module("viz")
+
+
+# ------------------------------------------------------------------------------------------------ array pictures
+# Until varlite.viz lands (and for the pictures that are plain images), maps are shown as colour-mapped arrays,
+# enlarged with nearest-neighbour so that every token stays a crisp square. This is display, not model maths.
+DISPLAY_PX = 192
+
+
+def colorize(a_hw: np.ndarray, cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None,
+             px: int = DISPLAY_PX) -> np.ndarray:
+    """(h, w) numbers -> (px', px', 3) uint8 through a matplotlib colormap, each cell an integer block of pixels."""
+    a = np.asarray(a_hw, dtype=np.float64)
+    lo = np.nanmin(a) if vmin is None else vmin
+    hi = np.nanmax(a) if vmax is None else vmax
+    norm = np.clip((a - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
+    rgb = (matplotlib.colormaps[cmap](norm)[..., :3] * 255).astype(np.uint8)
+    return enlarge(rgb, px)
+
+
+def enlarge(rgb_hw3: np.ndarray, px: int = DISPLAY_PX) -> np.ndarray:
+    rep = max(1, px // max(rgb_hw3.shape[:2]))
+    return np.repeat(np.repeat(rgb_hw3, rep, axis=0), rep, axis=1)
+
+
+def mark_cell(rgb: np.ndarray, side: int, row: int, col: int) -> np.ndarray:
+    """Draw a white/black frame around token (row, col) of a side x side map enlarged to ``rgb``."""
+    out = rgb.copy()
+    cell = out.shape[0] // side
+    y0, x0 = row * cell, col * cell
+    t = max(1, cell // 8)
+    for colour, pad in (((0, 0, 0), 0), ((255, 255, 255), t)):
+        ys, ye, xs, xe = y0 + pad, y0 + cell - pad, x0 + pad, x0 + cell - pad
+        out[ys:ys + t, xs:xe] = colour
+        out[ye - t:ye, xs:xe] = colour
+        out[ys:ye, xs:xs + t] = colour
+        out[ys:ye, xe - t:xe] = colour
+    return out
+
+
+def token_map(tokens_hw: np.ndarray, colors_V3: np.ndarray, px: int = DISPLAY_PX) -> np.ndarray:
+    """Tokens in their codebook colours (``viz.codebook_colors``: same colour = same codebook entry on every scale,
+    similar vectors = similar colours)."""
+    return enlarge((colors_V3[np.asarray(tokens_hw)] * 255).astype(np.uint8), px)
+
+
+def channel_norm(x_CvHW: np.ndarray, px: int = DISPLAY_PX, vmax: float | None = None) -> np.ndarray:
+    """||x|| over the latent channels at every position (how much is there), as a heat map."""
+    return colorize(np.linalg.norm(x_CvHW, axis=0), "magma", 0, vmax, px)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def block_mask(patch_nums: tuple[int, ...], scale: int, px: int = 240) -> np.ndarray:
+    """The full L x L block-causal mask (grey = may attend), the current scale's rows highlighted in orange."""
+    from varlite.var import block_causal_bias
+    allowed = (block_causal_bias(patch_nums)[0, 0] == 0).numpy()
+    L = allowed.shape[0]
+    rgb = np.where(allowed[..., None], np.array([150, 150, 150], np.uint8), np.array([255, 255, 255], np.uint8))
+    begin = sum(p * p for p in patch_nums[:scale])
+    end = begin + patch_nums[scale] ** 2
+    rows = rgb[begin:end]
+    rows[allowed[begin:end]] = (240, 120, 20)
+    rows[~allowed[begin:end]] = (255, 225, 200)
+    rgb = rgb.astype(np.uint8)
+    if L < px:
+        rgb = enlarge(rgb, px)
+    return rgb
+
+
+# ------------------------------------------------------------------------------------------------ varlite.viz figures
+# Drill-down figures (the same as in the lessons), rendered once per settings and cached as PNG bytes.
+@st.cache_data(show_spinner=False, max_entries=8)
+def codebook_colors(model_key: str) -> np.ndarray:
+    from varlite import viz as _viz
+    return _viz.codebook_colors(core.load_model(model_key).vqvae.quantize.embedding.weight)
+
+
+@st.cache_data(show_spinner="Drawing...", max_entries=256, ttl=3600)
+def generation_figure(kind: str, settings: core.GenSettings, k: int, row: int = 0, col: int = 0) -> bytes:
+    """One of varlite.viz's figures for scale k of a cached generation trace, as PNG."""
+    from varlite import viz as _viz
+    model = core.load_model(settings.model_key)
+    steps = core.trace_steps(core.generation_trace(settings), model)
+    if kind == "tokens":
+        fig = _viz.token_map_figure(steps[:k + 1], model.vqvae.quantize.embedding.weight)
+    elif kind == "latents":
+        fig = _viz.latent_figure(steps[:k + 1], fields=("residual", "f_hat"))
+    elif kind == "probability":
+        fig = _viz.probability_figure(steps[k])
+    elif kind == "topk":
+        fig = _viz.topk_figure(steps[k], row, col)
+    elif kind == "pyramid":
+        fig = _viz.pyramid_figure(steps[:k + 1])
+    else:
+        raise ValueError(f"unknown figure {kind!r}")
+    return fig_png(fig)
+
+
+@st.cache_data(show_spinner="Drawing...", max_entries=64)
+def mask_figure(patch_nums: tuple[int, ...], k: int) -> bytes:
+    from varlite import viz as _viz
+    return fig_png(_viz.attention_mask_figure(patch_nums, k))
+
+
+@st.cache_data(show_spinner="Drawing...", max_entries=256, ttl=3600)
+def attention_figure(settings: core.GenSettings, k: int, row: int, col: int, layer: int, head: int | None) -> bytes:
+    from varlite import viz as _viz
+    model = core.load_model(settings.model_key)
+    step = core.trace_steps(core.generation_trace(settings), model)[k]
+    step.attention = core.attention_rows(core.attention_at(settings, k, row, col), step.side, row, col)
+    return fig_png(_viz.attention_figure(step, model.patch_nums, layer, head, row, col))
