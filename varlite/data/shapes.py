@@ -23,8 +23,8 @@ edge of the pink half, a dark grey background of random level and tint, and pixe
 
 Shapes are drawn in coordinates where the image spans [0, 1], with edges anti-aliased over one pixel, so any
 ``image_size`` gives the same picture. Image ``i`` has label ``i % 10`` (the classes are balanced; shuffle with a
-DataLoader). All randomness comes from one generator seeded by (seed, split), so the data is deterministic and the
-train and test splits differ. Images are drawn in chunks of 1,000 to bound memory.
+DataLoader). All randomness comes from one numpy generator seeded by (seed, split), so the data is deterministic and
+the train and test splits differ. Images are drawn with numpy in chunks of 1,000 (to bound memory).
 """
 from __future__ import annotations
 
@@ -77,20 +77,23 @@ class Shapes(ImageDataset):
         n = DEFAULT_N[split] if n is None else n
         if n < 1 or image_size < 1:
             raise ValueError(f"Shapes needs n >= 1 and image_size >= 1, got n={n}, image_size={image_size}")
-        labels = torch.arange(n) % len(SHAPE_CLASSES)
-        generator = torch.Generator().manual_seed(_split_seed(seed, split))
-        chunks = [render_shapes(labels[first:first + CHUNK], image_size, generator) for first in range(0, n, CHUNK)]
-        super().__init__(torch.cat(chunks), labels, CLASS_NAMES)
+        labels_N = np.arange(n) % len(SHAPE_CLASSES)
+        rng = np.random.default_rng([seed, SPLITS.index(split)])          # one stream per (seed, split)
+        chunks = [render_shapes(labels_N[first:first + CHUNK], image_size, rng) for first in range(0, n, CHUNK)]
+        super().__init__(torch.from_numpy(np.concatenate(chunks)), torch.from_numpy(labels_N), CLASS_NAMES)
         self.seed = seed
         self.split = split
 
 
-def render_shapes(labels_B: torch.Tensor, image_size: int, generator: torch.Generator) -> torch.Tensor:
-    """Draw one image per label (uint8, B x 3 x image_size x image_size); all randomness comes from ``generator``."""
+def render_shapes(labels_B: np.ndarray, image_size: int, rng: np.random.Generator) -> np.ndarray:
+    """Draw one image per label (uint8, B x 3 x image_size x image_size); all randomness comes from ``rng``.
+
+    Plain numpy (single-threaded), so drawing stays fast on a CPU that is busy with other work.
+    """
     B, S = len(labels_B), image_size
 
     def uniform(low, high, *shape):
-        return low + (high - low) * torch.rand(B, *shape, generator=generator)
+        return rng.uniform(low, high, size=(B, *shape)).astype(np.float32)
 
     shift_B2 = uniform(-0.08, 0.08, 2)
     scale_B = uniform(0.85, 1.15)
@@ -100,68 +103,62 @@ def render_shapes(labels_B: torch.Tensor, image_size: int, generator: torch.Gene
     stripe_phase_B = uniform(0, 2 * math.pi)
     background_B = uniform(20, 60)
     tint_B3 = uniform(-8, 8, 3)
-    noise_B3HW = 6 * torch.randn(B, 3, S, S, generator=generator)
+    noise_B3HW = 6 * rng.standard_normal((B, 3, S, S), dtype=np.float32)
 
-    centre_B2 = torch.tensor([c.centre for c in SHAPE_CLASSES])[labels_B] + shift_B2
-    size_B = torch.tensor([c.size for c in SHAPE_CLASSES])[labels_B] * scale_B
-    colour_B3 = torch.tensor([c.rgb for c in SHAPE_CLASSES], dtype=torch.float32)[labels_B]
+    centre_B2 = np.array([c.centre for c in SHAPE_CLASSES], np.float32)[labels_B] + shift_B2
+    size_B = np.array([c.size for c in SHAPE_CLASSES], np.float32)[labels_B] * scale_B
+    colour_B3 = np.array([c.rgb for c in SHAPE_CLASSES], np.float32)[labels_B]
 
-    coords_S = (torch.arange(S, dtype=torch.float32) + 0.5) / S            # pixel centres in [0, 1]
-    x_BHW = coords_S.view(1, 1, S).expand(B, S, S)
-    y_BHW = coords_S.view(1, S, 1).expand(B, S, S)
-    distance_BHW = torch.empty(B, S, S)
+    coords_S = (np.arange(S, dtype=np.float32) + 0.5) / S                 # pixel centres in [0, 1]
+    x_BHW = np.broadcast_to(coords_S[None, None, :], (B, S, S))
+    y_BHW = np.broadcast_to(coords_S[None, :, None], (B, S, S))
+    distance_BHW = np.empty((B, S, S), np.float32)
     for label, shape_class in enumerate(SHAPE_CLASSES):
         rows = labels_B == label
         distance_BHW[rows] = _signed_distance(shape_class.kind, x_BHW[rows], y_BHW[rows],
                                               centre_B2[rows, :, None, None], size_B[rows, None, None],
                                               stripe_phase_B[rows, None, None])
-    alpha_BHW = (0.5 - distance_BHW * S).clamp(0, 1)                       # 1 inside, 0 outside, 1 px soft edge
+    alpha_BHW = np.clip(0.5 - distance_BHW * S, 0, 1)                     # 1 inside, 0 outside, 1 px soft edge
 
-    along_BHW = (x_BHW * torch.cos(stripe_angle_B)[:, None, None] + y_BHW * torch.sin(stripe_angle_B)[:, None, None])
-    stripes_BHW = 1 + 0.25 * torch.sin(2 * math.pi * along_BHW / stripe_period_B[:, None, None]
-                                       + stripe_phase_B[:, None, None])
+    along_BHW = x_BHW * np.cos(stripe_angle_B)[:, None, None] + y_BHW * np.sin(stripe_angle_B)[:, None, None]
+    stripes_BHW = 1 + 0.25 * np.sin(2 * math.pi * along_BHW / stripe_period_B[:, None, None]
+                                     + stripe_phase_B[:, None, None])
     shape_B3HW = (colour_B3 + colour_jitter_B3)[:, :, None, None] * stripes_BHW[:, None]
-    background_B3HW = (background_B[:, None] + tint_B3)[:, :, None, None].expand(B, 3, S, S)
-    alpha_B1HW = alpha_BHW[:, None]
-    img_B3HW = background_B3HW + alpha_B1HW * (shape_B3HW - background_B3HW) + noise_B3HW
-    return img_B3HW.round().clamp(0, 255).to(torch.uint8)
+    background_B311 = (background_B[:, None] + tint_B3)[:, :, None, None]
+    img_B3HW = background_B311 + alpha_BHW[:, None] * (shape_B3HW - background_B311) + noise_B3HW
+    return np.clip(np.rint(img_B3HW), 0, 255).astype(np.uint8)
 
 
-def _signed_distance(kind: str, x: torch.Tensor, y: torch.Tensor, centre: torch.Tensor, size: torch.Tensor,
-                     phase: torch.Tensor) -> torch.Tensor:
+def _signed_distance(kind: str, x: np.ndarray, y: np.ndarray, centre: np.ndarray, size: np.ndarray,
+                     phase: np.ndarray) -> np.ndarray:
     """Signed distance (in image widths) from each pixel centre to the shape's edge: negative inside, positive out.
 
     ``x``, ``y`` are pixel coordinates (image spans [0, 1], y grows downwards); ``centre`` holds (x, y) per image.
     """
     dx, dy = x - centre[:, 0], y - centre[:, 1]
     if kind == "disc":
-        return torch.sqrt(dx ** 2 + dy ** 2) - size
+        return np.sqrt(dx ** 2 + dy ** 2) - size
     if kind == "square":
-        return torch.maximum(dx.abs(), dy.abs()) - size
+        return np.maximum(np.abs(dx), np.abs(dy)) - size
     if kind == "triangle":                    # apex at dy = -size, base at dy = 0.8 size, base half-width size
         slope = 1 / 1.8                       # half-width gained per unit of height: size over 1.8 size
-        side = (dx.abs() - (dy + size) * slope) / math.sqrt(1 + slope ** 2)
-        return torch.maximum(side, dy - 0.8 * size)
+        side = (np.abs(dx) - (dy + size) * slope) / math.sqrt(1 + slope ** 2)
+        return np.maximum(side, dy - 0.8 * size)
     if kind == "ring":
-        return (torch.sqrt(dx ** 2 + dy ** 2) - size).abs() - 0.06
+        return np.abs(np.sqrt(dx ** 2 + dy ** 2) - size) - 0.06
     if kind == "diamond":
-        return (dx.abs() + dy.abs() - size) / math.sqrt(2)
+        return (np.abs(dx) + np.abs(dy) - size) / math.sqrt(2)
     if kind == "cross":                       # two bars of half-width 0.3 size and half-length size
-        horizontal = torch.maximum(dx.abs() - size, dy.abs() - 0.3 * size)
-        vertical = torch.maximum(dx.abs() - 0.3 * size, dy.abs() - size)
-        return torch.minimum(horizontal, vertical)
+        horizontal = np.maximum(np.abs(dx) - size, np.abs(dy) - 0.3 * size)
+        vertical = np.maximum(np.abs(dx) - 0.3 * size, np.abs(dy) - size)
+        return np.minimum(horizontal, vertical)
     if kind == "horizontal bar":
-        return dy.abs() - size
+        return np.abs(dy) - size
     if kind == "vertical bar":
-        return dx.abs() - size
+        return np.abs(dx) - size
     if kind == "lower half":                  # inside below a wavy line of amplitude `size`, 2.5 waves per width
-        edge_y = centre[:, 1] + size * torch.sin(2 * math.pi * 2.5 * x + phase)
+        edge_y = centre[:, 1] + size * np.sin(2 * math.pi * 2.5 * x + phase)
         return edge_y - y
     if kind == "frame":                       # inside within `size` of any image edge
-        return torch.minimum(torch.minimum(x, 1 - x), torch.minimum(y, 1 - y)) - size
+        return np.minimum(np.minimum(x, 1 - x), np.minimum(y, 1 - y)) - size
     raise ValueError(f"unknown shape kind {kind!r}")
-
-
-def _split_seed(seed: int, split: str) -> int:
-    """A 64-bit generator seed derived from (seed, split), so that every seed and split gets its own stream."""
-    return int(np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(1, np.uint64)[0])
