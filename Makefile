@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 app: $(STAMP)
-	$(PY) -m varlite demo
+	$(PY) -m streamlit run app/streamlit_app.py
 
 test: $(STAMP)
 	$(PY) -m pytest -q
