@@ -217,4 +217,13 @@ def test_download_offline_says_so(tmp_path, capsys, monkeypatch):
 
 def test_cli_rejects_unknown_names(capsys):
     assert cli_main(["download", "d17"]) == 2
-    assert "unknown checkpoint 'd17'" in capsys.readouterr().err
+    assert "unknown name 'd17'" in capsys.readouterr().err
+
+
+def test_cli_downloads_cifar10_into_the_cache(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(download, "RETRY_PAUSE_S", 0.0)
+    code = cli_main(["download", "cifar10", "--quiet", "--cache-dir", str(tmp_path),
+                     "--cifar-url", "http://127.0.0.1:9/cifar-10-python.tar.gz"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "offline" in err and str(tmp_path / "cifar10" / "cifar-10-python.tar.gz") in err

@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
+from .data import download_cifar10
+from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .download import DownloadError, varlite_home
 from .pretrained import HF_BASE_URL, OFFICIAL_FILES, CheckpointError, download_official, official_path
 
 
 def cmd_download(args) -> int:
-    """Fetch official checkpoints into the cache; a VAR depth brings the VQVAE it needs along."""
+    """Fetch official checkpoints (a VAR depth brings the VQVAE it needs along) or the CIFAR-10 tarball."""
     names = []
     for name in args.names:
+        if name == "cifar10":
+            continue
         if name not in OFFICIAL_FILES:
-            print(f"error: unknown checkpoint {name!r}; choose from {', '.join(OFFICIAL_FILES)}", file=sys.stderr)
+            print(f"error: unknown name {name!r}; choose from {', '.join(OFFICIAL_FILES)}, cifar10", file=sys.stderr)
             return 2
         names += ([] if name == "vae" or args.no_vae or "vae" in names else ["vae"]) + [name]
     for name in dict.fromkeys(names):
@@ -25,6 +30,14 @@ def cmd_download(args) -> int:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"ok: {path} (layout verified)")
+    if "cifar10" in args.names:
+        root = Path(args.cache_dir) / "cifar10" if args.cache_dir else None
+        try:
+            path = download_cifar10(root, url=args.cifar_url, progress=not args.quiet)
+        except DownloadError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        print(f"ok: {path} (md5 verified)")
     return 0
 
 
@@ -48,10 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m varlite", description="varlite: a readable VAR.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("download", help="download official checkpoints (vae, d16, d20, d24, d30, d36)")
-    p.add_argument("names", nargs="+", metavar="NAME", help="vae, d16, d20, d24, d30 or d36")
+    p = sub.add_parser("download", help="download official checkpoints (vae, d16 ... d36) or the CIFAR-10 dataset")
+    p.add_argument("names", nargs="+", metavar="NAME", help="vae, d16, d20, d24, d30, d36 or cifar10")
     p.add_argument("--cache-dir", default=None, help="default: $VARLITE_HOME or ~/.cache/varlite")
     p.add_argument("--base-url", default=HF_BASE_URL, help="mirror to download from (default: Hugging Face)")
+    p.add_argument("--cifar-url", default=CIFAR10_URL,
+                   help="where to fetch the official CIFAR-10 tarball (its official md5 is checked)")
     p.add_argument("--no-vae", action="store_true", help="do not also fetch the VQVAE with a VAR")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_download)
