@@ -1,0 +1,170 @@
+"""Figures: each builder returns a Figure with the panels and labels it promises, shows the data it claims to show,
+and leaves no pyplot figure open."""
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (only to check that nothing is left open)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from varlite import complexity, viz  # noqa: E402
+from varlite.configs import OFFICIAL_PATCH_NUMS, get_preset  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models):
+    """The tiny preset with the upstream reference set's (synthetic) weights, from conftest."""
+    return tiny_models
+
+
+@pytest.fixture(scope="module")
+def steps(models):
+    _, var = models
+    return list(var.generate_steps([3, 7], seed=0, trace=True, capture_attention=True))
+
+
+@pytest.fixture(autouse=True)
+def no_open_pyplot_figures():
+    plt.close("all")
+    yield
+    assert plt.get_fignums() == []
+
+
+def panels(fig: Figure) -> list:
+    """The plotting axes of a figure (colorbars excluded)."""
+    return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+
+
+def test_codebook_colors_are_a_fixed_projection_of_the_codebook(models):
+    vqvae, _ = models
+    codebook = vqvae.quantize.embedding.weight
+    colors = viz.codebook_colors(codebook)
+    assert colors.shape == (64, 3) and colors.min() == 0 and colors.max() == 1
+    np.testing.assert_array_equal(colors, viz.codebook_colors(codebook.clone()))
+    np.testing.assert_allclose(colors, viz.codebook_colors(-codebook), atol=1e-12)   # the sign convention is fixed
+    np.testing.assert_allclose(colors, viz.codebook_colors(codebook + 3.0), atol=1e-6)   # only the shape matters
+
+
+def test_token_map_figure(models, steps):
+    vqvae, _ = models
+    fig = viz.token_map_figure(steps, vqvae.quantize.embedding.weight, b=1)
+    axes = panels(fig)
+    assert len(axes) == 4 and [ax.get_title() for ax in axes] == ["scale 1: 1x1", "scale 2: 2x2", "scale 3: 3x3", "scale 4: 4x4"]
+    assert all(ax.get_xlabel() == "column" and ax.get_ylabel() == "row" for ax in axes)
+    last = axes[-1]
+    assert [int(t.get_text()) for t in last.texts] == steps[-1].tokens[1].flatten().tolist()
+    colors = viz.codebook_colors(vqvae.quantize.embedding.weight)
+    np.testing.assert_allclose(last.images[0].get_array(), colors[steps[-1].tokens[1].numpy()])
+
+
+def test_token_map_figure_accepts_plain_maps(models):
+    vqvae, _ = models
+    fig = viz.token_map_figure([torch.zeros(1, 1, dtype=torch.long), torch.arange(100).view(10, 10) % 64],
+                               vqvae.quantize.embedding.weight)
+    assert len(panels(fig)) == 2 and len(panels(fig)[1].texts) == 0   # no indices on a 10x10 map
+
+
+@pytest.mark.parametrize("reduce", ["norm", "pca"])
+def test_latent_figure(steps, reduce):
+    fig = viz.latent_figure(steps, reduce=reduce)
+    axes = panels(fig)
+    assert len(axes) == 8 and len(fig.axes) == 10   # 2 fields x 4 scales, one colorbar per field
+    assert axes[0].get_title() == "residual, scale 1" and axes[7].get_title() == "f_hat, scale 4"
+    if reduce == "norm":
+        np.testing.assert_allclose(axes[7].images[0].get_array(), steps[3].f_hat[0].norm(dim=0).numpy(), rtol=1e-5)
+    with pytest.raises(ValueError, match="reduce must be 'norm' or 'pca'"):
+        viz.latent_figure(steps, reduce="mean")
+
+
+def test_latent_figure_of_an_encoding(models):
+    vqvae, _ = models
+    encoding = list(vqvae.encode_steps(torch.zeros(1, 3, 64, 64)))
+    fig = viz.latent_figure(encoding, fields=("target", "remaining"))
+    assert len(panels(fig)) == 8 and panels(fig)[0].images[0].get_array().shape == (1, 1)
+
+
+def test_pyramid_figure(steps):
+    target = torch.rand(2, 3, 64, 64)
+    fig = viz.pyramid_figure(steps, b=1, input_image=target)
+    axes = panels(fig)
+    assert len(axes) == 5 and axes[-1].get_title() == "input" and axes[0].get_title() == "after scale 1 (1x1)"
+    np.testing.assert_allclose(axes[3].images[0].get_array(), steps[3].image()[1].permute(1, 2, 0).numpy())
+    assert all(ax.get_xlabel() == "x (pixels)" for ax in axes)
+
+
+def test_attention_mask_figure_shows_the_block_causal_mask():
+    fig = viz.attention_mask_figure(OFFICIAL_PATCH_NUMS, current_scale=7)
+    (ax,) = panels(fig)
+    scale_L = np.repeat(np.arange(10), [pn * pn for pn in OFFICIAL_PATCH_NUMS])
+    expected_LL = (scale_L[None, :] <= scale_L[:, None]).astype(float)   # key scale <= query scale
+    np.testing.assert_array_equal(ax.images[0].get_array(), expected_LL)
+    assert ax.images[0].get_array().shape == (680, 680)
+    (box,) = ax.patches
+    assert (box.get_x(), box.get_y(), box.get_width(), box.get_height()) == (-0.5, 155 - 0.5, 255, 100)
+    assert ax.get_xlabel().startswith("key token") and ax.get_ylabel().startswith("query token")
+    assert len(ax.lines) == 2 * 9   # scale boundaries, horizontal and vertical
+
+
+def test_attention_figure_shows_one_rows_weights_per_scale(steps, models):
+    _, var = models
+    step = steps[3]
+    fig = viz.attention_figure(step, var.patch_nums, layer=1, head=0, row=2, col=1, b=1)
+    axes = panels(fig)
+    assert len(axes) == 4
+    weights = step.attention[1][1, 0, 2 * 4 + 1].numpy()
+    grids = [ax.images[0].get_array() for ax in axes]
+    np.testing.assert_allclose(np.concatenate([g.ravel() for g in grids]), weights, rtol=1e-6)
+    assert sum(float(ax.get_title().split(": ")[1].split(" ")[0]) for ax in axes) == pytest.approx(1, abs=0.02)
+    (query_box,) = axes[-1].patches
+    assert (query_box.get_x(), query_box.get_y()) == (0.5, 1.5)
+    mean_fig = viz.attention_figure(step, var.patch_nums, layer=0, head=None, row=0, col=0)
+    np.testing.assert_allclose(panels(mean_fig)[0].images[0].get_array().ravel(),
+                               step.attention[0][0, :, 0, :1].mean(0).numpy(), rtol=1e-6)
+
+
+def test_attention_figure_errors(steps, models):
+    _, var = models
+    with pytest.raises(ValueError, match="layer must be in \\[0, 1\\]"):
+        viz.attention_figure(steps[2], var.patch_nums, layer=2, head=0, row=0, col=0)
+    with pytest.raises(ValueError, match="head must be in \\[0, 1\\]"):
+        viz.attention_figure(steps[2], var.patch_nums, layer=0, head=2, row=0, col=0)
+    with pytest.raises(ValueError, match="outside scale 3's 3x3 map"):
+        viz.attention_figure(steps[2], var.patch_nums, layer=0, head=0, row=3, col=0)
+    with pytest.raises(ValueError, match="do not match this step"):
+        viz.attention_figure(steps[2], (1, 2, 4, 8), layer=0, head=0, row=0, col=0)
+    plain = next(var.generate_steps([1], seed=0))
+    with pytest.raises(ValueError, match="capture_attention=True"):
+        viz.attention_figure(plain, var.patch_nums, layer=0, head=0, row=0, col=0)
+    with pytest.raises(ValueError, match="trace=True"):
+        viz.probability_figure(plain)
+
+
+def test_probability_and_topk_figures(steps):
+    step = steps[2]
+    fig = viz.probability_figure(step, b=1)
+    p_ax, h_ax = panels(fig)
+    np.testing.assert_allclose(p_ax.images[0].get_array(), step.token_prob[1].numpy())
+    np.testing.assert_allclose(h_ax.images[0].get_array(), step.entropy[1].numpy())
+    assert h_ax.images[0].get_clim() == pytest.approx((0, np.log(64)))
+    fig = viz.topk_figure(step, 1, 2, b=1)
+    (ax,) = panels(fig)
+    heights = [bar.get_height() for bar in ax.patches]
+    np.testing.assert_allclose(heights, step.topk_probs[1, 1, 2].numpy())
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(int(t)) for t in step.topk_tokens[1, 1, 2]]
+    assert ax.get_xlabel().startswith("token index") and ax.get_ylabel() == "probability"
+    chosen = int(step.tokens[1, 1, 2])
+    orange = [t for t, bar in zip(step.topk_tokens[1, 1, 2].tolist(), ax.patches)
+              if matplotlib.colors.to_hex(bar.get_facecolor()) == viz.OKABE_ITO["orange"].lower()]
+    assert orange == ([chosen] if chosen in step.topk_tokens[1, 1, 2].tolist() else [])
+
+
+def test_complexity_figure():
+    rows = complexity.scaling_rows([1, 2, 4, 8, 16], get_preset("d16").var)
+    fig = viz.complexity_figure(rows)
+    steps_ax, flops_ax = panels(fig)
+    assert steps_ax.get_yscale() == "log" and flops_ax.get_yscale() == "log"
+    assert len(steps_ax.lines) == 2 and len(flops_ax.lines) == 4
+    np.testing.assert_array_equal(steps_ax.lines[1].get_ydata(), [1, 4, 16, 64, 256])
+    assert flops_ax.get_xlabel() == "final token-grid side n" and flops_ax.get_legend() is not None
