@@ -1,0 +1,212 @@
+"""The generation and encoding traces: recording never changes a result, the recorded numbers are the model's own
+(KV-cached logits and attention equal the teacher-forced pass), one model serves two generations at once, and bad
+input gets a specific error."""
+import threading
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from varlite.var import block_causal_bias
+
+LABELS = [3, 7]
+
+
+@pytest.fixture(scope="module")
+def models(tiny_models):
+    """The tiny preset with the upstream reference set's (synthetic) weights, from conftest."""
+    return tiny_models
+
+
+@pytest.fixture(scope="module")
+def image():
+    """Two smooth 64x64 test images in [-1, 1]."""
+    y, x = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
+    one = torch.stack([x, y, (x * y) * 2 - 0.5]).clamp(-1, 1)
+    return torch.stack([one, -one.flip(-1)])
+
+
+# ------------------------------------------------------------------------------------------ generation trace
+@pytest.mark.parametrize("sampling", [dict(cfg=1.5), dict(cfg=3.0, top_k=10, top_p=0.9), dict(cfg=2.0, more_smooth=True)])
+def test_tracing_and_attention_capture_never_change_the_result(models, sampling):
+    _, var = models
+    runs = []
+    for trace, capture in [(False, False), (True, False), (False, True), (True, True)]:
+        steps = list(var.generate_steps(LABELS, seed=5, trace=trace, capture_attention=capture, **sampling))
+        runs.append(steps)
+        assert (steps[0].token_prob is not None) == trace and (steps[0].attention is not None) == capture
+    for steps in runs[1:]:
+        for plain, other in zip(runs[0], steps):
+            assert torch.equal(plain.tokens, other.tokens)
+            assert torch.equal(plain.f_hat, other.f_hat)
+            assert torch.equal(plain.logits, other.logits)
+    assert torch.equal(runs[0][-1].image(), runs[-1][-1].image())   # (the image is decoded from f_hat alone)
+
+
+def test_generate_equals_the_stepped_path(models):
+    _, var = models
+    steps = list(var.generate_steps(LABELS, cfg=2.0, top_k=20, seed=11, trace=True))
+    assert torch.equal(var.generate(LABELS, cfg=2.0, top_k=20, seed=11), steps[-1].image())
+    assert not torch.equal(var.generate(LABELS, cfg=2.0, top_k=20, seed=12), steps[-1].image())
+
+
+@torch.no_grad()
+def test_step_fields_describe_the_scale(models):
+    _, var = models
+    V, K = var.config.vocab_size, len(var.patch_nums)
+    steps = list(var.generate_steps(LABELS, cfg=1.5, seed=2, trace=True, num_candidates=4))
+    f_hat = torch.zeros_like(steps[0].f_hat)
+    for si, (step, pn) in enumerate(zip(steps, var.patch_nums)):
+        assert (step.scale, step.side, step.num_scales, step.total_tokens) == (si, pn, K, var.L)
+        assert (step.begin, step.end) == var.begin_ends[si]
+        assert step.cfg == pytest.approx(1.5 * si / (K - 1))
+        assert step.tokens.shape == (2, pn, pn) and step.logits.shape == (2, pn * pn, V)
+        # the guided logits are (1 + t) cond - t uncond of the raw rows
+        cond, uncond = step.raw_logits[:2], step.raw_logits[2:]
+        torch.testing.assert_close(step.logits, (1 + step.cfg) * cond - step.cfg * uncond)
+        # probabilities, entropy and candidates describe softmax(guided logits)
+        p_BlV = step.logits.softmax(-1)
+        chosen = p_BlV.gather(-1, step.tokens.view(2, -1, 1)).view(2, pn, pn)
+        torch.testing.assert_close(step.token_prob, chosen)
+        torch.testing.assert_close(step.entropy, -(p_BlV * p_BlV.log()).sum(-1).view(2, pn, pn))
+        assert step.topk_tokens.shape == (2, pn, pn, 4)
+        assert bool((step.topk_probs[..., :-1] >= step.topk_probs[..., 1:]).all())
+        assert bool((step.token_prob <= step.topk_probs[..., 0] + 1e-7).all())
+        # f_hat accumulates the residuals; residual = phi_k(upsample(e[tokens]))
+        f_hat = f_hat + step.residual
+        torch.testing.assert_close(step.f_hat, f_hat)
+        quantizer = var.vqvae.quantize
+        torch.testing.assert_close(step.residual, quantizer.upsample_and_phi(quantizer.lookup(step.tokens.flatten(1), pn), si))
+        assert set(step.timings) == {"transformer", "sampling", "quantizer"} and min(step.timings.values()) >= 0
+        assert torch.equal(step.mask_rows(), block_causal_bias(var.patch_nums)[0, 0, step.begin:step.end] == 0)
+    assert steps[-1].image().shape == (2, 3, 64, 64)
+    assert 0 <= float(steps[-1].image().min()) and float(steps[-1].image().max()) <= 1
+
+
+def teacher_forced_pass(var, labels_B, tokens_Bl):
+    """Logits of ``VAR.forward`` on a token sequence, and every block's attention probabilities recomputed from the
+    block's attention input: softmax(q k^T + block-causal bias), checked to reproduce the block's own output
+    (cloned in the hook: the block scales it in place afterwards)."""
+    records = []
+    hooks = [block.attn.register_forward_hook(lambda module, args, out: records.append((args[0], out.clone())))
+             for block in var.blocks]
+    try:
+        with torch.no_grad():
+            logits = var(labels_B, var.vqvae.idx_to_var_input(tokens_Bl))
+            probs = []
+            for block, (x_BLC, out_BLC) in zip(var.blocks, records):
+                q, k, v = block.attn.qkv(x_BLC)
+                p_BHLL = (q @ k.transpose(-2, -1) + var.attn_bias_for_masking).softmax(dim=-1)
+                B, L, C = x_BLC.shape
+                torch.testing.assert_close(block.attn.proj((p_BHLL @ v).transpose(1, 2).reshape(B, L, C)), out_BLC,
+                                           atol=1e-5, rtol=1e-5)
+                probs.append(p_BHLL)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return logits, probs
+
+
+def test_kv_cached_logits_and_captured_attention_equal_the_teacher_forced_pass(models):
+    _, var = models
+    steps = list(var.generate_steps(LABELS, cfg=2.5, top_k=30, seed=3, capture_attention=True))
+    tokens_Bl = [step.tokens.flatten(1) for step in steps]
+    labels_B = torch.tensor(LABELS)
+    tf_cond, attn_cond = teacher_forced_pass(var, labels_B, tokens_Bl)
+    tf_uncond, _ = teacher_forced_pass(var, torch.full_like(labels_B, var.num_classes), tokens_Bl)
+    for step in steps:
+        rows = slice(step.begin, step.end)
+        torch.testing.assert_close(step.raw_logits[:2], tf_cond[:, rows], atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(step.raw_logits[2:], tf_uncond[:, rows], atol=1e-5, rtol=1e-5)
+        assert len(step.attention) == len(var.blocks)
+        for layer, captured in enumerate(step.attention):
+            assert captured.shape == (2, var.config.num_heads, step.side ** 2, step.end)
+            torch.testing.assert_close(captured, attn_cond[layer][:, :, rows, :step.end], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(captured.sum(-1), torch.ones(captured.shape[:-1]))
+
+
+def test_two_generations_at_once_on_one_model_equal_sequential_runs(models):
+    _, var = models
+    jobs = [([1], 21), ([4, 8], 42)]
+
+    def run(labels, seed, barrier=None):
+        tokens = []
+        for step in var.generate_steps(labels, cfg=1.5, seed=seed, trace=True):
+            tokens.append(step.tokens)
+            if barrier is not None:
+                barrier.wait(timeout=30)    # both generations are mid-way at every scale: two KV caches live at once
+        return tokens, step.image()
+
+    sequential = [run(labels, seed) for labels, seed in jobs]
+    barrier, results = threading.Barrier(2), [None, None]
+
+    def worker(i):
+        results[i] = run(*jobs[i], barrier)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    for (seq_tokens, seq_image), (par_tokens, par_image) in zip(sequential, results):
+        assert all(torch.equal(a, b) for a, b in zip(seq_tokens, par_tokens))
+        assert torch.equal(seq_image, par_image)
+
+
+# ------------------------------------------------------------------------------------------ encoding trace
+def test_encoding_trace_matches_the_tokenizer(models, image):
+    vqvae, _ = models
+    steps = list(vqvae.encode_steps(image))
+    with torch.no_grad():
+        f = vqvae.encode(image)
+        idx = vqvae.img_to_idx(image)
+        f_hats = vqvae.img_to_f_hats(image)
+        reconstruction = vqvae.reconstruct(image)
+    rest = f
+    codebook = vqvae.quantize.embedding.weight.detach()
+    for si, (step, pn) in enumerate(zip(steps, vqvae.patch_nums)):
+        assert (step.scale, step.side, step.num_scales, step.vocab_size) == (si, pn, 4, 64)
+        assert torch.equal(step.tokens.flatten(1), idx[si])
+        torch.testing.assert_close(step.f_hat, f_hats[si])
+        torch.testing.assert_close(step.remaining, f - step.f_hat, atol=1e-6, rtol=1e-6)
+        # the target is the remaining residual seen at this scale; its tokens are the nearest codebook entries
+        torch.testing.assert_close(step.target, F.interpolate(rest, size=(pn, pn), mode="area"))
+        target_NCv = step.target.permute(0, 2, 3, 1).reshape(-1, codebook.shape[1])
+        d_NV = torch.cdist(target_NCv, codebook)
+        torch.testing.assert_close(d_NV.gather(1, step.tokens.view(-1, 1))[:, 0], d_NV.min(dim=1).values)
+        torch.testing.assert_close(step.embedding, codebook[step.tokens].permute(0, 3, 1, 2))
+        torch.testing.assert_close(step.remaining_norm, step.remaining.flatten(1).norm(dim=1) / f.flatten(1).norm(dim=1))
+        assert step.codes_used == step.tokens.unique().numel()
+        assert step.psnr().shape == (2,)
+        rest = step.remaining
+    torch.testing.assert_close(steps[-1].image(), reconstruction.add(1).mul(0.5))
+    mse = (steps[-1].image() - image.add(1).mul(0.5)).square().flatten(1).mean(1)
+    torch.testing.assert_close(steps[-1].psnr(), 10 * torch.log10(1 / mse))
+
+
+# ------------------------------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(labels=[11]), "label 11 is out of range"),
+    (dict(labels=[-1]), "out of range"),
+    (dict(labels=[1.5]), "1-D sequence of ints"),
+    (dict(labels=[3], cfg=-0.5), "cfg must be >= 0"),
+    (dict(labels=[3], top_k=-1), "top_k must be an int in \\[0, 64\\]"),
+    (dict(labels=[3], top_k=65), "top_k must be an int in \\[0, 64\\]"),
+    (dict(labels=[3], top_p=1.5), "top_p must be in \\[0, 1\\]"),
+    (dict(labels=[3], top_p=-0.1), "top_p must be in \\[0, 1\\]"),
+    (dict(labels=[3], overrides={1: (torch.full((1, 2, 2), 64), torch.ones(1, 2, 2, dtype=torch.bool))}),
+     "token indices must be in \\[0, 63\\]"),
+    (dict(labels=[3], overrides={1: (torch.zeros(3, 2, 2, dtype=torch.long), torch.ones(3, 2, 2, dtype=torch.bool))}),
+     "expected tokens/keep of shape"),
+])
+def test_generation_rejects_bad_arguments(models, kwargs, message):
+    _, var = models
+    with pytest.raises(ValueError, match=message):
+        next(var.generate_steps(seed=0, **kwargs)) if "overrides" not in kwargs else list(var.generate_steps(seed=0, **kwargs))
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 32, 32), (1, 1, 64, 64), (3, 64, 64)])
+def test_encoding_rejects_images_of_the_wrong_size_or_channels(models, shape):
+    vqvae, _ = models
+    with pytest.raises(ValueError, match="expected an image batch of shape \\(B, 3, 64, 64\\)"):
+        next(vqvae.encode_steps(torch.zeros(shape)))
