@@ -16,15 +16,15 @@ import streamlit as st  # noqa: E402
 
 from app import core  # noqa: E402
 
-st.set_page_config(page_title="varlite: VAR, scale by scale", page_icon="🧱", layout="wide")
+st.set_page_config(page_title="varlite: VAR, scale by scale", page_icon=":material/stacks:", layout="wide")
 
 HERE = Path(__file__).resolve().parent
 PAGES = [
-    st.Page(HERE / "views" / "generate.py", title="Generate", icon="🎨", url_path="generate", default=True),
-    st.Page(HERE / "views" / "encode.py", title="Encode", icon="🔍", url_path="encode"),
-    st.Page(HERE / "views" / "edit.py", title="Edit", icon="✂️", url_path="edit"),
-    st.Page(HERE / "views" / "cost.py", title="Cost", icon="⏱️", url_path="cost"),
-    st.Page(HERE / "views" / "models.py", title="Models", icon="📦", url_path="models"),
+    st.Page(HERE / "views" / "generate.py", title="Generate", icon=":material/auto_awesome:", url_path="generate", default=True),
+    st.Page(HERE / "views" / "encode.py", title="Encode", icon=":material/layers:", url_path="encode"),
+    st.Page(HERE / "views" / "edit.py", title="Edit", icon=":material/content_cut:", url_path="edit"),
+    st.Page(HERE / "views" / "cost.py", title="Cost", icon=":material/timer:", url_path="cost"),
+    st.Page(HERE / "views" / "models.py", title="Models", icon=":material/inventory_2:", url_path="models"),
 ]
 
 

@@ -59,12 +59,12 @@ scales = trace["scales"]
 K = len(scales)
 with right:
     df = pd.DataFrame({"scale": [f"{k + 1}: {s['side']}x{s['side']}" for k, s in enumerate(scales)],
-                       "residual left (relative norm)": [s["remaining_norm"] for s in scales],
-                       "PSNR of the decoded prefix (dB)": [s["psnr"] for s in scales],
+                       "residual left": [s["remaining_norm"] for s in scales],
+                       "PSNR (dB)": [s["psnr"] for s in scales],
                        "codebook entries used": [s["codes_used"] for s in scales]})
     a, b = st.columns(2)
-    a.line_chart(df, x="scale", y="residual left (relative norm)", height=220)
-    b.line_chart(df, x="scale", y="PSNR of the decoded prefix (dB)", height=220)
+    a.line_chart(df, x="scale", y="residual left", height=220)
+    b.line_chart(df, x="scale", y="PSNR (dB)", height=220)
 
 k = st.slider("Scale", 1, K, 1, key="enc_scale") - 1
 s = scales[k]

@@ -68,7 +68,7 @@ def _overview(trace: dict, k: int, title: str) -> None:
     cols = st.columns(K)
     for i, (col, s) in enumerate(zip(cols, trace["scales"])):
         with col:
-            cap = f"▶ {s['side']}x{s['side']}" if i == k else f"{s['side']}x{s['side']}"
+            cap = f"→ {s['side']}x{s['side']} ←" if i == k else f"{s['side']}x{s['side']}"
             img = s["image"] if i <= k else (s["image"] // 4 + 190).astype(np.uint8)   # future scales: faded
             st.image(img, caption=cap, width="stretch")
 
@@ -87,14 +87,14 @@ def step_viewer(trace_a: dict, trace_b: dict | None) -> None:
                 ss["gen_playing"] = False
                 st.rerun()          # whole page: drop the timer
     c = st.columns([1, 1, 1, 1, 6])
-    c[0].button("⏮ Reset", on_click=_go, kwargs=dict(to=1), key="gen_reset", help="Back to the first scale")
-    c[1].button("◀ Previous", on_click=_go, kwargs=dict(delta=-1), key="gen_prev", disabled=ss["gen_scale"] <= 1)
-    c[2].button("Next ▶", on_click=_go, kwargs=dict(delta=1), key="gen_next", disabled=ss["gen_scale"] >= K)
+    c[0].button("Reset", icon=":material/first_page:", on_click=_go, kwargs=dict(to=1), key="gen_reset", help="Back to the first scale")
+    c[1].button("Previous", icon=":material/chevron_left:", on_click=_go, kwargs=dict(delta=-1), key="gen_prev", disabled=ss["gen_scale"] <= 1)
+    c[2].button("Next", icon=":material/chevron_right:", on_click=_go, kwargs=dict(delta=1), key="gen_next", disabled=ss["gen_scale"] >= K)
     if ss["gen_playing"]:
-        if c[3].button("⏸ Pause", key="gen_pause"):
+        if c[3].button("Pause", icon=":material/pause:", key="gen_pause"):
             ss["gen_playing"] = False
             st.rerun()
-    elif c[3].button("▶ Play", key="gen_play", help=f"One scale every {PLAY_INTERVAL_S:.0f} s"):
+    elif c[3].button("Play", icon=":material/play_arrow:", key="gen_play", help=f"One scale every {PLAY_INTERVAL_S:.0f} s"):
         ss["gen_playing"] = True
         ss["gen_last_tick"] = time.monotonic()
         if ss["gen_scale"] >= K:

@@ -1,0 +1,145 @@
+"""The walkthrough in a real browser: the test starts `streamlit run app/streamlit_app.py` on a free port, drives
+Debian's headless Chromium with Playwright (install: `apt-get install -y chromium`; never `playwright install`),
+steps through a generation, uses compare mode and an edit, checks that images render and that no exception element
+appears, and saves a full-page screenshot of every page to test-artifacts/ and docs/screenshots/ (for the README).
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+
+from app.testing import BROKEN_IMAGES_JS, CHROMIUM_ARGS, ROOT, SETTLED_JS, chromium_path, full_page_screenshot, \
+    streamlit_server
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+ARTIFACTS = ROOT / "test-artifacts"
+SCREENSHOTS = ROOT / "docs" / "screenshots"
+SETTLE_MS = 120_000      # the first page load imports torch and builds the first trace
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if chromium_path() is None:
+        message = "Chromium is missing: run `apt-get install -y chromium` (Debian's package, /usr/bin/chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)          # in CI the browser tests must run, not skip
+        pytest.skip(message)
+    ARTIFACTS.mkdir(exist_ok=True)
+    home = tmp_path_factory.mktemp("varlite_home")
+    with streamlit_server(env={"VARLITE_HOME": str(home)}, log_path=ARTIFACTS / "streamlit-server.log") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def browser(server):
+    with playwright_sync.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(SETTLE_MS)
+    errors = []
+    pg.on("pageerror", lambda err: errors.append(str(err)))
+    yield pg
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def settle(pg) -> None:
+    pg.wait_for_timeout(250)               # let a rerun that was just triggered start
+    pg.wait_for_function(SETTLED_JS, timeout=SETTLE_MS)
+    pg.wait_for_timeout(150)
+    pg.wait_for_function(SETTLED_JS, timeout=SETTLE_MS)
+
+
+def check_page(pg) -> None:
+    """No exception element, no broken image, at least one image or chart rendered."""
+    assert pg.locator('[data-testid="stException"]').count() == 0, pg.locator('[data-testid="stException"]').first.inner_text()
+    assert pg.evaluate(BROKEN_IMAGES_JS) == []
+
+
+def open_page(pg, server: str, path: str, ready_text: str) -> None:
+    pg.goto(f"{server}/{path}")
+    pg.get_by_text(ready_text).first.wait_for()
+    settle(pg)
+    check_page(pg)
+
+
+def screenshot(pg, name: str) -> None:
+    path = ARTIFACTS / f"{name}.png"
+    full_page_screenshot(pg, path)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
+
+
+def current_scale(pg) -> tuple[int, int]:
+    text = pg.get_by_text(re.compile(r"^Scale \d+ of \d+:")).first.inner_text()
+    k, K = re.match(r"Scale (\d+) of (\d+)", text).groups()
+    return int(k), int(K)
+
+
+def test_step_through_a_generation(page, server):
+    open_page(page, server, "", "Scale 1 of")
+    k, K = current_scale(page)
+    assert k == 1
+    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= {K + 4}")
+    images = page.locator('[data-testid="stImage"] img')
+    assert images.count() >= K + 4                    # overview strip, 3 panels, mask, inspector
+    for expected in range(2, K + 1):
+        page.get_by_role("button", name="Next").click()
+        page.get_by_text(f"Scale {expected} of {K}:").wait_for()
+        settle(page)
+        check_page(page)
+    assert page.get_by_role("button", name="Next").is_disabled()
+    page.get_by_role("button", name="Previous").click()
+    page.get_by_text(f"Scale {K - 1} of {K}:").wait_for()
+    settle(page)
+    page.get_by_text("Show its attention over the scales it can see").click()
+    page.get_by_text("where token").or_(page.get_by_text("Layer")).first.wait_for()
+    settle(page)
+    check_page(page)
+    screenshot(page, "generate")
+
+
+def test_compare_mode_is_step_locked(page, server):
+    open_page(page, server, "", "Scale 1 of")
+    _, K = current_scale(page)
+    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= {K + 4}")
+    single = page.locator('[data-testid="stImage"] img').count()
+    page.get_by_text("Compare with a second setting").click()
+    page.get_by_text("Setting B").wait_for()
+    settle(page)
+    assert page.locator('[data-testid="stImage"] img').count() == single + K + 3
+    page.get_by_role("button", name="Next").click()
+    page.get_by_text(f"Scale 2 of {K}:").wait_for()
+    settle(page)
+    check_page(page)
+    screenshot(page, "generate-compare")
+
+
+def test_edit_outpainting(page, server):
+    open_page(page, server, "edit", "Before / after")
+    page.get_by_text("Out-painting: keep the box").click()
+    settle(page)
+    check_page(page)
+    captions = page.locator('[data-testid="stImageCaption"], [data-testid="stCaptionContainer"]').all_inner_texts()
+    assert any(c.strip() == "after" for c in captions), captions
+    screenshot(page, "edit")
+
+
+@pytest.mark.parametrize("path,ready", [("encode", "Residual left after this scale"),
+                                        ("cost", "Measured, on this machine"),
+                                        ("models", "Official weights")])
+def test_other_pages_render(page, server, path, ready):
+    open_page(page, server, path, ready)
+    screenshot(page, path)
