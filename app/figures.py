@@ -40,6 +40,14 @@ def viz():
 DISPLAY_PX = 192
 
 
+def png(rgb: np.ndarray) -> bytes:
+    """uint8 (h, w, 3) -> PNG bytes (lossless: token maps must stay crisp; fast compression)."""
+    from PIL import Image
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
 def colorize(a_hw: np.ndarray, cmap: str = "viridis", vmin: float | None = None, vmax: float | None = None,
              px: int = DISPLAY_PX) -> np.ndarray:
     """(h, w) numbers -> (px', px', 3) uint8 through a matplotlib colormap, each cell an integer block of pixels."""
@@ -83,7 +91,7 @@ def channel_norm(x_CvHW: np.ndarray, px: int = DISPLAY_PX, vmax: float | None = 
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def block_mask(patch_nums: tuple[int, ...], scale: int, px: int = 240) -> np.ndarray:
+def block_mask(patch_nums: tuple[int, ...], scale: int, px: int = 240) -> bytes:
     """The full L x L block-causal mask (grey = may attend), the current scale's rows highlighted in orange."""
     from varlite.var import block_causal_bias
     allowed = (block_causal_bias(patch_nums)[0, 0] == 0).numpy()
@@ -97,7 +105,40 @@ def block_mask(patch_nums: tuple[int, ...], scale: int, px: int = 240) -> np.nda
     rgb = rgb.astype(np.uint8)
     if L < px:
         rgb = enlarge(rgb, px)
-    return rgb
+    return png(rgb)
+
+
+# ------------------------------------------------------------------------------------------------ step panels
+# Everything a step shows is cached as PNG bytes per (settings, scale): stepping back and forth, by any session,
+# only looks bytes up.
+@st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
+def step_panels(settings: core.GenSettings, k: int) -> list[tuple[str, bytes]]:
+    """The three panels of scale k: its token map, the residual it adds, and the image decoded so far."""
+    trace = core.generation_trace(settings)
+    s = trace["scales"][k]
+    vmax = max(float(np.linalg.norm(x["residual"], axis=0).max()) for x in trace["scales"])
+    return [(f"tokens r{k + 1} ({s['side']}x{s['side']})", png(token_map(s["tokens"], codebook_colors(settings.model_key)))),
+            ("residual added by this scale", png(channel_norm(s["residual"], vmax=vmax))),
+            ("decoded so far", png(enlarge(s["image"])))]
+
+
+@st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
+def overview_strip(settings: core.GenSettings, k: int, thumb: int = 96, gap: int = 6) -> bytes:
+    """Every scale's decoded image in one row: scales after k faded, scale k framed in orange."""
+    from PIL import Image
+    scales = core.generation_trace(settings)["scales"]
+    n = len(scales)
+    strip = np.full((thumb + 2 * gap, n * (thumb + gap) + gap, 3), 255, np.uint8)
+    for i, s in enumerate(scales):
+        img = np.asarray(Image.fromarray(s["image"]).resize((thumb, thumb), Image.NEAREST if s["image"].shape[0] < thumb
+                                                            else Image.BILINEAR))
+        if i > k:
+            img = (img // 4 + 190).astype(np.uint8)
+        x = gap + i * (thumb + gap)
+        if i == k:
+            strip[gap // 2:gap + thumb + gap // 2, x - gap // 2:x + thumb + gap // 2] = (240, 120, 20)
+        strip[gap:gap + thumb, x:x + thumb] = img
+    return png(strip)
 
 
 # ------------------------------------------------------------------------------------------------ varlite.viz figures

@@ -34,6 +34,8 @@ def model_picker() -> None:
     keys = [c.key for c in choices]
     labels = {c.key: c.label for c in choices}
     current = st.session_state.get("model_key")
+    if current is None and st.query_params.get("model") in keys:      # a link may pick the model: ?model=<key>
+        current = st.query_params["model"]
     if current not in keys:
         current = core.DEFAULT_MODEL if core.DEFAULT_MODEL in keys else keys[0]
     st.session_state["model_key"] = current

@@ -56,25 +56,15 @@ def _go(delta: int | None = None, to: int | None = None) -> None:
     ss["gen_scale"] = int(min(max((to if to is not None else ss["gen_scale"] + delta), 1), K))
 
 
-def _panel_images(trace: dict, k: int) -> list[tuple[str, np.ndarray]]:
-    s = trace["scales"][k]
-    vmax = max(float(np.linalg.norm(x["residual"], axis=0).max()) for x in trace["scales"])
-    return [(f"tokens r{k + 1} ({s['side']}x{s['side']})", figures.token_map(s["tokens"], colors)),
-            ("residual added by this scale", figures.channel_norm(s["residual"], vmax=vmax)),
-            ("decoded so far", figures.enlarge(s["image"]))]
-
-
-def _overview(trace: dict, k: int, title: str) -> None:
-    cols = st.columns(K)
-    for i, (col, s) in enumerate(zip(cols, trace["scales"])):
-        with col:
-            cap = f"→ {s['side']}x{s['side']} ←" if i == k else f"{s['side']}x{s['side']}"
-            img = s["image"] if i <= k else (s["image"] // 4 + 190).astype(np.uint8)   # future scales: faded
-            st.image(img, caption=cap, width="stretch")
+def _overview(settings: core.GenSettings, trace: dict, k: int, name: str) -> None:
+    sides = " · ".join(f"**{p}x{p}**" if i == k else f"{p}x{p}" for i, p in enumerate(trace["patch_nums"]))
+    st.image(figures.overview_strip(settings, k), output_format="PNG",
+             caption=f"{name + ': ' if name else ''}decoded image after every scale ({sides.replace('**', '')}; "
+                     f"scale {k + 1} framed, later scales faded)")
 
 
 @st.fragment(run_every=PLAY_INTERVAL_S if ss.get("gen_playing") else None)
-def step_viewer(trace_a: dict, trace_b: dict | None) -> None:
+def step_viewer(trace_a: dict, trace_b: dict | None, settings_b: core.GenSettings | None) -> None:
     t0 = time.perf_counter()
     # advance while playing (before the slider exists, so its state may be changed)
     if ss["gen_playing"]:
@@ -104,24 +94,22 @@ def step_viewer(trace_a: dict, trace_b: dict | None) -> None:
         st.slider("Scale", 1, K, key="gen_scale", help="Scrub through the scales")
     k = ss["gen_scale"] - 1
 
-    traces = [("A", trace_a)] + ([("B", trace_b)] if trace_b is not None else [])
-    for name, tr in traces:
-        if trace_b is not None:
-            st.markdown(f"**{name}**")
-        _overview(tr, k, name)
-    st.divider()
+    traces = [("A", trace_a, settings_a)] + ([("B", trace_b, settings_b)] if trace_b is not None else [])
+    with st.container(key="gen_overview"):          # sticky (see the CSS below): stays in view while scrolling
+        for name, tr, settings in traces:
+            _overview(settings, tr, k, name if trace_b is not None else "")
     s_a = trace_a["scales"][k]
     st.subheader(f"Scale {k + 1} of {K}: {s_a['side']}x{s_a['side']} = {s_a['side'] ** 2} tokens, "
                  f"predicted in one step (guidance here t = {s_a['cfg']:.2f})")
     cols = st.columns([3, 1] if trace_b is None else [3, 3, 1])
-    for (name, tr), col in zip(traces, cols):
+    for (name, tr, settings), col in zip(traces, cols):
         with col:
-            pics = _panel_images(tr, k)
             pc = st.columns(3)
-            for pcol, (cap, img) in zip(pc, pics):
-                pcol.image(img, caption=cap if trace_b is None else f"{name}: {cap}", width="stretch")
+            for pcol, (cap, img) in zip(pc, figures.step_panels(settings, k)):
+                pcol.image(img, caption=cap if trace_b is None else f"{name}: {cap}", width="stretch",
+                           output_format="PNG")
     with cols[-1]:
-        st.image(figures.block_mask(model.patch_nums, k), width="stretch",
+        st.image(figures.block_mask(model.patch_nums, k), width="stretch", output_format="PNG",
                  caption=f"attention mask, L={trace_a['total_tokens']}: scale {k + 1}'s rows in orange")
 
     inspector(trace_a, k, settings_a)
@@ -140,8 +128,8 @@ def inspector(trace: dict, k: int, settings: core.GenSettings) -> None:
         col = c[1].number_input("Column", 0, side - 1, min(ss.get("gen_col", 0), side - 1), key=f"gen_col_{side}")
         ss["gen_row"], ss["gen_col"] = row, col
         with c[2]:
-            st.image(figures.mark_cell(figures.token_map(s["tokens"], colors), side, row, col),
-                     caption=f"position ({row}, {col})", width=160)
+            st.image(figures.png(figures.mark_cell(figures.token_map(s["tokens"], colors), side, row, col)),
+                     caption=f"position ({row}, {col})", width=160, output_format="PNG")
         with c[3]:
             if s["topk_probs"] is not None:
                 chosen = int(s["tokens"][row, col])
@@ -149,9 +137,13 @@ def inspector(trace: dict, k: int, settings: core.GenSettings) -> None:
                             f"entropy {s['entropy'][row, col]:.2f} nats "
                             f"(uniform over {model.var.config.vocab_size} would be "
                             f"{np.log(model.var.config.vocab_size):.2f}).")
-                df = pd.DataFrame({"token": [str(int(t)) for t in s["topk_tokens"][row, col]],
-                                   "probability": s["topk_probs"][row, col]})
-                st.bar_chart(df, x="token", y="probability", horizontal=True, height=180, sort=False)
+                df = pd.DataFrame({"token": [int(t) for t in s["topk_tokens"][row, col]],
+                                   "probability": s["topk_probs"][row, col].astype(float)})
+                df["chosen"] = df["token"] == chosen
+                st.dataframe(df, hide_index=True, height=38 + 35 * len(df), column_config={
+                    "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0,
+                                                                   format="percent"),
+                    "chosen": st.column_config.CheckboxColumn("chosen")})
         show_att = st.toggle("Show its attention over the scales it can see", key="gen_show_att",
                              help="Computed on demand for this position (generation is re-run with attention "
                                   "capture, then cached).")
@@ -193,4 +185,9 @@ def details(settings: core.GenSettings, k: int) -> None:
     st.image(png, width="stretch" if kind in ("tokens", "latents") else 720)
 
 
-step_viewer(trace_a, trace_b)
+st.html("""<style>
+/* the overview strip's wrapper sticks to the top of the scrolling main area while the step viewer is in view */
+div:has(> .st-key-gen_overview) { position: sticky; top: 3.75rem; z-index: 99; }
+.st-key-gen_overview { background: white; padding-bottom: 0.25rem; border-bottom: 1px solid rgba(128, 128, 128, 0.3); }
+</style>""")
+step_viewer(trace_a, trace_b, settings_b)
