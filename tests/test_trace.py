@@ -177,6 +177,7 @@ def test_encoding_trace_matches_the_tokenizer(models, image):
         torch.testing.assert_close(step.embedding, codebook[step.tokens].permute(0, 3, 1, 2))
         torch.testing.assert_close(step.remaining_norm, step.remaining.flatten(1).norm(dim=1) / f.flatten(1).norm(dim=1))
         assert step.codes_used == step.tokens.unique().numel()
+        # (PSNR and remaining_norm need not improve scale by scale: with these synthetic weights they do not)
         assert step.psnr().shape == (2,)
         rest = step.remaining
     torch.testing.assert_close(steps[-1].image(), reconstruction.add(1).mul(0.5))
@@ -202,7 +203,7 @@ def test_encoding_trace_matches_the_tokenizer(models, image):
 def test_generation_rejects_bad_arguments(models, kwargs, message):
     _, var = models
     with pytest.raises(ValueError, match=message):
-        next(var.generate_steps(seed=0, **kwargs)) if "overrides" not in kwargs else list(var.generate_steps(seed=0, **kwargs))
+        list(var.generate_steps(seed=0, **kwargs))
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 32, 32), (1, 1, 64, 64), (3, 64, 64)])

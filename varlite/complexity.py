@@ -10,7 +10,8 @@ Counting rules (per image, one conditional pass; classifier-free guidance double
 - Attention FLOPs of one step, one layer: q.k for queries x keys pairs (2C FLOPs each: C multiplies, C adds) plus
   the same again for the weighted sum of values: 4 C queries keys. Softmax and masking are not counted.
 - With a KV cache, queries = the step's new tokens. Without a cache, every step recomputes the whole prefix
-  seen so far (queries = keys = L_k), which is how the VAR paper counts (its Appendix: "O(n^6)" for AR).
+  seen so far (queries = keys = L_k), which is how the VAR paper counts (Sec. 3.1 and its appendix: O(n^6) for
+  raster AR, O(n^4) for VAR).
 - Linear-layer FLOPs per token: 2 x (4 C^2 attention projections + 2 mlp_ratio C^2 MLP) per layer, plus 2 C V
   for the head; AdaLN works on the class vector once per image and is not counted.
 
