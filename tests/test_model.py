@@ -125,3 +125,15 @@ def test_tokenizer_training_pass_has_straight_through_gradients():
                  "quantize.quant_resi.qresi_ls.0.weight"):
         grad = dict(vqvae.named_parameters())[name].grad
         assert grad is not None and grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({4: (torch.zeros(1, 1), torch.ones(1, 1))}, r"scale keys must be ints in \[0, 3\].*got \[4\]"),
+    ({2: (torch.zeros(3, 2), torch.ones(3, 2))}, r"tokens must have shape \(3, 3\) or \(B, 3, 3\)"),
+    ({1: (torch.zeros(2, 2), torch.ones(5, 2, 2))}, r"keep must have shape .* B = 1 or 2; got \(5, 2, 2\)"),
+    ({1: (torch.full((2, 2), 64), torch.ones(2, 2))}, r"token indices must be in \[0, 63\]"),
+])
+def test_bad_overrides(tiny_models, overrides, message):
+    _, var = tiny_models
+    with pytest.raises(ValueError, match=message):
+        list(var.generate_steps([1, 2], overrides=overrides))

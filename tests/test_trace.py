@@ -77,7 +77,7 @@ def test_step_fields_describe_the_scale(models):
         torch.testing.assert_close(step.f_hat, f_hat)
         quantizer = var.vqvae.quantize
         torch.testing.assert_close(step.residual, quantizer.upsample_and_phi(quantizer.lookup(step.tokens.flatten(1), pn), si))
-        assert set(step.timings) == {"transformer", "sampling", "quantizer"} and min(step.timings.values()) >= 0
+        assert set(step.timings) == {"transformer", "sampling", "quantizer", "trace"} and min(step.timings.values()) >= 0
         assert torch.equal(step.mask_rows(), block_causal_bias(var.patch_nums)[0, 0, step.begin:step.end] == 0)
     assert steps[-1].image().shape == (2, 3, 64, 64)
     assert 0 <= float(steps[-1].image().min()) and float(steps[-1].image().max()) <= 1
@@ -198,7 +198,7 @@ def test_encoding_trace_matches_the_tokenizer(models, image):
     (dict(labels=[3], overrides={1: (torch.full((1, 2, 2), 64), torch.ones(1, 2, 2, dtype=torch.bool))}),
      "token indices must be in \\[0, 63\\]"),
     (dict(labels=[3], overrides={1: (torch.zeros(3, 2, 2, dtype=torch.long), torch.ones(3, 2, 2, dtype=torch.bool))}),
-     "expected tokens/keep of shape"),
+     r"tokens must have shape \(2, 2\) or \(B, 2, 2\) with B = 1 or 1; got \(3, 2, 2\)"),
 ])
 def test_generation_rejects_bad_arguments(models, kwargs, message):
     _, var = models

@@ -38,7 +38,7 @@ class ScaleStep:
     topk_tokens: torch.Tensor | None = None   # (B, h, w, k): the k most likely tokens
     topk_probs: torch.Tensor | None = None    # (B, h, w, k): their probabilities
     attention: list[torch.Tensor] | None = None  # per layer, (B, nH, l, Lk): this scale's queries (conditional rows)
-    timings: dict[str, float] = field(default_factory=dict)   # seconds: transformer, sampling, quantizer
+    timings: dict[str, float] = field(default_factory=dict)   # seconds: transformer, sampling, quantizer (+ trace)
     decoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     _image: torch.Tensor | None = field(default=None, repr=False)
 

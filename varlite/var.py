@@ -175,6 +175,10 @@ class VAR(nn.Module):
         labels_B = self.check_labels(labels)
         self.check_sampling_args(cfg, top_k, top_p)
         B, K, device = labels_B.shape[0], len(self.patch_nums), self.lvl_1L.device
+        bad_scales = sorted(k for k in (overrides or {}) if not (isinstance(k, int) and 0 <= k < K))
+        if bad_scales:
+            raise ValueError(f"overrides: scale keys must be ints in [0, {K - 1}] (this model has {K} scales); "
+                             f"got {bad_scales}")
         if generator is None:
             generator = torch.Generator(device=device)
             generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2 ** 62, ()).item()))
@@ -229,19 +233,21 @@ class VAR(nn.Module):
                          "quantizer": t_quantizer - t_sampling})
             if trace:
                 self._fill_trace(step, logits_BlV, idx_Bl, num_candidates)
-            if capture_attention:
-                step.attention = [w[:B] for w in attn_weights]
+                step.timings["trace"] = time.perf_counter() - t_quantizer
+            if capture_attention:   # conditional rows only; clone so the unconditional half is freed
+                step.attention = [w[:B].clone() for w in attn_weights]
             yield step
 
     def _apply_override(self, si, idx_Bl, emb_BlCv, tokens_Bhw, keep_Bhw):
         """Replace sampled tokens by given ones where ``keep`` is True (and their codebook vectors likewise)."""
         B, l = idx_Bl.shape
-        tokens_Bl = torch.as_tensor(tokens_Bhw, device=idx_Bl.device).reshape(-1, l)
-        keep_Bl = torch.as_tensor(keep_Bhw, device=idx_Bl.device).reshape(-1, l).bool()
-        if tokens_Bl.shape[0] not in (1, B) or keep_Bl.shape[0] not in (1, B):
-            raise ValueError(f"override at scale {si}: expected tokens/keep of shape (B={B} or 1, "
-                             f"{self.patch_nums[si]}, {self.patch_nums[si]}); got {tuple(tokens_Bhw.shape)} / "
-                             f"{tuple(keep_Bhw.shape)}")
+        side = self.patch_nums[si]
+        tokens, keep = torch.as_tensor(tokens_Bhw, device=idx_Bl.device), torch.as_tensor(keep_Bhw, device=idx_Bl.device)
+        for name, t in (("tokens", tokens), ("keep", keep)):
+            if tuple(t.shape[-2:]) != (side, side) or t.ndim not in (2, 3) or (t.ndim == 3 and t.shape[0] not in (1, B)):
+                raise ValueError(f"override at scale {si}: {name} must have shape ({side}, {side}) or (B, {side}, "
+                                 f"{side}) with B = 1 or {B}; got {tuple(t.shape)}")
+        tokens_Bl, keep_Bl = tokens.reshape(-1, l), keep.reshape(-1, l).bool()
         V = self.config.vocab_size
         if ((tokens_Bl < 0) | (tokens_Bl >= V)).any():
             raise ValueError(f"override at scale {si}: token indices must be in [0, {V - 1}]")
