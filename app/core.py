@@ -491,15 +491,19 @@ def edit_result(req: EditRequest) -> dict:
         box_HW = box_k
     else:
         raise ValueError(f"unknown edit {req.op!r}; choose one of {list(EDIT_OPS)}")
-    images = _decode_all(var, [s.f_hat for s in res.steps], None, 0.0)
+    # small models: every scale's image for the strip; official ones (a decode takes seconds): the result only
+    f_hats = [s.f_hat for s in res.steps] if var.vqvae.config.image_size <= 64 else [res.steps[-1].f_hat]
+    images = _decode_all(var, f_hats, None, 0.0)
     keep = [m[0].numpy() for m in res.keep]
-    return dict(before=to_uint8_images(res.source_image())[0], after=images[-1], steps=list(images),
+    return dict(before=to_uint8_images(res.source_image())[0], after=images[-1],
+                steps=list(images) if len(images) == len(res.steps) else None,
                 keep=keep, box=box_HW.numpy(), tokens=[t[0].numpy() for t in res.tokens])
 
 
 # ------------------------------------------------------------------------------------------------ steps for viz
 def trace_steps(trace: dict, model: LoadedModel) -> list:
-    """Cached trace dicts back as step-like objects (batch of 1, torch tensors) for ``varlite.viz``'s figures."""
+    """Cached generation or encoding traces back as step-like objects (batch of 1, torch tensors) for
+    ``varlite.viz``'s figures."""
     from types import SimpleNamespace
     V = model.var.config.vocab_size
     out = []
@@ -508,11 +512,12 @@ def trace_steps(trace: dict, model: LoadedModel) -> list:
             return None if x is None else torch.from_numpy(np.asarray(x)).unsqueeze(0)
         image = torch.from_numpy(s["image"]).permute(2, 0, 1).float().div(255).unsqueeze(0)
         out.append(SimpleNamespace(
-            scale=s["scale"], side=s["side"], cfg=s["cfg"], begin=s["begin"], end=s["end"],
-            tokens=t(s["tokens"]).long(), token_prob=t(s["token_prob"]), entropy=t(s["entropy"]),
-            topk_tokens=t(s["topk_tokens"]), topk_probs=t(s["topk_probs"]), embedding=t(s["embedding"]),
-            residual=t(s["residual"]), f_hat=t(s["f_hat"]), logits=SimpleNamespace(shape=(1, s["side"] ** 2, V)),
-            attention=None, timings=s["timings"], image=(lambda im=image: im)))
+            scale=s["scale"], side=s["side"], cfg=s.get("cfg"), begin=s.get("begin"), end=s.get("end"),
+            tokens=t(s["tokens"]).long(), token_prob=t(s.get("token_prob")), entropy=t(s.get("entropy")),
+            topk_tokens=t(s.get("topk_tokens")), topk_probs=t(s.get("topk_probs")), embedding=t(s["embedding"]),
+            residual=t(s["residual"]), f_hat=t(s["f_hat"]), remaining=t(s.get("remaining")),
+            logits=SimpleNamespace(shape=(1, s["side"] ** 2, V)), attention=None, timings=s.get("timings", {}),
+            image=(lambda im=image: im)))
     return out
 
 

@@ -183,3 +183,34 @@ def attention_figure(settings: core.GenSettings, k: int, row: int, col: int, lay
     step = core.trace_steps(core.generation_trace(settings), model)[k]
     step.attention = core.attention_rows(core.attention_at(settings, k, row, col), step.side, row, col)
     return fig_png(_viz.attention_figure(step, model.patch_nums, layer, head, row, col))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def complexity_png(sides: tuple[int, ...], cfg) -> bytes:
+    """viz.complexity_figure of complexity.scaling_rows for this model's width/depth."""
+    from varlite import complexity, viz as _viz
+    return fig_png(_viz.complexity_figure(complexity.scaling_rows(sides, cfg)))
+
+
+@st.cache_data(show_spinner="Drawing...", max_entries=128, ttl=3600)
+def encoding_figure(kind: str, model_key: str, data: bytes, name: str, k: int) -> bytes:
+    """One of varlite.viz's figures for the first k+1 scales of a cached encoding trace, as PNG."""
+    from varlite import viz as _viz
+    model = core.load_model(model_key)
+    trace = core.encode_trace(model_key, data, name)
+    steps = core.trace_steps(trace, model)[:k + 1]
+    if kind == "tokens":
+        fig = _viz.token_map_figure(steps, model.vqvae.quantize.embedding.weight)
+    elif kind == "latents":
+        fig = _viz.latent_figure(steps, fields=("residual", "f_hat", "remaining"))
+    elif kind == "pyramid":
+        inp = torch_image(trace["input"])
+        fig = _viz.pyramid_figure(steps, input_image=inp)
+    else:
+        raise ValueError(f"unknown figure {kind!r}")
+    return fig_png(fig)
+
+
+def torch_image(rgb: np.ndarray):
+    import torch
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255).unsqueeze(0)

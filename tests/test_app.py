@@ -233,6 +233,16 @@ def test_encode_builtin_samples_step_by_step():
     assert any("Residual left after this scale" in c.value for c in at.caption)
 
 
+@pytest.mark.parametrize("kind", ["tokens", "latents", "pyramid"])
+def test_encode_detailed_figures(kind):
+    at = new_app("views/encode.py")
+    at.slider(key="enc_scale").set_value(2).run()
+    n_images = len(at.image)
+    at.segmented_control(key="enc_detail").set_value(kind).run()
+    assert_clean(at)
+    assert len(at.image) == n_images + 1
+
+
 @pytest.mark.parametrize("mode,size,notes", [("RGB", (80, 80), ["resized"]),
                                              ("L", (50, 30), ["converted from L", "centre-cropped"]),
                                              ("RGBA", (40, 64), ["converted from RGBA", "centre-cropped"])])

@@ -7,7 +7,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import core, ui
+from app import core, figures, ui
 
 st.title("Cost: K steps instead of n² steps")
 ui.explain(
@@ -43,16 +43,10 @@ m[2].metric("Attention FLOPs without a cache", f"{var_row['attn FLOPs (no cache)
 
 st.subheader("How it grows with the final side n")
 sides = [4, 8, 16, 32, 64]
-scal = pd.DataFrame(complexity.scaling_rows(sides, cfg))
-long = scal.melt(id_vars="side n", value_vars=["VAR steps", "AR steps", "VAR attn (no cache)", "AR attn (no cache)",
-                                                "VAR attn (cache)", "AR attn (cache)"])
-long["what"] = long["variable"].str.contains("steps").map({True: "sequential steps", False: "attention FLOPs"})
-chart = alt.Chart(long).mark_line(point=True).encode(
-    x=alt.X("side n:Q", scale=alt.Scale(type="log", base=2)), y=alt.Y("value:Q", scale=alt.Scale(type="log")),
-    color="variable:N", tooltip=["side n", "variable", "value"]).properties(height=260)
-a, b = st.columns(2)
-a.altair_chart(chart.transform_filter(alt.datum.what == "sequential steps"), width="stretch")
-b.altair_chart(chart.transform_filter(alt.datum.what == "attention FLOPs"), width="stretch")
+rows_n = complexity.scaling_rows(sides, cfg)
+st.image(figures.complexity_png(tuple(sides), cfg), width="stretch")
+with st.expander("The numbers behind the curves"):
+    st.dataframe(pd.DataFrame(rows_n), hide_index=True)
 st.caption("Log-log axes: a slope of 2 is n², 4 is n⁴, 6 is n⁶. VAR here uses a halving schedule ending at n.")
 
 st.subheader("Measured, on this machine")

@@ -110,6 +110,7 @@ with right:
                 "after each scale**")
     strip = st.columns(K)
     for i, col in enumerate(strip):
-        col.image(figures.colorize(res["keep"][i].astype(float), "gray", 0, 1, 64), width="stretch",
+        col.image(figures.png(figures.colorize(res["keep"][i].astype(float), "gray", 0, 1, 64)), width="stretch",
                   caption=f"{model.patch_nums[i]}x{model.patch_nums[i]}")
-        col.image(res["steps"][i], width="stretch")
+        if res["steps"] is not None:
+            col.image(res["steps"][i], width="stretch")

@@ -87,6 +87,16 @@ for col, (cap, img) in zip(cols, pics):
     col.image(img, caption=cap, width="stretch")
 st.caption(f"Residual left after this scale: {s['remaining_norm']:.1%} of ||f||. Heat maps show the vector norm "
            "over the latent channels at each position.")
+kind = st.segmented_control("Detailed figure (as in the lessons)", ["none", "tokens", "latents", "pyramid"],
+                            format_func={"none": "none", "tokens": "token maps so far",
+                                         "latents": "residual, f_hat and what is left, so far",
+                                         "pyramid": "decoded prefixes and the input"}.get,
+                            default="none", key="enc_detail")
+if kind not in (None, "none"):
+    try:
+        st.image(figures.encoding_figure(kind, model.key, data, name, k), width="stretch")
+    except Exception as err:      # noqa: BLE001
+        st.error(f"Could not draw this figure: {core.friendly_error(err)}")
 with st.expander("All scales at a glance"):
     st.dataframe(df, hide_index=True)
     strip = st.columns(K)
