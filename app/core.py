@@ -28,7 +28,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from varlite.configs import get_preset
+from varlite.configs import PRESETS, get_preset
 from varlite.var import VAR
 from varlite.vqvae import VQVAE
 
@@ -87,8 +87,9 @@ def available_models(custom_paths: list[tuple[str, str]] | None = None) -> list[
     for vae, var in custom_paths or []:
         out.append(ModelChoice(f"path:{vae}|{var}", f"From files: {Path(var).name}"))
     out.append(ModelChoice(UNTRAINED_TINY, "Untrained tiny (random weights)"))
-    if os.environ.get("VARLITE_APP_DEV"):                 # for timing the app with an official-size model offline
-        out.append(ModelChoice("untrained:d16", "Untrained d16 (random weights, dev)"))
+    if os.environ.get("VARLITE_APP_DEV"):      # offline checks of the app with other configs (untrained weights)
+        out += [ModelChoice(f"untrained:{p}", f"Untrained {p} (random weights, dev)") for p in ("shapes", "cifar10", "d16")
+                if p in PRESETS]
     return out
 
 
@@ -234,6 +235,11 @@ class GenSettings:
                     more_smooth=bool(self.smooth), seed=int(self.seed))
 
 
+def default_top_k(vocab_size: int) -> int:
+    """900 for the official 4096-entry codebook (the official demo's setting), else 0 (off)."""
+    return 900 if vocab_size >= 4096 else 0
+
+
 def to_uint8_images(images_B3HW: torch.Tensor) -> np.ndarray:
     """(B, 3, H, W) in [0, 1] -> (B, H, W, 3) uint8 for display."""
     return images_B3HW.clamp(0, 1).mul(255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
@@ -353,12 +359,21 @@ def read_image_bytes(data: bytes, name: str = "upload"):
 def sample_names(model: LoadedModel) -> list[str]:
     """Built-in samples for the Encode/Edit pages: dataset images for built-in models, scikit-image photos for all."""
     names = []
-    if model.name == "shapes" or model.key == UNTRAINED_TINY:
+    if model.name in ("shapes", "untrained shapes") or model.key == UNTRAINED_TINY:
         names += [f"shapes: {c}" for c in _class_names_for("shapes", 10)]
-    if model.name == "cifar10":
+    if model.name == "cifar10" and _cifar10_available():
         names += [f"cifar10 test image {i}" for i in range(10)]
     names += [f"photo: {n}" for n in ("astronaut", "coffee", "chelsea", "rocket")]
     return names
+
+
+def _cifar10_available() -> bool:
+    try:
+        from varlite.data import find_cifar10
+        find_cifar10()
+        return True
+    except Exception:       # not downloaded: the photos remain
+        return False
 
 
 @st.cache_data(show_spinner=False, max_entries=64)

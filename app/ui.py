@@ -51,7 +51,7 @@ def sampling_settings(model: core.LoadedModel, prefix: str, *, default_seed: int
             st.session_state.get("gen_smooth", False)
     else:
         with cols[3]:
-            top_k = st.number_input("Top-k", 0, V, min(V, 900) if V > 64 else 0, step=1, key=f"{prefix}_top_k",
+            top_k = st.number_input("Top-k", 0, V, core.default_top_k(V), step=1, key=f"{prefix}_top_k",
                                     help=f"Sample only among the k most likely tokens (0 = off, max {V}).")
         with cols[4]:
             top_p = st.slider("Top-p", 0.0, 1.0, 0.0, 0.05, key=f"{prefix}_top_p",

@@ -37,7 +37,7 @@ with left:
         with b:
             src_seed = st.number_input("Seed of the source", 0, 2**31 - 1, 0, key="edit_src_seed")
         source_settings = core.GenSettings(model.key, int(src_label), int(src_seed), 1.5,
-                                           0 if V <= 64 else 900, 0.0, False)
+                                           core.default_top_k(V), 0.0, False)
         if ui.get_trace(source_settings) is None:
             st.stop()
     elif src_kind == "A sample image":
@@ -83,7 +83,7 @@ box = (ys[0], xs[0], ys[1], xs[1])
 if ys[1] <= ys[0] or xs[1] <= xs[0]:
     st.warning("The box is empty: widen the row and column ranges.")
     st.stop()
-req = core.EditRequest(model.key, op, box, int(label), int(seed), float(cfg), 0 if V <= 64 else 900, 0.0,
+req = core.EditRequest(model.key, op, box, int(label), int(seed), float(cfg), core.default_top_k(V), 0.0,
                        int(surgery_scale), int(surgery_token), source_settings, source_image, source_name)
 try:
     with st.spinner("Editing..."):
