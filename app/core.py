@@ -177,7 +177,9 @@ def load_model(key: str) -> LoadedModel:
             card = builtin.model_card(rest)
         except Exception:
             pass
-        source, verified = _describe_source(var, f"weights shipped with varlite (`varlite/weights/`, model `{rest}`)")
+        source, verified = _describe_source(var, f"weights shipped with varlite (`varlite/weights/{rest}.pth`)")
+        if verified == "not verified":
+            verified = "loaded strictly: every tensor of the preset present, with its shape (torch.load weights_only)"
         return LoadedModel(key, rest, vqvae.eval(), var.eval(), source, verified,
                            _class_names_for(rest, var.num_classes), card)
     if kind in ("official", "path"):
@@ -276,7 +278,9 @@ def _steps_to_dict(steps, images_KHW3: np.ndarray, overrides_used: bool = False)
             embedding=st_.embedding[0].numpy().astype(np.float32),
             residual=st_.residual[0].numpy().astype(np.float32),
             f_hat=st_.f_hat[0].numpy().astype(np.float32),
-            image=img, timings=dict(st_.timings)))
+            image=img, timings=dict(st_.timings),
+            attention=None if st_.attention is None else
+            np.stack([w[0].float().numpy() for w in st_.attention]).astype(np.float16)))   # (layers, heads, l, Lk)
     last = steps[-1]
     return dict(scales=scales, patch_nums=[s["side"] for s in scales], total_tokens=last.total_tokens,
                 num_scales=last.num_scales, overrides=overrides_used)
@@ -286,7 +290,8 @@ def compute_trace(settings: GenSettings, progress: Callable[[float, str], None] 
     """Run ``generate_steps`` once for these settings and keep every scale as numpy (images decoded here, once)."""
     var = load_model(settings.model_key).var
     steps, K = [], len(var.patch_nums)
-    for step in var.generate_steps([settings.label], trace=True, **settings.args()):
+    capture = attention_bytes(var) <= ATTENTION_IN_TRACE_BYTES
+    for step in var.generate_steps([settings.label], trace=True, capture_attention=capture, **settings.args()):
         steps.append(step)
         if progress:
             progress(0.5 * (step.scale + 1) / K, f"generating scale {step.scale + 1}/{K} ({step.side}x{step.side})")
@@ -314,9 +319,24 @@ def trace_with_progress(settings: GenSettings, progress: Callable[[float, str], 
     return trace
 
 
-@st.cache_data(show_spinner=False, max_entries=512, ttl=3600)
+ATTENTION_IN_TRACE_BYTES = 8_000_000     # small models keep every scale's attention in the trace (float16)
+
+
+def attention_bytes(var: VAR) -> int:
+    """float16 bytes of every scale's attention (conditional rows) for one image: depth x heads x sum_k l_k L_k."""
+    return 2 * var.config.depth * var.config.num_heads * sum(
+        (e - b) * e for b, e in var.config.begin_ends)
+
+
+@st.cache_data(show_spinner="Capturing attention...", max_entries=512, ttl=3600)
 def attention_at(settings: GenSettings, scale: int, row: int, col: int) -> np.ndarray:
-    """(layers, heads, end) attention of the token at (row, col) of ``scale`` over every token it can see."""
+    """(layers, heads, end) attention of the token at (row, col) of ``scale`` over every token it can see.
+
+    Small models keep it in the trace; for large ones (a 16-layer model would need ~150 MB per trace) generation
+    is re-run with attention capture up to ``scale`` (same seed, so the same tokens) and one row is kept."""
+    s = generation_trace(settings)["scales"][scale]
+    if s.get("attention") is not None:
+        return s["attention"][:, :, row * s["side"] + col].astype(np.float32)
     var = load_model(settings.model_key).var
     for step in var.generate_steps([settings.label], capture_attention=True, **settings.args()):
         if step.scale == scale:
@@ -432,7 +452,8 @@ def lesson_links(*keywords: str) -> str:
         for nb in sorted(LESSONS_DIR.glob("*.ipynb")):
             if any(k.lower() in nb.stem.lower() for k in keywords):
                 found.append(f"`lessons/{nb.name}`")
-    return ("Lessons: " + ", ".join(found)) if found else "Lessons: the notebooks in `lessons/`"
+    where = " (open them with `jupyter lab lessons/`)"
+    return ("Lessons: " + ", ".join(found) + where) if found else "Lessons: the notebooks in `lessons/`" + where
 
 
 def asdict_config(cfg) -> dict:

@@ -7,11 +7,11 @@ from app import core
 
 
 def explain(what: str, notice: str, lessons: tuple[str, ...] = ()) -> None:
-    """The 'what am I looking at / what to notice' box at the top of a page."""
+    """The top of a page: 'what am I looking at' one click away, 'what to notice' always in view."""
     with st.expander("What am I looking at?", expanded=False):
         st.markdown(what)
-        st.markdown(f"**What to notice.** {notice}")
         st.caption(core.lesson_links(*lessons))
+    st.caption(f"**What to notice.** {notice}")
 
 
 def current_model() -> core.LoadedModel:

@@ -18,7 +18,7 @@ ui.explain(
     "VAR's win is the number of *sequential* steps (each is a parallel batch of work). Without a KV cache its "
     "attention grows like n⁴ against AR's n⁶; with a cache, AR attention is actually smaller: read the FLOP "
     "columns carefully. In the measured times, the last (largest) scales dominate.",
-    ("cost", "complex", "scal"))
+    ("cost_and_scale",))
 
 model = ui.current_model()
 complexity = core.optional_module("complexity")

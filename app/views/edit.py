@@ -16,7 +16,7 @@ ui.explain(
     "**token surgery** paints one token into a box at one scale and lets the finer scales adapt.",
     "The generated region blends with its surroundings because it is sampled with the kept tokens in view at every "
     "scale. In token surgery, a change at a coarse scale changes a large area; at a fine scale it stays local.",
-    ("edit", "inpaint"))
+    ("editing",))
 
 model = ui.current_model()
 H, K, V = model.patch_nums[-1], len(model.patch_nums), model.var.config.vocab_size

@@ -15,7 +15,7 @@ ui.explain(
     "subtract the same from the residual. `f_hat` after k scales decodes to a coarse version of the image.",
     "The residual shrinks scale after scale, and PSNR rises: the first scales capture layout and colour, the "
     "last ones fine detail. VAR's transformer is trained to predict exactly these token maps, coarse to fine.",
-    ("token", "quantiz", "vqvae", "encod"))
+    ("images_as_tokens", "multiscale_residual"))
 
 model = ui.current_model()
 size = model.image_size

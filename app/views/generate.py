@@ -23,7 +23,7 @@ ui.explain(
     "The first few scales fix the layout and colours, the last ones only add detail: the residual panel gets "
     "fainter as the picture stops changing. Raise the guidance (cfg) and watch the class become clearer; "
     "select a position to see how sure the model was.",
-    ("generat", "sampling", "mask", "attention"))
+    ("next_scale", "inside_the_transformer", "sampling"))
 
 model = ui.current_model()
 K = len(model.patch_nums)

@@ -13,7 +13,7 @@ ui.explain(
     "tokenizer (`vae_ch160v4096z32.pth`); once their files are in the cache folder they appear in the picker.",
     "An official checkpoint is loaded strictly: every tensor name and shape must match the official layout, and "
     "files are read with `torch.load(weights_only=True)`, so a corrupt or foreign file is refused with a message.",
-    ("pretrain", "official", "train"))
+    ("training", "the_real_thing"))
 
 model = ui.current_model()
 
