@@ -17,8 +17,11 @@ import torch.nn.functional as F
 from varlite import exercises as ex
 
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
-sys.path.insert(0, str(LESSONS))
-SOLUTIONS = {n: importlib.import_module(f"solutions.lesson{n:02d}") for n in range(1, 10)}
+sys.path.insert(0, str(LESSONS))                 # lessons/solutions is a package inside lessons/, not installed
+try:
+    SOLUTIONS = {n: importlib.import_module(f"solutions.lesson{n:02d}") for n in range(1, 10)}
+finally:
+    sys.path.remove(str(LESSONS))
 
 
 def solution_functions():
