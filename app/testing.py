@@ -93,12 +93,17 @@ BROKEN_IMAGES_JS = """() => Array.from(document.querySelectorAll('[data-testid="
 
 def full_page_screenshot(page, path: Path) -> None:
     """Streamlit scrolls inside stMain: size the viewport to its scroll height, then take the picture."""
-    height = page.evaluate("""() => {
-      const m = document.querySelector('[data-testid="stMain"]');
-      return Math.max(m ? m.scrollHeight : 0, document.body.scrollHeight);
-    }""")
     width = page.viewport_size["width"] if page.viewport_size else 1400
-    page.set_viewport_size({"width": width, "height": int(min(max(height, 600), 8000))})
-    page.wait_for_timeout(300)
+    height = 0
+    for _ in range(4):            # resizing can re-flow the page: repeat until the height is stable
+        new_height = page.evaluate("""() => {
+          const m = document.querySelector('[data-testid="stMain"]');
+          return Math.max(m ? m.scrollHeight : 0, document.body.scrollHeight);
+        }""")
+        if new_height == height:
+            break
+        height = new_height
+        page.set_viewport_size({"width": width, "height": int(min(max(height, 600), 8000))})
+        page.wait_for_timeout(400)
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
