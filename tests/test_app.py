@@ -220,6 +220,27 @@ def test_missing_official_weights_are_explained():
     assert "Could not load the model" in at.error[0].value
 
 
+def test_a_link_can_pick_the_model():
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params["model"] = core.UNTRAINED_TINY
+    at.run()
+    assert_clean(at)
+    assert at.session_state["model_key"] == core.UNTRAINED_TINY
+
+
+def test_a_broken_builtin_model_is_explained():
+    def script():
+        from app import ui
+        import streamlit as st
+        st.session_state["model_key"] = "builtin:no-such-model"
+        ui.current_model()
+
+    at = AppTest.from_function(script, default_timeout=TIMEOUT).run()
+    assert not at.exception
+    assert "Could not load the model" in at.error[0].value
+    assert at.info                                          # what to do instead
+
+
 # ------------------------------------------------------------------------------------------------ Encode
 def test_encode_builtin_samples_step_by_step():
     at = new_app("views/encode.py")
