@@ -1,0 +1,137 @@
+"""A small CNN classifier, trained by varlite to judge whether generated images show the class they were asked for.
+
+Dimension key: B batch, 3 RGB, H,W image side (32), C channels, n classes.
+
+    conv3x3(3->32) GN ReLU, conv3x3(32->32) GN ReLU, maxpool2        -> 16x16
+    conv3x3(32->64) GN ReLU, conv3x3(64->64) GN ReLU, maxpool2       -> 8x8
+    conv3x3(64->128) GN ReLU, global average pool, dropout, linear(128->n)
+
+GroupNorm (8 groups) rather than BatchNorm: no running statistics, so data-parallel replicas stay identical and
+eval mode computes exactly what training did.
+
+Class-consistency of a generator = the fraction of its samples for class c that the classifier labels c.
+It is only as trustworthy as the classifier, so its own test accuracy is reported beside it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .loop import LoopConfig, Trainer, load_checked
+from .tokenizer import images_at
+
+
+def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.GroupNorm(8, c_out), nn.ReLU(inplace=True))
+
+
+class SmallCNN(nn.Module):
+    """The judging classifier (see the module docstring). Input: float images (B, 3, H, W) in [-1, 1]."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            conv_gn_relu(3, w), conv_gn_relu(w, w), nn.MaxPool2d(2),
+            conv_gn_relu(w, 2 * w), conv_gn_relu(2 * w, 2 * w), nn.MaxPool2d(2),
+            conv_gn_relu(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.head = nn.Sequential(nn.Dropout(0.2), nn.Linear(4 * w, num_classes))
+
+    def forward(self, img_B3HW: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(img_B3HW))
+
+
+@dataclass
+class ClassifierTrainConfig(LoopConfig):
+    dataset: str = "shapes"
+    data_root: str | None = None
+    image_size: int = 32
+    num_classes: int = 10
+    width: int = 32
+    hflip: bool = False              # random horizontal flips (CIFAR-10 yes; Shapes no: its classes have a side)
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    eval_images: int = 0             # 0 = the whole test split
+
+
+class ClassifierTrainer(Trainer):
+    kind = "classifier"
+    label = "train-classifier"
+    bar_keys = ("loss", "acc")
+
+    def __init__(self, cfg: ClassifierTrainConfig, distributed=None):
+        super().__init__(cfg, distributed)
+        self.train_set = load_checked(cfg.dataset, "train", cfg.data_root, cfg.image_size, cfg.num_classes)
+        self.val_set = load_checked(cfg.dataset, "test", cfg.data_root, cfg.image_size, cfg.num_classes) \
+            if self.dist.main else None
+        torch.manual_seed(cfg.seed)
+        self.model = SmallCNN(cfg.num_classes, cfg.width).to(self.device)
+        self.train_module = self.wrap_ddp(self.model)
+        self.optimizer = self.make_optimizer(self.model, betas=(0.9, 0.999))
+        self.num_items = len(self.train_set)
+
+    def compute_loss(self, idx_b, step):
+        cfg = self.cfg
+        g = torch.Generator().manual_seed(cfg.seed * 7919 + step * 4099 + self.dist.rank) if cfg.hflip else None
+        img = images_at(self.train_set, idx_b, self.device, g)
+        labels = self.train_set.labels[idx_b.cpu()].to(self.device)
+        logits = self.train_module(img)
+        loss = F.cross_entropy(logits, labels)
+        return loss, {"loss": loss.item(), "acc": float((logits.argmax(1) == labels).float().mean())}
+
+    def evaluate(self):
+        return {"test_acc": accuracy(self.model, self.val_set, self.cfg.eval_images, self.device)}
+
+
+@torch.no_grad()
+def accuracy(model: SmallCNN, dataset, max_images: int = 0, device="cpu", batch_size: int = 500) -> float:
+    """Fraction of ``dataset`` (its first ``max_images``; 0 = all) classified correctly."""
+    model.eval()
+    n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    correct = 0
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size))
+        pred = model(images_at(dataset, idx, device)).argmax(1).cpu()
+        correct += int((pred == dataset.labels[idx]).sum())
+    return correct / n
+
+
+def load_classifier(path, device="cpu") -> tuple[SmallCNN, dict]:
+    """The classifier of a checkpoint (file or run dir) in eval mode, and its training config."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    ckpt = load_checkpoint(path, "classifier")
+    cfg = ckpt["configs"]["train"]
+    model = SmallCNN(cfg["num_classes"], cfg["width"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path} does not fit a SmallCNN({cfg['num_classes']}, {cfg['width']}) "
+                              f"({str(err)[:300]})") from err
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def class_consistency(var, classifier: SmallCNN, per_class: int = 10, cfg: float = 1.5, seed: int = 0,
+                      top_k: int = 0, top_p: float = 0.0, batch_classes: int = 10) -> dict:
+    """Generate ``per_class`` samples of every class and classify them: the overall fraction labelled as asked,
+    and that fraction per class (``consistency_c<k>``)."""
+    classifier.eval()
+    labels = torch.arange(var.num_classes).repeat_interleave(per_class)
+    hits = torch.zeros(var.num_classes)
+    device = next(classifier.parameters()).device
+    chunk = batch_classes * per_class
+    for i, start in enumerate(range(0, len(labels), chunk)):
+        lab = labels[start:start + chunk]
+        img01 = var.generate(lab, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + i)
+        pred = classifier(img01.to(device).mul(2).sub(1)).argmax(1).cpu()
+        hits.index_add_(0, lab, (pred == lab).float())
+    out = {"class_consistency": float(hits.sum() / len(labels)), "samples": len(labels), "cfg": cfg}
+    out.update({f"consistency_c{c}": float(hits[c] / per_class) for c in range(var.num_classes)})
+    return out

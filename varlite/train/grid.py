@@ -1,0 +1,29 @@
+"""Saving image grids as PNG (PIL). Dimension key: N images, 3 RGB, H,W image side."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def save_grid(images_N3HW: torch.Tensor, ncols: int, path: str | Path, scale: int = 2, pad: int = 2) -> Path:
+    """Tile images (float in [0, 1]) row by row, ``ncols`` per row, ``pad`` white pixels apart, each enlarged
+    ``scale`` times (nearest), and write a PNG."""
+    images = images_N3HW.detach().float().clamp(0, 1).cpu()
+    N, _, H, W = images.shape
+    nrows = (N + ncols - 1) // ncols
+    canvas = torch.ones(3, nrows * (H + pad) + pad, ncols * (W + pad) + pad)
+    for i in range(N):
+        r, c = divmod(i, ncols)
+        top, left = pad + r * (H + pad), pad + c * (W + pad)
+        canvas[:, top:top + H, left:left + W] = images[i]
+    u8 = (canvas * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    image = Image.fromarray(np.ascontiguousarray(u8))
+    if scale > 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
