@@ -424,7 +424,7 @@ def prepared_image(model: LoadedModel, data: bytes, name: str) -> tuple[torch.Te
     return prepare_image(read_image_bytes(data, name), model.image_size)
 
 
-@st.cache_data(show_spinner=False, max_entries=64, ttl=3600)
+@st.cache_data(show_spinner="Encoding, and decoding every prefix of scales...", max_entries=64, ttl=3600)
 def encode_trace(model_key: str, data: bytes, name: str) -> dict:
     """``VQVAE.encode_steps`` of an image (bytes), every scale as numpy, with PSNR and residual norms."""
     model = load_model(model_key)
