@@ -76,21 +76,26 @@ def step_viewer(trace_a: dict, trace_b: dict | None, settings_b: core.GenSetting
             if ss["gen_scale"] >= K:
                 ss["gen_playing"] = False
                 st.rerun()          # whole page: drop the timer
-    c = st.columns([1, 1, 1, 1, 6])
-    c[0].button("Reset", icon=":material/first_page:", on_click=_go, kwargs=dict(to=1), key="gen_reset", help="Back to the first scale")
-    c[1].button("Previous", icon=":material/chevron_left:", on_click=_go, kwargs=dict(delta=-1), key="gen_prev", disabled=ss["gen_scale"] <= 1)
-    c[2].button("Next", icon=":material/chevron_right:", on_click=_go, kwargs=dict(delta=1), key="gen_next", disabled=ss["gen_scale"] >= K)
-    if ss["gen_playing"]:
-        if c[3].button("Pause", icon=":material/pause:", key="gen_pause"):
-            ss["gen_playing"] = False
+    left, right = st.columns([1, 1], vertical_alignment="bottom")
+    with left, st.container(horizontal=True, gap="small"):        # buttons as wide as their labels
+        st.button("Reset", icon=":material/first_page:", on_click=_go, kwargs=dict(to=1), key="gen_reset",
+                  help="Back to the first scale")
+        st.button("Previous", icon=":material/chevron_left:", on_click=_go, kwargs=dict(delta=-1), key="gen_prev",
+                  disabled=ss["gen_scale"] <= 1)
+        st.button("Next", icon=":material/chevron_right:", on_click=_go, kwargs=dict(delta=1), key="gen_next",
+                  disabled=ss["gen_scale"] >= K, type="primary")
+        if ss["gen_playing"]:
+            if st.button("Pause", icon=":material/pause:", key="gen_pause"):
+                ss["gen_playing"] = False
+                st.rerun()
+        elif st.button("Play", icon=":material/play_arrow:", key="gen_play",
+                       help=f"One scale every {PLAY_INTERVAL_S:.0f} s"):
+            ss["gen_playing"] = True
+            ss["gen_last_tick"] = time.monotonic()
+            if ss["gen_scale"] >= K:
+                ss["gen_scale"] = 1
             st.rerun()
-    elif c[3].button("Play", icon=":material/play_arrow:", key="gen_play", help=f"One scale every {PLAY_INTERVAL_S:.0f} s"):
-        ss["gen_playing"] = True
-        ss["gen_last_tick"] = time.monotonic()
-        if ss["gen_scale"] >= K:
-            ss["gen_scale"] = 1
-        st.rerun()
-    with c[4]:
+    with right:
         st.slider("Scale", 1, K, key="gen_scale", help="Scrub through the scales")
     k = ss["gen_scale"] - 1
 
