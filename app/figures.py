@@ -1,42 +1,34 @@
 """Pictures for the pages, cached as PNG bytes so that stepping through scales only sends cached bytes.
 
 The figures themselves are built by ``varlite.viz`` (shared with the lessons); this module only renders them to
-PNG (``fig_png``), caches them by settings and scale, and closes them. Decoded images are plain arrays and go to
-``st.image`` directly.
+PNG (``fig_png``) and caches them by settings and scale. The panels shown at every step must render in a few
+milliseconds, so they are plain images instead: decoded images, token maps in ``viz.codebook_colors``, channel-norm
+heat maps and the block-causal mask from ``varlite.var.block_causal_bias``, enlarged and cached as PNG bytes.
 """
 from __future__ import annotations
 
 import io
 
 import matplotlib
+import numpy as np
+import streamlit as st
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from app import core  # noqa: E402
+from app import core
 
 DPI = 80
 
 
 def fig_png(fig) -> bytes:
-    """Render a matplotlib Figure to PNG bytes and close it (figures must not pile up in a long-running server)."""
+    """Render a matplotlib Figure to PNG bytes. viz builds plain ``Figure`` objects (no pyplot), so nothing global
+    is registered and the figure is freed with its last reference: safe in a multi-threaded server."""
     buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    finally:
-        plt.close(fig)
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     return buf.getvalue()
 
 
-def viz():
-    return core.optional_module("viz")
-
-
 # ------------------------------------------------------------------------------------------------ array pictures
-# Until varlite.viz lands (and for the pictures that are plain images), maps are shown as colour-mapped arrays,
-# enlarged with nearest-neighbour so that every token stays a crisp square. This is display, not model maths.
+# Maps shown at every step are colour-mapped arrays, enlarged with nearest-neighbour so that every token stays a
+# crisp square (a matplotlib figure takes 0.3-1 s to draw on a busy CPU; these take milliseconds). Display only.
 DISPLAY_PX = 192
 
 

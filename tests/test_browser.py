@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from pathlib import Path
 
 import pytest
 
@@ -92,7 +91,7 @@ def test_step_through_a_generation(page, server):
     open_page(page, server, "", "Scale 1 of")
     k, K = current_scale(page)
     assert k == 1
-    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 6")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 6")
     images = page.locator('[data-testid="stImage"] img')
     assert images.count() == 6                        # overview strip, 3 panels, mask, inspector
     for expected in range(2, K + 1):
@@ -114,7 +113,7 @@ def test_step_through_a_generation(page, server):
 def test_compare_mode_is_step_locked(page, server):
     open_page(page, server, "", "Scale 1 of")
     _, K = current_scale(page)
-    page.wait_for_function(f"() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 6")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 6")
     single = page.locator('[data-testid="stImage"] img').count()
     page.get_by_text("Compare with a second setting").click()
     page.get_by_text("Setting B").wait_for()
