@@ -110,6 +110,17 @@ def test_step_through_a_generation(page, server):
     screenshot(page, "generate")
 
 
+def test_play_steps_by_itself_and_stops_at_the_last_scale(page, server):
+    open_page(page, server, "", "Scale 1 of")
+    _, K = current_scale(page)
+    page.get_by_role("button", name="Play", exact=True).click()
+    page.get_by_role("button", name="Pause", exact=True).wait_for()
+    page.get_by_text(f"Scale {K} of {K}:").wait_for(timeout=(K + 20) * 1000)     # one scale per second
+    page.get_by_role("button", name="Play", exact=True).wait_for()                # stopped by itself
+    settle(page)
+    check_page(page)
+
+
 def test_compare_mode_is_step_locked(page, server):
     open_page(page, server, "", "Scale 1 of")
     _, K = current_scale(page)
