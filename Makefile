@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed-stamp
 # torch is pinned in the same pip command: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: app test setup bench parity clean
+.PHONY: app test setup bench parity lessons lessons-html clean
 
 setup: $(STAMP)
 
@@ -29,6 +29,12 @@ parity: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench_core.py
+
+lessons: $(STAMP)
+	VARLITE_CI=1 $(PY) -m pytest -q --nbmake lessons/*.ipynb
+
+lessons-html: $(STAMP)
+	$(PY) lessons/render.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
