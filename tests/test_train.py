@@ -227,7 +227,7 @@ def test_resume_after_interrupt_equals_uninterrupted(kind, folder, tokenizer_run
     first = trainer(tmp_path / "resumed")
     InterruptAt(first, 2)
     result = first.run()
-    assert not result.finished and result.step == 3
+    assert not result.finished and result.interrupted and result.step == 3
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 3
     second = trainer(tmp_path / "resumed")
     assert second.run().finished
@@ -239,6 +239,15 @@ def test_resume_after_interrupt_equals_uninterrupted(kind, folder, tokenizer_run
     b = load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")
     assert weights_equal(a["model"], b["model"])
     assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
+
+
+def test_stop_at_then_continue_equals_one_run(folder, tmp_path):
+    TokenizerTrainer(tok_cfg(tmp_path / "a", folder, steps=4, eval_every=0, sample_every=0)).run()
+    first = TokenizerTrainer(tok_cfg(tmp_path / "b", folder, steps=4, stop_at=2, eval_every=0, sample_every=0)).run()
+    assert (first.finished, first.interrupted, first.step) == (False, False, 2)
+    TokenizerTrainer(tok_cfg(tmp_path / "b", folder, steps=4, eval_every=0, sample_every=0)).run()
+    a, b = (load_checkpoint(tmp_path / r / "checkpoint.pt") for r in "ab")
+    assert weights_equal(a["model"], b["model"]) and b["step"] == 4
 
 
 # ------------------------------------------------------------------------------------------------ errors

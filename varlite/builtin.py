@@ -3,7 +3,8 @@
 A weights file is a plain dict read with ``torch.load(weights_only=True)``:
 
     {"format": "varlite-builtin", "version": 1, "preset": <name in varlite.configs.PRESETS>,
-     "vqvae": VQVAE state dict, "var": VAR state dict}
+     "vqvae": VQVAE state dict, "var": VAR state dict,
+     "sampling": {"cfg": float, "top_k": int, "top_p": float}}    # the settings its model card recommends
 
 Floating-point tensors are stored as float16 (half the size) and turned back into float32 when loaded; the
 metrics in the model cards were measured on these loaded (float16-rounded) weights.
@@ -22,6 +23,7 @@ from .vqvae import VQVAE
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT = "varlite-builtin"
 VERSION = 1
+DEFAULT_SAMPLING = {"cfg": 1.5, "top_k": 0, "top_p": 0.0}
 
 
 class BuiltinError(RuntimeError):
@@ -49,16 +51,15 @@ def model_card(name: str) -> str:
     return card.read_text()
 
 
+def sampling_defaults(name: str) -> dict:
+    """The sampling settings (cfg, top_k, top_p) a shipped model's card recommends, e.g. for ``var.generate(**...)``."""
+    blob = _read(name)
+    return dict(blob.get("sampling", DEFAULT_SAMPLING))
+
+
 def load_builtin(name: str = "shapes", device: str | torch.device = "cpu") -> tuple[VQVAE, VAR]:
     """The shipped (vqvae, var) pair ``name``, in eval mode, float32, on ``device``."""
-    path = weights_path(name)
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:      # torch raises several types for damaged files; all mean the same here
-        raise BuiltinError(f"{path} cannot be read ({type(err).__name__}: {str(err)[:200]}); reinstall varlite "
-                           f"to restore the file") from err
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT or blob.get("version") != VERSION:
-        raise BuiltinError(f"{path} is not a varlite built-in weights file (format {FORMAT!r} version {VERSION})")
+    blob = _read(name)
     preset = get_preset(blob["preset"])
     vqvae = VQVAE(preset.vqvae)
     var = VAR(preset.var, vqvae)
@@ -69,12 +70,25 @@ def load_builtin(name: str = "shapes", device: str | torch.device = "cpu") -> tu
     return vqvae, var
 
 
-def save_builtin(path: str | os.PathLike, preset: str, vqvae: VQVAE, var: VAR) -> Path:
+def _read(name: str) -> dict:
+    path = weights_path(name)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:      # torch raises several types for damaged files; all mean the same here
+        raise BuiltinError(f"{path} cannot be read ({type(err).__name__}: {str(err)[:200]}); reinstall varlite "
+                           f"to restore the file") from err
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT or blob.get("version") != VERSION:
+        raise BuiltinError(f"{path} is not a varlite built-in weights file (format {FORMAT!r} version {VERSION})")
+    return blob
+
+
+def save_builtin(path: str | os.PathLike, preset: str, vqvae: VQVAE, var: VAR, sampling: dict | None = None) -> Path:
     """Write a weights file in the format above (float tensors as float16)."""
     get_preset(preset)
     path = Path(path)
     blob = {"format": FORMAT, "version": VERSION, "preset": preset,
-            "vqvae": _to_float16(vqvae.state_dict()), "var": _to_float16(var.state_dict())}
+            "vqvae": _to_float16(vqvae.state_dict()), "var": _to_float16(var.state_dict()),
+            "sampling": {**DEFAULT_SAMPLING, **(sampling or {})}}
     tmp = path.with_name(path.name + ".tmp")
     torch.save(blob, tmp)
     os.replace(tmp, path)

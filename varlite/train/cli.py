@@ -37,8 +37,10 @@ def _config_from(args: argparse.Namespace, config_cls):
 def _train(trainer_cls, config_cls):
     def run(args):
         result = trainer_cls(_config_from(args, config_cls)).run()
-        if not result.finished:
+        if result.interrupted:
             return 130
+        if not result.finished:          # stopped at --stop-at, as asked
+            return 0
         if result.metrics:
             print(json.dumps(result.metrics, indent=1))
         return 0

@@ -36,7 +36,7 @@ from .checkpoint import CheckpointError, check_same_config, load_checkpoint, sav
 CHECKPOINT_NAME = "checkpoint.pt"
 # fields of a config that may change between a run and its resumption (they do not change the maths)
 RESUMABLE_CHANGES = {"run_dir", "device", "threads", "log_every", "eval_every", "sample_every", "ckpt_every",
-                     "steps", "progress", "eval_images"}
+                     "steps", "stop_at", "progress", "eval_images"}
 
 
 @dataclass
@@ -58,6 +58,7 @@ class LoopConfig:
     device: str = "auto"             # auto | cpu | cuda | cuda:N | mps
     threads: int = 0                 # torch CPU threads (0 = torch's default)
     progress: bool = True
+    stop_at: int = 0                 # save and stop after this step (0 = run to ``steps``); rerun to continue
 
 
 # ----------------------------------------------------------------------------------------------------- devices
@@ -323,8 +324,9 @@ def config_dict(cfg) -> dict:
 class RunResult:
     run_dir: Path
     step: int
-    finished: bool
-    metrics: dict
+    finished: bool                   # all ``steps`` done
+    metrics: dict                    # the last held-out evaluation
+    interrupted: bool = False        # stopped by Ctrl-C / SIGTERM (not by ``stop_at``)
 
 
 class Trainer:
@@ -467,7 +469,8 @@ class Trainer:
                     postfix = " ".join(f"{k}={row[k]:.4g}" for k in self.bar_keys if k in row)
                     sums, count = {}, 0
                 progress.update(done, postfix)
-                stopping = self.dist.any(stop.requested)
+                interrupted = self.dist.any(stop.requested)
+                stopping = interrupted or (0 < cfg.stop_at <= done < cfg.steps)
                 if stopping or done % cfg.ckpt_every == 0 or done == cfg.steps:
                     self.save(done)
                 if stopping:
@@ -475,7 +478,7 @@ class Trainer:
                     if main:
                         print(f"stopped at step {done}/{cfg.steps}; checkpoint saved to {self.ckpt_path}. Run the same "
                               f"command again to resume.", file=sys.stderr, flush=True)
-                    return RunResult(self.run_dir, done, False, metrics)
+                    return RunResult(self.run_dir, done, False, metrics, interrupted)
                 last = done == cfg.steps
                 if main and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
                     with torch.random.fork_rng(devices=[]):
