@@ -227,3 +227,11 @@ def test_cli_downloads_cifar10_into_the_cache(tmp_path, capsys, monkeypatch):
     assert code == 1
     err = capsys.readouterr().err
     assert "offline" in err and str(tmp_path / "cifar10" / "cifar-10-python.tar.gz") in err
+
+
+def test_main_cli_offers_the_training_commands(capsys):
+    with pytest.raises(SystemExit):
+        cli_main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("download", "parity", "info", "train-tokenizer", "train-var", "evaluate"):
+        assert command in out

@@ -1,4 +1,4 @@
-"""The ``python -m varlite`` command line: download official weights, check parity, inspect what is installed."""
+"""The ``python -m varlite`` command line: download official weights or CIFAR-10, check parity, train, inspect."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +8,7 @@ from pathlib import Path
 from .data import download_cifar10
 from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .download import DownloadError, varlite_home
+from .train import cli as train_cli
 from .pretrained import HF_BASE_URL, OFFICIAL_FILES, CheckpointError, download_official, official_path
 
 
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parity", help="check varlite against an official reference set (see varlite.parity)")
     p.add_argument("ref_dir")
     p.set_defaults(func=cmd_parity)
+
+    train_cli.add_subcommands(sub)    # train-tokenizer, train-var, train-classifier, evaluate, export-builtin
     return parser
 
 
