@@ -94,6 +94,9 @@ def available_models(custom_paths: list[tuple[str, str]] | None = None) -> list[
 
 
 # ------------------------------------------------------------------------------------------------ loading
+GENERIC_SAMPLING = {"cfg": 1.5, "top_k": 0, "top_p": 0.0}
+OFFICIAL_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.96}     # the official demo's settings
+
 @dataclass
 class LoadedModel:
     key: str
@@ -105,6 +108,7 @@ class LoadedModel:
     class_names: list[str]
     card: str = ""                # markdown model card, when there is one
     files: list[str] = field(default_factory=list)
+    sampling: dict = field(default_factory=dict)   # recommended cfg / top_k / top_p (the pages' defaults)
 
     @property
     def patch_nums(self) -> tuple[int, ...]:
@@ -123,6 +127,11 @@ class LoadedModel:
             return f"{i}: unconditional"
         name = self.class_names[i] if i < len(self.class_names) else ""
         return f"{i}: {name}" if name else f"class {i}"
+
+    def default(self, name: str):
+        """A recommended sampling setting (cfg, top_k, top_p), or the generic default."""
+        value = self.sampling.get(name, GENERIC_SAMPLING[name])
+        return min(int(value), self.var.config.vocab_size) if name == "top_k" else float(value)
 
     def param_counts(self) -> dict[str, int]:
         return {"VQVAE (tokenizer)": sum(p.numel() for p in self.vqvae.parameters()),
@@ -180,8 +189,14 @@ def load_model(key: str) -> LoadedModel:
         source, verified = _describe_source(var, f"weights shipped with varlite (`varlite/weights/{rest}.pth`)")
         if verified == "not verified":
             verified = "loaded strictly: every tensor of the preset present, with its shape (torch.load weights_only)"
+        sampling = {}
+        if hasattr(builtin, "sampling_defaults"):
+            try:
+                sampling = dict(builtin.sampling_defaults(rest))
+            except Exception:      # an older file without recommendations: the generic defaults
+                sampling = {}
         return LoadedModel(key, rest, vqvae.eval(), var.eval(), source, verified,
-                           _class_names_for(rest, var.num_classes), card)
+                           _class_names_for(rest, var.num_classes), card, sampling=sampling)
     if kind in ("official", "path"):
         pretrained = optional_module("pretrained")
         if pretrained is None:
@@ -198,7 +213,7 @@ def load_model(key: str) -> LoadedModel:
             files, name = [vae_path, var_path], Path(var_path).stem
         source, verified = _describe_source(var, "official checkpoint")
         return LoadedModel(key, name, vqvae.eval(), var.eval(), source, verified,
-                           imagenet_class_names(var.num_classes), "", files)
+                           imagenet_class_names(var.num_classes), "", files, OFFICIAL_SAMPLING)
     raise ValueError(f"unknown model key {key!r}")
 
 
@@ -235,11 +250,6 @@ class GenSettings:
     def args(self) -> dict:
         return dict(cfg=float(self.cfg), top_k=int(self.top_k), top_p=float(self.top_p),
                     more_smooth=bool(self.smooth), seed=int(self.seed))
-
-
-def default_top_k(vocab_size: int) -> int:
-    """900 for the official 4096-entry codebook (the official demo's setting), else 0 (off)."""
-    return 900 if vocab_size >= 4096 else 0
 
 
 def to_uint8_images(images_B3HW: torch.Tensor) -> np.ndarray:

@@ -36,7 +36,6 @@ def sampling_settings(model: core.LoadedModel, prefix: str, *, default_seed: int
                       compact: bool = False) -> core.GenSettings:
     """Class, seed, cfg, top-k, top-p and smoothing widgets -> GenSettings (keys prefixed, so pages can have two)."""
     V = model.var.config.vocab_size
-    official = V >= 4096          # the official demo's settings: cfg 4, top-k 900, top-p 0.96
     cols = st.columns(3 if compact else 6)
     with cols[0]:
         label = class_picker(model, f"{prefix}_class", default=default_class)
@@ -44,18 +43,19 @@ def sampling_settings(model: core.LoadedModel, prefix: str, *, default_seed: int
         seed = st.number_input("Seed", 0, 2**31 - 1, default_seed, step=1, key=f"{prefix}_seed",
                                help="The only source of randomness: the same seed gives the same image.")
     with cols[2]:
-        cfg = st.slider("Guidance (cfg)", 0.0, 8.0, 4.0 if official else 1.5, 0.5, key=f"{prefix}_cfg",
+        cfg = st.slider("Guidance (cfg)", 0.0, 8.0, model.default("cfg"), 0.5, key=f"{prefix}_cfg",
                         help="Classifier-free guidance: 0 = off. Its strength ramps up linearly from the first "
                              "scale (no guidance) to the last (full strength).")
     if compact:
-        top_k, top_p, smooth = st.session_state.get("gen_top_k", 0), st.session_state.get("gen_top_p", 0.0), \
-            st.session_state.get("gen_smooth", False)
+        top_k = st.session_state.get("gen_top_k", model.default("top_k"))
+        top_p = st.session_state.get("gen_top_p", model.default("top_p"))
+        smooth = st.session_state.get("gen_smooth", False)
     else:
         with cols[3]:
-            top_k = st.number_input("Top-k", 0, V, core.default_top_k(V), step=1, key=f"{prefix}_top_k",
+            top_k = st.number_input("Top-k", 0, V, model.default("top_k"), step=1, key=f"{prefix}_top_k",
                                     help=f"Sample only among the k most likely tokens (0 = off, max {V}).")
         with cols[4]:
-            top_p = st.slider("Top-p", 0.0, 1.0, 0.96 if official else 0.0, 0.01, key=f"{prefix}_top_p",
+            top_p = st.slider("Top-p", 0.0, 1.0, model.default("top_p"), 0.01, key=f"{prefix}_top_p",
                               help="Sample only from the smallest set of tokens whose probability reaches p (0 = off).")
         with cols[5]:
             smooth = st.toggle("Smoothing", False, key=f"{prefix}_smooth",

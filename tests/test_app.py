@@ -331,8 +331,9 @@ def test_token_surgery_keeps_the_coarser_scales():
     at.radio(key="edit_op").set_value("surgery").run()
     model = core.load_model(at.session_state["model_key"])
     k = at.selectbox(key="edit_surgery_scale").value
-    source = core.GenSettings(model.key, 0, 0, 1.5, core.default_top_k(model.var.config.vocab_size))
-    req = core.EditRequest(model.key, "surgery", (0.0, 0.0, 1.0, 1.0), 0, 0, 1.5, source.top_k, 0.0, k, 5, source)
+    source = core.GenSettings(model.key, 0, 0, model.default("cfg"), model.default("top_k"), model.default("top_p"))
+    req = core.EditRequest(model.key, "surgery", (0.0, 0.0, 1.0, 1.0), 0, 0, model.default("cfg"),
+                           model.default("top_k"), model.default("top_p"), k, 5, source)
     res = core.edit_result(req)
     before = core.generation_trace(source)["scales"]
     for i in range(k):

@@ -51,8 +51,9 @@ st.caption("Log-log axes: a slope of 2 is n², 4 is n⁴, 6 is n⁶. VAR here us
 
 st.subheader("Measured, on this machine")
 settings = core.GenSettings(model.key, int(st.session_state.get("gen_class", 0)), int(st.session_state.get("gen_seed", 0)),
-                            float(st.session_state.get("gen_cfg", 1.5)), int(st.session_state.get("gen_top_k", 0)),
-                            float(st.session_state.get("gen_top_p", 0.0)), bool(st.session_state.get("gen_smooth", False)))
+                            float(st.session_state.get("gen_cfg", model.default("cfg"))),
+                            int(st.session_state.get("gen_top_k", model.default("top_k"))),
+                            float(st.session_state.get("gen_top_p", model.default("top_p"))), bool(st.session_state.get("gen_smooth", False)))
 if st.session_state.get("cost_timing_model") != model.key:      # a measurement of another model is stale
     st.session_state.pop("cost_timing", None)
 if st.button("Measure a fresh generation", key="cost_measure",

@@ -36,8 +36,8 @@ with left:
             src_label = ui.class_picker(model, "edit_src_class", "Class of the source")
         with b:
             src_seed = st.number_input("Seed of the source", 0, 2**31 - 1, 0, key="edit_src_seed")
-        source_settings = core.GenSettings(model.key, int(src_label), int(src_seed), 1.5,
-                                           core.default_top_k(V), 0.0, False)
+        source_settings = core.GenSettings(model.key, int(src_label), int(src_seed), model.default("cfg"),
+                                           model.default("top_k"), model.default("top_p"), False)
         if ui.get_trace(source_settings) is None:
             st.stop()
     elif src_kind == "A sample image":
@@ -77,13 +77,13 @@ with left:
         label = ui.class_picker(model, f"edit_label_{op}", "Class for the generated part", default=default_label)
     a, b = st.columns(2)
     seed = a.number_input("Seed of the edit", 0, 2**31 - 1, 0, key="edit_seed")
-    cfg = b.slider("Guidance (cfg)", 0.0, 8.0, 1.5, 0.5, key="edit_cfg")
+    cfg = b.slider("Guidance (cfg)", 0.0, 8.0, model.default("cfg"), 0.5, key="edit_cfg")
 
 box = (ys[0], xs[0], ys[1], xs[1])
 if ys[1] <= ys[0] or xs[1] <= xs[0]:
     st.warning("The box is empty: widen the row and column ranges.")
     st.stop()
-req = core.EditRequest(model.key, op, box, int(label), int(seed), float(cfg), core.default_top_k(V), 0.0,
+req = core.EditRequest(model.key, op, box, int(label), int(seed), float(cfg), model.default("top_k"), model.default("top_p"),
                        int(surgery_scale), int(surgery_token), source_settings, source_image, source_name)
 try:
     with st.spinner("Editing..."):
