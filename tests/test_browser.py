@@ -152,4 +152,11 @@ def test_edit_outpainting(page, server):
                                         ("models", "Official weights")])
 def test_other_pages_render(page, server, path, ready):
     open_page(page, server, path, ready)
+    if path == "encode":             # a middle scale shows more than the first
+        page.get_by_role("slider").first.focus()
+        for _ in range(3):
+            page.keyboard.press("ArrowRight")
+        page.get_by_text(re.compile(r"^Scale 4 of \d+:")).wait_for()
+        settle(page)
+        check_page(page)
     screenshot(page, path)
