@@ -9,7 +9,8 @@ an encoding trace is ``VQVAE.encode_steps``. Caches:
 - ``generation_trace``    st.cache_data keyed by (model, class, seed, cfg, top-k, top-p, smoothing): every scale's
                           tokens, probabilities, residual, f_hat and decoded image, decoded once, here.
 - ``attention_at``        st.cache_data keyed by the same settings plus (scale, row, column): one position's attention
-                          over all visible tokens, per layer and head (computed on demand: storing every scale's
+                          over all visible tokens, per layer and head. Small models keep every scale's attention in
+                          the trace (float16, <= 8 MB); for large ones it is captured on demand (every scale's
                           attention of a 16-layer model would take ~150 MB per trace).
 - ``encode_trace``        st.cache_data keyed by (model, image bytes).
 """
