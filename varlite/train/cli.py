@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 import typing
 
 RUN_FIELDS_HELP = {"run_dir": "folder for checkpoint.pt, metrics and sample grids (rerun the command to resume)"}
@@ -26,7 +27,8 @@ def _add_config_options(parser: argparse.ArgumentParser, config_cls) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
         else:
             kind = hints[f.name]
-            kind = str if typing.get_origin(kind) in (typing.Union, getattr(__import__("types"), "UnionType", ())) else kind
+            if typing.get_origin(kind) in (typing.Union, types.UnionType):     # "str | None": a path or nothing
+                kind = str
             parser.add_argument(flag, type=kind, default=f.default, help=f"(default: {f.default})")
 
 

@@ -17,9 +17,10 @@ import torch
 from varlite.builtin import WEIGHTS_DIR, load_builtin, save_builtin
 
 from .classifier import accuracy, class_consistency, load_classifier
+from .grid import save_grid
 from .loop import load_checked, pick_device
 from .tokenizer import evaluate_tokenizer, load_tokenizer
-from .transformer import TokenCache, evaluate_var, load_var
+from .transformer import TokenCache, evaluate_var, load_var, sample_grid_images
 
 
 def add_evaluate_options(p) -> None:
@@ -57,8 +58,6 @@ def evaluate_models(vqvae, var, dataset, classifier=None, per_class=10, cfg=1.5,
             out["class_consistency"] = class_consistency(var, classifier, per_class, cfg, seed, top_k, top_p)
             out["class_consistency"].update(top_k=top_k, top_p=top_p)
         if grid:
-            from .grid import save_grid
-            from .transformer import sample_grid_images
             save_grid(sample_grid_images(var, per_class, cfg, seed, top_k, top_p), per_class, grid)
     if classifier is not None:
         out["classifier_test_acc"] = accuracy(classifier, dataset, 0, device)
@@ -77,7 +76,8 @@ def cmd_evaluate(args) -> int:
             vqvae = var.vqvae
             cache_dir = Path(args.var) if Path(args.var).is_dir() else Path(args.var).parent
         else:
-            (vqvae, _), var = load_tokenizer(args.tokenizer, device), None
+            vqvae, _ = load_tokenizer(args.tokenizer, device)
+            var = None
         dataset = load_checked(args.dataset, "test", args.data_root, vqvae.config.image_size,
                                var.num_classes if var is not None else None)
         classifier = load_classifier(args.classifier, device)[0] if args.classifier else None

@@ -18,6 +18,7 @@ Codebook bookkeeping after every step:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -27,9 +28,9 @@ from varlite.configs import get_preset
 from varlite.data import to_pm1
 from varlite.vqvae import VQVAE
 
-from .checkpoint import load_checkpoint, CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint
 from .grid import save_grid
-from .loop import LoopConfig, Trainer, load_checked, state_fingerprint
+from .loop import LoopConfig, Trainer, load_checked
 from .metrics import codebook_stats, psnr, ssim
 
 
@@ -189,7 +190,6 @@ def evaluate_tokenizer(vqvae: VQVAE, dataset, max_images: int = 0, device="cpu",
 def load_tokenizer(path, device="cpu") -> tuple[VQVAE, dict]:
     """The VQVAE of a tokenizer checkpoint (a file, or a run dir holding checkpoint.pt), in eval mode, and the
     checkpoint's configs."""
-    from pathlib import Path
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"

@@ -22,12 +22,12 @@ import torch
 
 from varlite.configs import get_preset
 from varlite.var import VAR
+from varlite.vqvae import VQVAE
 
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, load_checkpoint
 from .grid import save_grid
-from .loop import LoopConfig, Trainer, load_checked
+from .loop import LoopConfig, Trainer, load_checked, state_fingerprint
 from .metrics import per_scale_loss_acc, scale_logs
-from .loop import state_fingerprint
 from .tokenizer import images_at, load_tokenizer
 
 
@@ -217,8 +217,6 @@ def sample_grid_images(var: VAR, per_class: int, cfg: float, seed: int = 0, top_
 def load_var(path, device="cpu") -> tuple[VAR, dict]:
     """The (VQVAE, VAR) pair of a VAR checkpoint (file or run dir) in eval mode: returns (var, configs);
     the VQVAE is ``var.vqvae``."""
-    from .checkpoint import load_checkpoint
-    from varlite.vqvae import VQVAE
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
