@@ -1,10 +1,29 @@
 """Models: what is loaded, where its weights came from, and how to get the official ones."""
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pandas as pd
 import streamlit as st
 
 from app import core, ui
+
+
+def show_model_card(card: str, folder) -> None:
+    """A model card in markdown; its image lines (``![alt](file.png)``, files beside the card) become st.image,
+    since the browser cannot fetch files relative to the card."""
+    text = []
+    for line in card.splitlines():
+        image = re.fullmatch(r"!\[(.*)\]\(([^)/]+)\)", line.strip())
+        if image:
+            st.markdown("\n".join(text))
+            st.image(str(Path(folder) / image.group(2)), caption=image.group(1))
+            text = []
+        else:
+            text.append(line)
+    st.markdown("\n".join(text))
+
 
 st.title("Models")
 ui.explain(
@@ -35,7 +54,7 @@ with b:
     st.json(core.asdict_config(model.vqvae.config), expanded=False)
 if model.card:
     with st.expander("Model card", expanded=True):
-        st.markdown(model.card)
+        show_model_card(model.card, core.optional_module("builtin").WEIGHTS_DIR)   # only built-ins have cards
 
 # ------------------------------------------------------------------------------------------------ built-in cards
 builtin = core.optional_module("builtin")
@@ -45,7 +64,7 @@ if names:
     for name in names:
         with st.expander(f"Built-in: {name}"):
             try:
-                st.markdown(builtin.model_card(name))
+                show_model_card(builtin.model_card(name), builtin.WEIGHTS_DIR)
             except Exception as err:      # noqa: BLE001
                 st.warning(f"No model card for {name}: {err}")
 
