@@ -11,15 +11,9 @@ from varlite.vqvae import VQVAE
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models):
-    """The tiny preset with the upstream reference set's (synthetic) weights, from conftest."""
-    return tiny_models
-
-
-@pytest.fixture(scope="module")
-def source(models):
+def source(tiny_models):
     """Token maps of a generated pair of images (class 3 and 7): a varied source to edit."""
-    _, var = models
+    _, var = tiny_models
     return editing.step_tokens(list(var.generate_steps([3, 7], cfg=1.5, seed=1)))
 
 
@@ -64,8 +58,8 @@ def test_box_mask_rejects_bad_coordinates():
 
 
 # ------------------------------------------------------------------------------------------ editing
-def test_kept_tokens_are_forced_at_every_scale_and_the_rest_is_sampled(models, source):
-    _, var = models
+def test_kept_tokens_are_forced_at_every_scale_and_the_rest_is_sampled(tiny_models, source):
+    _, var = tiny_models
     hole_HW = editing.box_mask(4, 0.25, 0.0, 1.0, 0.75)
     result = editing.inpaint(var, source, hole_HW, seed=2, more_smooth=True)
     keeps = editing.scale_keep_masks(~hole_HW, var.patch_nums)
@@ -84,8 +78,8 @@ def test_kept_tokens_are_forced_at_every_scale_and_the_rest_is_sampled(models, s
     assert result.image().shape == result.source_image().shape == (2, 3, 64, 64)
 
 
-def test_keeping_everything_reproduces_the_source(models, source):
-    _, var = models
+def test_keeping_everything_reproduces_the_source(tiny_models, source):
+    _, var = tiny_models
     result = editing.edit(var, source, torch.ones(4, 4), labels=5, seed=9)
     assert all(torch.equal(a, b) for a, b in zip(result.tokens, source))
     torch.testing.assert_close(result.image(), result.source_image(), atol=1e-4, rtol=0)   # f_hat summed in another order
@@ -94,8 +88,8 @@ def test_keeping_everything_reproduces_the_source(models, source):
     torch.testing.assert_close(result.source_image(), decoded)
 
 
-def test_keeping_nothing_still_keeps_the_one_token_scale(models, source):
-    _, var = models
+def test_keeping_nothing_still_keeps_the_one_token_scale(tiny_models, source):
+    _, var = tiny_models
     result = editing.edit(var, source, torch.zeros(2, 4, 4), labels=[3, 7], seed=4)
     assert torch.equal(result.tokens[0], source[0])
     assert [bool(k.any()) for k in result.keep] == [True, False, False, False]
@@ -103,8 +97,8 @@ def test_keeping_nothing_still_keeps_the_one_token_scale(models, source):
     assert all(torch.equal(a, b) for a, b in zip(result.tokens, same.tokens))
 
 
-def test_regenerate_from_keeps_earlier_scales_and_does_not_disturb_sampling(models):
-    _, var = models
+def test_regenerate_from_keeps_earlier_scales_and_does_not_disturb_sampling(tiny_models):
+    _, var = tiny_models
     original = editing.step_tokens(list(var.generate_steps([6], cfg=1.5, seed=7)))
     for from_scale in range(len(var.patch_nums) + 1):
         same_seed = editing.regenerate_from(var, original, from_scale, 6, seed=7)
@@ -119,8 +113,8 @@ def test_regenerate_from_keeps_earlier_scales_and_does_not_disturb_sampling(mode
     assert all(torch.equal(a, b) for a, b in zip(restarted.tokens, plain))
 
 
-def test_a_changed_coarse_token_changes_what_is_generated_after_it(models, source):
-    _, var = models
+def test_a_changed_coarse_token_changes_what_is_generated_after_it(tiny_models, source):
+    _, var = tiny_models
     surgery = [t[:1].clone() for t in source]
     surgery[1][0, 0, 0] = (surgery[1][0, 0, 0] + 1) % var.config.vocab_size
     before = editing.regenerate_from(var, [t[:1] for t in source], 2, 3, seed=5)
@@ -129,8 +123,8 @@ def test_a_changed_coarse_token_changes_what_is_generated_after_it(models, sourc
     assert not torch.equal(before.steps[2].logits, after.steps[2].logits)
 
 
-def test_editing_an_image_uses_its_tokens_and_reconstruction(models):
-    vqvae, var = models
+def test_editing_an_image_uses_its_tokens_and_reconstruction(tiny_models):
+    vqvae, var = tiny_models
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
     known_HW = editing.box_mask(4, 0.25, 0.25, 0.75, 0.75)
     result = editing.outpaint(var, image, known_HW, seed=3)
@@ -144,8 +138,8 @@ def test_editing_an_image_uses_its_tokens_and_reconstruction(models):
     assert all(torch.equal(a, b) for a, b in zip(changed.keep, result.keep))   # same region kept as by outpaint
 
 
-def test_hand_made_surgery_broadcasts_one_map_to_a_batch(models):
-    _, var = models
+def test_hand_made_surgery_broadcasts_one_map_to_a_batch(tiny_models):
+    _, var = tiny_models
     tokens = {2: torch.arange(9).view(3, 3)}
     keep = {2: torch.tensor([[True, False, False], [False, True, False], [False, False, True]])}
     result = editing.generate_with_overrides(var, [1, 2], editing.make_overrides(var, tokens, keep), seed=0)
@@ -177,8 +171,8 @@ def test_editing_works_for_another_schedule_and_batched_masks():
     (torch.ones(1, 1, 4, 4), "must have shape \\(4, 4\\)"),
     (torch.full((4, 4), 2.0), "values must be in \\[0, 1\\]"),
 ])
-def test_bad_masks_get_specific_errors(models, source, mask, message):
-    _, var = models
+def test_bad_masks_get_specific_errors(tiny_models, source, mask, message):
+    _, var = tiny_models
     with pytest.raises(ValueError, match=message):
         editing.edit(var, source, mask, labels=3)
 
@@ -194,14 +188,14 @@ def test_bad_masks_get_specific_errors(models, source, mask, message):
     ({1: torch.zeros(2, 2, 2, dtype=torch.long)}, {1: torch.ones(3, 2, 2, dtype=torch.bool)}, ValueError,
      "tokens have batch 2 but the keep mask has batch 3"),
 ])
-def test_bad_overrides_get_specific_errors(models, tokens, keep, error, message):
-    _, var = models
+def test_bad_overrides_get_specific_errors(tiny_models, tokens, keep, error, message):
+    _, var = tiny_models
     with pytest.raises(error, match=message):
         editing.make_overrides(var, tokens, keep)
 
 
-def test_other_bad_edit_arguments_get_specific_errors(models, source):
-    _, var = models
+def test_other_bad_edit_arguments_get_specific_errors(tiny_models, source):
+    _, var = tiny_models
     hole = editing.box_mask(4, 0.25, 0.25, 0.75, 0.75)
     with pytest.raises(ValueError, match="expected an image batch of shape \\(B, 3, 64, 64\\)"):
         editing.inpaint(var, torch.zeros(1, 3, 32, 32), hole)

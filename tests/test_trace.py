@@ -13,12 +13,6 @@ LABELS = [3, 7]
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models):
-    """The tiny preset with the upstream reference set's (synthetic) weights, from conftest."""
-    return tiny_models
-
-
-@pytest.fixture(scope="module")
 def image():
     """Two smooth 64x64 test images in [-1, 1]."""
     y, x = torch.meshgrid(torch.linspace(-1, 1, 64), torch.linspace(-1, 1, 64), indexing="ij")
@@ -28,8 +22,8 @@ def image():
 
 # ------------------------------------------------------------------------------------------ generation trace
 @pytest.mark.parametrize("sampling", [dict(cfg=1.5), dict(cfg=3.0, top_k=10, top_p=0.9), dict(cfg=2.0, more_smooth=True)])
-def test_tracing_and_attention_capture_never_change_the_result(models, sampling):
-    _, var = models
+def test_tracing_and_attention_capture_never_change_the_result(tiny_models, sampling):
+    _, var = tiny_models
     runs = []
     for trace, capture in [(False, False), (True, False), (False, True), (True, True)]:
         steps = list(var.generate_steps(LABELS, seed=5, trace=trace, capture_attention=capture, **sampling))
@@ -43,16 +37,16 @@ def test_tracing_and_attention_capture_never_change_the_result(models, sampling)
     assert torch.equal(runs[0][-1].image(), runs[-1][-1].image())   # (the image is decoded from f_hat alone)
 
 
-def test_generate_equals_the_stepped_path(models):
-    _, var = models
+def test_generate_equals_the_stepped_path(tiny_models):
+    _, var = tiny_models
     steps = list(var.generate_steps(LABELS, cfg=2.0, top_k=20, seed=11, trace=True))
     assert torch.equal(var.generate(LABELS, cfg=2.0, top_k=20, seed=11), steps[-1].image())
     assert not torch.equal(var.generate(LABELS, cfg=2.0, top_k=20, seed=12), steps[-1].image())
 
 
 @torch.no_grad()
-def test_step_fields_describe_the_scale(models):
-    _, var = models
+def test_step_fields_describe_the_scale(tiny_models):
+    _, var = tiny_models
     V, K = var.config.vocab_size, len(var.patch_nums)
     steps = list(var.generate_steps(LABELS, cfg=1.5, seed=2, trace=True, num_candidates=4))
     f_hat = torch.zeros_like(steps[0].f_hat)
@@ -107,8 +101,8 @@ def teacher_forced_pass(var, labels_B, tokens_Bl):
     return logits, probs
 
 
-def test_kv_cached_logits_and_captured_attention_equal_the_teacher_forced_pass(models):
-    _, var = models
+def test_kv_cached_logits_and_captured_attention_equal_the_teacher_forced_pass(tiny_models):
+    _, var = tiny_models
     steps = list(var.generate_steps(LABELS, cfg=2.5, top_k=30, seed=3, capture_attention=True))
     tokens_Bl = [step.tokens.flatten(1) for step in steps]
     labels_B = torch.tensor(LABELS)
@@ -125,8 +119,8 @@ def test_kv_cached_logits_and_captured_attention_equal_the_teacher_forced_pass(m
             torch.testing.assert_close(captured.sum(-1), torch.ones(captured.shape[:-1]))
 
 
-def test_two_generations_at_once_on_one_model_equal_sequential_runs(models):
-    _, var = models
+def test_two_generations_at_once_on_one_model_equal_sequential_runs(tiny_models):
+    _, var = tiny_models
     jobs = [([1], 21), ([4, 8], 42)]
 
     def run(labels, seed, barrier=None):
@@ -154,8 +148,8 @@ def test_two_generations_at_once_on_one_model_equal_sequential_runs(models):
 
 
 # ------------------------------------------------------------------------------------------ encoding trace
-def test_encoding_trace_matches_the_tokenizer(models, image):
-    vqvae, _ = models
+def test_encoding_trace_matches_the_tokenizer(tiny_models, image):
+    vqvae, _ = tiny_models
     steps = list(vqvae.encode_steps(image))
     with torch.no_grad():
         f = vqvae.encode(image)
@@ -200,14 +194,14 @@ def test_encoding_trace_matches_the_tokenizer(models, image):
     (dict(labels=[3], overrides={1: (torch.zeros(3, 2, 2, dtype=torch.long), torch.ones(3, 2, 2, dtype=torch.bool))}),
      r"tokens must have shape \(2, 2\) or \(B, 2, 2\) with B = 1 or 1; got \(3, 2, 2\)"),
 ])
-def test_generation_rejects_bad_arguments(models, kwargs, message):
-    _, var = models
+def test_generation_rejects_bad_arguments(tiny_models, kwargs, message):
+    _, var = tiny_models
     with pytest.raises(ValueError, match=message):
         list(var.generate_steps(seed=0, **kwargs))
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 32, 32), (1, 1, 64, 64), (3, 64, 64)])
-def test_encoding_rejects_images_of_the_wrong_size_or_channels(models, shape):
-    vqvae, _ = models
+def test_encoding_rejects_images_of_the_wrong_size_or_channels(tiny_models, shape):
+    vqvae, _ = tiny_models
     with pytest.raises(ValueError, match="expected an image batch of shape \\(B, 3, 64, 64\\)"):
         next(vqvae.encode_steps(torch.zeros(shape)))

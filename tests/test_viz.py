@@ -14,14 +14,8 @@ from varlite.configs import OFFICIAL_PATCH_NUMS, get_preset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def models(tiny_models):
-    """The tiny preset with the upstream reference set's (synthetic) weights, from conftest."""
-    return tiny_models
-
-
-@pytest.fixture(scope="module")
-def steps(models):
-    _, var = models
+def steps(tiny_models):
+    _, var = tiny_models
     return list(var.generate_steps([3, 7], seed=0, trace=True, capture_attention=True))
 
 
@@ -37,8 +31,8 @@ def panels(fig: Figure) -> list:
     return [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
 
 
-def test_codebook_colors_are_a_fixed_projection_of_the_codebook(models):
-    vqvae, _ = models
+def test_codebook_colors_are_a_fixed_projection_of_the_codebook(tiny_models):
+    vqvae, _ = tiny_models
     codebook = vqvae.quantize.embedding.weight
     colors = viz.codebook_colors(codebook)
     assert colors.shape == (64, 3) and colors.min() == 0 and colors.max() == 1
@@ -47,8 +41,8 @@ def test_codebook_colors_are_a_fixed_projection_of_the_codebook(models):
     np.testing.assert_allclose(colors, viz.codebook_colors(codebook + 3.0), atol=1e-6)   # only the shape matters
 
 
-def test_token_map_figure(models, steps):
-    vqvae, _ = models
+def test_token_map_figure(tiny_models, steps):
+    vqvae, _ = tiny_models
     fig = viz.token_map_figure(steps, vqvae.quantize.embedding.weight, b=1)
     axes = panels(fig)
     assert len(axes) == 4 and [ax.get_title() for ax in axes] == ["scale 1: 1x1", "scale 2: 2x2", "scale 3: 3x3", "scale 4: 4x4"]
@@ -59,8 +53,8 @@ def test_token_map_figure(models, steps):
     np.testing.assert_allclose(last.images[0].get_array(), colors[steps[-1].tokens[1].numpy()])
 
 
-def test_token_map_figure_accepts_plain_maps(models):
-    vqvae, _ = models
+def test_token_map_figure_accepts_plain_maps(tiny_models):
+    vqvae, _ = tiny_models
     fig = viz.token_map_figure([torch.zeros(1, 1, dtype=torch.long), torch.arange(100).view(10, 10) % 64],
                                vqvae.quantize.embedding.weight)
     assert len(panels(fig)) == 2 and len(panels(fig)[1].texts) == 0   # no indices on a 10x10 map
@@ -78,8 +72,8 @@ def test_latent_figure(steps, reduce):
         viz.latent_figure(steps, reduce="mean")
 
 
-def test_latent_figure_of_an_encoding(models):
-    vqvae, _ = models
+def test_latent_figure_of_an_encoding(tiny_models):
+    vqvae, _ = tiny_models
     encoding = list(vqvae.encode_steps(torch.zeros(1, 3, 64, 64)))
     fig = viz.latent_figure(encoding, fields=("target", "remaining"))
     assert len(panels(fig)) == 8 and panels(fig)[0].images[0].get_array().shape == (1, 1)
@@ -107,8 +101,8 @@ def test_attention_mask_figure_shows_the_block_causal_mask():
     assert len(ax.lines) == 2 * 9   # scale boundaries, horizontal and vertical
 
 
-def test_attention_figure_shows_one_rows_weights_per_scale(steps, models):
-    _, var = models
+def test_attention_figure_shows_one_rows_weights_per_scale(steps, tiny_models):
+    _, var = tiny_models
     step = steps[3]
     fig = viz.attention_figure(step, var.patch_nums, layer=1, head=0, row=2, col=1, b=1)
     axes = panels(fig)
@@ -124,8 +118,8 @@ def test_attention_figure_shows_one_rows_weights_per_scale(steps, models):
                                step.attention[0][0, :, 0, :1].mean(0).numpy(), rtol=1e-6)
 
 
-def test_attention_figure_errors(steps, models):
-    _, var = models
+def test_attention_figure_errors(steps, tiny_models):
+    _, var = tiny_models
     with pytest.raises(ValueError, match="layer must be in \\[0, 1\\]"):
         viz.attention_figure(steps[2], var.patch_nums, layer=2, head=0, row=0, col=0)
     with pytest.raises(ValueError, match="head must be in \\[0, 1\\]"):
