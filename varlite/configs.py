@@ -162,4 +162,27 @@ def _cifar10() -> Preset:
     return Preset("cifar10", vq, var, "built-in: CIFAR-10, 32x32, 10 classes")
 
 
+# The CPU-first CIFAR-10 recipe (issue 9): an 8x8 latent with Shapes' 7 scales (L = 155 tokens, a third of the
+# 16x16 latent's 507), so the transformer sees three times more images per CPU-second. The transformer candidates
+# of the recipe ablation (equal CPU budget, see varlite/weights/cifar10.md) share this tokenizer.
+def _cifar10_vqvae() -> VQVAEConfig:
+    return VQVAEConfig(vocab_size=1024, z_channels=32, ch=64, ch_mult=(1, 2, 2), num_res_blocks=1, using_sa=False,
+                       using_mid_sa=True, patch_nums=SHAPES_PATCH_NUMS)
+
+
+CIFAR10_CANDIDATES = {          # name: (depth, width C, heads); head dim 64
+    "cifar10-s": (4, 192, 3),
+    "cifar10-m": (6, 256, 4),
+    "cifar10-l": (8, 384, 6),
+}
+
+
+def _cifar10_candidate(name: str) -> Preset:
+    depth, width, heads = CIFAR10_CANDIDATES[name]
+    var = VARConfig(vocab_size=1024, z_channels=32, patch_nums=SHAPES_PATCH_NUMS, num_classes=10, depth=depth,
+                    embed_dim=width, num_heads=heads)
+    return Preset(name, _cifar10_vqvae(), var, f"CIFAR-10 recipe candidate: depth {depth}, width {width}")
+
+
 PRESETS.update({p.name: p for p in (_shapes(), _cifar10())})
+PRESETS.update({name: _cifar10_candidate(name) for name in CIFAR10_CANDIDATES})

@@ -245,6 +245,11 @@ class VQVAE(nn.Module):
                 input_image=input01, decoder=self.decode_f_hat)
 
     def forward(self, img_B3HW: torch.Tensor):
-        """Training pass: (reconstruction without clamping, vq loss, tokens per scale)."""
-        f_hat, vq_loss, ms_idx_Bl = self.quantize(self.encode(img_B3HW))
+        """Training pass: (reconstruction without clamping, vq loss, tokens per scale).
+
+        Under a bfloat16 autocast the conv nets run in bfloat16, but the quantizer always works in float32: a
+        nearest-code search in bfloat16 (8 bits of mantissa) would pick different codes than inference does."""
+        f = self.encode(img_B3HW)
+        with torch.autocast(f.device.type, enabled=False):
+            f_hat, vq_loss, ms_idx_Bl = self.quantize(f.float())
         return self.decoder(self.post_quant_conv(f_hat)), vq_loss, ms_idx_Bl

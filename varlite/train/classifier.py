@@ -1,16 +1,23 @@
-"""A small CNN classifier, trained by varlite to judge whether generated images show the class they were asked for.
+"""The classifiers that judge whether generated images show the class they were asked for.
 
 Dimension key: B batch, 3 RGB, H,W image side (32), C channels, n classes.
+
+``SmallCNN`` (``--arch small``, the Shapes judge; GroupNorm, so eval computes exactly what training did):
 
     conv3x3(3->32) GN ReLU, conv3x3(32->32) GN ReLU, maxpool2        -> 16x16
     conv3x3(32->64) GN ReLU, conv3x3(64->64) GN ReLU, maxpool2       -> 8x8
     conv3x3(64->128) GN ReLU, global average pool, dropout, linear(128->n)
 
-GroupNorm (8 groups) rather than BatchNorm: no running statistics, so data-parallel replicas stay identical and
-eval mode computes exactly what training did.
+``DeepCNN`` (``--arch deep``, the CIFAR-10 judge: ~89 % test accuracy after 10 epochs on a 2-core CPU in bf16),
+a VGG-style net in the spirit of the fast CIFAR-10 training recipes (BatchNorm, GELU, max pooling):
+
+    conv3x3(3->w) BN GELU                                              32x32
+    3 blocks: conv3x3(c->c') maxpool2 BN GELU, conv3x3(c'->c') BN GELU -> 16x16 (2w), 8x8 (4w), 4x4 (4w)
+    global max pool -> features (4w) -> linear(4w->n)
 
 Class-consistency of a generator = the fraction of its samples for class c that the classifier labels c.
-It is only as trustworthy as the classifier, so its own test accuracy is reported beside it.
+It is only as trustworthy as the classifier, so its own test accuracy is reported beside it. Both nets expose
+``features(img)``, the vector before the last linear layer, for the Frechet distance of ``varlite.train.metrics``.
 """
 from __future__ import annotations
 
@@ -31,7 +38,7 @@ def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class SmallCNN(nn.Module):
-    """The judging classifier (see the module docstring). Input: float images (B, 3, H, W) in [-1, 1]."""
+    """The Shapes judge (see the module docstring). Input: float images (B, 3, H, W) in [-1, 1]."""
 
     def __init__(self, num_classes: int = 10, width: int = 32):
         super().__init__()
@@ -46,14 +53,58 @@ class SmallCNN(nn.Module):
         return self.head(self.features(img_B3HW))
 
 
+def conv_bn_gelu(c_in: int, c_out: int, pool: bool = False) -> list[nn.Module]:
+    layers = [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False)]
+    return layers + ([nn.MaxPool2d(2)] if pool else []) + [nn.BatchNorm2d(c_out), nn.GELU()]
+
+
+class DeepCNN(nn.Module):
+    """The CIFAR-10 judge (see the module docstring). Input: float images (B, 3, H, W) in [-1, 1]. Runs in
+    channels-last memory order (oneDNN's fast path for convolutions on a CPU)."""
+
+    def __init__(self, num_classes: int = 10, width: int = 32):
+        super().__init__()
+        w = width
+        layers = conv_bn_gelu(3, w)
+        for c_in, c_out in [(w, 2 * w), (2 * w, 4 * w), (4 * w, 4 * w)]:
+            layers += conv_bn_gelu(c_in, c_out, pool=True) + conv_bn_gelu(c_out, c_out)
+        self.features = nn.Sequential(*layers, nn.AdaptiveMaxPool2d(1), nn.Flatten())
+        self.head = nn.Linear(4 * w, num_classes)
+        self.to(memory_format=torch.channels_last)
+
+    def forward(self, img_B3HW: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(img_B3HW.contiguous(memory_format=torch.channels_last)))
+
+
+ARCHS = {"small": SmallCNN, "deep": DeepCNN}
+
+
+def build_classifier(arch: str, num_classes: int, width: int) -> nn.Module:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown classifier arch {arch!r}; choose one of {sorted(ARCHS)}")
+    return ARCHS[arch](num_classes, width)
+
+
+def translate(img_B3HW: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift every image by a random (dy, dx) in [-max_shift, max_shift]^2, filling the border by reflection
+    (the "random crop with padding" augmentation of CIFAR training)."""
+    B, _, H, W = img_B3HW.shape
+    padded = F.pad(img_B3HW, (max_shift,) * 4, mode="reflect")
+    shifts = torch.randint(0, 2 * max_shift + 1, (B, 2), generator=generator)
+    return torch.stack([padded[b, :, dy:dy + H, dx:dx + W] for b, (dy, dx) in enumerate(shifts.tolist())])
+
+
 @dataclass
 class ClassifierTrainConfig(LoopConfig):
     dataset: str = "shapes"
     data_root: str | None = None
     image_size: int = 32
     num_classes: int = 10
+    arch: str = "small"              # small (SmallCNN) | deep (DeepCNN)
     width: int = 32
     hflip: bool = False              # random horizontal flips (CIFAR-10 yes; Shapes no: its classes have a side)
+    translate: int = 0               # random shifts of up to this many pixels (reflect-padded; 0 = off)
+    label_smoothing: float = 0.0
     lr: float = 2e-3
     weight_decay: float = 5e-4
     eval_images: int = 0             # 0 = the whole test split
@@ -70,18 +121,20 @@ class ClassifierTrainer(Trainer):
         self.val_set = load_checked(cfg.dataset, "test", cfg.data_root, cfg.image_size, cfg.num_classes) \
             if self.dist.main else None
         torch.manual_seed(cfg.seed)
-        self.model = SmallCNN(cfg.num_classes, cfg.width).to(self.device)
+        self.model = build_classifier(cfg.arch, cfg.num_classes, cfg.width).to(self.device)
         self.train_module = self.wrap_ddp(self.model)
         self.optimizer = self.make_optimizer(self.model, betas=(0.9, 0.999))
         self.num_items = len(self.train_set)
 
     def compute_loss(self, idx_b, step):
         cfg = self.cfg
-        g = torch.Generator().manual_seed(cfg.seed * 7919 + step * 4099 + self.dist.rank) if cfg.hflip else None
-        img = images_at(self.train_set, idx_b, self.device, g)
+        g = torch.Generator().manual_seed(cfg.seed * 7919 + step * 4099 + self.dist.rank)
+        img = images_at(self.train_set, idx_b, self.device, g if cfg.hflip else None)
+        if cfg.translate:
+            img = translate(img, cfg.translate, g)
         labels = self.train_set.labels[idx_b.cpu()].to(self.device)
         logits = self.train_module(img)
-        loss = F.cross_entropy(logits, labels)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
         return loss, {"loss": loss.item(), "acc": float((logits.argmax(1) == labels).float().mean())}
 
     def evaluate(self):
@@ -89,7 +142,7 @@ class ClassifierTrainer(Trainer):
 
 
 @torch.no_grad()
-def accuracy(model: SmallCNN, dataset, max_images: int = 0, device="cpu", batch_size: int = 500) -> float:
+def accuracy(model: nn.Module, dataset, max_images: int = 0, device="cpu", batch_size: int = 500) -> float:
     """Fraction of ``dataset`` (its first ``max_images``; 0 = all) classified correctly."""
     model.eval()
     n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
@@ -101,24 +154,25 @@ def accuracy(model: SmallCNN, dataset, max_images: int = 0, device="cpu", batch_
     return correct / n
 
 
-def load_classifier(path, device="cpu") -> tuple[SmallCNN, dict]:
+def load_classifier(path, device="cpu") -> tuple[nn.Module, dict]:
     """The classifier of a checkpoint (file or run dir) in eval mode, and its training config."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
     ckpt = load_checkpoint(path, "classifier")
     cfg = ckpt["configs"]["train"]
-    model = SmallCNN(cfg["num_classes"], cfg["width"])
+    arch = cfg.get("arch", "small")             # runs from before --arch were all SmallCNN
+    model = build_classifier(arch, cfg["num_classes"], cfg["width"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit a SmallCNN({cfg['num_classes']}, {cfg['width']}) "
+        raise CheckpointError(f"{path} does not fit a {type(model).__name__}({cfg['num_classes']}, {cfg['width']}) "
                               f"({str(err)[:300]})") from err
     return model.to(device).eval(), cfg
 
 
 @torch.no_grad()
-def class_consistency(var, classifier: SmallCNN, per_class: int = 10, cfg: float = 1.5, seed: int = 0,
+def class_consistency(var, classifier: nn.Module, per_class: int = 10, cfg: float = 1.5, seed: int = 0,
                       top_k: int = 0, top_p: float = 0.0, batch_classes: int = 10) -> dict:
     """Generate ``per_class`` samples of every class and classify them: the overall fraction labelled as asked,
     and that fraction per class (``consistency_c<k>``)."""

@@ -59,6 +59,11 @@ class LoopConfig:
     threads: int = 0                 # torch CPU threads (0 = torch's default)
     progress: bool = True
     stop_at: int = 0                 # save and stop after this step (0 = run to ``steps``); rerun to continue
+    precision: str = "fp32"          # fp32 | bf16: bf16 runs the forward pass under autocast (weights stay float32)
+
+    def __post_init__(self):
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
 
 
 # ----------------------------------------------------------------------------------------------------- devices
@@ -375,6 +380,11 @@ class Trainer:
         return {"train": config_dict(self.cfg)}
 
     # machinery -----------------------------------------------------------------------------------
+    def autocast(self):
+        """The forward pass's precision: bfloat16 autocast for ``--precision bf16`` (on a CPU with AMX / AVX-512
+        bf16 matmuls run ~3x faster than float32), else a no-op context. Weights, gradients, AdamW stay float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+
     def wrap_ddp(self, module: nn.Module) -> nn.Module:
         if not self.dist.active:
             return module
@@ -451,7 +461,8 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 self.train_module.train()
-                loss, logs = self.compute_loss(order.indices(step).to(self.device), step)
+                with self.autocast():
+                    loss, logs = self.compute_loss(order.indices(step).to(self.device), step)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))

@@ -47,6 +47,7 @@ class TokenizerTrainConfig(LoopConfig):
     eval_images: int = 1000          # held-out images used by the periodic evaluation
 
     def __post_init__(self):
+        super().__post_init__()
         if self.recon_loss not in ("mse", "l1"):
             raise ValueError(f"recon_loss must be 'mse' or 'l1', got {self.recon_loss!r}")
 
