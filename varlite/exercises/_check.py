@@ -1,0 +1,267 @@
+"""Shared checking machinery of the lesson exercises: the verdict (``CheckResult``), the comparison helpers that
+describe the first difference, and ``_run``, which runs a learner's function on every case, names known mistakes and
+never raises."""
+from __future__ import annotations
+
+import math
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..configs import VQVAEConfig
+from ..quantizer import MultiScaleQuantizer
+
+
+@dataclass
+class CheckResult:
+    """The verdict of one check. ``status``: "passed", "not attempted", "wrong" or "error"; truthy iff passed."""
+    exercise: str
+    status: str
+    message: str
+
+    @property
+    def passed(self) -> bool:
+        return self.status == "passed"
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def _ipython_display_(self) -> None:
+        """The message was printed when the check ran; show nothing more as the cell's value."""
+
+    def __str__(self) -> str:
+        return self.message
+
+
+def rel_error(x, y) -> float:
+    """max |x - y| / max(1e-8, |x| + |y|), elementwise (the CS231n helper): ~1e-7 for float32 round-off."""
+    x, y = (v.detach().double() if isinstance(v, torch.Tensor) else torch.as_tensor(v, dtype=torch.float64)
+            for v in (x, y))
+    return float(((x - y).abs() / (x.abs() + y.abs()).clamp_min(1e-8)).max())
+
+
+@dataclass
+class _Case:
+    label: str               # what this case is, for the message ("N=50 vectors, Cv=8, V=64")
+    args: tuple
+    kwargs: dict | None = None
+    expected: Any = None     # the reference answer, when computed beforehand (else ``reference(*args)``)
+
+
+@dataclass
+class _Mistake:
+    name: str                # short name, quoted in the message ("argmax instead of argmin")
+    fn: Callable             # same signature as the learner's function: what that mistake returns
+    advice: str              # how to fix it
+
+
+class _Mismatch(Exception):
+    """Raised by comparison helpers with a human description of the first difference."""
+
+
+def _clone(x):
+    if isinstance(x, torch.Tensor):
+        return x.detach().clone()
+    if isinstance(x, np.ndarray):
+        return x.copy()
+    if isinstance(x, list):
+        return [_clone(v) for v in x]
+    if isinstance(x, tuple):
+        return tuple(_clone(v) for v in x)
+    if isinstance(x, dict):
+        return {k: _clone(v) for k, v in x.items()}
+    return x
+
+
+def _fmt_value(v) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return "-inf" if v == -math.inf else ("inf" if v == math.inf else f"{v:.6g}")
+    return str(v)
+
+
+def _fmt_index(idx: tuple, names: Sequence[str] | None) -> str:
+    if names and len(names) == len(idx):
+        return ", ".join(f"{n} {i}" for n, i in zip(names, idx))
+    return "[" + ", ".join(str(i) for i in idx) + "]"
+
+
+def _as_tensor(got, what: str) -> torch.Tensor:
+    if isinstance(got, torch.Tensor):
+        return got.detach()
+    if isinstance(got, np.ndarray):
+        return torch.from_numpy(got)
+    if got is None:
+        raise _Mismatch(f"{what}: your function returned None -- did you forget the `return` statement?")
+    raise _Mismatch(f"{what}: expected a torch.Tensor, got a {type(got).__name__}")
+
+
+def _kind(t: torch.Tensor) -> str:
+    if t.dtype == torch.bool:
+        return "bool"
+    return "float" if t.is_floating_point() else "int"
+
+
+def _compare_tensor(got, expected: torch.Tensor, what: str = "the result", atol: float = 0.0, rtol: float = 0.0,
+                    names: Sequence[str] | None = None, kind_hint: str = "") -> None:
+    """Raise _Mismatch describing the first difference between got and expected (shape, kind, values)."""
+    got, expected = _as_tensor(got, what), expected.detach()
+    if tuple(got.shape) != tuple(expected.shape):
+        raise _Mismatch(f"{what}: expected shape {tuple(expected.shape)}, got {tuple(got.shape)}")
+    want_kind, got_kind = _kind(expected), _kind(got)
+    if want_kind != got_kind:
+        raise _Mismatch(f"{what}: expected {want_kind} values ({expected.dtype}), got {got.dtype}. {kind_hint}".rstrip())
+    if want_kind == "float":
+        got_d, exp_d = got.double(), expected.double()
+        inf_g, inf_e = torch.isinf(got_d), torch.isinf(exp_d)
+        bad = (inf_g != inf_e) | (inf_e & (torch.sign(got_d) != torch.sign(exp_d)))
+        finite = ~inf_e & ~inf_g
+        close = torch.isclose(got_d, exp_d, rtol=rtol, atol=atol) | ~finite
+        bad = bad | ~close | (torch.isnan(got_d) & ~torch.isnan(exp_d))
+    else:
+        bad = got != expected
+    if bool(bad.any()):
+        first = tuple(int(i) for i in bad.nonzero()[0])
+        n_bad, n = int(bad.sum()), bad.numel()
+        extra = ""
+        if want_kind == "float":
+            both = ~torch.isinf(got.double()) & ~torch.isinf(expected.double())
+            worst = rel_error(got[both], expected[both]) if bool(both.any()) else 0.0
+            if worst > 0:
+                extra = f" (largest rel_error over finite entries: {worst:.2e})"
+        raise _Mismatch(f"{what}: {n_bad} of {n} entries differ{extra}; first at {_fmt_index(first, names)}: "
+                        f"expected {_fmt_value(expected[first].item())}, got {_fmt_value(got[first].item())}")
+
+
+def _compare_int(got, expected: int, what: str) -> None:
+    if isinstance(got, torch.Tensor) and got.numel() == 1:
+        got = got.item()
+    if isinstance(got, (np.integer,)):
+        got = int(got)
+    if isinstance(got, float) and got.is_integer():
+        got = int(got)
+    if not isinstance(got, int) or isinstance(got, bool):
+        raise _Mismatch(f"{what}: expected an int, got {type(got).__name__} {got!r}")
+    if got != expected:
+        raise _Mismatch(f"{what}: expected {expected:,}, got {got:,} (off by {got - expected:+,})")
+
+
+def _compare_float(got, expected: float, what: str, rtol: float = 1e-6) -> None:
+    if isinstance(got, (torch.Tensor, np.ndarray)) and np.size(got) == 1:
+        got = float(got.item() if hasattr(got, "item") else got)
+    if not isinstance(got, (int, float, np.floating)) or isinstance(got, bool):
+        raise _Mismatch(f"{what}: expected a number, got {type(got).__name__} {got!r}")
+    if not math.isclose(float(got), expected, rel_tol=rtol, abs_tol=1e-12):
+        raise _Mismatch(f"{what}: expected {expected:.6g}, got {float(got):.6g}")
+
+
+def _compare_list(got, expected: list[torch.Tensor], what: str, item: Callable[[int], str], **kw) -> None:
+    if not isinstance(got, (list, tuple)):
+        raise _Mismatch(f"{what}: expected a list of {len(expected)} tensors (one per scale), got {type(got).__name__}")
+    if len(got) != len(expected):
+        raise _Mismatch(f"{what}: expected {len(expected)} entries (one per scale), got {len(got)}")
+    for k, (g, e) in enumerate(zip(got, expected)):
+        _compare_tensor(g, e, f"{what}, {item(k)}", **kw)
+
+
+def _learner_line(err: BaseException) -> str:
+    """The last traceback line that is not inside varlite/torch/numpy: usually the learner's own code."""
+    frames = traceback.extract_tb(err.__traceback__)[1:]     # skip the frame of the check itself
+    mine = [f for f in frames if not any(p in f.filename for p in ("/varlite/", "/torch/", "/numpy/"))]
+    frame = (mine or frames or [None])[-1]
+    if frame is None or not frame.line:
+        return ""
+    return f"\n  at: {frame.line.strip()}"
+
+
+def _report(result: CheckResult, verbose: bool) -> CheckResult:
+    if verbose:
+        print(result.message)
+    return result
+
+
+def _not_callable(exercise: str, fn, verbose: bool) -> CheckResult:
+    return _report(CheckResult(exercise, "error", f"[{exercise}] ERROR: pass the function itself, e.g. "
+                               f"check_{exercise}({exercise}) -- without calling it (no parentheses after its name); "
+                               f"got a {type(fn).__name__}."), verbose)
+
+
+def _not_attempted(exercise: str, verbose: bool) -> CheckResult:
+    return _report(CheckResult(exercise, "not attempted", (
+        f"[{exercise}] NOT ATTEMPTED YET: `{exercise}` still raises NotImplementedError. Write it in the cell above, "
+        f"run that cell, then run this one again. (The rest of the lesson uses varlite's own version, so you can "
+        f"keep reading.)")), verbose)
+
+
+def _raised(exercise: str, where: str, err: Exception, hint: str, verbose: bool) -> CheckResult:
+    return _report(CheckResult(exercise, "error", (
+        f"[{exercise}] ERROR in {where}: your function raised {type(err).__name__}: {err}{_learner_line(err)}"
+        + (f"\n  Hint: {hint}" if hint else ""))), verbose)
+
+
+def _run(exercise: str, fn, reference: Callable | None, cases: Sequence[_Case], compare: Callable[[Any, Any], None],
+         mistakes: Sequence[_Mistake] = (), hint: str = "", success: str = "", verbose: bool = True,
+         call: Callable | None = None, diagnose: Callable | None = None) -> CheckResult:
+    """Run fn on every case, compare with the reference, diagnose known mistakes; print and return the verdict.
+
+    ``call(fn, *args)`` adapts how the learner's function is called (default ``fn(*args)``); ``diagnose(got,
+    expected, args)`` may explain a wrong answer that matches no listed mistake (a string, or None)."""
+    head = f"[{exercise}]"
+    if not callable(fn):
+        return _not_callable(exercise, fn, verbose)
+    for n, case in enumerate(cases, 1):
+        kwargs = case.kwargs or {}
+        label = f"case {n} of {len(cases)} ({case.label})"
+        try:
+            args = _clone(case.args)
+            got = call(fn, *args) if call else fn(*args, **_clone(kwargs))
+        except NotImplementedError:
+            return _not_attempted(exercise, verbose)
+        except Exception as err:      # the learner's code failed: say what and where, never crash the notebook
+            return _raised(exercise, label, err, hint, verbose)
+        expected = case.expected if case.expected is not None else reference(*_clone(case.args), **_clone(kwargs))
+        try:
+            compare(got, expected)
+            continue
+        except _Mismatch as mismatch:
+            detail = str(mismatch)
+        for mistake in mistakes:
+            try:
+                compare(got, mistake.fn(*_clone(case.args), **_clone(kwargs)))
+            except _Mismatch:
+                continue
+            except Exception:         # a mistake variant that does not apply to this input
+                continue
+            return _report(CheckResult(exercise, "wrong", (
+                f"{head} WRONG in {label}: {detail}.\n  Diagnosis: this is exactly what {mistake.name} gives. "
+                f"{mistake.advice}")), verbose)
+        explained = diagnose(got, expected, case.args) if diagnose else None
+        return _report(CheckResult(exercise, "wrong", f"{head} WRONG in {label}: {detail}."
+                                   + (f"\n  Diagnosis: {explained}" if explained else "")
+                                   + (f"\n  Hint: {hint}" if hint else "")), verbose)
+    return _report(CheckResult(exercise, "passed", f"{head} PASSED: all {len(cases)} cases agree with varlite. "
+                               f"{success}".rstrip()), verbose)
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def _quantizer(vocab_size: int, z_channels: int, patch_nums: Sequence[int] = (1,), seed: int | None = None,
+               codebook_VCv: torch.Tensor | None = None) -> MultiScaleQuantizer:
+    """A stand-alone MultiScaleQuantizer (no encoder needed), with a given or seeded codebook and phi convs."""
+    q = MultiScaleQuantizer(VQVAEConfig(vocab_size=vocab_size, z_channels=z_channels, ch=32,
+                                        patch_nums=tuple(patch_nums)))
+    g = _gen(0 if seed is None else seed)
+    with torch.no_grad():
+        if codebook_VCv is None:
+            codebook_VCv = torch.randn(vocab_size, z_channels, generator=g) * 0.5
+        q.embedding.weight.copy_(codebook_VCv)
+        for conv in q.quant_resi.qresi_ls:
+            conv.weight.copy_(torch.randn(conv.weight.shape, generator=g) / math.sqrt(9 * z_channels))
+            conv.bias.copy_(torch.randn(conv.bias.shape, generator=g) * 0.05)
+    return q.eval()

@@ -1,0 +1,134 @@
+"""Checks of lesson 4 -- inside the transformer: AdaLN and L2-normalised attention."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ..transformer import AdaLNBeforeHead, SelfAttention
+from ..var import block_causal_bias
+from ._check import CheckResult, _Case, _Mistake, _compare_tensor, _run, _gen
+
+
+def _adaln_case(seed: int, B: int, L: int, C: int):
+    g = _gen(seed)
+    head_nm = AdaLNBeforeHead(C, 1e-6)
+    with torch.no_grad():
+        lin = head_nm.ada_lin[1]
+        lin.weight.copy_(torch.randn(lin.weight.shape, generator=g) / math.sqrt(C))
+        lin.bias.copy_(torch.randn(lin.bias.shape, generator=g) * 0.5)
+    x = torch.randn(B, L, C, generator=g) * 2 + 0.5
+    cond = torch.randn(B, C, generator=g)
+    with torch.no_grad():
+        expected = head_nm(x, cond)                      # the library's AdaLN, computed once
+    return (x, cond, head_nm.ada_lin), expected
+
+
+def check_adaln(adaln, verbose: bool = True) -> CheckResult:
+    """``adaln(x_BLC, cond_BD, ada_lin) -> (B, L, C)``: LN(x) * (1 + scale) + shift with (scale, shift) =
+    ada_lin(cond) split in two along the last axis (scale first) and LN a LayerNorm *without* learned weights
+    (eps 1e-6). Reference: ``AdaLNBeforeHead`` (the AdaLN before VAR's output head)."""
+    cases = []
+    for n, (B, L, C) in enumerate([(1, 1, 4), (2, 5, 8), (3, 7, 32)]):
+        args, expected = _adaln_case(n, B, L, C)
+        cases.append(_Case(f"B={B}, L={L}, C={C}", args, expected=expected))
+
+    def variant(x, cond, ada_lin, *, plus_one=True, swap=False):
+        with torch.no_grad():
+            C = x.shape[-1]
+            a, b = ada_lin(cond).view(-1, 1, 2, C).unbind(2)
+            scale, shift = (b, a) if swap else (a, b)
+            return F.layer_norm(x, (C,), eps=1e-6) * ((1 + scale) if plus_one else scale) + shift
+
+    mistakes = [
+        _Mistake("LN(x) * scale + shift (without the 1 +)",
+                 lambda x, c, m: variant(x, c, m, plus_one=False),
+                 "AdaLN multiplies by (1 + scale): with a zero condition the block starts as a plain LayerNorm."),
+        _Mistake("scale and shift swapped",
+                 lambda x, c, m: variant(x, c, m, swap=True),
+                 "ada_lin(cond) is (scale, shift) in that order: .view(B, 1, 2, C).unbind(2) gives scale first."),
+        _Mistake("the plain LayerNorm (the condition ignored)",
+                 lambda x, c, m: F.layer_norm(x, (x.shape[-1],), eps=1e-6),
+                 "The class condition enters through ada_lin(cond): (scale, shift) per sample, broadcast over L."),
+    ]
+    return _run("adaln", adaln, None, cases,
+                lambda got, exp: _compare_tensor(got, exp, "the output", atol=1e-4, rtol=1e-4, names=("b", "token", "channel")),
+                mistakes, hint="scale, shift = ada_lin(cond).view(B, 1, 2, C).unbind(2); F.layer_norm(x, (C,), eps=1e-6).",
+                verbose=verbose)
+
+
+def _attention_case(seed: int, B: int, H: int, L: int, c: int, big_scale: bool, patch_nums=None):
+    """Raw per-head q, k (before normalisation), the log-scale parameter and a mask, from a seeded SelfAttention."""
+    g = _gen(seed)
+    C = H * c
+    attn = SelfAttention(0, C, H)
+    with torch.no_grad():
+        attn.mat_qkv.weight.copy_(torch.randn(attn.mat_qkv.weight.shape, generator=g) / math.sqrt(C))
+        attn.q_bias.copy_(torch.randn(C, generator=g) * 0.1)
+        logs = math.log(4.0) + torch.randn(H, generator=g) * 0.3
+        if big_scale:
+            logs[0] = math.log(300.0)          # above the clamp at log(100)
+        attn.scale_mul_1H11.copy_(logs.view(1, H, 1, 1))
+    x = torch.randn(B, L, C, generator=g)
+    bias = block_causal_bias(patch_nums) if patch_nums else None
+    with torch.no_grad():
+        raw = F.linear(x, attn.mat_qkv.weight, torch.cat((attn.q_bias, attn.zero_k_bias, attn.v_bias)))
+        q, k, _ = raw.view(B, L, 3, H, c).permute(2, 0, 3, 1, 4).unbind(0)
+    return (q.contiguous(), k.contiguous(), attn.scale_mul_1H11.detach().clone(), bias), (attn, x, bias)
+
+
+def check_l2_attention_weights(l2_attention_weights, verbose: bool = True) -> CheckResult:
+    """``l2_attention_weights(q_BHLc, k_BHLc, scale_mul_1H11, attn_bias) -> (B, H, L, L)``: VAR's attention
+    probabilities softmax(exp(min(s_h, log 100)) q_hat k_hat^T + bias) with q_hat, k_hat the L2-normalised q, k,
+    ``scale_mul_1H11`` the learned log-temperature s_h, and ``attn_bias`` (0 / -inf, or None).
+    Reference: the weights ``SelfAttention`` records with ``attn_weights_out``."""
+    specs = [(1, 1, 3, 4, False, None), (2, 2, 5, 8, False, (1, 2)), (1, 4, 14, 8, True, (1, 2, 3))]
+    cases = []
+    for n, (B, H, L, c, big, pn) in enumerate(specs):
+        args, (attn, x, bias) = _attention_case(n, B, H, L, c, big, pn)
+        weights: list = []
+        with torch.no_grad():
+            attn(x, bias, attn_weights_out=weights)      # the probabilities the library computes, recorded
+        label = (f"B={B}, H={H}, L={L}, c={c}" + (", a head with s_h > log 100" if big else "")
+                 + (", block-causal bias" if pn else ""))
+        cases.append(_Case(label, args, expected=weights[0]))
+
+    def variant(q, k, s, bias, *, normalise=True, clamp=True, exp=True, sqrt_scale=False, dim=-1):
+        if normalise:
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        if sqrt_scale:
+            scores = q @ k.transpose(-2, -1) / math.sqrt(q.shape[-1])
+        else:
+            t = s.clamp_max(math.log(100)) if clamp else s
+            scores = (t.exp() if exp else t) * (q @ k.transpose(-2, -1))
+        if bias is not None:
+            scores = scores + bias
+        return scores.softmax(dim=dim)
+
+    mistakes = [
+        _Mistake("plain dot products (q and k not L2-normalised)",
+                 lambda q, k, s, b: variant(q, k, s, b, normalise=False),
+                 "Normalise q and k to unit length over the head dimension first: F.normalize(q, dim=-1)."),
+        _Mistake("standard attention scaling 1/sqrt(c)",
+                 lambda q, k, s, b: variant(q, k, s, b, sqrt_scale=True),
+                 "With unit-length q and k the scores lie in [-1, 1]; VAR multiplies them by a learned per-head "
+                 "temperature exp(s_h) instead of 1/sqrt(c)."),
+        _Mistake("the temperature without the clamp at log(100)",
+                 lambda q, k, s, b: variant(q, k, s, b, clamp=False),
+                 "Clamp the log-temperature first: s.clamp_max(math.log(100)).exp(), so no head sharper than 100."),
+        _Mistake("the log-temperature used without exp",
+                 lambda q, k, s, b: variant(q, k, s, b, exp=False),
+                 "scale_mul_1H11 stores log(temperature): multiply by its exp()."),
+        _Mistake("the mask ignored",
+                 lambda q, k, s, b: variant(q, k, s, None),
+                 "Add attn_bias (0 where allowed, -inf where not) to the scores before the softmax."),
+        _Mistake("the softmax over the query axis",
+                 lambda q, k, s, b: variant(q, k, s, b, dim=-2),
+                 "Each query's weights over the keys sum to 1: softmax over the last axis (dim=-1)."),
+    ]
+    return _run("l2_attention_weights", l2_attention_weights, None, cases,
+                lambda got, exp: _compare_tensor(got, exp, "the attention weights", atol=1e-5, rtol=1e-4,
+                                                 names=("b", "head", "query", "key")),
+                mistakes, hint="normalise q, k; scores = exp(clamp(s, max=log 100)) * q k^T (+ bias); softmax(dim=-1).",
+                verbose=verbose)
