@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make app   - set up (first run only) and open the walkthrough on the built-in model
 #   make test  - set up (first run only) and run the whole test suite
+# Also: make serve (the walkthrough for a class: all interfaces, PORT=8501), make screenshots (refresh
+# docs/screenshots/ from the browser test).
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -8,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 # torch is pinned in the same pip command: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: app test setup bench parity lessons lessons-html clean
+.PHONY: app serve screenshots test setup bench parity lessons lessons-html clean
 
 setup: $(STAMP)
 
@@ -20,6 +22,17 @@ $(STAMP): pyproject.toml
 
 app: $(STAMP)
 	$(PY) -m streamlit run app/streamlit_app.py
+
+# for a class: every network interface, a fixed port, no browser opened on the server (usage statistics are off
+# in .streamlit/config.toml)
+PORT ?= 8501
+serve: $(STAMP)
+	$(PY) -m streamlit run app/streamlit_app.py --server.address 0.0.0.0 --server.port $(PORT) --server.headless true
+
+# the browser test saves its screenshots under test-artifacts/; this copies them over the README's pictures
+screenshots: $(STAMP)
+	$(PY) -m pytest -q tests/test_browser.py
+	cp test-artifacts/screenshots/*.png docs/screenshots/
 
 test: $(STAMP)
 	$(PY) -m pytest -q

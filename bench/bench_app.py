@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from app.testing import CHROMIUM_ARGS, SETTLED_JS, chromium_path, streamlit_server  # noqa: E402
+from tests.browser_harness import CHROMIUM_ARGS, SETTLED_JS, chromium_path, streamlit_server  # noqa: E402
 
 STEP_TIMEOUT_MS = 120_000
 

@@ -1,23 +1,23 @@
 """The walkthrough in a real browser: the test starts `streamlit run app/streamlit_app.py` on a free port, drives
 Debian's headless Chromium with Playwright (install: `apt-get install -y chromium`; never `playwright install`),
 steps through a generation, uses compare mode and an edit, checks that images render and that no exception element
-appears, and saves a full-page screenshot of every page to test-artifacts/ and docs/screenshots/ (for the README).
+appears, and saves a full-page screenshot of every page to test-artifacts/screenshots/ (`make screenshots` runs
+this file and copies them to docs/screenshots/ for the README; a plain test run never touches tracked files).
 """
 from __future__ import annotations
 
 import os
 import re
-import shutil
 
 import pytest
 
-from app.testing import BROKEN_IMAGES_JS, CHROMIUM_ARGS, ROOT, SETTLED_JS, chromium_path, full_page_screenshot, \
+from tests.browser_harness import BROKEN_IMAGES_JS, CHROMIUM_ARGS, ROOT, SETTLED_JS, chromium_path, full_page_screenshot, \
     streamlit_server
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 ARTIFACTS = ROOT / "test-artifacts"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+SCREENSHOTS = ARTIFACTS / "screenshots"
 SETTLE_MS = 120_000      # the first page load imports torch and builds the first trace
 
 
@@ -75,10 +75,7 @@ def open_page(pg, server: str, path: str, ready_text: str) -> None:
 
 
 def screenshot(pg, name: str) -> None:
-    path = ARTIFACTS / f"{name}.png"
-    full_page_screenshot(pg, path)
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, SCREENSHOTS / f"{name}.png")
+    full_page_screenshot(pg, SCREENSHOTS / f"{name}.png")
 
 
 def current_scale(pg) -> tuple[int, int]:

@@ -1,4 +1,4 @@
-"""Helpers for driving the walkthrough in a real browser (tests/test_browser.py, bench/bench_app.py): start the
+"""Helpers for driving the walkthrough in a real browser (tests/test_browser.py, bench/): start the
 Streamlit server on a free port and stop it, launch Debian's headless Chromium through Playwright, and wait for a
 Streamlit page to settle. Browsers come from the system (``apt-get install -y chromium``); never ``playwright
 install``."""
