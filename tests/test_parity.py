@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import REF_DIR
-from varlite.parity import ParityRun, main
+from varlite.parity import ParityRun, ReferenceSetError, main
 
 
 @pytest.fixture(scope="module")
@@ -124,3 +124,36 @@ def test_compact_key_forms_of_larger_sets(tmp_path, ref_cases):
     names = {c.name for c in run.checks}
     assert {"recon_last_f16", "greedy.img_f16", "tf_logits.first10_f16", "tf_logits.top5_indices",
             "greedy.cfg_logits.top5_indices"} <= names
+
+
+def test_teacher_forced_labels_as_label_tf_only(tmp_path, ref_cases):
+    """Compact sets name the teacher-forced labels ``label_tf`` and have no ``labels`` (it used to raise KeyError)."""
+    dst, cases = copy_set(tmp_path, labels=None, label_tf=ref_cases["labels"])
+    assert "labels" not in cases
+    run = ParityRun(dst)
+    run.run()
+    assert [c.name for c in run.checks if not c.passed] == []
+    assert run.unchecked() == [] and "tf_logits" in {c.name for c in run.checks}
+
+
+def test_a_set_without_labels_names_the_missing_keys(tmp_path, capsys):
+    dst, _ = copy_set(tmp_path, labels=None)
+    with pytest.raises(ReferenceSetError, match=r"cases.npz has none of the keys 'label_tf', 'labels' for the "
+                                                r"teacher-forced labels"):
+        ParityRun(dst).run()
+
+
+def test_generation_labels_from_labels_gen_or_the_call(tmp_path, ref_cases):
+    dst, _ = copy_set(tmp_path)
+    config = json.loads((dst / "config.json").read_text())
+    del config["greedy_call"]["label_B"]
+    (dst / "config.json").chmod(0o644)
+    (dst / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ReferenceSetError, match="the greedy generation has no labels: cases.npz has no 'labels_gen' "
+                                                "and config.json 'greedy_call' has no 'label_B'"):
+        ParityRun(dst).run()
+
+
+def test_a_folder_that_is_not_a_reference_set(tmp_path):
+    with pytest.raises(ReferenceSetError, match="is not a reference set: it has no config.json"):
+        ParityRun(tmp_path)

@@ -32,6 +32,10 @@ from .synthetic import synthetic_state_dict
 FLOAT_ATOL, F16_ATOL = 1e-4, 2e-3
 
 
+class ReferenceSetError(ValueError):
+    """A reference set folder is missing, incomplete, or lacks an array the checker needs."""
+
+
 @dataclass
 class Check:
     name: str
@@ -80,6 +84,12 @@ class ParityRun:
 
     def __init__(self, ref_dir: str | Path):
         self.dir = Path(ref_dir)
+        for name in ("config.json", "cases.npz"):
+            if not (self.dir / name).is_file():
+                raise ReferenceSetError(
+                    f"{self.dir} is not a reference set: it has no {name}. Pass a folder made by the reference "
+                    f"generator (config.json, cases.npz, optional vae.pth / var.pth / meta.json), e.g. "
+                    f"tests/data/upstream_tiny")
         with open(self.dir / "config.json") as f:
             self.cfg = json.load(f)
         meta_path = self.dir / "meta.json"
@@ -143,6 +153,10 @@ class ParityRun:
     # -------------------------------------------------------------------------------- the run
     @torch.inference_mode()
     def run(self) -> list[Check]:
+        # labels first: a set without them fails at once, not after minutes of full-size encoding
+        labels_tf = torch.from_numpy(self.first_present("label_tf", "labels", purpose="the teacher-forced labels"))
+        calls = {name: self.cfg[f"{name}_call"] for name in ("greedy", "sampled") if f"{name}_call" in self.cfg}
+        labels_gen = {name: self.generation_labels(name, call) for name, call in calls.items()}
         vae_sd, var_sd, self.weights_source = self.state_dicts()
         vq_cfg, var_cfg = configs_from_reference(self.cfg)
         vqvae = vqvae_from_state_dict(vae_sd, vq_cfg.patch_nums, what="vae weights")
@@ -170,19 +184,12 @@ class ParityRun:
 
         var_input = vqvae.idx_to_var_input(ms_idx)
         self.compare("var_input", var_input)
-        labels_tf = torch.from_numpy(self.cases.get("label_tf", self.cases["labels"]))
-        self.used.update({"labels", "label_tf"} & set(self.cases))
         tf_logits = var(labels_tf, var_input)
         self.compare("tf_logits", tf_logits)
         self.compare_logit_summaries("tf_logits", tf_logits)
 
-        for run_name in ("greedy", "sampled"):
-            call = self.cfg.get(f"{run_name}_call")
-            if call is None:
-                continue
-            labels_gen = self.cases.get("labels_gen", call["label_B"])
-            self.used.add("labels_gen")
-            steps = list(var.generate_steps(torch.as_tensor(labels_gen), cfg=call["cfg"], top_k=call["top_k"],
+        for run_name, call in calls.items():
+            steps = list(var.generate_steps(labels_gen[run_name], cfg=call["cfg"], top_k=call["top_k"],
                                             top_p=call["top_p"], more_smooth=call["more_smooth"], seed=call["g_seed"]))
             for s in steps:
                 self.compare(f"{run_name}.idx.s{s.scale}", s.tokens.flatten(1))
@@ -196,6 +203,26 @@ class ParityRun:
             self.compare(f"{run_name}.f_hat", steps[-1].f_hat)
             self.compare(f"{run_name}.img", steps[-1].image())
         return self.checks
+
+    def first_present(self, *keys: str, purpose: str) -> np.ndarray:
+        """The first of ``keys`` that cases.npz holds (compact sets say ``label_tf``, the tiny set ``labels``).
+        All of ``keys`` that are present count as used: they are inputs, nothing to compare."""
+        self.used.update(set(keys) & set(self.cases))
+        for key in keys:
+            if key in self.cases:
+                return self.cases[key]
+        raise ReferenceSetError(f"{self.dir}/cases.npz has none of the keys {', '.join(map(repr, keys))} for "
+                                f"{purpose}; add one of them (shape (B,), int64) to the reference set")
+
+    def generation_labels(self, run_name: str, call: dict) -> torch.Tensor:
+        """cases.npz ``labels_gen`` (compact sets), else the call's own ``label_B`` in config.json."""
+        if "labels_gen" in self.cases:
+            self.used.add("labels_gen")
+            return torch.from_numpy(self.cases["labels_gen"])
+        if "label_B" not in call:
+            raise ReferenceSetError(f"{self.dir}: the {run_name} generation has no labels: cases.npz has no "
+                                    f"'labels_gen' and config.json '{run_name}_call' has no 'label_B'; add either")
+        return torch.as_tensor(call["label_B"])
 
     def input_images(self) -> torch.Tensor:
         if "input_img" in self.cases:
