@@ -93,15 +93,58 @@ def test_not_a_state_dict(tmp_path):
 def test_truncated_and_garbage_files(tmp_path, tiny_files):
     data = tiny_files[0].read_bytes()
     cut = tmp_path / "cut.pth"
-    cut.write_bytes(data[: len(data) // 2])
-    with pytest.raises(CorruptCheckpointError, match="truncated or damaged|not a PyTorch checkpoint"):
-        load_vqvae(cut)
+    for size in (len(data) // 2, len(data) - 1, 10):
+        cut.write_bytes(data[:size])
+        with pytest.raises(CorruptCheckpointError, match="is a zip archive that is truncated or damaged .*"
+                                                         "delete it and download it"):
+            load_vqvae(cut)
     junk = tmp_path / "junk.pth"
-    junk.write_bytes(b"hello, I am a text file\n")
-    with pytest.raises(CorruptCheckpointError, match="not a PyTorch checkpoint"):
+    junk.write_bytes(b"secret-password-line\n")
+    with pytest.raises(CorruptCheckpointError, match="not a PyTorch checkpoint: it is neither a zip archive .* nor "
+                                                     "a legacy torch pickle") as info:
+        load_vqvae(junk)
+    assert "secr" not in str(info.value) and "b'" not in str(info.value)     # no file bytes in the message
+    junk.write_bytes(b"")
+    with pytest.raises(CorruptCheckpointError, match=r"is empty \(0 bytes\)"):
         load_vqvae(junk)
     with pytest.raises(FileNotFoundError, match="python -m varlite download"):
         load_vqvae(tmp_path / "missing.pth")
+
+
+def test_a_zip_with_damaged_contents_is_damaged(tmp_path, tiny_files):
+    data = bytearray(tiny_files[0].read_bytes())
+    data[100:300] = bytes(200)      # inside the first member; the zip directory at the end is intact
+    path = tmp_path / "flipped.pth"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptCheckpointError, match=r"is a damaged zip archive: its contents cannot be read "
+                                                     r"\(\w+\); delete it"):
+        load_vqvae(path)
+
+
+@pytest.mark.parametrize("blob, unpickler_error", [
+    (b"\x80\x02.", "IndexError"), (b"\x80\x02h\x05.", "KeyError"), (b"\x80\x02", "EOFError"),
+    (b"\x80\x02X\x01\x00\x00\x00\xff.", "UnicodeDecodeError"), (b"\x80\x02\xfa", "UnpicklingError")])
+def test_every_unpickler_failure_is_the_same_damaged_file_error(tmp_path, blob, unpickler_error):
+    path = tmp_path / "bad.pth"
+    path.write_bytes(blob)
+    with pytest.raises(CorruptCheckpointError, match=f"is a damaged legacy torch pickle: its contents cannot be "
+                                                     f"read \\({unpickler_error}\\); delete it"):
+        load_vqvae(path)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_garbage_after_a_pickle_opcode_is_damaged_never_a_crash(tmp_path, seed):
+    """b"\\x80" + random bytes made the unpickler raise IndexError / KeyError / EOFError / UnicodeDecodeError."""
+    g = torch.Generator().manual_seed(seed)
+    n = (1, 5, 50, 500)[seed % 4]
+    path = tmp_path / "g.pth"
+    path.write_bytes(b"\x80" + bytes(torch.randint(0, 256, (n,), generator=g).tolist()))
+    with pytest.raises(pretrained.CheckpointError) as info:
+        load_vqvae(path)
+    # random bytes may spell an import (refused as unsafe), else they are a damaged pickle; nothing else
+    assert type(info.value) in (CorruptCheckpointError, UnsafeCheckpointError)
+    if type(info.value) is CorruptCheckpointError:
+        assert "is a damaged legacy torch pickle: its contents cannot be read" in str(info.value)
 
 
 class _RunsCode:
@@ -235,3 +278,62 @@ def test_main_cli_offers_the_training_commands(capsys):
     out = capsys.readouterr().out
     for command in ("download", "parity", "info", "train-tokenizer", "train-var", "evaluate"):
         assert command in out
+
+
+# ------------------------------------------------------------------------------------------------ pairs, user paths
+@pytest.fixture(scope="module")
+def shapes_pair_files(tmp_path_factory):
+    """The built-in shapes model saved as two plain state_dicts: a valid pair in a non-official config."""
+    from varlite.builtin import load_builtin
+    vqvae, var = load_builtin("shapes")
+    folder = tmp_path_factory.mktemp("shapes_pair")
+    torch.save(vqvae.state_dict(), folder / "vae.pth")
+    torch.save(var.state_dict(), folder / "var.pth")
+    return folder / "vae.pth", folder / "var.pth", vqvae.config, var.config
+
+
+def test_a_non_official_pair_loads_with_load_pair(shapes_pair_files):
+    vae_path, var_path, vq_config, var_config = shapes_pair_files
+    vqvae, var = pretrained.load_pair(vae_path, var_path)
+    assert vqvae.config == vq_config and var.config == var_config
+    assert vqvae.config.patch_nums == (1, 2, 3, 4, 5, 6, 8)
+    assert var.source == {"what": str(var_path), "layout": "varlite (non-official config)", "verified": True}
+    with pytest.raises(WrongModelError, match="var.pth is a VAR transformer checkpoint"):
+        pretrained.load_pair(var_path, var_path)
+    with pytest.raises(WrongModelError, match="vae.pth is a VQVAE"):
+        pretrained.load_pair(var_path, vae_path)
+
+
+def test_a_non_official_pair_loaded_one_by_one_says_what_is_supported(shapes_pair_files):
+    vae_path, var_path, _, _ = shapes_pair_files
+    vqvae = load_vqvae(vae_path)            # official patch_nums by default: not this VAR's
+    with pytest.raises(pretrained.CheckpointError) as info:
+        load_var(var_path, vqvae)
+    text = str(info.value)
+    assert "uses patch_nums (1, 2, 3, 4, 5, 6, 8) but the VQVAE was built for (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)" in text
+    assert "Supported: the official files (vae_ch160v4096z32.pth with var_d16/d20/d24/d30.pth)" in text
+    assert "Here: load_pair(vae_path, var_path)" in text
+
+
+def test_resolve_model_path_accepts_only_the_model_folders(tmp_path, monkeypatch):
+    home, extra, outside = tmp_path / "home", tmp_path / "extra", tmp_path / "outside"
+    for folder in (home, extra, outside):
+        folder.mkdir()
+    (home / "var_d16.pth").write_bytes(b"x")
+    (outside / "secret.pth").write_bytes(b"x")
+    (home / "link.pth").symlink_to(outside / "secret.pth")
+    monkeypatch.setenv("VARLITE_HOME", str(home))
+    monkeypatch.setenv("VARLITE_MODEL_DIRS", str(extra))
+    resolve = pretrained.resolve_model_path
+    assert resolve("var_d16.pth") == (home / "var_d16.pth").resolve()          # relative: inside the cache
+    assert resolve(home / "var_d16.pth") == (home / "var_d16.pth").resolve()
+    assert resolve(extra / "new.pth") == (extra / "new.pth").resolve()         # inside, need not exist yet
+    assert resolve(outside / "a.pth", extra_folders=[outside]) == (outside / "a.pth").resolve()
+    messages = []
+    for typed in (outside / "secret.pth", outside / "missing.pth", "/etc/passwd", "../outside/secret.pth",
+                  home / ".." / "outside" / "secret.pth", "link.pth", ""):
+        with pytest.raises(pretrained.NotInModelFolderError, match="is not in the model folder") as info:
+            resolve(typed)
+        messages.append(str(info.value).replace(repr(str(typed)), "PATH"))
+    assert len(set(messages)) == 1        # existing or not, file or link: the same words
+    assert str(home.resolve()) in messages[0] and "VARLITE_MODEL_DIRS" in messages[0]

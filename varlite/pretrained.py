@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import warnings
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -54,6 +56,16 @@ class UnknownLayoutError(CheckpointError):
 
 class LayoutMismatchError(CheckpointError):
     """Missing / unexpected keys or wrong shapes compared with the expected layout."""
+
+
+class NotInModelFolderError(ValueError):
+    """A user-typed path lies outside the model folders (``resolve_model_path``); says nothing about the file."""
+
+
+SUPPORTED_FILES = ("Supported: the official files (vae_ch160v4096z32.pth with var_d16/d20/d24/d30.pth), loaded by "
+                   "load_official(depth) or load_pair(vae_path, var_path); VQVAE + VAR state_dicts of any other "
+                   "config saved by varlite, loaded as a pair by load_pair(vae_path, var_path), which reads the "
+                   "patch_nums from the VAR file; built-in models by varlite.builtin.load_builtin(name).")
 
 
 # ------------------------------------------------------------------------------------------------ registry
@@ -112,30 +124,67 @@ def download_official(name: str, cache_dir: str | os.PathLike | None = None, bas
 
 
 # ------------------------------------------------------------------------------------------------ safe loading
+ZIP_MAGIC = b"PK\x03\x04"        # torch.save's format is a zip archive; each member starts with this
+PICKLE_PROTOCOL_OPCODE = b"\x80"  # legacy torch.save files are pickles, which start with the PROTO opcode
+# phrases of torch's weights-only unpickler when a pickle asks to import or call something (not mere damage)
+REFUSAL_PHRASES = ("GLOBAL ", "call reduce for unrecognized function", "create new object", "Can only build")
+
+
+def checkpoint_file_kind(path: str | os.PathLike) -> str:
+    """What a file looks like from its first bytes and its zip directory (nothing is unpickled):
+
+    "zip" (torch.save's format, complete), "damaged zip" (starts like a zip archive but its central directory,
+    written last, is missing or broken: a truncated download or copy), "legacy pickle" (torch.save with
+    ``_use_new_zipfile_serialization=False``), "empty", or "other".
+    """
+    path = Path(path)
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        return "empty"
+    if zipfile.is_zipfile(path):
+        return "zip"
+    if head == ZIP_MAGIC:
+        return "damaged zip"
+    if head[:1] == PICKLE_PROTOCOL_OPCODE:
+        return "legacy pickle"
+    return "other"
+
+
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """``torch.load(path, weights_only=True)`` with every failure turned into a specific ``CheckpointError``."""
+    """``torch.load(path, weights_only=True)`` with every failure turned into a specific ``CheckpointError``.
+
+    Messages describe the kind of file (never its bytes: the path may point at any file a user could name).
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; download one with `python -m varlite download d16` "
                                 f"(or vae, d20, ...) or give the path of a .pth file")
-    if not zipfile.is_zipfile(path):
-        with open(path, "rb") as f:
-            head = f.read(2)
-        if head[:1] != b"\x80":   # neither torch's zip format nor a legacy pickle
-            raise CorruptCheckpointError(f"{path} is not a PyTorch checkpoint (it starts with {head!r}; expected a "
-                                         f"zip archive written by torch.save)")
+    kind = checkpoint_file_kind(path)
+    redo = "delete it and download it (or save it) again"
+    if kind == "empty":
+        raise CorruptCheckpointError(f"{path} is empty (0 bytes); {redo}")
+    if kind == "damaged zip":
+        raise CorruptCheckpointError(f"{path} is a zip archive that is truncated or damaged (its table of contents, "
+                                     f"written at the end, is missing), e.g. a download or copy that stopped "
+                                     f"early; {redo}")
+    if kind == "other":
+        raise CorruptCheckpointError(f"{path} is not a PyTorch checkpoint: it is neither a zip archive (what "
+                                     f"torch.save writes) nor a legacy torch pickle. Give the path of a .pth file "
+                                     f"written by torch.save, e.g. var_d16.pth")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+        with warnings.catch_warnings():     # torch warns about odd pickle protocols, quoting bytes of the file
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
+    except Exception as err:     # noqa: BLE001 -- damaged data makes the unpickler fail in many ways; see below
+        if isinstance(err, pickle.UnpicklingError) and any(p in str(err) for p in REFUSAL_PHRASES):
             raise UnsafeCheckpointError(
                 f"refused to load {path}: it asks to import or call Python objects, which could run code "
-                f"(nothing was executed). Only plain state_dicts of tensors are accepted. Detail: "
-                f"{str(err).splitlines()[0]}") from None
-        raise CorruptCheckpointError(f"{path} is damaged: {err}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
-        raise CorruptCheckpointError(f"{path} is truncated or damaged ({type(err).__name__}: {str(err).splitlines()[0]}); "
-                                     f"delete it and download it again") from None
+                f"(nothing was executed). Only plain state_dicts of tensors are accepted: in the program that "
+                f"wrote it, save model.state_dict() instead of the model or other objects") from None
+        what = "zip archive" if kind == "zip" else "legacy torch pickle"
+        raise CorruptCheckpointError(f"{path} is a damaged {what}: its contents cannot be read "
+                                     f"({type(err).__name__}); {redo}") from None
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                        for k, v in obj.items()):
         hint = f" with keys {list(obj)[:5]}" if isinstance(obj, dict) else ""
@@ -245,13 +294,18 @@ def vqvae_from_state_dict(sd: dict[str, torch.Tensor], patch_nums=OFFICIAL_PATCH
     return model.eval()
 
 
-def var_from_state_dict(sd: dict[str, torch.Tensor], vqvae: VQVAE, what: str = "state_dict") -> VAR:
-    """Infer the config, check it against the VQVAE, verify the layout strictly, build the VAR (no copy)."""
+def check_is_var(sd: dict[str, torch.Tensor], what: str) -> None:
+    """Raise WrongModelError for a VQVAE state_dict, UnknownLayoutError for anything else that is not a VAR."""
     if not looks_like_var(sd):
         if looks_like_vqvae(sd):
             raise WrongModelError(f"{what} is a VQVAE (tokenizer) checkpoint, not a VAR; load it with load_vqvae(path)")
         raise UnknownLayoutError(f"{what} is not a VAR state_dict (no 'class_emb.weight' / 'lvl_1L' / 'head.weight'; "
                                  f"first keys: {list(sd)[:5]})")
+
+
+def var_from_state_dict(sd: dict[str, torch.Tensor], vqvae: VQVAE, what: str = "state_dict") -> VAR:
+    """Infer the config, check it against the VQVAE, verify the layout strictly, build the VAR (no copy)."""
+    check_is_var(sd, what)
     cfg = infer_var_config(sd)
     vq_cfg = vqvae.config
     if (cfg.vocab_size, cfg.z_channels) != (vq_cfg.vocab_size, vq_cfg.z_channels):
@@ -259,7 +313,8 @@ def var_from_state_dict(sd: dict[str, torch.Tensor], vqvae: VQVAE, what: str = "
                               f"VQVAE has V={vq_cfg.vocab_size}, Cv={vq_cfg.z_channels}: they are not a pair")
     if tuple(cfg.patch_nums) != tuple(vq_cfg.patch_nums):
         raise CheckpointError(f"{what} uses patch_nums {cfg.patch_nums} but the VQVAE was built for "
-                              f"{vq_cfg.patch_nums}; load the VQVAE with load_vqvae(path, patch_nums={cfg.patch_nums})")
+                              f"{vq_cfg.patch_nums}. {SUPPORTED_FILES} Here: load_pair(vae_path, var_path), or "
+                              f"load_vqvae(path, patch_nums={cfg.patch_nums}) first")
     layout = official_layout_for("var", cfg)
     with torch.device("meta"):
         model = VAR(cfg, vqvae)
@@ -281,8 +336,44 @@ def load_var(path: str | os.PathLike, vqvae: VQVAE) -> VAR:
     return var_from_state_dict(load_state_dict(path), vqvae, what=str(path))
 
 
+def load_pair(vae_path: str | os.PathLike, var_path: str | os.PathLike) -> tuple[VQVAE, VAR]:
+    """(vqvae, var) from a VQVAE file and the VAR file trained on it, official or not: the VAR file is read first,
+    its patch_nums (from ``lvl_1L``) build the VQVAE, then both are verified strictly and loaded."""
+    var_sd = load_state_dict(var_path)
+    check_is_var(var_sd, str(var_path))
+    vqvae = load_vqvae(vae_path, patch_nums=infer_var_config(var_sd).patch_nums)
+    return vqvae, var_from_state_dict(var_sd, vqvae, what=str(var_path))
+
+
 def load_official(depth: int, cache_dir: str | os.PathLike | None = None) -> tuple[VQVAE, VAR]:
     """(vqvae, var) for ``var_d{depth}.pth`` from the cache (see ``python -m varlite download``)."""
     var_sd = load_state_dict(official_path(f"d{depth}", cache_dir))
     vqvae = load_vqvae(official_path("vae", cache_dir), patch_nums=infer_var_config(var_sd).patch_nums)
     return vqvae, var_from_state_dict(var_sd, vqvae, what=OFFICIAL_FILES[f"d{depth}"].filename)
+
+
+# ------------------------------------------------------------------------------------------------ paths typed by users
+def model_folders(extra: Sequence[str | os.PathLike] = ()) -> list[Path]:
+    """The folders whose files a user may name: the cache (``$VARLITE_HOME``, else ~/.cache/varlite), the folders in
+    ``$VARLITE_MODEL_DIRS`` (separated by ``os.pathsep``), then ``extra``; each resolved (symlinks followed)."""
+    listed = [p for p in os.environ.get("VARLITE_MODEL_DIRS", "").split(os.pathsep) if p]
+    return [Path(p).expanduser().resolve() for p in [varlite_home(), *listed, *extra]]
+
+
+def resolve_model_path(user_path: str | os.PathLike, extra_folders: Sequence[str | os.PathLike] = ()) -> Path:
+    """The resolved path of a file a user typed, if it lies inside one of ``model_folders(extra_folders)``.
+
+    A relative path is taken relative to the first folder (the cache). ``..`` and symlinks are resolved before the
+    check, so neither can lead outside. Anything else raises ``NotInModelFolderError``, whose message is the same
+    whether or not the file exists and never reads the file. A path inside a folder may still not exist: the
+    loaders then raise FileNotFoundError.
+    """
+    folders = model_folders(extra_folders)
+    typed = Path(user_path).expanduser()
+    resolved = (typed if typed.is_absolute() else folders[0] / typed).resolve()
+    if not str(user_path).strip() or not any(resolved.is_relative_to(folder) for folder in folders):
+        raise NotInModelFolderError(
+            f"{str(user_path)!r} is not in the model folder. Files can be loaded only from "
+            f"{', '.join(str(f) for f in folders)}: copy the file there (set VARLITE_HOME, or list more folders in "
+            f"VARLITE_MODEL_DIRS separated by {os.pathsep!r}) and give its name")
+    return resolved
