@@ -1,6 +1,7 @@
 """The generation and encoding traces: recording never changes a result, the recorded numbers are the model's own
 (KV-cached logits and attention equal the teacher-forced pass), one model serves two generations at once, and bad
 input gets a specific error."""
+import pickle
 import threading
 
 import pytest
@@ -22,24 +23,23 @@ def image():
 
 # ------------------------------------------------------------------------------------------ generation trace
 @pytest.mark.parametrize("sampling", [dict(cfg=1.5), dict(cfg=3.0, top_k=10, top_p=0.9), dict(cfg=2.0, more_smooth=True)])
-def test_tracing_and_attention_capture_never_change_the_result(tiny_models, sampling):
+def test_attention_capture_and_statistics_never_change_the_result(tiny_models, sampling):
     _, var = tiny_models
-    runs = []
-    for trace, capture in [(False, False), (True, False), (False, True), (True, True)]:
-        steps = list(var.generate_steps(LABELS, seed=5, trace=trace, capture_attention=capture, **sampling))
-        runs.append(steps)
-        assert (steps[0].token_prob is not None) == trace and (steps[0].attention is not None) == capture
-    for steps in runs[1:]:
-        for plain, other in zip(runs[0], steps):
-            assert torch.equal(plain.tokens, other.tokens)
-            assert torch.equal(plain.f_hat, other.f_hat)
-            assert torch.equal(plain.logits, other.logits)
-    assert torch.equal(runs[0][-1].image(), runs[-1][-1].image())   # (the image is decoded from f_hat alone)
+    plain = list(var.generate_steps(LABELS, seed=5, **sampling))
+    captured = list(var.generate_steps(LABELS, seed=5, capture_attention=True, **sampling))
+    assert plain[0].attention is None and captured[0].attention is not None
+    for step in plain:   # reading the derived statistics is pure: it changes nothing the loop made
+        step.token_prob, step.entropy, step.candidates(3)
+    for a, b in zip(plain, captured):
+        assert torch.equal(a.tokens, b.tokens)
+        assert torch.equal(a.f_hat, b.f_hat)
+        assert torch.equal(a.logits, b.logits)
+    assert torch.equal(plain[-1].image(), captured[-1].image())   # (the image is decoded from f_hat alone)
 
 
 def test_generate_equals_the_stepped_path(tiny_models):
     _, var = tiny_models
-    steps = list(var.generate_steps(LABELS, cfg=2.0, top_k=20, seed=11, trace=True))
+    steps = list(var.generate_steps(LABELS, cfg=2.0, top_k=20, seed=11))
     assert torch.equal(var.generate(LABELS, cfg=2.0, top_k=20, seed=11), steps[-1].image())
     assert not torch.equal(var.generate(LABELS, cfg=2.0, top_k=20, seed=12), steps[-1].image())
 
@@ -48,7 +48,7 @@ def test_generate_equals_the_stepped_path(tiny_models):
 def test_step_fields_describe_the_scale(tiny_models):
     _, var = tiny_models
     V, K = var.config.vocab_size, len(var.patch_nums)
-    steps = list(var.generate_steps(LABELS, cfg=1.5, seed=2, trace=True, num_candidates=4))
+    steps = list(var.generate_steps(LABELS, cfg=1.5, seed=2))
     f_hat = torch.zeros_like(steps[0].f_hat)
     for si, (step, pn) in enumerate(zip(steps, var.patch_nums)):
         assert (step.scale, step.side, step.num_scales, step.total_tokens) == (si, pn, K, var.L)
@@ -63,18 +63,42 @@ def test_step_fields_describe_the_scale(tiny_models):
         chosen = p_BlV.gather(-1, step.tokens.view(2, -1, 1)).view(2, pn, pn)
         torch.testing.assert_close(step.token_prob, chosen)
         torch.testing.assert_close(step.entropy, -(p_BlV * p_BlV.log()).sum(-1).view(2, pn, pn))
-        assert step.topk_tokens.shape == (2, pn, pn, 4)
-        assert bool((step.topk_probs[..., :-1] >= step.topk_probs[..., 1:]).all())
-        assert bool((step.token_prob <= step.topk_probs[..., 0] + 1e-7).all())
-        # f_hat accumulates the residuals; residual = phi_k(upsample(e[tokens]))
-        f_hat = f_hat + step.residual
+        topk_tokens, topk_probs = step.candidates(4)
+        assert topk_tokens.shape == (2, pn, pn, 4)
+        assert bool((topk_probs[..., :-1] >= topk_probs[..., 1:]).all())
+        assert bool((step.token_prob <= topk_probs[..., 0] + 1e-7).all())
+        torch.testing.assert_close(topk_probs, p_BlV.gather(-1, topk_tokens.view(2, -1, 4)).view(2, pn, pn, 4))
+        # f_hat accumulates the contributions; contribution = phi_k(upsample(e[tokens]))
+        f_hat = f_hat + step.contribution
         torch.testing.assert_close(step.f_hat, f_hat)
         quantizer = var.vqvae.quantize
-        torch.testing.assert_close(step.residual, quantizer.upsample_and_phi(quantizer.lookup(step.tokens.flatten(1), pn), si))
-        assert set(step.timings) == {"transformer", "sampling", "quantizer", "trace"} and min(step.timings.values()) >= 0
+        torch.testing.assert_close(step.contribution,
+                                   quantizer.upsample_and_phi(quantizer.lookup(step.tokens.flatten(1), pn), si))
+        assert set(step.timings) == {"transformer", "sampling", "quantizer"} and min(step.timings.values()) >= 0
         assert torch.equal(step.mask_rows(), block_causal_bias(var.patch_nums)[0, 0, step.begin:step.end] == 0)
     assert steps[-1].image().shape == (2, 3, 64, 64)
     assert 0 <= float(steps[-1].image().min()) and float(steps[-1].image().max()) <= 1
+
+
+def test_a_detached_step_is_the_same_record_on_the_cpu_without_the_model(tiny_models, image):
+    _, var = tiny_models
+    live = list(var.generate_steps(LABELS, cfg=1.5, seed=4, capture_attention=True))[2]
+    detached = pickle.loads(pickle.dumps(live.detached()))   # what an app cache stores and returns
+    assert detached.decoder is None and detached.scale == 2 and detached.timings == live.timings
+    for name in ("tokens", "embedding", "contribution", "f_hat", "logits", "raw_logits"):
+        value = getattr(detached, name)
+        assert value.device.type == "cpu" and not value.requires_grad and torch.equal(value, getattr(live, name))
+    assert all(torch.equal(a, b) for a, b in zip(detached.attention, live.attention))
+    assert torch.equal(detached.image(), live.image())
+    assert torch.equal(detached.token_prob, live.token_prob) and torch.equal(detached.entropy, live.entropy)
+    assert all(torch.equal(a, b) for a, b in zip(detached.candidates(3), live.candidates(3)))
+    vqvae = var.vqvae
+    encoded = list(vqvae.encode_steps(image))[1]
+    encoded_cpu = pickle.loads(pickle.dumps(encoded.detached()))
+    assert encoded_cpu.decoder is None and torch.equal(encoded_cpu.image(), encoded.image())
+    assert torch.equal(encoded_cpu.psnr(), encoded.psnr()) and torch.equal(encoded_cpu.rest_norm, encoded.rest_norm)
+    with pytest.raises(RuntimeError, match="no input image"):
+        next(vqvae.quantize.residual_steps(vqvae.encode(image))).psnr()
 
 
 def teacher_forced_pass(var, labels_B, tokens_Bl):
@@ -125,7 +149,7 @@ def test_two_generations_at_once_on_one_model_equal_sequential_runs(tiny_models)
 
     def run(labels, seed, barrier=None):
         tokens = []
-        for step in var.generate_steps(labels, cfg=1.5, seed=seed, trace=True):
+        for step in var.generate_steps(labels, cfg=1.5, seed=seed):
             tokens.append(step.tokens)
             if barrier is not None:
                 barrier.wait(timeout=30)    # both generations are mid-way at every scale: two KV caches live at once
@@ -162,18 +186,18 @@ def test_encoding_trace_matches_the_tokenizer(tiny_models, image):
         assert (step.scale, step.side, step.num_scales, step.vocab_size) == (si, pn, 4, 64)
         assert torch.equal(step.tokens.flatten(1), idx[si])
         torch.testing.assert_close(step.f_hat, f_hats[si])
-        torch.testing.assert_close(step.remaining, f - step.f_hat, atol=1e-6, rtol=1e-6)
-        # the target is the remaining residual seen at this scale; its tokens are the nearest codebook entries
+        torch.testing.assert_close(step.rest, f - step.f_hat, atol=1e-6, rtol=1e-6)
+        # the target is the rest seen at this scale; its tokens are the nearest codebook entries
         torch.testing.assert_close(step.target, F.interpolate(rest, size=(pn, pn), mode="area"))
         target_NCv = step.target.permute(0, 2, 3, 1).reshape(-1, codebook.shape[1])
         d_NV = torch.cdist(target_NCv, codebook)
         torch.testing.assert_close(d_NV.gather(1, step.tokens.view(-1, 1))[:, 0], d_NV.min(dim=1).values)
         torch.testing.assert_close(step.embedding, codebook[step.tokens].permute(0, 3, 1, 2))
-        torch.testing.assert_close(step.remaining_norm, step.remaining.flatten(1).norm(dim=1) / f.flatten(1).norm(dim=1))
+        torch.testing.assert_close(step.rest_norm, step.rest.flatten(1).norm(dim=1) / f.flatten(1).norm(dim=1))
         assert step.codes_used == step.tokens.unique().numel()
-        # (PSNR and remaining_norm need not improve scale by scale: with these synthetic weights they do not)
+        # (PSNR and rest_norm need not improve scale by scale: with these synthetic weights they do not)
         assert step.psnr().shape == (2,)
-        rest = step.remaining
+        rest = step.rest
     torch.testing.assert_close(steps[-1].image(), reconstruction.add(1).mul(0.5))
     mse = (steps[-1].image() - image.add(1).mul(0.5)).square().flatten(1).mean(1)
     torch.testing.assert_close(steps[-1].psnr(), 10 * torch.log10(1 / mse))

@@ -16,7 +16,7 @@ from varlite.configs import OFFICIAL_PATCH_NUMS, get_preset  # noqa: E402
 @pytest.fixture(scope="module")
 def steps(tiny_models):
     _, var = tiny_models
-    return list(var.generate_steps([3, 7], seed=0, trace=True, capture_attention=True))
+    return list(var.generate_steps([3, 7], seed=0, capture_attention=True))
 
 
 @pytest.fixture(autouse=True)
@@ -65,7 +65,7 @@ def test_latent_figure(steps, reduce):
     fig = viz.latent_figure(steps, reduce=reduce)
     axes = panels(fig)
     assert len(axes) == 8 and len(fig.axes) == 10   # 2 fields x 4 scales, one colorbar per field
-    assert axes[0].get_title() == "residual, scale 1" and axes[7].get_title() == "f_hat, scale 4"
+    assert axes[0].get_title() == "contribution, scale 1" and axes[7].get_title() == "f_hat, scale 4"
     if reduce == "norm":
         np.testing.assert_allclose(axes[7].images[0].get_array(), steps[3].f_hat[0].norm(dim=0).numpy(), rtol=1e-5)
     with pytest.raises(ValueError, match="reduce must be 'norm' or 'pca'"):
@@ -75,7 +75,7 @@ def test_latent_figure(steps, reduce):
 def test_latent_figure_of_an_encoding(tiny_models):
     vqvae, _ = tiny_models
     encoding = list(vqvae.encode_steps(torch.zeros(1, 3, 64, 64)))
-    fig = viz.latent_figure(encoding, fields=("target", "remaining"))
+    fig = viz.latent_figure(encoding, fields=("target", "rest"))
     assert len(panels(fig)) == 8 and panels(fig)[0].images[0].get_array().shape == (1, 1)
 
 
@@ -131,8 +131,6 @@ def test_attention_figure_errors(steps, tiny_models):
     plain = next(var.generate_steps([1], seed=0))
     with pytest.raises(ValueError, match="capture_attention=True"):
         viz.attention_figure(plain, var.patch_nums, layer=0, head=0, row=0, col=0)
-    with pytest.raises(ValueError, match="trace=True"):
-        viz.probability_figure(plain)
 
 
 def test_probability_and_topk_figures(steps):

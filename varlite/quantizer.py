@@ -19,7 +19,7 @@ For K = 10 two scales fall exactly between ticks in real arithmetic; float64 rou
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import Iterator
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .configs import VQVAEConfig
+from .trace import EncodeStep
 
 
 class Phi(nn.Conv2d):
@@ -57,19 +58,6 @@ class PhiPartiallyShared(nn.Module):
 
     def forward(self, h_BCvHW: torch.Tensor, si: int, num_scales: int) -> torch.Tensor:
         return self.qresi_ls[self.index_for(si, num_scales)](h_BCvHW)
-
-
-@dataclass
-class QuantStep:
-    """One scale of residual quantization (tensors are views of the loop's state at that scale)."""
-    si: int
-    side: int
-    target_BCvhw: torch.Tensor      # z_k: the residual before quantization, area-downsampled to pn_k
-    idx_Bl: torch.Tensor            # r_k: the chosen codebook indices, row-major
-    h_BCvhw: torch.Tensor           # e[r_k]: the quantized vectors at pn_k
-    contribution_BCvHW: torch.Tensor  # phi_k(upsample(e[r_k])): what this scale adds to f_hat
-    f_hat_BCvHW: torch.Tensor       # f_hat after this scale
-    rest_BCvHW: torch.Tensor        # f - f_hat: what is left to explain
 
 
 class MultiScaleQuantizer(nn.Module):
@@ -112,31 +100,33 @@ class MultiScaleQuantizer(nn.Module):
         return self.embedding(idx_Bl).transpose(1, 2).reshape(B, self.Cv, side, side)
 
     # ---------------------------------------------------------------- encoding: f -> tokens per scale
-    def residual_steps(self, f_BCvHW: torch.Tensor):
-        """Yield one ``QuantStep`` per scale while quantizing f coarse-to-fine (the loop in the module docstring)."""
+    def residual_steps(self, f_BCvHW: torch.Tensor) -> Iterator[EncodeStep]:
+        """Yield one ``EncodeStep`` per scale while quantizing f coarse to fine (Algorithm 1, the loop in the module
+        docstring). The steps carry no image; ``VQVAE.encode_steps`` attaches one."""
         B, Cv, H, W = f_BCvHW.shape
         if (H, W) != (self.patch_nums[-1],) * 2:
             raise ValueError(f"latent is {H}x{W} but the last patch num is {self.patch_nums[-1]}")
-        rest = f_BCvHW.detach().clone()
-        f_hat = torch.zeros_like(rest)
+        rest_BCvHW = f_BCvHW.detach().clone()
+        f_hat_BCvHW = torch.zeros_like(rest_BCvHW)
         K = self.num_scales
         for si, pn in enumerate(self.patch_nums):
-            z_BCvhw = F.interpolate(rest, size=(pn, pn), mode="area") if si != K - 1 else rest
-            idx_N = self.nearest_code(z_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv))
-            idx_Bl = idx_N.view(B, pn * pn)
-            h_BCvhw = self.embedding(idx_N.view(B, pn, pn)).permute(0, 3, 1, 2).contiguous()
-            contribution = self.upsample_and_phi(h_BCvhw, si)
-            f_hat = f_hat + contribution
-            rest = rest - contribution
-            yield QuantStep(si, pn, z_BCvhw, idx_Bl, h_BCvhw, contribution, f_hat, rest)
+            z_BCvhw = F.interpolate(rest_BCvHW, size=(pn, pn), mode="area") if si != K - 1 else rest_BCvHW
+            idx_Bhw = self.nearest_code(z_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn, pn)
+            h_BCvhw = self.embedding(idx_Bhw).permute(0, 3, 1, 2).contiguous()
+            contribution_BCvHW = self.upsample_and_phi(h_BCvhw, si)
+            f_hat_BCvHW = f_hat_BCvHW + contribution_BCvHW
+            rest_BCvHW = rest_BCvHW - contribution_BCvHW
+            yield EncodeStep(scale=si, side=pn, num_scales=K, vocab_size=self.vocab_size, target=z_BCvhw,
+                             tokens=idx_Bhw, embedding=h_BCvhw, contribution=contribution_BCvHW,
+                             f_hat=f_hat_BCvHW, rest=rest_BCvHW)
 
     def f_to_idx_Bl(self, f_BCvHW: torch.Tensor) -> list[torch.Tensor]:
         """Token maps r_1..r_K, each (B, pn_k^2) in row-major order."""
-        return [step.idx_Bl for step in self.residual_steps(f_BCvHW)]
+        return [step.tokens.flatten(1) for step in self.residual_steps(f_BCvHW)]
 
     def f_to_f_hats(self, f_BCvHW: torch.Tensor) -> list[torch.Tensor]:
         """f_hat after every scale (cumulative), each (B, Cv, H, W)."""
-        return [step.f_hat_BCvHW for step in self.residual_steps(f_BCvHW)]
+        return [step.f_hat for step in self.residual_steps(f_BCvHW)]
 
     # ---------------------------------------------------------------- decoding: tokens -> f_hat
     def idx_to_f_hats(self, ms_idx_Bl: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -174,8 +164,8 @@ class MultiScaleQuantizer(nn.Module):
         f_no_grad = f_BCvHW.detach()
         vq_loss, ms_idx_Bl = f_BCvHW.new_zeros(()), []
         for step in self.residual_steps(f_BCvHW):
-            vq_loss = vq_loss + self.beta * F.mse_loss(step.f_hat_BCvHW.detach(), f_BCvHW) \
-                + F.mse_loss(step.f_hat_BCvHW, f_no_grad)
-            ms_idx_Bl.append(step.idx_Bl)
-        f_hat_st = (step.f_hat_BCvHW.detach() - f_no_grad) + f_BCvHW
+            vq_loss = vq_loss + self.beta * F.mse_loss(step.f_hat.detach(), f_BCvHW) \
+                + F.mse_loss(step.f_hat, f_no_grad)
+            ms_idx_Bl.append(step.tokens.flatten(1))
+        f_hat_st = (step.f_hat.detach() - f_no_grad) + f_BCvHW
         return f_hat_st, vq_loss / self.num_scales, ms_idx_Bl

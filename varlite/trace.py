@@ -1,47 +1,140 @@
-"""Plain records of one scale of generation: what the model saw, chose and added. No model maths lives here.
+"""Records of one scale: what generation saw, chose and added (``ScaleStep``), what encoding found (``EncodeStep``).
+
+``VAR.generate_steps`` yields a ``ScaleStep`` per scale (Algorithm 2 of the VAR paper) and
+``MultiScaleQuantizer.residual_steps`` / ``VQVAE.encode_steps`` an ``EncodeStep`` per scale (Algorithm 1). The
+records hold the loop's own tensors; everything a view derives from them -- probabilities, entropy, top-k
+candidates, the share of f left unexplained, PSNR -- is computed here, on demand, from those tensors. The model's
+maths stays in var.py and quantizer.py. ``step.detached()`` is the same record on the CPU, with its image decoded
+and no reference to a model: what an app caches and ``varlite.viz`` draws.
+
+Scales: ``scale`` is the 0-based index si of the code; the paper's (and the figures') "scale k" is k = si + 1.
+Vocabulary: a scale's **contribution** is phi_k(upsample(e[r_k])), what it adds to f_hat; the **rest** is
+f - f_hat, what is left to explain.
 
 Dimension key: B batch, h,w this scale's side, H,W final latent side, Cv latent channels, V vocabulary,
 l = h*w tokens of this scale, L all tokens, Lk tokens visible to this scale (all coarser scales and itself),
-k top-k candidates, nH heads.
+k top-k candidates, nH heads, Hi,Wi image side.
 """
 from __future__ import annotations
 
+import dataclasses
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
+
+NUM_CANDIDATES = 5      # top-k candidates the compatibility properties ``topk_tokens`` / ``topk_probs`` show
+
+
+class Stopwatch:
+    """Wall time per named part: ``with watch("sampling"): ...`` adds the seconds spent inside to
+    ``watch.seconds["sampling"]``."""
+
+    def __init__(self):
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+
+
+def _to_cpu(x):
+    """A tensor (or a list of tensors) detached from autograd and moved to the CPU; anything else unchanged."""
+    if isinstance(x, torch.Tensor):
+        return x.detach().cpu()
+    if isinstance(x, list):
+        return [_to_cpu(item) for item in x]
+    return x
+
+
+def _decoded_once(step) -> torch.Tensor:
+    """The step's image, decoded from its f_hat on first use and then kept (a detached step carries it already)."""
+    if step._image is None:
+        if step.decoder is None:
+            raise RuntimeError("this step has no decoder attached (a step made by hand: decode its f_hat yourself)")
+        step._image = step.decoder(step.f_hat)
+    return step._image
+
+
+def _detached(step):
+    """The record with every tensor on the CPU and out of autograd, its image decoded, and no decoder."""
+    image = _decoded_once(step)
+    values = {f.name: _to_cpu(getattr(step, f.name)) for f in dataclasses.fields(step)}
+    return dataclasses.replace(step, **{**values, "decoder": None, "_image": _to_cpu(image)})
 
 
 @dataclass
 class ScaleStep:
-    """One scale of next-scale prediction, as yielded by ``VAR.generate_steps`` (tensors on the CPU when traced).
+    """One scale of next-scale prediction (Algorithm 2), as yielded by ``VAR.generate_steps``.
 
-    ``logits`` are the guided logits the sampler saw (before top-k/top-p); ``probs``-style fields (``token_prob``,
-    ``entropy``, ``topk_*``) describe softmax(logits), the model's guided distribution before filtering, and are
-    None unless the generation was traced.
+    Tensors are on the model's device while generating, on the CPU after ``detached()``. ``logits`` are the guided
+    logits the sampler saw, before top-k / top-p filtering; ``probs``, ``token_prob``, ``entropy`` and
+    ``candidates(k)`` describe softmax(logits), the model's guided distribution, and are computed from them on use.
     """
-    scale: int                      # k, 0-based
+    scale: int                      # si, 0-based (the paper's k = si + 1)
     side: int                       # pn_k (the token map is side x side)
     num_scales: int                 # K
     cfg: float                      # guidance strength t_k actually used at this scale
     tokens: torch.Tensor            # (B, h, w) int64: the chosen token map r_k
-    embedding: torch.Tensor         # (B, Cv, h, w): codebook vectors of the chosen tokens (Gumbel mix if smoothing)
-    residual: torch.Tensor          # (B, Cv, H, W): phi_k(upsample(embedding)), what this scale adds to f_hat
-    f_hat: torch.Tensor             # (B, Cv, H, W): f_hat after this scale
-    logits: torch.Tensor            # (B, l, V): guided logits before filtering
-    raw_logits: torch.Tensor        # (2B, l, V) with CFG (rows B.. unconditional), else (B, l, V)
+    embedding: torch.Tensor         # (B, Cv, h, w) float: codebook vectors of the tokens (a Gumbel mix if smoothing)
+    contribution: torch.Tensor      # (B, Cv, H, W) float: phi_k(upsample(embedding)), what this scale adds to f_hat
+    f_hat: torch.Tensor             # (B, Cv, H, W) float: f_hat after this scale
+    logits: torch.Tensor            # (B, l, V) float: guided logits, before filtering
+    raw_logits: torch.Tensor        # (2B, l, V) float: the transformer's logits, rows B.. unconditional
     begin: int                      # this scale's tokens are positions [begin, end) of the L-token sequence
     end: int
     total_tokens: int               # L
-    token_prob: torch.Tensor | None = None    # (B, h, w): probability of the chosen token
-    entropy: torch.Tensor | None = None       # (B, h, w): entropy of the distribution, in nats
-    topk_tokens: torch.Tensor | None = None   # (B, h, w, k): the k most likely tokens
-    topk_probs: torch.Tensor | None = None    # (B, h, w, k): their probabilities
-    attention: list[torch.Tensor] | None = None  # per layer, (B, nH, l, Lk): this scale's queries (conditional rows)
-    timings: dict[str, float] = field(default_factory=dict)   # seconds: transformer, sampling, quantizer (+ trace)
+    attention: list[torch.Tensor] | None = None   # per layer (B, nH, l, Lk) float: this scale's queries, conditional
+    timings: dict[str, float] = field(default_factory=dict)   # seconds: transformer, sampling, quantizer
     decoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     _image: torch.Tensor | None = field(default=None, repr=False)
 
+    # ------------------------------------------------------------------ the sampler's distribution, on demand
+    @property
+    def probs(self) -> torch.Tensor:
+        """(B, l, V): softmax(logits), the guided distribution of every position."""
+        return self.logits.softmax(dim=-1)
+
+    @property
+    def token_prob(self) -> torch.Tensor:
+        """(B, h, w): the probability of the chosen token, p(r_k[i] | ...)."""
+        B = self.tokens.shape[0]
+        return self.probs.gather(-1, self.tokens.view(B, -1, 1)).view(B, self.side, self.side)
+
+    @property
+    def entropy(self) -> torch.Tensor:
+        """(B, h, w): entropy -sum_v p_v log p_v of every position's distribution, in nats (0 .. log V)."""
+        logp_BlV = self.logits.log_softmax(dim=-1)
+        entropy_Bl = -(logp_BlV.exp() * logp_BlV).nan_to_num_(0.0).sum(dim=-1)
+        return entropy_Bl.view(-1, self.side, self.side)
+
+    def candidates(self, k: int = NUM_CANDIDATES) -> tuple[torch.Tensor, torch.Tensor]:
+        """The k most likely tokens of every position and their probabilities, most likely first:
+        (tokens (B, h, w, k) int64, probs (B, h, w, k) float); k is capped at V."""
+        probs_Blk, tokens_Blk = self.probs.topk(min(k, self.logits.shape[-1]), dim=-1)
+        shape = (-1, self.side, self.side, probs_Blk.shape[-1])
+        return tokens_Blk.view(shape), probs_Blk.view(shape)
+
+    @property
+    def topk_tokens(self) -> torch.Tensor:
+        """Compatibility name: ``candidates()[0]``, (B, h, w, 5)."""
+        return self.candidates()[0]
+
+    @property
+    def topk_probs(self) -> torch.Tensor:
+        """Compatibility name: ``candidates()[1]``, (B, h, w, 5)."""
+        return self.candidates()[1]
+
+    @property
+    def residual(self) -> torch.Tensor:
+        """Compatibility name of ``contribution`` (kept until the app and lessons use the new name)."""
+        return self.contribution
+
+    # ------------------------------------------------------------------ structure and pictures
     def mask_rows(self) -> torch.Tensor:
         """(l, L) bool: row i says which of the L tokens this scale's i-th token may attend to (block-causal).
 
@@ -52,44 +145,78 @@ class ScaleStep:
         return rows
 
     def image(self) -> torch.Tensor:
-        """The image decoded from f_hat so far, (B, 3, Hi, Wi) in [0, 1]; decoded on first use, then kept."""
-        if self._image is None:
-            if self.decoder is None:
-                raise RuntimeError("this step has no decoder attached")
-            self._image = self.decoder(self.f_hat)
-        return self._image
+        """The image decoded from f_hat so far, (B, 3, Hi, Wi) float in [0, 1]; decoded on first use, then kept."""
+        return _decoded_once(self)
+
+    def detached(self) -> ScaleStep:
+        """This step on the CPU, out of autograd, its image decoded, with no reference to the model (``decoder`` is
+        None): safe to cache, pickle and hand to another thread. Every method works on it as on the live step."""
+        return _detached(self)
 
 
 @dataclass
 class EncodeStep:
-    """One scale of multi-scale residual quantization of a real image, as yielded by ``VQVAE.encode_steps``.
-
-    Field names match ``ScaleStep`` where the meaning is the same (``tokens``, ``embedding``, ``residual``,
-    ``f_hat``). Images are in [0, 1].
+    """One scale of multi-scale residual quantization (Algorithm 1), as yielded by
+    ``MultiScaleQuantizer.residual_steps`` (no image) and ``VQVAE.encode_steps`` (with the input image and a
+    decoder). Field names match ``ScaleStep`` where the meaning is the same. Images are in [0, 1].
     """
-    scale: int
-    side: int
-    num_scales: int
-    target: torch.Tensor            # (B, Cv, h, w): the residual still unexplained, area-downsampled to this scale
-    tokens: torch.Tensor            # (B, h, w): nearest codebook entry of every target vector
-    embedding: torch.Tensor         # (B, Cv, h, w): the quantized vectors e[tokens]
-    residual: torch.Tensor          # (B, Cv, H, W): phi_k(upsample(embedding)), this scale's contribution
-    f_hat: torch.Tensor             # (B, Cv, H, W): f_hat after this scale
-    remaining: torch.Tensor         # (B, Cv, H, W): f - f_hat, left for the finer scales
-    remaining_norm: torch.Tensor    # (B,): ||f - f_hat|| / ||f|| (relative, 1.0 before the first scale)
-    codes_used: int                 # distinct codebook entries used at this scale (whole batch)
-    vocab_size: int
-    input_image: torch.Tensor = field(repr=False)   # (B, 3, Hi, Wi) in [0, 1]
+    scale: int                      # si, 0-based (the paper's k = si + 1)
+    side: int                       # pn_k
+    num_scales: int                 # K
+    vocab_size: int                 # V
+    target: torch.Tensor            # (B, Cv, h, w) float: the rest before this scale, area-downsampled to pn_k (z_k)
+    tokens: torch.Tensor            # (B, h, w) int64: nearest codebook entry of every target vector (r_k)
+    embedding: torch.Tensor         # (B, Cv, h, w) float: the quantized vectors e[tokens]
+    contribution: torch.Tensor      # (B, Cv, H, W) float: phi_k(upsample(embedding)), what this scale adds to f_hat
+    f_hat: torch.Tensor             # (B, Cv, H, W) float: f_hat after this scale
+    rest: torch.Tensor              # (B, Cv, H, W) float: f - f_hat, left for the finer scales
+    input_image: torch.Tensor | None = field(default=None, repr=False)   # (B, 3, Hi, Wi) in [0, 1]
     decoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     _image: torch.Tensor | None = field(default=None, repr=False)
 
+    @property
+    def rest_norm(self) -> torch.Tensor:
+        """(B,): ||f - f_hat|| / ||f||, the share of f still unexplained (f = f_hat + rest)."""
+        f_norm_B = (self.f_hat + self.rest).flatten(1).norm(dim=1).clamp_min(1e-12)
+        return self.rest.flatten(1).norm(dim=1) / f_norm_B
+
+    @property
+    def codes_used(self) -> int:
+        """Distinct codebook entries used at this scale (whole batch)."""
+        return int(self.tokens.unique().numel())
+
+    @property
+    def residual(self) -> torch.Tensor:
+        """Compatibility name of ``contribution`` (kept until the app uses the new name)."""
+        return self.contribution
+
+    @property
+    def remaining(self) -> torch.Tensor:
+        """Compatibility name of ``rest`` (kept until the app and lessons use the new name)."""
+        return self.rest
+
+    @property
+    def remaining_norm(self) -> torch.Tensor:
+        """Compatibility name of ``rest_norm`` (kept until the app and lessons use the new name)."""
+        return self.rest_norm
+
+    @property
+    def target_BCvhw(self) -> torch.Tensor:
+        """Compatibility name of ``target`` (kept until varlite/train/tokenizer.py uses the new name)."""
+        return self.target
+
     def image(self) -> torch.Tensor:
-        """The image decoded from this prefix of scales, (B, 3, Hi, Wi) in [0, 1]; decoded once, on first use."""
-        if self._image is None:
-            self._image = self.decoder(self.f_hat)
-        return self._image
+        """The image decoded from this prefix of scales, (B, 3, Hi, Wi) float in [0, 1]; decoded once, on first use."""
+        return _decoded_once(self)
 
     def psnr(self) -> torch.Tensor:
         """(B,) PSNR in dB of the decoded prefix against the input: 10 log10(1 / MSE) for images in [0, 1]."""
+        if self.input_image is None:
+            raise RuntimeError("this step has no input image (it comes from the quantizer alone: use "
+                               "VQVAE.encode_steps, which attaches the image)")
         mse_B = (self.image() - self.input_image).square().flatten(1).mean(1)
         return 10 * torch.log10(1.0 / mse_B.clamp_min(1e-12))
+
+    def detached(self) -> EncodeStep:
+        """This step on the CPU, out of autograd, its image decoded, with no reference to the model."""
+        return _detached(self)

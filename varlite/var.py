@@ -227,13 +227,10 @@ class VAR(nn.Module):
 
             step = ScaleStep(
                 scale=si, side=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn), embedding=emb_BCvhw,
-                residual=residual, f_hat=f_hat, logits=logits_BlV, raw_logits=raw_logits,
+                contribution=residual, f_hat=f_hat, logits=logits_BlV, raw_logits=raw_logits,
                 begin=begin, end=end, total_tokens=self.L, decoder=self.decode_f_hat,
                 timings={"transformer": t_transformer - t_start, "sampling": t_sampling - t_transformer,
                          "quantizer": t_quantizer - t_sampling})
-            if trace:
-                self._fill_trace(step, logits_BlV, idx_Bl, num_candidates)
-                step.timings["trace"] = time.perf_counter() - t_quantizer
             if capture_attention:   # conditional rows only; clone so the unconditional half is freed
                 step.attention = [w[:B].clone() for w in attn_weights]
             yield step
@@ -255,17 +252,6 @@ class VAR(nn.Module):
         idx_Bl = torch.where(keep_Bl, tokens_Bl, idx_Bl)
         emb_BlCv = torch.where(keep_Bl.unsqueeze(-1), self.vqvae.quantize.embedding(tokens_Bl), emb_BlCv)
         return idx_Bl, emb_BlCv
-
-    @staticmethod
-    def _fill_trace(step: ScaleStep, logits_BlV: torch.Tensor, idx_Bl: torch.Tensor, k: int) -> None:
-        """Probability of the chosen token, entropy and top-k candidates of softmax(guided logits)."""
-        B, side = idx_Bl.shape[0], step.side
-        logp_BlV = logits_BlV.log_softmax(dim=-1)
-        p_BlV = logp_BlV.exp()
-        step.token_prob = p_BlV.gather(-1, idx_Bl.unsqueeze(-1)).view(B, side, side)
-        step.entropy = -(p_BlV * logp_BlV).nan_to_num_(0.0).sum(-1).view(B, side, side)
-        top_p, top_i = p_BlV.topk(min(k, p_BlV.shape[-1]), dim=-1)
-        step.topk_probs, step.topk_tokens = top_p.view(B, side, side, -1), top_i.view(B, side, side, -1)
 
     def generate(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
                  seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

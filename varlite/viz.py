@@ -5,10 +5,11 @@
 Dimension key: B batch, K scales, h,w one scale's side, H,W final latent side, Cv latent channels, V vocabulary,
 L all tokens, l tokens of one scale, Lk keys visible to a scale, nH heads.
 
-Most functions take the steps of a generation (``ScaleStep``) or of an encoding (``EncodeStep``) and a batch index
-``b``. Attention figures need ``generate_steps(..., capture_attention=True)``; that keeps depth x nH x l_k x L_k
-float32 values per scale and image -- for the official d16 config 293 MB per image (178 MB at the last scale), see
-``complexity.attention_capture_bytes``; probability / top-k figures need ``trace=True``.
+Most functions take the steps of a generation (``ScaleStep``) or of an encoding (``EncodeStep``), live or
+``detached()``, and a batch index ``b``; scales are titled 1-based (scale k = si + 1). Probability and top-k figures
+derive what they show from the step's logits. Attention figures need ``generate_steps(..., capture_attention=True)``;
+that keeps depth x nH x l_k x L_k float32 values per scale and image -- for the official d16 config 293 MB per image
+(178 MB at the last scale), see ``complexity.attention_capture_bytes``.
 """
 from __future__ import annotations
 
@@ -113,10 +114,10 @@ def _first_component(maps: list[torch.Tensor], b: int) -> torch.Tensor:
     return direction if direction[direction.abs().argmax()] > 0 else -direction
 
 
-def latent_figure(steps: Sequence, fields: Sequence[str] = ("residual", "f_hat"), reduce: str = "norm",
+def latent_figure(steps: Sequence, fields: Sequence[str] = ("contribution", "f_hat"), reduce: str = "norm",
                   b: int = 0) -> Figure:
-    """A row per latent field (``residual``: what the scale added, ``f_hat``: the sum so far; encodings also have
-    ``remaining`` = f - f_hat), a column per scale. Each map (Cv, H, W) is shown as its channel L2 norm
+    """A row per latent field (``contribution``: what the scale added, ``f_hat``: the sum so far; encodings also
+    have ``rest`` = f - f_hat and ``target``), a column per scale. Each map (Cv, H, W) is shown as its channel L2 norm
     (reduce="norm", viridis) or its projection on the row's first principal component (reduce="pca", cividis);
     one colour scale per row, so scales can be compared."""
     if reduce not in ("norm", "pca"):
@@ -230,15 +231,9 @@ def attention_figure(step, patch_nums: Sequence[int], layer: int, head: int | No
 
 
 # ------------------------------------------------------------------------------------------ the sampler's view
-def _require_trace(step) -> None:
-    if step.token_prob is None:
-        raise ValueError("this step has no probabilities; generate with trace=True")
-
-
 def probability_figure(step, b: int = 0) -> Figure:
     """Two maps of one scale: the probability the model gave the chosen token (0..1, viridis) and the entropy of
     its distribution in nats (0..log V, magma): low entropy = confident, high = many tokens plausible."""
-    _require_trace(step)
     V = step.logits.shape[-1]
     fig, (ax_p, ax_h) = _row_figure(2, panel_inches=2.8, extra_width=1.0)
     shown = ax_p.imshow(_numpy(step.token_prob[b]), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
@@ -253,7 +248,6 @@ def probability_figure(step, b: int = 0) -> Figure:
 
 def topk_figure(step, row: int, col: int, b: int = 0) -> Figure:
     """Bars of the most likely tokens at one position (the chosen token in orange if it is among them)."""
-    _require_trace(step)
     if not (0 <= row < step.side and 0 <= col < step.side):
         raise ValueError(f"position ({row}, {col}) is outside this {step.side}x{step.side} map")
     tokens_k = _numpy(step.topk_tokens[b, row, col]).astype(np.int64)

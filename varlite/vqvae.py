@@ -12,6 +12,9 @@ checkpoint ``vae_ch160v4096z32.pth`` so it loads with no renaming.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Iterator
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -230,19 +233,13 @@ class VQVAE(nn.Module):
         return self.f_hat_to_img(f_hat_BCvHW).add_(1).mul_(0.5)
 
     @torch.inference_mode()
-    def encode_steps(self, img_B3HW: torch.Tensor):
-        """Yield one ``EncodeStep`` per scale while tokenizing ``img`` (float, [-1, 1]): the quantizer's loop, shown."""
-        f = self.encode(img_B3HW)
-        f_norm_B = f.flatten(1).norm(dim=1).clamp_min(1e-12)
-        input01 = img_B3HW.add(1).mul(0.5)
-        B = f.shape[0]
-        for q in self.quantize.residual_steps(f):
-            yield EncodeStep(
-                scale=q.si, side=q.side, num_scales=self.quantize.num_scales, target=q.target_BCvhw,
-                tokens=q.idx_Bl.view(B, q.side, q.side), embedding=q.h_BCvhw, residual=q.contribution_BCvHW,
-                f_hat=q.f_hat_BCvHW, remaining=q.rest_BCvHW, remaining_norm=q.rest_BCvHW.flatten(1).norm(dim=1) / f_norm_B,
-                codes_used=int(q.idx_Bl.unique().numel()), vocab_size=self.config.vocab_size,
-                input_image=input01, decoder=self.decode_f_hat)
+    def encode_steps(self, img_B3HW: torch.Tensor) -> Iterator[EncodeStep]:
+        """Yield one ``EncodeStep`` per scale while tokenizing ``img`` (float, [-1, 1]): the quantizer's loop, shown,
+        with the input image (in [0, 1]) and this VQVAE's decoder attached to every step."""
+        f_BCvHW = self.encode(img_B3HW)
+        input01_B3HW = img_B3HW.add(1).mul(0.5)
+        for step in self.quantize.residual_steps(f_BCvHW):
+            yield dataclasses.replace(step, input_image=input01_B3HW, decoder=self.decode_f_hat)
 
     def forward(self, img_B3HW: torch.Tensor):
         """Training pass: (reconstruction without clamping, vq loss, tokens per scale).
