@@ -1,15 +1,28 @@
-"""The ``python -m varlite`` command line: download official weights or CIFAR-10, check parity, train, inspect."""
+"""The ``python -m varlite`` command line: download official weights or CIFAR-10, check parity, train, inspect.
+
+A mistake a user can make (a wrong path, name, dataset folder or file) prints one line ``error: <what, why, what to
+do>`` on stderr and exits with code 2; ``--debug`` shows the full traceback instead. Anything else is a bug and
+keeps its traceback.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
 
-from .data import download_cifar10
+from .builtin import BuiltinError
+from .data import DatasetError, download_cifar10
 from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .download import DownloadError, varlite_home
 from .train import cli as train_cli
+from .train.checkpoint import CheckpointError as TrainCheckpointError
 from .pretrained import HF_BASE_URL, OFFICIAL_FILES, CheckpointError, download_official, official_path
+
+# What a user can cause; ValueError also covers varlite.pretrained's CheckpointError, varlite.parity's
+# ReferenceSetError and argument checks. A traceback of these would only hide the message at its end.
+USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, DatasetError,
+               BuiltinError, TrainCheckpointError, DownloadError)
+EXIT_USER_ERROR = 2
 
 
 def cmd_download(args) -> int:
@@ -55,7 +68,7 @@ def cmd_info(args) -> int:
 
 def cmd_parity(args) -> int:
     from .parity import main as parity_main
-    return parity_main([args.ref_dir])
+    return parity_main([args.ref_dir] + (["--threads", str(args.threads)] if args.threads else []))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,13 +90,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_info)
 
     p = sub.add_parser("parity", help="check varlite against an official reference set (see varlite.parity)")
-    p.add_argument("ref_dir")
+    p.add_argument("ref_dir", help="a reference set folder (config.json, cases.npz, optional vae.pth/var.pth)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_parity)
 
     train_cli.add_subcommands(sub)    # train-tokenizer, train-var, train-classifier, evaluate, export-builtin
+    add_debug_option(parser, sub)
     return parser
 
 
+def add_debug_option(parser: argparse.ArgumentParser, subparsers) -> None:
+    """``--debug`` before or after the command name (after it, only when given: the top level's default stays)."""
+    text = "show the full traceback of an error instead of one line"
+    parser.add_argument("--debug", action="store_true", help=text)
+    for sub in subparsers.choices.values():
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=text)
+
+
+def error_line(err: BaseException) -> str:
+    """The one line printed for a user error: the message on one line (an OSError without one: path and reason)."""
+    if isinstance(err, OSError) and err.filename is not None and str(err).startswith("[Errno"):
+        return f"{err.filename}: {err.strerror}; check the path"
+    return " ".join(str(err).split()) or type(err).__name__
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run the chosen command; a user error becomes one line on stderr and exit code 2 (unless ``--debug``)."""
+    try:
+        return args.func(args)
+    except USER_ERRORS as err:
+        if args.debug:
+            raise
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_USER_ERROR
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return args.func(args)
+    return run_command(build_parser().parse_args(argv))

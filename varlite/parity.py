@@ -84,6 +84,9 @@ class ParityRun:
 
     def __init__(self, ref_dir: str | Path):
         self.dir = Path(ref_dir)
+        if not self.dir.is_dir():
+            raise ReferenceSetError(f"reference set folder {self.dir} does not exist; pass a folder made by the "
+                                    f"reference generator, e.g. tests/data/upstream_tiny")
         for name in ("config.json", "cases.npz"):
             if not (self.dir / name).is_file():
                 raise ReferenceSetError(
@@ -265,5 +268,6 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":      # through the main command line, for its one-line errors and exit code 2
+    from varlite.cli import main as cli_main
+    sys.exit(cli_main(["parity", *sys.argv[1:]]))

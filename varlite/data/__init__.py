@@ -91,7 +91,8 @@ def load_dataset(name: str, split: str = "train", root=None, **kw) -> ImageDatas
         return CIFAR10(root=root, split=split, **kw)
     if name == "folder":
         if root is None:
-            raise ValueError("the folder dataset needs root=<folder with one sub-folder of images per class>")
+            raise ValueError("the folder dataset needs the folder of your images (--data-root DIR on the command "
+                             "line, root=DIR in Python), holding one sub-folder of images per class")
         split_folder = Path(root) / split
         return ImageFolder(split_folder if split_folder.is_dir() else root, **kw)
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")

@@ -67,7 +67,8 @@ def load_square_rgb(path: Path, image_size: int) -> np.ndarray:
                 img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
             rgb = img.convert("RGB")
     except (OSError, SyntaxError, ValueError) as err:     # what PIL raises for unreadable or damaged files
-        raise CorruptDatasetError(f"cannot read image {path} ({type(err).__name__}: {err}); replace or remove "
+        raise CorruptDatasetError(f"{path} is not a readable image: its name ends in {path.suffix} but the "
+                                  f"contents cannot be decoded as one ({type(err).__name__}); replace or remove "
                                   f"it") from err
     width, height = rgb.size
     side = min(width, height)

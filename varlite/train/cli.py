@@ -74,10 +74,12 @@ def add_subcommands(subparsers) -> None:
 
 
 def main(argv=None) -> int:
+    from varlite.cli import add_debug_option, run_command      # here: varlite.cli imports this module
     parser = argparse.ArgumentParser(prog="python -m varlite.train.cli", description=__doc__.splitlines()[0])
-    add_subcommands(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_subcommands(sub)
+    add_debug_option(parser, sub)
+    return run_command(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
