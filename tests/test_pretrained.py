@@ -337,3 +337,22 @@ def test_resolve_model_path_accepts_only_the_model_folders(tmp_path, monkeypatch
         messages.append(str(info.value).replace(repr(str(typed)), "PATH"))
     assert len(set(messages)) == 1        # existing or not, file or link: the same words
     assert str(home.resolve()) in messages[0] and "VARLITE_MODEL_DIRS" in messages[0]
+
+
+def test_load_official_reads_the_cache_and_takes_a_device(tmp_path, tiny_files):
+    """Tiny reference files under the official names stand in for the 1.7 GB ones (checked against varlite's own
+    layout for their config, as any non-official config)."""
+    (tmp_path / "vae_ch160v4096z32.pth").write_bytes(tiny_files[0].read_bytes())
+    (tmp_path / "var_d16.pth").write_bytes(tiny_files[1].read_bytes())
+    vqvae, var = pretrained.load_official(16, tmp_path, device="cpu")
+    assert var.config == get_preset("tiny").var and vqvae.config == get_preset("tiny").vqvae
+    assert next(var.parameters()).device.type == "cpu" and var.vqvae is vqvae
+    with pytest.raises(ValueError, match="there is no official VAR-d17; the official depths are 16, 20, 24, 30, 36"):
+        pretrained.load_official(17, tmp_path)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*var_d20.pth"):
+        pretrained.load_official(20, tmp_path)
+    if torch.cuda.is_available():
+        assert next(pretrained.load_official(16, tmp_path)[1].parameters()).device.type == "cuda"   # auto
+    else:
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            pretrained.load_official(16, tmp_path, device="cuda")

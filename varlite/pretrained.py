@@ -23,10 +23,12 @@ import torch
 
 from .configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig
 from .download import download_file, varlite_home
+from .train.loop import pick_device
 from .var import VAR, block_causal_bias
 from .vqvae import VQVAE
 
 HF_BASE_URL = "https://huggingface.co/FoundationVision/var/resolve/main/"
+OFFICIAL_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.96}    # the official demo's sampling settings
 
 
 # ------------------------------------------------------------------------------------------------ errors
@@ -326,30 +328,39 @@ def var_from_state_dict(sd: dict[str, torch.Tensor], vqvae: VQVAE, what: str = "
     return model.eval()
 
 
-def load_vqvae(path: str | os.PathLike, patch_nums=OFFICIAL_PATCH_NUMS) -> VQVAE:
-    """Load a VQVAE file (e.g. ``vae_ch160v4096z32.pth``) safely and strictly; returns it in eval mode."""
-    return vqvae_from_state_dict(load_state_dict(path), patch_nums, what=str(path))
+def load_vqvae(path: str | os.PathLike, patch_nums=OFFICIAL_PATCH_NUMS, device: str | torch.device = "auto") -> VQVAE:
+    """Load a VQVAE file (e.g. ``vae_ch160v4096z32.pth``) safely and strictly; returns it in eval mode on ``device``
+    ("auto": cuda if available, else mps, else cpu)."""
+    return vqvae_from_state_dict(load_state_dict(path), patch_nums, what=str(path)).to(pick_device(device))
 
 
 def load_var(path: str | os.PathLike, vqvae: VQVAE) -> VAR:
-    """Load a VAR file (e.g. ``var_d16.pth``) safely and strictly on top of its VQVAE; returns it in eval mode."""
-    return var_from_state_dict(load_state_dict(path), vqvae, what=str(path))
+    """Load a VAR file (e.g. ``var_d16.pth``) safely and strictly on top of its VQVAE; returns it in eval mode, on
+    the VQVAE's device."""
+    var = var_from_state_dict(load_state_dict(path), vqvae, what=str(path))
+    return var.to(next(vqvae.parameters()).device)
 
 
-def load_pair(vae_path: str | os.PathLike, var_path: str | os.PathLike) -> tuple[VQVAE, VAR]:
+def load_pair(vae_path: str | os.PathLike, var_path: str | os.PathLike,
+              device: str | torch.device = "auto") -> tuple[VQVAE, VAR]:
     """(vqvae, var) from a VQVAE file and the VAR file trained on it, official or not: the VAR file is read first,
-    its patch_nums (from ``lvl_1L``) build the VQVAE, then both are verified strictly and loaded."""
+    its patch_nums (from ``lvl_1L``) build the VQVAE, then both are verified strictly and loaded onto ``device``."""
     var_sd = load_state_dict(var_path)
     check_is_var(var_sd, str(var_path))
-    vqvae = load_vqvae(vae_path, patch_nums=infer_var_config(var_sd).patch_nums)
-    return vqvae, var_from_state_dict(var_sd, vqvae, what=str(var_path))
+    vqvae = load_vqvae(vae_path, patch_nums=infer_var_config(var_sd).patch_nums, device="cpu")
+    var = var_from_state_dict(var_sd, vqvae, what=str(var_path))
+    return vqvae.to(pick_device(device)), var.to(pick_device(device))
 
 
-def load_official(depth: int, cache_dir: str | os.PathLike | None = None) -> tuple[VQVAE, VAR]:
-    """(vqvae, var) for ``var_d{depth}.pth`` from the cache (see ``python -m varlite download``)."""
-    var_sd = load_state_dict(official_path(f"d{depth}", cache_dir))
-    vqvae = load_vqvae(official_path("vae", cache_dir), patch_nums=infer_var_config(var_sd).patch_nums)
-    return vqvae, var_from_state_dict(var_sd, vqvae, what=OFFICIAL_FILES[f"d{depth}"].filename)
+def load_official(depth: int, cache_dir: str | os.PathLike | None = None,
+                  device: str | torch.device = "auto") -> tuple[VQVAE, VAR]:
+    """(vqvae, var) for ``var_d{depth}.pth`` from the cache (see ``python -m varlite download``), on ``device``.
+    Sample with ``OFFICIAL_SAMPLING`` for the official demo's look."""
+    name = f"d{depth}"
+    if name not in OFFICIAL_FILES:
+        raise ValueError(f"there is no official VAR-d{depth}; the official depths are "
+                         f"{', '.join(n[1:] for n in OFFICIAL_FILES if n != 'vae')}")
+    return load_pair(official_path("vae", cache_dir), official_path(name, cache_dir), device)
 
 
 # ------------------------------------------------------------------------------------------------ paths typed by users
