@@ -7,16 +7,29 @@ keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from .builtin import BuiltinError
-from .data import DatasetError, download_cifar10
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import imagenet
+from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults
+from .data import DatasetError, cifar10, download_cifar10, shapes
 from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .download import DownloadError, varlite_home
+from .pretrained import (HF_BASE_URL, OFFICIAL_FILES, OFFICIAL_SAMPLING, CheckpointError, download_official,
+                         load_official, load_pair, official_path)
 from .train import cli as train_cli
 from .train.checkpoint import CheckpointError as TrainCheckpointError
-from .pretrained import HF_BASE_URL, OFFICIAL_FILES, CheckpointError, download_official, official_path
+from .train.grid import save_grid
+from .train.loop import pick_device
+from .var import VAR
+from .vqvae import VQVAE
 
 # What a user can cause; ValueError also covers varlite.pretrained's CheckpointError, varlite.parity's
 # ReferenceSetError and argument checks. A traceback of these would only hide the message at its end.
@@ -71,6 +84,181 @@ def cmd_parity(args) -> int:
     return parity_main([args.ref_dir] + (["--threads", str(args.threads)] if args.threads else []))
 
 
+# ------------------------------------------------------------------------------------------------ generate
+CLASS_NAMES = {"shapes": shapes.CLASS_NAMES, "cifar10": cifar10.CLASSES}     # by dataset (= built-in model) name
+ALL_CLASSES_UP_TO = 16      # without --class, a model with at most this many classes samples every class
+
+
+@dataclass
+class GenerationModel:
+    """A model ready to sample, with the sampling settings it recommends and its class names ("" when unknown)."""
+    vqvae: VQVAE
+    var: VAR
+    description: str
+    sampling: dict
+    class_names: list[str]
+
+
+def class_names_for(dataset: str | None, num_classes: int) -> list[str]:
+    """Shapes / CIFAR-10 names by dataset name, ImageNet names for 1,000 classes, else blanks."""
+    names = CLASS_NAMES.get(dataset or "")
+    if names is None and num_classes == imagenet.NUM_CLASSES:
+        names = imagenet.class_names()
+    return list(names) if names is not None and len(names) == num_classes else [""] * num_classes
+
+
+def load_generation_model(model: str, vae: str | None, cache_dir: str | None, device: torch.device) -> GenerationModel:
+    """``model``: a built-in name, an official depth ("d16"), a train-var run folder or its checkpoint.pt, or (with
+    ``vae``) a VAR .pth file whose VQVAE file is ``vae``."""
+    if vae is not None:
+        vqvae, var = load_pair(vae, model, device)
+        return GenerationModel(vqvae, var, f"{model} with {vae}", dict(DEFAULT_SAMPLING),
+                               class_names_for(None, var.num_classes))
+    if model in list_builtin():
+        vqvae, var = load_builtin(model, device)
+        return GenerationModel(vqvae, var, f"built-in {model}", sampling_defaults(model),
+                               class_names_for(model, var.num_classes))
+    if re.fullmatch(r"d\d+", model):
+        vqvae, var = load_official(int(model[1:]), cache_dir, device)
+        return GenerationModel(vqvae, var, f"official VAR-{model}", dict(OFFICIAL_SAMPLING),
+                               class_names_for(None, var.num_classes))
+    path = Path(model)
+    if path.is_dir() or (path.is_file() and path.suffix == ".pt"):
+        from .train.transformer import load_var as load_training_run
+        var, configs = load_training_run(path, device)
+        train = configs["train"]
+        return GenerationModel(var.vqvae, var, f"training run {path}", {**DEFAULT_SAMPLING, "cfg": train["sample_cfg"]},
+                               class_names_for(train["dataset"], var.num_classes))
+    if path.is_file():
+        raise ValueError(f"{path} is a single weights file: give the VQVAE file it was trained with as --vae "
+                         f"(official files, or VQVAE + VAR state_dicts saved by varlite), or pass a train-var run "
+                         f"folder or its checkpoint.pt as --model")
+    raise ValueError(f"--model {model!r} is neither a built-in model ({', '.join(list_builtin())}), an official "
+                     f"depth (d16, d20, d24, d30: `python -m varlite download d16` first) nor an existing train-var "
+                     f"run folder or checkpoint.pt")
+
+
+def parse_classes(values: list[str] | None, names: list[str]) -> list[int]:
+    """Class indices from --class values: numbers, or names matched without regard to case ("Red Disc")."""
+    num_classes = len(names)
+    if not values:
+        if num_classes > ALL_CLASSES_UP_TO:
+            raise ValueError(f"this model has {num_classes} classes: choose some with --class (numbers or names; "
+                             f"--list-classes shows them)")
+        return list(range(num_classes))
+    by_name = {name.lower(): i for i, name in enumerate(names) if name}
+    labels = []
+    for value in values:
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            if not 0 <= int(text) < num_classes:
+                raise ValueError(f"--class {text} is outside this model's classes 0..{num_classes - 1}")
+            labels.append(int(text))
+        elif text.lower() in by_name:
+            labels.append(by_name[text.lower()])
+        else:
+            known = [n for n in names if n]
+            shown = (f"its names are {', '.join(map(repr, known[:12]))}{' ...' if len(known) > 12 else ''}"
+                     if known else "it has no class names, only numbers")
+            raise ValueError(f"--class {value!r} is not a class of this model: {shown}; give a number "
+                             f"0..{num_classes - 1} or a name (--list-classes shows them all)")
+    return labels
+
+
+def write_step_pngs(step, colors_V3: np.ndarray, folder: Path, ncols: int, zoom: int) -> None:
+    """Three PNGs of one scale k = si + 1, each a grid over the batch at the image's size:
+    ``scale<k>_tokens.png`` (each token in its codebook colour, ``viz.codebook_colors``),
+    ``scale<k>_contribution.png`` (||contribution|| over channels, viridis, brightest = the largest of this scale)
+    and ``scale<k>_image.png`` (the image decoded from the first k scales)."""
+    from matplotlib import colormaps
+    image_B3HW = step.image()
+    side = image_B3HW.shape[-1]
+    tokens_B3hw = torch.from_numpy(colors_V3[step.tokens.cpu().numpy()]).permute(0, 3, 1, 2).float()
+    norm_BHW = step.contribution.float().norm(dim=1).cpu()
+    norm_BHW = norm_BHW / norm_BHW.max().clamp_min(1e-12)
+    contribution_B3HW = torch.from_numpy(colormaps["viridis"](norm_BHW.numpy())[..., :3]).permute(0, 3, 1, 2).float()
+    for name, maps_B3hw in (("tokens", tokens_B3hw), ("contribution", contribution_B3HW), ("image", image_B3HW)):
+        save_grid(F.interpolate(maps_B3hw.float().cpu(), size=(side, side), mode="nearest"), ncols,
+                  folder / f"scale{step.scale + 1:02d}_{name}.png", scale=zoom)
+
+
+def write_overview_figures(steps: list, codebook_VCv: torch.Tensor, folder: Path) -> None:
+    """The first image's whole generation as three ``varlite.viz`` figures: tokens.png, latents.png, pyramid.png."""
+    from . import viz
+    for name, fig in (("tokens", viz.token_map_figure(steps, codebook_VCv)),
+                      ("latents", viz.latent_figure(steps, ("contribution", "f_hat"))),
+                      ("pyramid", viz.pyramid_figure(steps))):
+        fig.savefig(folder / f"{name}.png", dpi=80)
+
+
+def cmd_generate(args) -> int:
+    """Sample a grid (one row per class, --n columns) with the model's recommended sampling unless overridden."""
+    device = pick_device(args.device)
+    model = load_generation_model(args.model, args.vae, args.cache_dir, device)
+    if args.list_classes:
+        for i, name in enumerate(model.class_names):
+            print(f"{i}: {name}" if name else str(i))
+        return 0
+    if args.n < 1:
+        raise ValueError(f"--n must be at least 1 (images per class); got {args.n}")
+    classes = parse_classes(args.classes, model.class_names)
+    sampling = {key: getattr(args, key) if getattr(args, key) is not None else model.sampling[key]
+                for key in ("cfg", "top_k", "top_p")}
+    labels_B = torch.tensor([c for c in classes for _ in range(args.n)], device=device)
+    steps_out = Path(args.steps_out) if args.steps_out else None
+    if steps_out is not None:
+        steps_out.mkdir(parents=True, exist_ok=True)
+        colors_V3 = viz_codebook_colors(model.vqvae)
+    zoom = max(1, 64 // model.vqvae.config.image_size)
+    t0 = time.perf_counter()
+    kept = []
+    for step in model.var.generate_steps(labels_B, **sampling, more_smooth=args.more_smooth, seed=args.seed):
+        if steps_out is not None:
+            write_step_pngs(step, colors_V3, steps_out, args.n, zoom)
+            kept.append(step.detached())
+    out = save_grid(step.image(), args.n, args.out, scale=zoom)
+    seconds = time.perf_counter() - t0
+    if steps_out is not None:
+        write_overview_figures(kept, model.vqvae.quantize.embedding.weight, steps_out)
+    rows = ", ".join(f"{c}" + (f" {model.class_names[c]!r}" if model.class_names[c] else "") for c in classes)
+    print(f"wrote {out}: {model.description}, classes {rows} (one row each, {args.n} images), cfg {sampling['cfg']}, "
+          f"top-k {sampling['top_k']}, top-p {sampling['top_p']}, seed {args.seed}, {device}, {seconds:.1f} s"
+          + (f"; per-scale PNGs in {steps_out}" if steps_out is not None else ""), file=sys.stderr)
+    return 0
+
+
+def viz_codebook_colors(vqvae: VQVAE) -> np.ndarray:
+    """(V, 3) colours of the codebook entries, as every varlite figure draws tokens."""
+    from .viz import codebook_colors
+    return codebook_colors(vqvae.quantize.embedding.weight)
+
+
+def add_generate_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", default="shapes",
+                   help="a built-in model (shapes, cifar10), an official depth (d16, d20, d24, d30; download it "
+                        "first), a train-var run folder or checkpoint.pt, or a VAR .pth with --vae (default: shapes)")
+    p.add_argument("--vae", default=None, help="the VQVAE .pth file of a VAR .pth given as --model")
+    p.add_argument("--cache-dir", default=None, help="where official files are (default: $VARLITE_HOME or "
+                                                      "~/.cache/varlite)")
+    p.add_argument("--class", dest="classes", nargs="+", default=None, metavar="CLASS",
+                   help='class numbers or names, e.g. 3 or "red disc" (default: every class of a model with at '
+                        f'most {ALL_CLASSES_UP_TO})')
+    p.add_argument("--list-classes", action="store_true", help="print the model's classes and stop")
+    p.add_argument("--n", type=int, default=8, help="images per class (default 8)")
+    p.add_argument("--cfg", type=float, default=None, help="guidance strength (default: the model's recommendation)")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = off; default: the "
+                                                            "model's recommendation)")
+    p.add_argument("--top-p", type=float, default=None, help="nucleus filter (0 = off; default: the model's "
+                                                              "recommendation)")
+    p.add_argument("--more-smooth", action="store_true", help="Gumbel smoothing of the token embeddings")
+    p.add_argument("--seed", type=int, default=0, help="the only source of randomness (default 0)")
+    p.add_argument("--out", default="samples.png", help="the grid PNG: one row per class (default samples.png)")
+    p.add_argument("--steps-out", default=None, metavar="DIR",
+                   help="also write each scale's token map, contribution and partial image as PNGs into DIR")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: cuda, else mps, "
+                                                     "else cpu)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m varlite", description="varlite: a readable VAR.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("ref_dir", help="a reference set folder (config.json, cases.npz, optional vae.pth/var.pth)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_parity)
+
+    p = sub.add_parser("generate", help="sample a grid of images from a built-in, official or trained model",
+                       description=cmd_generate.__doc__)
+    add_generate_options(p)
+    p.set_defaults(func=cmd_generate)
 
     train_cli.add_subcommands(sub)    # train-tokenizer, train-var, train-classifier, evaluate, export-builtin
     add_debug_option(parser, sub)
