@@ -23,6 +23,7 @@ import random
 import signal
 import sys
 import time
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -264,27 +265,83 @@ class Progress:
 class MetricLog:
     """Metrics as JSON lines (``metrics.jsonl``) and one CSV per split (``metrics_<split>.csv``) in the run dir.
 
-    On resume from step s, rows logged after s (by the interrupted process) are dropped, so the files read as if
-    the run had never stopped.
+    A training row holds the means over one logging window (the steps since the last row): ``add`` sums a step's
+    values, ``take_window`` returns their means and opens a new window. The open window (sums and count, per
+    process) goes into the checkpoint (``window_state`` / ``load_window``), so a run stopped in mid-window writes,
+    once resumed, the very row an uninterrupted run writes.
+
+    On resume from step s (``keep_until(s)``), rows logged after s (by the interrupted process) are dropped, so the
+    files read as if the run had never stopped; a torn last line (a write cut short, e.g. by a power loss) is
+    dropped with a warning.
     """
 
-    def __init__(self, run_dir: Path, resume_step: int | None, enabled: bool = True):
+    def __init__(self, run_dir: Path, resume_step: int | None = None, enabled: bool = True):
+        """``resume_step``: drop the rows after it at once (None: leave the files; ``keep_until`` does it later)."""
         self.dir, self.enabled = Path(run_dir), enabled
         self.jsonl = self.dir / "metrics.jsonl"
+        self.sums: dict[str, float] = {}
+        self.count = 0
         if enabled:
             self.dir.mkdir(parents=True, exist_ok=True)
-            self._truncate(0 if resume_step is None else resume_step)
+        if resume_step is not None:
+            self.keep_until(resume_step)
 
-    def _truncate(self, step: int) -> None:
+    # the logging window ---------------------------------------------------------------------------
+    def add(self, values: dict[str, float]) -> None:
+        """Add one step's values to the open window."""
+        for k, v in values.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.count += 1
+
+    def take_window(self) -> dict[str, float]:
+        """{name: sum / count} of the open window, names sorted; the window is then empty."""
+        means = {k: self.sums[k] / self.count for k in sorted(self.sums)}
+        self.sums, self.count = {}, 0
+        return means
+
+    def window_state(self) -> dict:
+        """The open window as plain types, for the checkpoint."""
+        return {"sums": dict(self.sums), "count": self.count}
+
+    def load_window(self, state: dict | None) -> None:
+        """Reopen a saved window (None: a checkpoint from before windows were saved; start empty)."""
+        self.sums, self.count = (dict(state["sums"]), int(state["count"])) if state else ({}, 0)
+
+    # the files ------------------------------------------------------------------------------------
+    def keep_until(self, step: int) -> None:
+        """Drop every row logged after ``step`` (and a torn last line) from the files."""
+        if not self.enabled:
+            return
         if self.jsonl.exists():
-            rows = [json.loads(line) for line in self.jsonl.read_text().splitlines() if line.strip()]
+            rows = self._read_jsonl()
             self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
         for path in self.dir.glob("metrics_*.csv"):
             with open(path, newline="") as f:
                 rows = list(csv.DictReader(f))
+            if rows and (None in rows[-1].values() or None in rows[-1]):     # fewer or more fields: torn
+                self._warn_torn(path)
+                rows = rows[:-1]
             kept = [r for r in rows if int(r["step"]) <= step]
             if rows:
                 self._write_csv(path, list(rows[0].keys()), kept, "w")
+
+    def _read_jsonl(self) -> list[dict]:
+        lines = [line for line in self.jsonl.read_text().splitlines() if line.strip()]
+        rows = []
+        for i, line in enumerate(lines):
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if i < len(lines) - 1:
+                    raise ValueError(f"{self.jsonl} line {i + 1} of {len(lines)} is not JSON: the file is damaged in "
+                                     f"the middle. Delete the file (the checkpoint does not need it) or repair that "
+                                     f"line, then resume") from None
+                self._warn_torn(self.jsonl)
+        return rows
+
+    @staticmethod
+    def _warn_torn(path: Path) -> None:
+        warnings.warn(f"{path}: dropped a torn last line (a write cut short, e.g. by a power loss)", stacklevel=3)
 
     @staticmethod
     def _write_csv(path: Path, columns: list[str], rows: list[dict], mode: str) -> None:
@@ -401,7 +458,8 @@ class Trainer:
     def state(self, step: int) -> dict:
         return {"kind": self.kind, "step": step, "configs": self.checkpoint_configs(),
                 "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "rng": self.dist.gather(capture_rng()), "world": self.dist.world, "extra": self.extra_state()}
+                "rng": self.dist.gather(capture_rng()), "world": self.dist.world, "extra": self.extra_state(),
+                "log_window": self.dist.gather(self.log.window_state())}
 
     def save(self, step: int) -> None:
         state = self.state(step)            # every process takes part (RNG states are gathered)
@@ -431,6 +489,7 @@ class Trainer:
             raise CheckpointError(f"{self.ckpt_path} does not fit this model ({str(err)[:300]})") from err
         self.load_extra_state(ckpt["extra"])
         restore_rng(ckpt["rng"][self.dist.rank])
+        self.log.load_window(ckpt.get("log_window", [None] * self.dist.world)[self.dist.rank])
         return int(ckpt["step"])
 
     def check_replicas_agree(self) -> None:
@@ -445,16 +504,17 @@ class Trainer:
 
     def run(self) -> RunResult:
         cfg, main = self.cfg, self.dist.main
+        self.log = log = MetricLog(self.run_dir, enabled=main)     # before resume(), which reopens its window
         start = self.resume()
         if start == 0:
             seed_everything(cfg.seed + 1000 * self.dist.rank)
-        log = MetricLog(self.run_dir, start if start else None, enabled=main)
+        log.keep_until(start)
         if main:
             (self.run_dir / "config.json").write_text(json.dumps(self.checkpoint_configs(), indent=1))
         order = DataOrder(self.num_items, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
         progress = Progress(self.label, cfg.steps, start, enabled=main and cfg.progress)
         params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        metrics, step, sums, count, postfix = {}, start, {}, 0, ""
+        metrics, step, postfix = {}, start, ""
         with StopFlag() as stop:
             for step in range(start, cfg.steps):
                 lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
@@ -468,17 +528,14 @@ class Trainer:
                 grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
                 self.optimizer.step()
                 self.after_step(step)
-                for k, v in {**logs, "grad_norm": float(grad_norm)}.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                count += 1
+                log.add({**logs, "grad_norm": float(grad_norm)})
                 done = step + 1
                 if done % cfg.log_every == 0 or done == cfg.steps:
-                    keys = sorted(sums)
-                    means = self.dist.mean([sums[k] / count for k in keys])
-                    row = {"lr": lr, "epoch": round(done / order.steps_per_epoch, 4), **dict(zip(keys, means))}
+                    window = log.take_window()
+                    means = self.dist.mean(list(window.values()))
+                    row = {"lr": lr, "epoch": round(done / order.steps_per_epoch, 4), **dict(zip(window, means))}
                     log.write("train", done, row)
                     postfix = " ".join(f"{k}={row[k]:.4g}" for k in self.bar_keys if k in row)
-                    sums, count = {}, 0
                 progress.update(done, postfix)
                 interrupted = self.dist.any(stop.requested)
                 stopping = interrupted or (0 < cfg.stop_at <= done < cfg.steps)
