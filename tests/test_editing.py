@@ -149,6 +149,24 @@ def test_hand_made_surgery_broadcasts_one_map_to_a_batch(tiny_models):
         result.source_image()
 
 
+def test_painting_a_box_of_one_scale_keeps_the_coarser_scales_and_regenerates_the_finer(tiny_models, source):
+    _, var = tiny_models
+    box = (0.0, 0.0, 2 / 3, 1 / 3)                         # on the 3x3 scale: rows 0..1 of column 0
+    result = editing.paint_tokens(var, source, 2, box, 63, [3, 7], seed=2)
+    painted = source[2].clone()
+    painted[:, :2, 0] = 63
+    assert all(torch.equal(result.tokens[si], source[si]) for si in (0, 1))
+    assert torch.equal(result.tokens[2], painted)
+    assert [bool(k.all()) for k in result.keep] == [True, True, True, False]
+    with torch.inference_mode():
+        source_f_hat = var.vqvae.quantize.idx_to_f_hats([t.flatten(1) for t in source])[-1]
+    torch.testing.assert_close(result.source_image(), var.vqvae.decode_f_hat(source_f_hat))
+    with pytest.raises(ValueError, match="scale 4 does not exist"):
+        editing.paint_tokens(var, source, 4, box, 1, [3, 7])
+    with pytest.raises(ValueError, match=r"tokens of scale 2 must be codebook indices in \[0, 63\]"):
+        editing.paint_tokens(var, source, 2, box, 64, [3, 7])
+
+
 def test_editing_works_for_another_schedule_and_batched_masks():
     preset = get_preset("tiny")
     vq_cfg = VQVAEConfig(**{**preset.vqvae.__dict__, "patch_nums": (1, 2, 4)})

@@ -97,6 +97,12 @@ def test_a_detached_step_is_the_same_record_on_the_cpu_without_the_model(tiny_mo
     encoded_cpu = pickle.loads(pickle.dumps(encoded.detached()))
     assert encoded_cpu.decoder is None and torch.equal(encoded_cpu.image(), encoded.image())
     assert torch.equal(encoded_cpu.psnr(), encoded.psnr()) and torch.equal(encoded_cpu.rest_norm, encoded.rest_norm)
+    undecoded = live.detached(decode=False)      # (live's image was decoded above, so it is carried along)
+    assert torch.equal(undecoded.image(), live.image())
+    fresh = next(var.generate_steps(LABELS, seed=4)).detached(decode=False)
+    assert fresh.decoder is None and fresh._image is None and fresh.scale == 0
+    with pytest.raises(RuntimeError, match="no decoder attached.*VQVAE.decode_f_hat"):
+        fresh.image()
     with pytest.raises(RuntimeError, match="no input image"):
         next(vqvae.quantize.residual_steps(vqvae.encode(image))).psnr()
 
@@ -204,24 +210,40 @@ def test_encoding_trace_matches_the_tokenizer(tiny_models, image):
 
 
 # ------------------------------------------------------------------------------------------ bad input
-@pytest.mark.parametrize("kwargs, message", [
-    (dict(labels=[11]), "label 11 is out of range"),
-    (dict(labels=[-1]), "out of range"),
-    (dict(labels=[1.5]), "1-D sequence of ints"),
-    (dict(labels=[3], cfg=-0.5), "cfg must be >= 0"),
-    (dict(labels=[3], top_k=-1), "top_k must be an int in \\[0, 64\\]"),
-    (dict(labels=[3], top_k=65), "top_k must be an int in \\[0, 64\\]"),
-    (dict(labels=[3], top_p=1.5), "top_p must be in \\[0, 1\\]"),
-    (dict(labels=[3], top_p=-0.1), "top_p must be in \\[0, 1\\]"),
-    (dict(labels=[3], overrides={1: (torch.full((1, 2, 2), 64), torch.ones(1, 2, 2, dtype=torch.bool))}),
-     "token indices must be in \\[0, 63\\]"),
+@pytest.mark.parametrize("kwargs, error, message", [
+    (dict(labels=[11]), ValueError, r"label 11 is out of range: this model has 10 classes"),
+    (dict(labels=[-1]), ValueError, r"label -1 is out of range"),
+    (dict(labels=[0.5]), ValueError, r"labels must be a non-empty 1-D sequence of ints"),
+    (dict(labels=[1.5]), ValueError, r"1-D sequence of ints"),
+    (dict(labels=[1], cfg=-0.1), ValueError, r"cfg must be >= 0"),
+    (dict(labels=[3], cfg=-0.5), ValueError, r"cfg must be >= 0"),
+    (dict(labels=[1], top_k=-1), ValueError, r"top_k must be an int in \[0, 64\]"),
+    (dict(labels=[1], top_k=65), ValueError, r"top_k must be an int in \[0, 64\]"),
+    (dict(labels=[1], top_p=1.5), ValueError, r"top_p must be in \[0, 1\]"),
+    (dict(labels=[3], top_p=-0.1), ValueError, r"top_p must be in \[0, 1\]"),
+    # overrides: every check is editing.check_overrides'
+    (dict(labels=[1, 2], overrides={4: (torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1, dtype=torch.bool))}),
+     ValueError, r"override scale 4 does not exist: this model has K=4 scales, numbered 0\.\.3"),
+    (dict(labels=[1, 2], overrides={2: (torch.zeros(3, 2, dtype=torch.long), torch.ones(3, 2, dtype=torch.bool))}),
+     ValueError, r"tokens of scale 2 must have shape \(3, 3\), \(B, 3, 3\) or \(B, 9\); got \(3, 2\)"),
+    (dict(labels=[1, 2], overrides={2: (torch.zeros(3, 3), torch.ones(3, 3, dtype=torch.bool))}),
+     TypeError, r"tokens of scale 2 must be integer codebook indices; got dtype torch.float32"),
+    (dict(labels=[1, 2], overrides={1: (torch.zeros(2, 2, dtype=torch.long), torch.ones(5, 2, 2, dtype=torch.bool))}),
+     ValueError, r"scale 1: the token map / keep mask has batch 5 but the generation has batch 2"),
     (dict(labels=[3], overrides={1: (torch.zeros(3, 2, 2, dtype=torch.long), torch.ones(3, 2, 2, dtype=torch.bool))}),
-     r"tokens must have shape \(2, 2\) or \(B, 2, 2\) with B = 1 or 1; got \(3, 2, 2\)"),
+     ValueError, r"scale 1: the token map / keep mask has batch 3 but the generation has batch 1"),
+    (dict(labels=[1, 2], overrides={1: (torch.full((2, 2), 64), torch.ones(2, 2))}),
+     ValueError, r"tokens of scale 1 must be codebook indices in \[0, 63\]; got values in \[64, 64\]"),
+    (dict(labels=[3], overrides={1: (torch.full((1, 2, 2), 64), torch.ones(1, 2, 2, dtype=torch.bool))}),
+     ValueError, r"tokens of scale 1 must be codebook indices in \[0, 63\]"),
 ])
-def test_generation_rejects_bad_arguments(tiny_models, kwargs, message):
+def test_generation_rejects_bad_arguments(tiny_models, kwargs, error, message):
     _, var = tiny_models
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(error, match=message):
         list(var.generate_steps(seed=0, **kwargs))
+    if "overrides" not in kwargs:      # generate() runs the same checks (it consumes generate_steps)
+        with pytest.raises(error, match=message):
+            var.generate(seed=0, **kwargs)
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 32, 32), (1, 1, 64, 64), (3, 64, 64)])

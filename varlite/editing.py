@@ -3,10 +3,11 @@
 Dimension key: B batch, K scales, h,w one scale's side, H,W final token-grid side (= patch_nums[-1]), l = h*w tokens
 of one scale, V vocabulary, Hi,Wi image side.
 
-Everything here only builds ``overrides`` for ``VAR.generate_steps`` -- {scale k: (tokens (B,h,w), keep (B,h,w) bool)}:
-at scale k, every position where ``keep`` is True takes the given token (and its codebook vector) instead of the
-sampled one; the other positions are sampled as usual, conditioned on everything fixed so far. Editing is the
-ordinary generation loop with some of its choices made in advance; there is no second loop.
+Everything here builds, checks and applies ``overrides`` for ``VAR.generate_steps`` -- {scale si (0-based):
+(tokens (B,h,w), keep (B,h,w) bool)}: at that scale, every position where ``keep`` is True takes the given token (and
+its codebook vector) instead of the sampled one; the other positions are sampled as usual, conditioned on everything
+fixed so far. ``check_overrides`` is the one place overrides are validated and ``apply_override`` the one line the
+loop runs. Editing is the ordinary generation loop with some of its choices made in advance; there is no second loop.
 
 Zero-shot editing (the VAR paper's "zero-shot task generalization"; official ``demo_zero_shot_edit.ipynb``):
 - the known image is tokenized, r_1..r_K = tokens(image);
@@ -17,8 +18,9 @@ Zero-shot editing (the VAR paper's "zero-shot task generalization"; official ``d
   of the mask -- for a central hole, 0 -- and let the model redraw the whole image;
 - in-painting keeps everything outside a region, out-painting keeps the inside, and class-conditional editing is
   in-painting with a real class label instead of the unconditional one (label = num_classes).
-Token surgery keeps whole scales (``regenerate_from``: scales < k are kept, k.. resampled) or any hand-made set of
-positions (``make_overrides`` + ``generate_with_overrides``).
+Token surgery keeps whole scales (``regenerate_from``: scales before si are kept, si.. resampled), paints a box of
+one scale with one token (``paint_tokens``), or fixes any hand-made set of positions (``make_overrides`` +
+``generate_with_overrides``).
 
 To stream the steps of an edit one scale at a time, build the overrides here and call
 ``var.generate_steps(labels, overrides=...)`` yourself; the functions below run that loop to the end.
@@ -26,14 +28,17 @@ To stream the steps of an edit one scale at a time, build the overrides here and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from .trace import ScaleStep
-from .var import VAR
 from .vqvae import VQVAE
+
+if TYPE_CHECKING:      # var.py imports this module (the loop applies checked overrides), so only for annotations
+    from .var import VAR
 
 Overrides = dict[int, tuple[torch.Tensor, torch.Tensor]]
 
@@ -158,6 +163,35 @@ def _checked_override(var: VAR, si, tokens, keep) -> tuple[torch.Tensor, torch.T
     return tokens_Bhw, keep_Bhw
 
 
+def check_overrides(var: VAR, overrides: Overrides, batch: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """The one check of ``generate_steps``' ``overrides`` for a batch of ``batch`` labels.
+
+    ``overrides``: {scale si: (tokens, keep)} in any form ``make_overrides`` accepts per scale. Returns
+    {si: (tokens (batch, l) int64, keep (batch, l) bool)}, row-major, a map of batch 1 repeated for every label.
+    """
+    checked = {}
+    for si, (tokens, keep) in overrides.items():
+        tokens_Bhw, keep_Bhw = _checked_override(var, si, tokens, keep)
+        extra = sorted({tokens_Bhw.shape[0], keep_Bhw.shape[0]} - {1, batch})
+        if extra:
+            raise ValueError(f"scale {si}: the token map / keep mask has batch {extra[0]} but the generation has batch "
+                             f"{batch} (one row per label); give one map per label, or a map of batch 1 for all")
+        l = var.patch_nums[si] ** 2
+        checked[si] = tokens_Bhw.reshape(-1, l).expand(batch, l), keep_Bhw.reshape(-1, l).expand(batch, l)
+    return checked
+
+
+def apply_override(override: tuple[torch.Tensor, torch.Tensor], idx_Bl: torch.Tensor, emb_BlCv: torch.Tensor,
+                   embedding: nn.Embedding) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where keep is True, the given token and its codebook vector e[token] replace the sampled ones.
+
+    ``override``: one scale of ``check_overrides``' result; idx_Bl (B, l), emb_BlCv (B, l, Cv).
+    """
+    tokens_Bl, keep_Bl = (t.to(idx_Bl.device) for t in override)
+    return (torch.where(keep_Bl, tokens_Bl, idx_Bl),
+            torch.where(keep_Bl.unsqueeze(-1), embedding(tokens_Bl), emb_BlCv))
+
+
 def make_overrides(var: VAR, tokens, keep) -> Overrides:
     """Check and normalise hand-made token surgery into ``generate_steps`` overrides {k: (tokens, keep)}.
 
@@ -237,8 +271,7 @@ def generate_with_overrides(var: VAR, labels, overrides: Overrides, **sampling) 
     """Run ``var.generate_steps(labels, overrides=overrides, **sampling)`` to the end, after checking the overrides.
 
     ``overrides``: {scale: (tokens, keep)} in any form ``make_overrides`` accepts per scale. ``sampling``: any of
-    generate_steps' keyword arguments (cfg, top_k, top_p, more_smooth, seed, generator, trace, capture_attention,
-    num_candidates).
+    generate_steps' keyword arguments (cfg, top_k, top_p, more_smooth, seed, generator, capture_attention).
     """
     checked = {si: _checked_override(var, si, tokens, keep) for si, (tokens, keep) in overrides.items()}
     source_tokens = [checked[si][0] if si in checked else None for si in range(len(var.patch_nums))]
@@ -269,6 +302,21 @@ def regenerate_from(var: VAR, source, from_scale: int, labels, **sampling) -> Ed
     if not (isinstance(from_scale, int) and 0 <= from_scale <= K):
         raise ValueError(f"from_scale must be an int in [0, {K}] (scales before it are kept); got {from_scale!r}")
     overrides = make_overrides(var, tokens[:from_scale], True)
+    return _run(var, labels, overrides, tokens, sampling)
+
+
+def paint_tokens(var: VAR, source, si: int, box: tuple[float, float, float, float], token: int, labels,
+                 **sampling) -> EditResult:
+    """Token surgery with a brush: at scale ``si`` set every token inside ``box`` = (y0, x0, y1, x1) (fractions of
+    the grid, ``box_mask``'s rule) to ``token``, keep the source's scales < si and the rest of scale si, and
+    generate the finer scales. ``source``: an image batch or K token maps; ``source_image()`` decodes the source.
+    """
+    tokens = _source_tokens(var, source)
+    K = len(var.patch_nums)
+    if not (isinstance(si, int) and 0 <= si < K):
+        raise ValueError(f"scale {si!r} does not exist: this model has K={K} scales, numbered 0..{K - 1}")
+    painted_Bhw = torch.where(box_mask(var.patch_nums[si], *box), torch.as_tensor(token), tokens[si])
+    overrides = make_overrides(var, tokens[:si] + [painted_Bhw], True)
     return _run(var, labels, overrides, tokens, sampling)
 
 

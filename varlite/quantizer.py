@@ -138,19 +138,24 @@ class MultiScaleQuantizer(nn.Module):
             f_hats.append(f_hat)
         return f_hats
 
-    # ---------------------------------------------------------------- VAR training input
+    # ---------------------------------------------------------------- VAR's input
+    def input_for_scale(self, f_hat_BCvHW: torch.Tensor, si: int) -> torch.Tensor:
+        """The input of scale si's tokens: f_hat (built from the coarser scales) area-downsampled to pn_si,
+        as a row-major sequence (B, pn_si^2, Cv)."""
+        B, pn = f_hat_BCvHW.shape[0], self.patch_nums[si]
+        return F.interpolate(f_hat_BCvHW, size=(pn, pn), mode="area").view(B, self.Cv, -1).transpose(1, 2)
+
     def idx_to_var_input(self, ms_idx_Bl: list[torch.Tensor]) -> torch.Tensor:
-        """Teacher-forcing input: for k = 1..K-1, f_hat after k scales area-downsampled to pn_{k+1}.
+        """Teacher-forcing input: for si = 1..K-1, f_hat after scales 0..si-1 seen at scale si (``input_for_scale``).
 
         Returns (B, L - pn_1^2, Cv): the inputs of every token except the first scale's (the class token).
         """
         B, H = ms_idx_Bl[0].shape[0], self.patch_nums[-1]
-        f_hat = ms_idx_Bl[0].new_zeros(B, self.Cv, H, H, dtype=torch.float32)
+        f_hat_BCvHW = ms_idx_Bl[0].new_zeros(B, self.Cv, H, H, dtype=torch.float32)
         next_inputs = []
         for si in range(self.num_scales - 1):
-            f_hat = f_hat + self.upsample_and_phi(self.lookup(ms_idx_Bl[si], self.patch_nums[si]), si)
-            pn_next = self.patch_nums[si + 1]
-            next_inputs.append(F.interpolate(f_hat, size=(pn_next, pn_next), mode="area").view(B, self.Cv, -1).transpose(1, 2))
+            f_hat_BCvHW = f_hat_BCvHW + self.upsample_and_phi(self.lookup(ms_idx_Bl[si], self.patch_nums[si]), si)
+            next_inputs.append(self.input_for_scale(f_hat_BCvHW, si + 1))
         return torch.cat(next_inputs, dim=1)
 
     # ---------------------------------------------------------------- training forward (straight-through)

@@ -1,23 +1,38 @@
 """Turning logits into tokens: classifier-free guidance, top-k / top-p filtering, sampling, Gumbel smoothing.
 
-Dimension key: B batch, l tokens of the current scale, V vocabulary, k scale index (0-based), K scales.
+Dimension key: B batch, l tokens of the current scale, V vocabulary, Cv latent channels, K scales; si is the 0-based
+scale index of the code (the paper's scale k = si + 1), so si / (K - 1) runs from 0 (first scale) to 1 (last).
 
-- CFG with a linear ramp: t_k = cfg * k / (K - 1);  logits = (1 + t_k) * cond - t_k * uncond
+- CFG with a linear ramp: t = cfg * si / (K - 1);  logits = (1 + t) * cond - t * uncond
   (no guidance on the first scale, full strength on the last).
 - top-k keeps the k largest logits; top-p keeps the smallest set of tokens whose probability mass reaches p
   (the most likely token is always kept). Filtered logits become -inf.
 - Sampling draws one token per position from softmax(filtered logits) with the caller's ``torch.Generator``.
 - Gumbel smoothing ("more_smooth", for pictures, not for FID): instead of one codebook vector, use the mix
-  softmax((logits * (1 + k/(K-1)) + g) / tau) @ codebook with Gumbel noise g and tau_k = max(0.27 (1 - 0.95 k/(K-1)), 0.005).
+  softmax((logits * (1 + si/(K-1)) + g) / tau) @ codebook with Gumbel noise g and
+  tau = max(0.27 (1 - 0.95 si/(K-1)), 0.005).
 """
 from __future__ import annotations
 
 import torch
 
 
+def seeded_generator(seed: int | None, device: torch.device | str = "cpu") -> torch.Generator:
+    """The one source of randomness of a generation: a ``torch.Generator`` seeded with ``seed`` (a fresh random
+    seed if None), so equal seeds give equal samples."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2 ** 62, ()).item()))
+    return generator
+
+
+def scale_fraction(si: int, num_scales: int) -> float:
+    """si / (K - 1): how far scale si is along the schedule, 0 at the first scale, 1 at the last (0 if K = 1)."""
+    return si / (num_scales - 1) if num_scales > 1 else 0.0
+
+
 def cfg_strength(cfg: float, si: int, num_scales: int) -> float:
-    """t_k = cfg * k / (K - 1): the guidance strength used at scale k."""
-    return cfg * (si / (num_scales - 1) if num_scales > 1 else 0.0)
+    """t = cfg * si / (K - 1): the guidance strength used at scale si."""
+    return cfg * scale_fraction(si, num_scales)
 
 
 def guide(logits_2BlV: torch.Tensor, t: float) -> torch.Tensor:
@@ -54,6 +69,14 @@ def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator 
 
 
 def smoothing_temperature(si: int, num_scales: int) -> float:
-    """tau_k = max(0.27 (1 - 0.95 k/(K-1)), 0.005) (the MaskGIT-style schedule used upstream)."""
-    ratio = si / (num_scales - 1) if num_scales > 1 else 0.0
-    return max(0.27 * (1 - ratio * 0.95), 0.005)
+    """tau = max(0.27 (1 - 0.95 si/(K-1)), 0.005) (the MaskGIT-style schedule used upstream)."""
+    return max(0.27 * (1 - scale_fraction(si, num_scales) * 0.95), 0.005)
+
+
+def smoothed_embedding(logits_BlV: torch.Tensor, si: int, num_scales: int, codebook_VCv: torch.Tensor,
+                       generator: torch.Generator | None) -> torch.Tensor:
+    """Gumbel smoothing: (B, l, Cv) mixes of codebook vectors, softmax((logits * (1 + si/(K-1)) + g) / tau) @ codebook,
+    instead of the sampled tokens' own vectors."""
+    sharpen = 1 + scale_fraction(si, num_scales)
+    weights_BlV = gumbel_softmax(logits_BlV.mul(sharpen), smoothing_temperature(si, num_scales), generator)
+    return weights_BlV @ codebook_VCv.unsqueeze(0)

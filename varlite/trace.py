@@ -55,14 +55,15 @@ def _decoded_once(step) -> torch.Tensor:
     """The step's image, decoded from its f_hat on first use and then kept (a detached step carries it already)."""
     if step._image is None:
         if step.decoder is None:
-            raise RuntimeError("this step has no decoder attached (a step made by hand: decode its f_hat yourself)")
+            raise RuntimeError("this step has no decoder attached (detached with decode=False, or made by hand): "
+                               "decode its f_hat with VQVAE.decode_f_hat")
         step._image = step.decoder(step.f_hat)
     return step._image
 
 
-def _detached(step):
-    """The record with every tensor on the CPU and out of autograd, its image decoded, and no decoder."""
-    image = _decoded_once(step)
+def _detached(step, decode: bool):
+    """The record with every tensor on the CPU and out of autograd, no decoder, and (if ``decode``) its image."""
+    image = _decoded_once(step) if decode else step._image
     values = {f.name: _to_cpu(getattr(step, f.name)) for f in dataclasses.fields(step)}
     return dataclasses.replace(step, **{**values, "decoder": None, "_image": _to_cpu(image)})
 
@@ -148,10 +149,12 @@ class ScaleStep:
         """The image decoded from f_hat so far, (B, 3, Hi, Wi) float in [0, 1]; decoded on first use, then kept."""
         return _decoded_once(self)
 
-    def detached(self) -> ScaleStep:
-        """This step on the CPU, out of autograd, its image decoded, with no reference to the model (``decoder`` is
-        None): safe to cache, pickle and hand to another thread. Every method works on it as on the live step."""
-        return _detached(self)
+    def detached(self, decode: bool = True) -> ScaleStep:
+        """This step on the CPU, out of autograd, with no reference to the model (``decoder`` is None): safe to cache,
+        pickle and hand to another thread. Every method works on it as on the live step; ``image()`` only if
+        ``decode`` (the image is decoded now; with decode=False, and not decoded before, decode ``f_hat`` yourself
+        with ``VQVAE.decode_f_hat`` when it is shown)."""
+        return _detached(self, decode)
 
 
 @dataclass
@@ -217,6 +220,6 @@ class EncodeStep:
         mse_B = (self.image() - self.input_image).square().flatten(1).mean(1)
         return 10 * torch.log10(1.0 / mse_B.clamp_min(1e-12))
 
-    def detached(self) -> EncodeStep:
-        """This step on the CPU, out of autograd, its image decoded, with no reference to the model."""
-        return _detached(self)
+    def detached(self, decode: bool = True) -> EncodeStep:
+        """This step on the CPU, out of autograd, with no reference to the model; its image decoded if ``decode``."""
+        return _detached(self, decode)

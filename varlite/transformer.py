@@ -14,7 +14,8 @@ Attention uses L2-normalised queries and keys with a learned per-head temperatur
 
 Generation does not need the L x L mask: a scale's queries may see every key cached so far (all coarser scales)
 plus the keys of their own scale, which is exactly the block-causal rule. The cache is a ``KVCache`` object owned
-by one generation call, so one model can serve many threads at once.
+by one generation call, so one model can serve many threads at once; asked to, the same object keeps the latest
+scale's attention probabilities A of every block (attention capture), computed beside the output, never changing it.
 """
 from __future__ import annotations
 
@@ -25,12 +26,26 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-class KVCache:
-    """Keys and values of every block for the tokens generated so far: ``keys[i]`` is (B, H, Lk, c) or None."""
+def attention_weights(q_BHLc: torch.Tensor, k_BHLkc: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+    """A = softmax(q k^T + bias), (B, H, L, Lk): the weights attention applies to the values (q from ``qkv``
+    already carries exp(s_h), so no other scale)."""
+    scores_BHLLk = q_BHLc @ k_BHLkc.transpose(-2, -1)
+    if attn_bias is not None:
+        scores_BHLLk = scores_BHLLk + attn_bias
+    return scores_BHLLk.softmax(dim=-1)
 
-    def __init__(self, depth: int):
+
+class KVCache:
+    """Keys and values of every block for the tokens generated so far: ``keys[i]`` is (B, H, Lk, c) or None.
+
+    With ``capture_attention``, ``attention[i]`` is block i's attention weights (B, H, l, Lk) for the queries of the
+    latest scale (each scale's ``extend`` replaces them).
+    """
+
+    def __init__(self, depth: int, capture_attention: bool = False):
         self.keys: list[torch.Tensor | None] = [None] * depth
         self.values: list[torch.Tensor | None] = [None] * depth
+        self.attention: list[torch.Tensor | None] | None = [None] * depth if capture_attention else None
 
     def extend(self, block_idx: int, k_BHlc: torch.Tensor, v_BHlc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this scale's keys/values for one block; return all keys/values seen so far."""
@@ -39,6 +54,18 @@ class KVCache:
             v_BHlc = torch.cat((self.values[block_idx], v_BHlc), dim=2)
         self.keys[block_idx], self.values[block_idx] = k_BHlc, v_BHlc
         return k_BHlc, v_BHlc
+
+    def capture(self, block_idx: int, q_BHlc: torch.Tensor, k_BHLkc: torch.Tensor) -> None:
+        """Keep this block's attention weights for the latest scale's queries, if capturing."""
+        if self.attention is not None:
+            self.attention[block_idx] = attention_weights(q_BHlc, k_BHLkc)
+
+    def captured_attention(self, rows: int) -> list[torch.Tensor] | None:
+        """Every block's latest attention weights, batch rows [:rows] only (copied, so the rest can be freed):
+        a list of (rows, H, l, Lk), or None when not capturing."""
+        if self.attention is None:
+            return None
+        return [weights_BHlLk[:rows].clone() for weights_BHlLk in self.attention]
 
     @property
     def length(self) -> int:
@@ -79,22 +106,26 @@ class SelfAttention(nn.Module):
 
     def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None, kv_cache: KVCache | None = None,
                 attn_weights_out: list | None = None) -> torch.Tensor:
-        """Attend. ``attn_bias`` (additive, 0/-inf) masks the teacher-forced pass; ``kv_cache`` serves generation.
+        """proj(A v). ``attn_bias`` (additive, 0/-inf) masks the teacher-forced pass; ``kv_cache`` serves generation:
+        this scale's keys and values join the cached ones (and the cache captures A if asked to).
 
-        With ``attn_weights_out`` (a list), the attention probabilities (B, H, L, Lk) are appended to it; they are
-        computed beside the output, so capturing them never changes the output.
+        ``attn_weights_out`` (a list A is appended to) is kept only until varlite/exercises/lesson04.py calls
+        ``attention_probabilities`` instead.
         """
         B, L, C = x_BLC.shape
         q, k, v = self.qkv(x_BLC)
         if kv_cache is not None:
             k, v = kv_cache.extend(self.block_idx, k, v)
+            kv_cache.capture(self.block_idx, q, k)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=1.0)
         if attn_weights_out is not None:
-            logits = q @ k.transpose(-2, -1)
-            if attn_bias is not None:
-                logits = logits + attn_bias
-            attn_weights_out.append(logits.softmax(dim=-1))
+            attn_weights_out.append(attention_weights(q, k, attn_bias))
         return self.proj(out.transpose(1, 2).reshape(B, L, C))
+
+    def attention_probabilities(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+        """A = softmax(exp(s_h) q_hat k_hat^T + bias), (B, H, L, L): the weights ``forward`` applies to x's values."""
+        q, k, _ = self.qkv(x_BLC)
+        return attention_weights(q, k, attn_bias)
 
 
 class FFN(nn.Module):
@@ -134,9 +165,9 @@ class AdaLNSelfAttn(nn.Module):
             return (self.ada_gss + cond_BD_or_gss).unbind(2)
         return self.ada_lin(cond_BD_or_gss).view(-1, 1, 6, self.C).unbind(2)
 
-    def forward(self, x_BLC, cond_BD_or_gss, attn_bias=None, kv_cache=None, attn_weights_out=None):
+    def forward(self, x_BLC, cond_BD_or_gss, attn_bias=None, kv_cache=None):
         gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond_BD_or_gss)
-        h = self.attn(self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1), attn_bias, kv_cache, attn_weights_out)
+        h = self.attn(self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1), attn_bias, kv_cache)
         x_BLC = x_BLC + drop_path(h.mul_(gamma1), self.drop_path_p, self.training)
         h = self.ffn(self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2))
         return x_BLC + drop_path(h.mul(gamma2), self.drop_path_p, self.training)

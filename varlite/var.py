@@ -1,7 +1,9 @@
 """VAR: a class-conditional transformer that predicts an image's token maps coarse to fine, one scale per step.
 
-Dimension key: B batch, L all tokens (sum of pn_k^2), l tokens of one scale, C width, Cv latent channels,
-V vocabulary, K scales, H,W final latent side, h,w one scale's side.
+Dimension key: B batch (2B: doubled for classifier-free guidance, rows B.. unconditional), L all tokens
+(sum of pn_k^2), l tokens of one scale, C width, D condition width (= C), Cv latent channels, V vocabulary,
+K scales, H,W final latent side, h,w one scale's side. Scale indices: ``si`` is 0-based in the code; the paper and
+this prose say scale k = si + 1.
 
 Input sequence (teacher forcing, VAR paper Sec. 3):
 - scale 1 (pn_1^2 = 1 token): the start token  s = class_emb[label] + pos_start;
@@ -11,23 +13,21 @@ Block-causal mask: token i may attend to token j iff scale(j) <= scale(i), so al
 predicted together from the coarser scales (and from each other's inputs, which are already known).
 Output: logits over the V codebook entries for every position; training is cross-entropy against r_1..r_K.
 
-Generation runs the same network one scale at a time with a KV cache (``generate_steps``): sample r_k, add
-phi_k(upsample(e[r_k])) to f_hat, downsample f_hat to the next side, embed it as the next scale's input.
-Classifier-free guidance doubles the batch: rows B.. carry the "unconditional" class ``num_classes``.
+Generation (Algorithm 2, ``generate_steps``) runs the same network one scale at a time with a KV cache: sample
+r_k, add its contribution phi_k(upsample(e[r_k])) to f_hat, downsample f_hat to the next side, embed it as the next
+scale's input. Classifier-free guidance doubles the batch: rows B.. carry the "unconditional" class ``num_classes``.
 """
 from __future__ import annotations
 
 import math
-import time
 from typing import Iterator, Sequence
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
-from . import sampling
+from . import editing, sampling
 from .configs import VARConfig
-from .trace import ScaleStep
+from .trace import ScaleStep, Stopwatch
 from .transformer import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
 from .vqvae import VQVAE
 
@@ -105,9 +105,8 @@ class VAR(nn.Module):
         if self.training and self.config.cond_drop_rate > 0:
             drop_B = torch.rand(B, device=labels_B.device) < self.config.cond_drop_rate
             labels_B = torch.where(drop_B, self.num_classes, labels_B)
-        sos = cond_BD = self.class_emb(labels_B)
-        sos = sos.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
-        x_BLC = torch.cat((sos, self.word_embed(x_BLCv_wo_first_l.float())), dim=1)
+        cond_BD = self.class_emb(labels_B)
+        x_BLC = torch.cat((self.start_tokens(cond_BD), self.word_embed(x_BLCv_wo_first_l.float())), dim=1)
         x_BLC = x_BLC + (self.lvl_embed(self.lvl_1L.expand(B, -1)) + self.pos_1LC)
         cond_BD_or_gss = self.shared_ada_lin(cond_BD)
         for block in self.blocks:
@@ -145,6 +144,7 @@ class VAR(nn.Module):
 
     # ------------------------------------------------------------------------------------------ generation
     def check_sampling_args(self, cfg: float, top_k: int, top_p: float) -> None:
+        """Raise a ValueError saying what is allowed unless cfg >= 0, top_k is an int in [0, V], top_p in [0, 1]."""
         V = self.config.vocab_size
         if not cfg >= 0:
             raise ValueError(f"cfg must be >= 0 (0 = no guidance; 1.5-4 are typical); got {cfg}")
@@ -153,105 +153,78 @@ class VAR(nn.Module):
         if not 0 <= top_p <= 1:
             raise ValueError(f"top_p must be in [0, 1] (0 = off); got {top_p}")
 
-    @torch.inference_mode()
     def decode_f_hat(self, f_hat_BCvHW: torch.Tensor) -> torch.Tensor:
-        """The image decoded from f_hat, mapped from [-1, 1] to [0, 1] (as generation returns images)."""
-        return self.vqvae.f_hat_to_img(f_hat_BCvHW).add_(1).mul_(0.5)
+        """Compatibility name of ``VQVAE.decode_f_hat`` (kept until app/core.py calls the VQVAE's)."""
+        return self.vqvae.decode_f_hat(f_hat_BCvHW)
+
+    def start_tokens(self, cond_BD: torch.Tensor) -> torch.Tensor:
+        """The first scale's input (B, pn_1^2, C): the class embedding plus the start position ``pos_start``."""
+        B = cond_BD.shape[0]
+        return cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
 
     @torch.inference_mode()
     def generate_steps(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
-                       seed: int | None = None, generator: torch.Generator | None = None, trace: bool = False,
-                       capture_attention: bool = False, num_candidates: int = 5,
-                       overrides: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None) -> Iterator[ScaleStep]:
-        """Generate images for ``labels`` one scale at a time, yielding a ``ScaleStep`` after each scale.
+                       seed: int | None = None, generator: torch.Generator | None = None,
+                       capture_attention: bool = False, overrides: dict | None = None,
+                       trace: bool | None = None) -> Iterator[ScaleStep]:
+        """Generate images for ``labels`` one scale at a time (Algorithm 2 of the paper), yielding a ``ScaleStep``
+        after each scale.
 
-        cfg: guidance strength (ramped linearly over scales); top_k/top_p: filters (0 = off); more_smooth: Gumbel
-        smoothing; seed (or a ready ``generator``): the only source of randomness, so equal seeds give equal images.
-        trace: also compute per-position probabilities, entropy and the ``num_candidates`` best tokens.
-        capture_attention: record every layer's attention probabilities for this scale's queries.
-        overrides: {scale: (tokens (B, h, w), keep (B, h, w) bool)}: at that scale, positions where ``keep`` is
-        True take the given tokens instead of sampled ones (token surgery and zero-shot editing).
+        cfg: guidance strength (ramped linearly over the scales); top_k / top_p: filters (0 = off); more_smooth:
+        Gumbel smoothing; seed (or a ready ``generator``): the only source of randomness, so equal seeds give
+        equal images. capture_attention: keep every layer's attention weights for each scale's queries.
+        overrides: {scale si: (tokens, keep)}: at scale si, positions where ``keep`` is True take the given tokens
+        instead of sampled ones (token surgery and zero-shot editing; checked by ``editing.check_overrides``).
+        trace: ignored (the step's statistics are computed on demand); kept until its last callers drop it.
         """
         labels_B = self.check_labels(labels)
         self.check_sampling_args(cfg, top_k, top_p)
-        B, K, device = labels_B.shape[0], len(self.patch_nums), self.lvl_1L.device
-        bad_scales = sorted(k for k in (overrides or {}) if not (isinstance(k, int) and 0 <= k < K))
-        if bad_scales:
-            raise ValueError(f"overrides: scale keys must be ints in [0, {K - 1}] (this model has {K} scales); "
-                             f"got {bad_scales}")
+        B, K = labels_B.shape[0], len(self.patch_nums)
+        overrides = editing.check_overrides(self, overrides or {}, B)
         if generator is None:
-            generator = torch.Generator(device=device)
-            generator.manual_seed(seed if seed is not None else int(torch.randint(0, 2 ** 62, ()).item()))
+            generator = sampling.seeded_generator(seed, self.lvl_1L.device)
         quantizer = self.vqvae.quantize
         Cv, H = quantizer.Cv, self.patch_nums[-1]
 
-        labels_2B = torch.cat((labels_B, torch.full_like(labels_B, self.num_classes)))   # conditional, unconditional
-        sos = cond_BD = self.class_emb(labels_2B)
-        cond_BD_or_gss = self.shared_ada_lin(cond_BD)
-        lvl_pos = self.lvl_embed(self.lvl_1L) + self.pos_1LC
-        x_BlC = (sos.unsqueeze(1).expand(2 * B, self.first_l, -1) + self.pos_start.expand(2 * B, self.first_l, -1)
-                 + lvl_pos[:, :self.first_l])
-        kv_cache = KVCache(len(self.blocks))
-        f_hat = sos.new_zeros(B, Cv, H, H)
+        # classifier-free guidance runs 2B rows: the labels, then B rows of the unconditional class
+        labels_2B = torch.cat((labels_B, torch.full_like(labels_B, self.num_classes)))
+        cond_2BD = self.class_emb(labels_2B)
+        cond_2BD_or_gss = self.shared_ada_lin(cond_2BD)
+        lvl_pos_1LC = self.lvl_embed(self.lvl_1L) + self.pos_1LC
+        x_2BlC = self.start_tokens(cond_2BD) + lvl_pos_1LC[:, :self.first_l]
+        kv_cache = KVCache(len(self.blocks), capture_attention)    # this call's own: the model stays shared
+        f_hat_BCvHW = cond_2BD.new_zeros(B, Cv, H, H)
 
         for si, pn in enumerate(self.patch_nums):
+            watch = Stopwatch()
+            with watch("transformer"):     # this scale's tokens attend to themselves and every coarser scale
+                for block in self.blocks:
+                    x_2BlC = block(x_2BlC, cond_2BD_or_gss, kv_cache=kv_cache)
+                raw_logits_2BlV = self.logits(x_2BlC, cond_2BD)
+                t = sampling.cfg_strength(cfg, si, K)
+                logits_BlV = sampling.guide(raw_logits_2BlV, t)
+            with watch("sampling"):        # r_k ~ filtered softmax; its codebook vectors (or a smoothed mix)
+                filtered_BlV = sampling.filter_top_k_top_p(logits_BlV, top_k, top_p)
+                idx_Bl = sampling.sample_tokens(filtered_BlV, generator)
+                emb_BlCv = (sampling.smoothed_embedding(filtered_BlV, si, K, quantizer.embedding.weight, generator)
+                            if more_smooth else quantizer.embedding(idx_Bl))
+                if si in overrides:
+                    idx_Bl, emb_BlCv = editing.apply_override(overrides[si], idx_Bl, emb_BlCv, quantizer.embedding)
+            with watch("quantizer"):       # f_hat += phi_k(upsample(e[r_k])); the next scale sees f_hat at its side
+                emb_BCvhw = emb_BlCv.transpose(1, 2).reshape(B, Cv, pn, pn)
+                contribution_BCvHW = quantizer.upsample_and_phi(emb_BCvhw, si)
+                f_hat_BCvHW = f_hat_BCvHW + contribution_BCvHW
+                if si != K - 1:
+                    begin_next, end_next = self.begin_ends[si + 1]
+                    next_BlC = self.word_embed(quantizer.input_for_scale(f_hat_BCvHW, si + 1))
+                    x_2BlC = (next_BlC + lvl_pos_1LC[:, begin_next:end_next]).repeat(2, 1, 1)
+
             begin, end = self.begin_ends[si]
-            t_start = time.perf_counter()
-            attn_weights = [] if capture_attention else None
-            for block in self.blocks:
-                x_BlC = block(x_BlC, cond_BD_or_gss, attn_bias=None, kv_cache=kv_cache, attn_weights_out=attn_weights)
-            raw_logits = self.logits(x_BlC, cond_BD)
-            t = sampling.cfg_strength(cfg, si, K)
-            logits_BlV = sampling.guide(raw_logits, t)
-            t_transformer = time.perf_counter()
-
-            filtered_BlV = sampling.filter_top_k_top_p(logits_BlV, top_k, top_p)
-            idx_Bl = sampling.sample_tokens(filtered_BlV, generator)
-            if more_smooth:
-                tau, sharpen = sampling.smoothing_temperature(si, K), 1 + si / (K - 1)
-                emb_BlCv = sampling.gumbel_softmax(filtered_BlV.mul(sharpen), tau, generator) @ quantizer.embedding.weight.unsqueeze(0)
-            else:
-                emb_BlCv = quantizer.embedding(idx_Bl)
-            if overrides and si in overrides:
-                idx_Bl, emb_BlCv = self._apply_override(si, idx_Bl, emb_BlCv, *overrides[si])
-            t_sampling = time.perf_counter()
-
-            emb_BCvhw = emb_BlCv.transpose(1, 2).reshape(B, Cv, pn, pn)
-            residual = quantizer.upsample_and_phi(emb_BCvhw, si)
-            f_hat = f_hat + residual
-            if si != K - 1:   # the next scale's input: f_hat seen at the next side, embedded, for both CFG halves
-                pn_next = self.patch_nums[si + 1]
-                next_BlCv = F.interpolate(f_hat, size=(pn_next, pn_next), mode="area").view(B, Cv, -1).transpose(1, 2)
-                x_BlC = (self.word_embed(next_BlCv) + lvl_pos[:, end:end + pn_next * pn_next]).repeat(2, 1, 1)
-            t_quantizer = time.perf_counter()
-
-            step = ScaleStep(
-                scale=si, side=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn), embedding=emb_BCvhw,
-                contribution=residual, f_hat=f_hat, logits=logits_BlV, raw_logits=raw_logits,
-                begin=begin, end=end, total_tokens=self.L, decoder=self.decode_f_hat,
-                timings={"transformer": t_transformer - t_start, "sampling": t_sampling - t_transformer,
-                         "quantizer": t_quantizer - t_sampling})
-            if capture_attention:   # conditional rows only; clone so the unconditional half is freed
-                step.attention = [w[:B].clone() for w in attn_weights]
-            yield step
-
-    def _apply_override(self, si, idx_Bl, emb_BlCv, tokens_Bhw, keep_Bhw):
-        """Replace sampled tokens by given ones where ``keep`` is True (and their codebook vectors likewise)."""
-        B, l = idx_Bl.shape
-        side = self.patch_nums[si]
-        tokens, keep = torch.as_tensor(tokens_Bhw, device=idx_Bl.device), torch.as_tensor(keep_Bhw, device=idx_Bl.device)
-        for name, t in (("tokens", tokens), ("keep", keep)):
-            if tuple(t.shape[-2:]) != (side, side) or t.ndim not in (2, 3) or (t.ndim == 3 and t.shape[0] not in (1, B)):
-                raise ValueError(f"override at scale {si}: {name} must have shape ({side}, {side}) or (B, {side}, "
-                                 f"{side}) with B = 1 or {B}; got {tuple(t.shape)}")
-        tokens_Bl, keep_Bl = tokens.reshape(-1, l), keep.reshape(-1, l).bool()
-        V = self.config.vocab_size
-        if ((tokens_Bl < 0) | (tokens_Bl >= V)).any():
-            raise ValueError(f"override at scale {si}: token indices must be in [0, {V - 1}]")
-        tokens_Bl, keep_Bl = tokens_Bl.long().expand(B, l), keep_Bl.expand(B, l)
-        idx_Bl = torch.where(keep_Bl, tokens_Bl, idx_Bl)
-        emb_BlCv = torch.where(keep_Bl.unsqueeze(-1), self.vqvae.quantize.embedding(tokens_Bl), emb_BlCv)
-        return idx_Bl, emb_BlCv
+            yield ScaleStep(scale=si, side=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn),
+                            embedding=emb_BCvhw, contribution=contribution_BCvHW, f_hat=f_hat_BCvHW,
+                            logits=logits_BlV, raw_logits=raw_logits_2BlV, begin=begin, end=end,
+                            total_tokens=self.L, attention=kv_cache.captured_attention(rows=B),
+                            timings=watch.seconds, decoder=self.vqvae.decode_f_hat)
 
     def generate(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
                  seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
