@@ -96,7 +96,7 @@ def test_returning_none_says_return_is_missing():
 
 
 def test_result_prints_once_and_displays_nothing(capsys):
-    result = ex.check_cfg_mix(sol("cfg_mix"))
+    result = ex.check_top_k_top_p(sol("top_k_top_p"))
     assert capsys.readouterr().out.count("PASSED") == 1
     assert result._ipython_display_() is None
 
@@ -113,6 +113,177 @@ def test_learner_inputs_are_copies():
 def test_rel_error():
     assert ex.rel_error(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0])) == 0
     assert math.isclose(ex.rel_error(1.0, 1.1), 0.1 / 2.1)
+
+
+# ------------------------------------------------------------------------------------------ shortcuts, hints, hidden cases
+def _quantizer_of(args):
+    return next(a for a in args if hasattr(a, "nearest_code"))
+
+
+# The obvious library answer to every exercise, written as a learner would (the setup cells import these modules).
+SHORTCUTS = {
+    "nearest_code": lambda z, e: __import__("varlite.exercises._check", fromlist=["_quantizer"])._quantizer(
+        e.shape[0], e.shape[1], codebook_VCv=e).nearest_code(z),
+    "lookup": lambda idx, e, side: __import__("varlite.exercises._check", fromlist=["_quantizer"])._quantizer(
+        e.shape[0], e.shape[1], codebook_VCv=e).lookup(idx, side),
+    "residual_quantize": lambda f, q: q.f_to_idx_Bl(f),
+    "f_hat_from_tokens": lambda maps, q: q.idx_to_f_hats(maps),
+    "teacher_forcing_input": lambda maps, q: q.idx_to_var_input(maps),
+    "block_causal_mask": lambda pn: __import__("varlite.var", fromlist=["x"]).block_causal_bias(pn)[0, 0] == 0,
+    "adaln": None,                      # needs a module built around the learner's ada_lin: see the test below
+    "l2_attention_weights": None,       # likewise
+    "top_k_top_p": lambda x, k, p: __import__("varlite.sampling", fromlist=["x"]).filter_top_k_top_p(x, k, p),
+    "sample_scale": lambda x, cfg, si, K, k, p, g: __import__("varlite.sampling", fromlist=["x"]).sample_tokens(
+        __import__("varlite.sampling", fromlist=["x"]).guide(x, cfg * si / max(K - 1, 1)), g),
+    "per_scale_cross_entropy": lambda x, t, pn: __import__("varlite.train.metrics", fromlist=["x"]).per_scale_loss_acc(
+        x, t, [(sum(q * q for q in pn[:i]), sum(q * q for q in pn[:i + 1])) for i in range(len(pn))])[1],
+    "vq_loss": None,                    # the library computes it only from f through the quantizer: see below
+    "scale_keep_masks": lambda keep, pn: [m[0] for m in __import__("varlite.editing", fromlist=["x"]).scale_keep_masks(
+        keep, pn)],
+    "attention_pairs": lambda pn, kv: None,   # replaced below (needs a config)
+    "fit_power_law": lambda x, y: (np.polyfit(np.log(x), np.log(y), 1)[0], np.exp(np.polyfit(np.log(x), np.log(y), 1)[1]),
+                                   np.corrcoef(np.log(x), np.log(y))[0, 1]),
+    "var_param_count": None,
+    "kv_cache_bytes": lambda pn, d, C, b, nb=4: __import__("varlite.complexity", fromlist=["x"]).attention_capture_bytes(
+        __import__("varlite.configs", fromlist=["x"]).VARConfig(vocab_size=16, z_channels=4, patch_nums=tuple(pn),
+                                                               num_classes=1, depth=d, embed_dim=C, num_heads=1), b, nb),
+}
+
+
+def _adaln_shortcut(x, cond, ada_lin):
+    from varlite.transformer import AdaLNBeforeHead
+    head_nm = AdaLNBeforeHead(x.shape[-1], 1e-6)
+    head_nm.ada_lin = ada_lin
+    return head_nm(x, cond)
+
+
+def _attention_shortcut(q, k, s, bias):
+    from varlite.transformer import SelfAttention
+    attn = SelfAttention(0, q.shape[1] * q.shape[-1], q.shape[1])
+    return attn.attention_probabilities(torch.zeros(q.shape[0], q.shape[2], q.shape[1] * q.shape[-1]), bias)
+
+
+def _vq_shortcut(f, f_hats, beta):
+    from varlite.exercises._check import _quantizer
+    q = _quantizer(8, f.shape[1], (f.shape[-1],)).train()
+    decoder_input, loss, _ = q(f)
+    return decoder_input, loss
+
+
+def _attention_pairs_shortcut(pn, kv):
+    from varlite import complexity
+    from varlite.configs import VARConfig
+    cost = complexity.var_cost(VARConfig(vocab_size=16, z_channels=4, patch_nums=tuple(pn), num_classes=1, depth=1,
+                                         embed_dim=1, num_heads=1))
+    return (cost.attention_flops_cached if kv else cost.attention_flops_uncached) // 4
+
+
+def _param_count_shortcut(depth):
+    from varlite.configs import official_var, official_vqvae
+    from varlite.var import VAR
+    from varlite.vqvae import VQVAE
+    with torch.device("meta"):
+        return sum(p.numel() for p in VAR(official_var(depth), VQVAE(official_vqvae())).parameters())
+
+
+SHORTCUTS.update(adaln=_adaln_shortcut, l2_attention_weights=_attention_shortcut, vq_loss=_vq_shortcut,
+                 attention_pairs=_attention_pairs_shortcut, var_param_count=_param_count_shortcut)
+
+
+def test_every_exercise_has_a_shortcut_test():
+    assert set(SHORTCUTS) == set(ex.EXERCISES)
+
+
+@pytest.mark.parametrize("name", sorted(SHORTCUTS))
+def test_the_obvious_library_shortcut_is_refused_or_not_the_answer(name):
+    """Calling the library function an exercise asks for never passes: the check refuses it (it names the library
+    function), or -- where the library computes something else (kv_cache_bytes vs attention_capture_bytes) -- it is
+    simply wrong."""
+    result = check(name, SHORTCUTS[name])
+    assert not result.passed, result.message
+    if name == "kv_cache_bytes":
+        assert result.status in ("refused", "wrong"), result.message
+    else:
+        assert result.status == "refused", result.message
+        assert "REFUSED" in result.message and "varlite's own version" in result.message
+
+
+def test_shortcut_bound_to_a_second_name_is_refused_and_restored():
+    from varlite.sampling import filter_top_k_top_p as my_filter
+    namespace = {"my_filter": my_filter}
+    exec("def top_k_top_p(x, k, p):\n    return my_filter(x, k, p)\n", namespace)
+    assert check("top_k_top_p", namespace["top_k_top_p"]).status == "refused"
+    assert namespace["my_filter"] is my_filter                       # restored after the check
+    from varlite import sampling
+    assert sampling.filter_top_k_top_p is my_filter
+
+
+def test_a_learner_except_exception_cannot_hide_a_shortcut():
+    def top_k_top_p(x, k, p):
+        try:
+            from varlite.sampling import filter_top_k_top_p
+            return filter_top_k_top_p(x, k, p)
+        except Exception:
+            return x
+    assert check("top_k_top_p", top_k_top_p).status == "refused"
+
+
+def test_wrong_prints_the_idea_never_the_code_then_hints_on_request(capsys):
+    code = ex.EXERCISES["nearest_code"].code
+    result = ex.check_nearest_code(lambda z, e: torch.cdist(z, e).argmin(dim=0)[: len(z)] * 0)
+    assert result.status == "wrong"
+    assert ex.EXERCISES["nearest_code"].concept in result.message and code not in result.message
+    assert "ex.hint(2)" in result.message
+    capsys.readouterr()
+    assert ex.EXERCISES["nearest_code"].approach in ex.hint(2) and code not in ex.hint(2)
+    assert code in ex.hint(3)
+    assert "Hint 3 of 3 (the code, exercise 1.1)" in capsys.readouterr().out
+
+
+def test_named_mistakes_never_print_the_code():
+    for name, fn in [("nearest_code", lambda z, e: torch.cdist(z, e).argmax(dim=1)),
+                     ("block_causal_mask", lambda pn: levels(pn)[:, None] <= levels(pn)[None, :])]:
+        result = check(name, fn)
+        assert result.status == "wrong" and ex.EXERCISES[name].code not in result.message
+
+
+def test_hint_names_unknown_exercises_and_levels():
+    assert "No exercise named 'nope'" in ex.hint(1, "nope")
+    with pytest.raises(ValueError, match="hint level must be 1"):
+        ex.EXERCISES["lookup"].hint(4)
+
+
+def test_every_check_has_hidden_cases_whose_inputs_are_not_described():
+    for name in ex.EXERCISES:
+        result = check(name, sol(name))
+        assert "hidden) agree" in result.message and " 0 hidden" not in result.message, result.message
+
+    def wrong_on_hidden_only(z, e):                     # right on the shown sizes, wrong on the hidden V = 33
+        idx = sol("nearest_code")(z, e)
+        return idx if e.shape[0] in (3, 64, 512) else idx * 0
+    result = check("nearest_code", wrong_on_hidden_only)
+    assert "hidden case 4 of 5 (inputs not shown)" in result.message and "V=33" not in result.message
+
+
+def test_grade_folder_writes_one_row_per_student_and_exercise(tmp_path):
+    import csv
+    import nbformat
+    from varlite.exercises import grade
+    lesson = LESSONS / "01_images_as_tokens.ipynb"
+    for student, fill in (("alice", True), ("bob", False)):
+        nb = nbformat.read(lesson, as_version=4)
+        for cell in nb.cells:
+            if "exercise" in cell.metadata.get("tags", []) and fill:
+                name = cell.metadata["varlite"]["solution"].rsplit(".", 1)[1]
+                cell.source = inspect.getsource(sol(name))
+        (tmp_path / student).mkdir()
+        nbformat.write(nb, tmp_path / student / lesson.name)
+    out = tmp_path / "grades.csv"
+    assert grade.main([str(tmp_path), "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert [(r["student"], r["exercise"], r["name"], r["status"]) for r in rows] == [
+        ("alice", "1.1", "nearest_code", "passed"), ("alice", "1.2", "lookup", "passed"),
+        ("bob", "1.1", "nearest_code", "not attempted"), ("bob", "1.2", "lookup", "not attempted")]
 
 
 # ------------------------------------------------------------------------------------------ lesson 1
@@ -174,15 +345,19 @@ def test_residual_quantize_names_the_first_wrong_scale():
     assert_wrong(result, "scale 5 (6x6)")
 
 
-def test_phi_index_mistakes():
-    ticks = np.linspace(1 / 12, 11 / 12, 4)
-    assert_wrong(check("phi_index", lambda si, K: int(np.argmin(np.abs(ticks - si / K)))), "si / K instead of si / (K - 1)")
-    assert_wrong(check("phi_index", lambda si, K: int(np.argmin(np.abs(np.linspace(0, 1, 4) - si / (K - 1))))),
-                 "linspace(0, 1, 4)")
-
-    def float32(si, K):
-        return int((torch.linspace(1 / 12, 11 / 12, 4) - si / (K - 1)).abs().argmin())
-    assert_wrong(check("phi_index", float32), "float32", "exactly half-way", "K=10")
+def test_f_hat_from_tokens_mistakes():
+    def decode(maps, q, mode="bicubic", phi=True, cumulative=True):
+        H, f_hat, out = q.patch_nums[-1], 0, []
+        for si, (idx, pn) in enumerate(zip(maps, q.patch_nums)):
+            up = F.interpolate(q.lookup(idx, pn), size=(H, H), mode=mode)
+            c = q.phi(up, si) if phi else up
+            f_hat = f_hat + c if cumulative else c
+            out.append(f_hat)
+        return out
+    assert check("f_hat_from_tokens", decode).passed
+    assert_wrong(check("f_hat_from_tokens", lambda m, q: decode(m, q, phi=False)), "without phi_k")
+    assert_wrong(check("f_hat_from_tokens", lambda m, q: decode(m, q, mode="bilinear")), "bilinear upsampling")
+    assert_wrong(check("f_hat_from_tokens", lambda m, q: decode(m, q, cumulative=False)), "running sum")
 
 
 # ------------------------------------------------------------------------------------------ lesson 3
@@ -190,9 +365,25 @@ def levels(pn):
     return torch.cat([torch.full((p * p,), k) for k, p in enumerate(pn)])
 
 
-def test_scale_of_tokens_mistake():
-    assert_wrong(check("scale_of_tokens", lambda pn: torch.cat([torch.full((p,), k) for k, p in enumerate(pn)])),
-                 "pn_k tokens per scale instead of pn_k^2")
+def test_teacher_forcing_input_mistakes():
+    def tf_input(maps, q, leak=False):
+        f_hats, pns, out = q.idx_to_f_hats(maps), q.patch_nums, []
+        for si in range(len(pns) - 1):
+            x = F.interpolate(f_hats[si + 1 if leak else si], size=(pns[si + 1],) * 2, mode="area")
+            out.append(x.flatten(2).transpose(1, 2))
+        return torch.cat(out, 1)
+    result = check("teacher_forcing_input", tf_input)
+    assert result.status == "refused" and "idx_to_f_hats" in result.message      # the decoder is exercise 2.2
+    leaky = sol("f_hat_from_tokens")
+
+    def tf_own(maps, q, leak=False):
+        f_hats, pns, out = leaky(maps, q), q.patch_nums, []
+        for si in range(len(pns) - 1):
+            x = F.interpolate(f_hats[si + 1 if leak else si], size=(pns[si + 1],) * 2, mode="area")
+            out.append(x.flatten(2).transpose(1, 2))
+        return torch.cat(out, 1)
+    assert check("teacher_forcing_input", tf_own).passed
+    assert_wrong(check("teacher_forcing_input", lambda m, q: tf_own(m, q, leak=True)), "answer leaks")
 
 
 def test_block_causal_mask_mistakes():
@@ -252,18 +443,31 @@ def test_l2_attention_mistakes():
 
 
 # ------------------------------------------------------------------------------------------ lesson 5
-def test_cfg_mix_mistakes():
-    def t_of(cfg, si, K):
-        return cfg * si / (K - 1) if K > 1 else 0.0
-    assert_wrong(check("cfg_mix", lambda c, u, cfg, si, K: (1 + t_of(cfg, si, K)) * u - t_of(cfg, si, K) * c),
-                 "sign flipped")
-    assert_wrong(check("cfg_mix", lambda c, u, cfg, si, K: c + cfg * (c - u)), "no ramp")
-    assert_wrong(check("cfg_mix", lambda c, u, cfg, si, K: c + cfg * si / K * (c - u)), "si / K instead of si / (K - 1)")
+def sampler(x, cfg, si, K, k, p, g, sign=1, ramp=True, greedy=False):
+    B, V = x.shape[0] // 2, x.shape[-1]
+    t = (cfg * si / (K - 1) if K > 1 else 0.0) if ramp else cfg
+    guided = sol("top_k_top_p")(x[:B] + sign * t * (x[:B] - x[B:]), k, p)
+    if greedy:
+        return guided.argmax(-1)
+    return torch.multinomial(guided.softmax(-1).view(-1, V), 1, replacement=True, generator=g).view(B, -1)
 
 
-def test_cfg_mix_single_scale_division_by_zero_is_explained():
-    result = check("cfg_mix", lambda c, u, cfg, si, K: c + cfg * si / (K - 1) * (c - u))
-    assert result.status == "error" and "ZeroDivisionError" in result.message and "if num_scales > 1" in result.message
+def test_sample_scale_learner_version_passes():
+    assert check("sample_scale", sampler).passed
+
+
+def test_sample_scale_mistakes():
+    assert_wrong(check("sample_scale", lambda *a: sampler(*a, sign=-1)), "sign flipped")
+    assert_wrong(check("sample_scale", lambda *a: sampler(*a, ramp=False)), "no ramp")
+    assert_wrong(check("sample_scale", lambda *a: sampler(*a, greedy=True)), "most likely token instead of a sample")
+
+
+def test_sample_scale_single_scale_division_by_zero_is_an_error_with_the_idea():
+    def no_k1(x, cfg, si, K, k, p, g):
+        return sampler(x, cfg * si / (K - 1), K - 1, K, k, p, g, ramp=False)
+    result = check("sample_scale", no_k1)
+    assert result.status == "error" and "ZeroDivisionError" in result.message
+    assert "Hint 1 (the idea)" in result.message and "ex.hint(2)" in result.message
 
 
 def nucleus(logits, p, keep):
@@ -316,23 +520,26 @@ def test_per_scale_cross_entropy_mistakes():
     assert_wrong(check("per_scale_cross_entropy", sides_not_squares), "pn_k positions per scale instead of pn_k^2")
 
 
-def test_drop_labels_mistakes():
-    def keep_rate(labels, p, n, g):
-        return torch.where(torch.rand(len(labels), generator=g) > p, n, labels)
-    assert_wrong(check("drop_labels", keep_rate), "that is 1 - drop_rate")
+def test_vq_loss_reference_is_what_the_quantizer_trains_with():
+    """The check's formula (values and straight-through input) equals MultiScaleQuantizer.forward on real f_hats."""
+    from varlite.exercises._check import _quantizer
+    from varlite.exercises.lesson06 import _vq_reference
+    q = _quantizer(64, 8, (1, 2, 4), seed=0).train()
+    f = torch.randn(2, 8, 4, 4, generator=torch.Generator().manual_seed(0))
+    decoder_input, loss, _ = q(f)
+    mine_input, mine_loss = _vq_reference(f, q.f_to_f_hats(f), q.beta)
+    assert torch.allclose(decoder_input, mine_input) and torch.allclose(loss, mine_loss)
 
-    def to_zero(labels, p, n, g):
-        return torch.where(torch.rand(len(labels), generator=g) < p, 0, labels)
-    assert_wrong(check("drop_labels", to_zero), "unconditional class 10")
 
-    def in_place(labels, p, n, g):
-        labels[torch.rand(len(labels), generator=g) < p] = n
-        return labels
-    assert_wrong(check("drop_labels", in_place), "modified in place")
-
-    def global_rng(labels, p, n, g):
-        return torch.where(torch.rand(len(labels)) < p, n, labels)
-    assert_wrong(check("drop_labels", global_rng), "generator=generator")
+def test_vq_loss_mistakes():
+    def vq(f, f_hats, beta, st=True, detach=True):
+        sg = (lambda x: x.detach()) if detach else (lambda x: x)
+        loss = sum(beta * F.mse_loss(sg(h), f) + F.mse_loss(h, sg(f)) for h in f_hats) / len(f_hats)
+        return (f + (f_hats[-1] - f).detach() if st else f_hats[-1]), loss
+    assert check("vq_loss", vq).passed
+    assert_wrong(check("vq_loss", lambda f, h, b: vq(f, h, b, st=False)), "no straight-through")
+    assert_wrong(check("vq_loss", lambda f, h, b: vq(f, h, b, detach=False)), "no stop-gradient")
+    assert_wrong(check("vq_loss", lambda f, h, b: (h[-1].detach(), vq(f, h, b)[1].detach())), "carries a gradient")
 
 
 # ------------------------------------------------------------------------------------------ lesson 7
@@ -354,12 +561,6 @@ def test_scale_keep_masks_mistakes():
     assert_wrong(check("scale_keep_masks", lambda k, pn: keep_masks(k, pn, thresh=lambda r: r <= 0.5)), "inverted")
 
 
-def test_inpaint_overrides_keeping_the_hole():
-    def keep_hole(tokens, hole, pn):
-        return {k: (tokens[k], m) for k, m in enumerate(keep_masks(hole, pn))}
-    assert_wrong(check("inpaint_overrides", keep_hole), "keeping the hole")
-
-
 # ------------------------------------------------------------------------------------------ lesson 8
 def test_attention_pairs_mistakes():
     def own_scale_only(pn, kv):
@@ -371,14 +572,18 @@ def test_attention_pairs_mistakes():
     assert_wrong(check("attention_pairs", cached_always), "the cached count for both cases")
 
 
-def test_raster_pairs_mistakes():
-    assert_wrong(check("raster_pairs", lambda n, kv: sum(i if kv else i * i for i in range(n * n))), "off by one")
-    assert_wrong(check("raster_pairs", lambda n, kv: sum(i if kv else i * i for i in range(1, n + 1))), "n steps")
+def fit_sums(x, y, log_x=np.log, c_of=np.exp):
+    u, v = log_x(np.asarray(x, float)), np.log(y)
+    du, dv = u - u.mean(), v - v.mean()
+    a = (du * dv).sum() / (du ** 2).sum()
+    return a, c_of(v.mean() - a * u.mean()), (du * dv).sum() / np.sqrt((du ** 2).sum() * (dv ** 2).sum())
 
 
 def test_fit_power_law_mistakes():
-    assert_wrong(check("fit_power_law", lambda x, y: np.polyfit(x, np.log(y), 1)[0]), "x not in log scale")
-    assert_wrong(check("fit_power_law", lambda x, y: np.polyfit(np.log(x), np.log(y), 1)[1]), "intercept")
+    assert check("fit_power_law", fit_sums).passed
+    assert_wrong(check("fit_power_law", lambda x, y: fit_sums(x, y, log_x=lambda v: v)), "x not in log scale")
+    assert_wrong(check("fit_power_law", lambda x, y: fit_sums(x, y, c_of=lambda v: v)), "log c instead of c")
+    assert_wrong(check("fit_power_law", lambda x, y: fit_sums(x, y)[0]), "expected a tuple (a, c, r)")
 
 
 # ------------------------------------------------------------------------------------------ lesson 9
@@ -393,14 +598,28 @@ def test_var_param_count_names_the_missing_part():
     assert_wrong(check("var_param_count", with_mask_buffer), "attn_bias_for_masking", "buffers, not parameters")
 
 
-def test_attention_capture_bytes_mistake():
-    def squares(pn, depth, heads, batch=1, nbytes=4):
-        out, seen = [], 0
-        for p in pn:
-            seen += p * p
-            out.append(depth * heads * seen * seen * nbytes * batch)
-        return out
-    assert_wrong(check("attention_capture_bytes", squares), "L_k x L_k")
+def test_kv_cache_bytes_reference_matches_a_real_generation(tiny_models, monkeypatch):
+    """The check's formula against the KVCache a real guided generation leaves behind (tiny reference model)."""
+    from varlite.exercises.lesson09 import kv_cache_bytes_reference
+    from varlite.transformer import KVCache
+    caches = []
+    original = KVCache.__init__
+
+    def record(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        caches.append(self)
+    monkeypatch.setattr(KVCache, "__init__", record)
+    vqvae, var = tiny_models
+    list(var.generate_steps([1, 2, 3], cfg=1.5, seed=0))
+    held = sum(t.numel() * t.element_size() for cache in caches for t in cache.keys + cache.values)
+    config = var.config
+    assert held == kv_cache_bytes_reference(config.patch_nums, config.depth, config.embed_dim, batch=3)
+
+
+def test_kv_cache_bytes_mistakes():
+    def no_doubling(pn, depth, C, batch, nbytes=4):
+        return 2 * depth * batch * sum(p * p for p in pn) * C * nbytes
+    assert_wrong(check("kv_cache_bytes", no_doubling), "not doubled for guidance")
 
 
 # ------------------------------------------------------------------------------------------ lesson models

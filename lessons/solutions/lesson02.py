@@ -1,5 +1,4 @@
 """Lesson 2 -- multi-scale residual quantization."""
-import numpy as np
 import torch.nn.functional as F
 
 
@@ -13,13 +12,18 @@ def residual_quantize(f_BCvHW, quantizer):
         z_BCvhw = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), mode="area")
         idx_Bl = quantizer.nearest_code(z_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn * pn)
         h_BCvhw = quantizer.lookup(idx_Bl, pn)
-        rest = rest - quantizer.upsample_and_phi(h_BCvhw, si)     # what scale si explained leaves the residual
+        rest = rest - quantizer.upsample_and_phi(h_BCvhw, si)     # what scale si explained leaves the rest
         token_maps.append(idx_Bl)
     return token_maps
 
 
-def phi_index(si, num_scales):
-    """Which of the 4 shared phi convs scale si (0-based) of num_scales uses: the nearest tick to si / (K - 1)."""
-    ticks = np.linspace(1 / 12, 11 / 12, 4)          # float64, as upstream (ties are decided by its rounding)
-    at = si / (num_scales - 1) if num_scales > 1 else 0.0
-    return int(np.argmin(np.abs(ticks - at)))
+def f_hat_from_tokens(token_maps, quantizer):
+    """f_hat after every scale: the running sum of the contributions phi_k(bicubic upsample(e[r_k]))."""
+    H = quantizer.patch_nums[-1]
+    f_hat, f_hats = 0, []
+    for si, (idx_Bl, pn) in enumerate(zip(token_maps, quantizer.patch_nums)):
+        h_BCvhw = quantizer.lookup(idx_Bl, pn)
+        up_BCvHW = h_BCvhw if pn == H else F.interpolate(h_BCvhw, size=(H, H), mode="bicubic")
+        f_hat = f_hat + quantizer.phi(up_BCvHW, si)           # this scale's contribution
+        f_hats.append(f_hat)
+    return f_hats

@@ -1,11 +1,5 @@
-"""Lesson 5 -- sampling: classifier-free guidance with a ramp, top-k and top-p."""
+"""Lesson 5 -- sampling: top-k and top-p, then one guided sampling step."""
 import torch
-
-
-def cfg_mix(cond_BlV, uncond_BlV, cfg, si, num_scales):
-    """(1 + t) cond - t uncond with t = cfg * si / (K - 1) (0 for K = 1)."""
-    t = cfg * si / (num_scales - 1) if num_scales > 1 else 0.0
-    return (1 + t) * cond_BlV - t * uncond_BlV
 
 
 def top_k_top_p(logits_BlV, top_k, top_p):
@@ -20,3 +14,14 @@ def top_k_top_p(logits_BlV, top_k, top_p):
         remove = torch.zeros_like(remove_sorted).scatter(-1, order, remove_sorted)
         logits_BlV = logits_BlV.masked_fill(remove, -torch.inf)
     return logits_BlV
+
+
+def sample_scale(logits_2BlV, cfg, si, num_scales, top_k, top_p, generator):
+    """One scale of the sampler: ramped guidance on the doubled batch, the filter, one token per position."""
+    B, l, V = logits_2BlV.shape[0] // 2, logits_2BlV.shape[1], logits_2BlV.shape[2]
+    cond_BlV, uncond_BlV = logits_2BlV[:B], logits_2BlV[B:]
+    t = cfg * si / (num_scales - 1) if num_scales > 1 else 0.0
+    guided_BlV = uncond_BlV + (1 + t) * (cond_BlV - uncond_BlV)
+    guided_BlV = top_k_top_p(guided_BlV, top_k, top_p)
+    probs = guided_BlV.softmax(dim=-1).view(-1, V)
+    return torch.multinomial(probs, num_samples=1, replacement=True, generator=generator).view(B, l)

@@ -1,4 +1,4 @@
-"""Lesson 6 -- training: the teacher-forced loss per scale and class dropout."""
+"""Lesson 6 -- training: the teacher-forced loss per scale and the tokenizer's vq loss."""
 import torch
 import torch.nn.functional as F
 
@@ -15,7 +15,9 @@ def per_scale_cross_entropy(logits_BLV, target_BL, patch_nums):
     return torch.stack(losses)
 
 
-def drop_labels(labels_B, drop_rate, num_classes, generator):
-    """Each label becomes the unconditional class num_classes with probability drop_rate."""
-    drop_B = torch.rand(labels_B.shape[0], generator=generator) < drop_rate
-    return torch.where(drop_B, num_classes, labels_B)
+def vq_loss(f_BCvHW, f_hats, beta):
+    """(decoder input with the straight-through gradient, mean over scales of commitment + codebook terms)."""
+    f_no_grad = f_BCvHW.detach()
+    terms = [beta * F.mse_loss(f_hat.detach(), f_BCvHW) + F.mse_loss(f_hat, f_no_grad) for f_hat in f_hats]
+    decoder_input = (f_hats[-1].detach() - f_no_grad) + f_BCvHW      # value of f_hat, gradient of f
+    return decoder_input, sum(terms) / len(terms)

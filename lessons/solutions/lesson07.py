@@ -1,8 +1,6 @@
-"""Lesson 7 -- zero-shot editing: keep masks per scale and in-painting overrides."""
+"""Lesson 7 -- zero-shot editing: the keep mask of every scale."""
 import torch
 import torch.nn.functional as F
-
-from varlite import editing
 
 
 def scale_keep_masks(keep_HW, patch_nums):
@@ -15,9 +13,3 @@ def scale_keep_masks(keep_HW, patch_nums):
             resized = F.interpolate(keep_HW.float()[None, None], size=(pn, pn), mode="bilinear", align_corners=False)
             masks.append(resized[0, 0] > 0.5)
     return masks
-
-
-def inpaint_overrides(source_tokens, hole_HW, patch_nums):
-    """{k: (source tokens of scale k, keep mask of scale k)}: keep everything outside the hole."""
-    keeps = editing.scale_keep_masks(1 - hole_HW, patch_nums)
-    return {k: (source_tokens[k], keeps[k][0]) for k in range(len(patch_nums))}

@@ -1,4 +1,4 @@
-"""Lesson 8 -- cost and scale: counting attention, fitting power laws."""
+"""Lesson 8 -- cost and scale: counting attention pairs, fitting a power law."""
 import numpy as np
 
 
@@ -12,11 +12,11 @@ def attention_pairs(patch_nums, kv_cache):
     return total
 
 
-def raster_pairs(n, kv_cache):
-    """Query-key pairs of a raster-scan AR transformer on an n x n grid (one layer)."""
-    return sum(i if kv_cache else i * i for i in range(1, n * n + 1))
-
-
 def fit_power_law(x, y):
-    """The exponent a of y ~ c x^a (least squares on log-log axes)."""
-    return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+    """(a, c, r): y ~ c x^a by least squares on log-log axes, and Pearson's r of (log x, log y), from sums."""
+    u, v = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    du, dv = u - u.mean(), v - v.mean()
+    a = float((du * dv).sum() / (du * du).sum())
+    c = float(np.exp(v.mean() - a * u.mean()))
+    r = float((du * dv).sum() / np.sqrt((du * du).sum() * (dv * dv).sum()))
+    return a, c, r

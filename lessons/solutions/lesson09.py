@@ -1,4 +1,4 @@
-"""Lesson 9 -- the real thing: the size of VAR-d and of what it computes."""
+"""Lesson 9 -- the real thing: the size of VAR-d and of its KV cache."""
 from varlite.configs import OFFICIAL_PATCH_NUMS
 
 
@@ -15,10 +15,7 @@ def var_param_count(depth):
     return blocks + embeddings + head
 
 
-def attention_capture_bytes(patch_nums, depth, num_heads, batch=1, bytes_per_value=4):
-    """Memory of capture_attention=True per scale: depth x heads x l_k x L_k values per image."""
-    out, seen = [], 0
-    for pn in patch_nums:
-        seen += pn * pn
-        out.append(depth * num_heads * pn * pn * seen * bytes_per_value * batch)
-    return out
+def kv_cache_bytes(patch_nums, depth, embed_dim, batch, bytes_per_value=4):
+    """Bytes in the KV cache after a guided generation: keys and values, every block, 2 x batch rows, all L tokens."""
+    L = sum(pn * pn for pn in patch_nums)
+    return 2 * depth * (2 * batch) * L * embed_dim * bytes_per_value

@@ -17,7 +17,14 @@ what varlite itself computes (the library is the reference: ``MultiScaleQuantize
 - WRONG           which case, which element, the expected and the obtained value, and -- when the answer is exactly
                   what a known mistake produces (argmax for argmin, the mask transposed, the guidance sign flipped,
                   the nucleus keeping the wrong tail ...) -- the name of that mistake and how to fix it;
-- ERROR           the function raised: the exception, the line of the learner's code it came from, and a hint.
+- ERROR           the function raised: the exception, the line of the learner's code it came from, and a hint;
+- REFUSED         the function called the library function it was meant to write (each check runs the learner's
+                  code with those functions disabled: ``Exercise.shortcuts``).
+
+Hints come in three tiers: a WRONG or ERROR verdict prints the idea (tier 1); ``hint(2)`` gives the approach and
+``hint(3)`` the code, for the exercise that failed last. Every check also runs hidden cases, whose inputs its
+messages never describe. ``python -m varlite.exercises.grade FOLDER --out grades.csv`` grades a folder of learners'
+notebooks.
 
 Checks never raise, so a notebook keeps running whatever the learner writes. The learner's function gets copies of
 the inputs (so an in-place edit cannot corrupt the reference). ``rel_error`` is the CS231n-style helper for
@@ -26,27 +33,27 @@ comparing floats by hand.
 
 from __future__ import annotations
 
-from ._check import CheckResult, rel_error
+from ._check import EXERCISES, CheckResult, hint, rel_error
 from .lesson01 import check_lookup, check_nearest_code
-from .lesson02 import check_phi_index, check_residual_quantize
-from .lesson03 import check_block_causal_mask, check_scale_of_tokens
+from .lesson02 import check_f_hat_from_tokens, check_residual_quantize
+from .lesson03 import check_block_causal_mask, check_teacher_forcing_input
 from .lesson04 import check_adaln, check_l2_attention_weights
-from .lesson05 import check_cfg_mix, check_top_k_top_p
-from .lesson06 import check_drop_labels, check_per_scale_cross_entropy
-from .lesson07 import check_inpaint_overrides, check_scale_keep_masks
-from .lesson08 import check_attention_pairs, check_fit_power_law, check_raster_pairs
-from .lesson09 import check_attention_capture_bytes, check_var_param_count
+from .lesson05 import check_sample_scale, check_top_k_top_p
+from .lesson06 import check_per_scale_cross_entropy, check_vq_loss
+from .lesson07 import check_scale_keep_masks
+from .lesson08 import check_attention_pairs, check_fit_power_law
+from .lesson09 import check_kv_cache_bytes, check_var_param_count
 from .models import lesson_models
 
 __all__ = [
-    "CheckResult", "rel_error", "lesson_models",
+    "CheckResult", "EXERCISES", "hint", "rel_error", "lesson_models",
     "check_nearest_code", "check_lookup",
-    "check_residual_quantize", "check_phi_index",
-    "check_scale_of_tokens", "check_block_causal_mask",
+    "check_residual_quantize", "check_f_hat_from_tokens",
+    "check_teacher_forcing_input", "check_block_causal_mask",
     "check_adaln", "check_l2_attention_weights",
-    "check_cfg_mix", "check_top_k_top_p",
-    "check_per_scale_cross_entropy", "check_drop_labels",
-    "check_scale_keep_masks", "check_inpaint_overrides",
-    "check_attention_pairs", "check_raster_pairs", "check_fit_power_law",
-    "check_var_param_count", "check_attention_capture_bytes",
+    "check_top_k_top_p", "check_sample_scale",
+    "check_per_scale_cross_entropy", "check_vq_loss",
+    "check_scale_keep_masks",
+    "check_attention_pairs", "check_fit_power_law",
+    "check_var_param_count", "check_kv_cache_bytes",
 ]

@@ -3,6 +3,7 @@ describe the first difference, and ``_run``, which runs a learner's function on 
 never raises."""
 from __future__ import annotations
 
+import contextlib
 import math
 import traceback
 from dataclasses import dataclass
@@ -17,7 +18,8 @@ from ..quantizer import MultiScaleQuantizer
 
 @dataclass
 class CheckResult:
-    """The verdict of one check. ``status``: "passed", "not attempted", "wrong" or "error"; truthy iff passed."""
+    """The verdict of one check. ``status``: "passed", "not attempted", "wrong", "error" or "refused" (the function
+    called the library function it was meant to write); truthy iff passed."""
     exercise: str
     status: str
     message: str
@@ -49,6 +51,7 @@ class _Case:
     args: tuple
     kwargs: dict | None = None
     expected: Any = None     # the reference answer, when computed beforehand (else ``reference(*args)``)
+    hidden: bool = False     # a hidden case: its inputs are never described in a message
 
 
 @dataclass
@@ -178,7 +181,116 @@ def _learner_line(err: BaseException) -> str:
     return f"\n  at: {frame.line.strip()}"
 
 
+# ---------------------------------------------------------------------------------------------- the exercises
+@dataclass(frozen=True)
+class Shortcut:
+    """A library function an exercise asks the learner to write: ``getattr(owner, attr)`` (a module function or a
+    method), disabled while the learner's function runs."""
+    owner: Any
+    attr: str
+
+    @property
+    def name(self) -> str:
+        owner = getattr(self.owner, "__name__", type(self.owner).__name__)
+        return f"{owner}.{self.attr}"
+
+
+@dataclass(frozen=True)
+class Exercise:
+    """One coding exercise: its number in the lessons ("2.1"), three hints from the idea to the code, and the library
+    functions that would answer it without writing it (refused by the check)."""
+    name: str
+    number: str
+    concept: str
+    approach: str
+    code: str
+    shortcuts: tuple[Shortcut, ...] = ()
+
+    def hint(self, level: int) -> str:
+        if level not in (1, 2, 3):
+            raise ValueError(f"hint level must be 1 (the idea), 2 (the approach) or 3 (the code), got {level!r}")
+        title = {1: "the idea", 2: "the approach", 3: "the code"}[level]
+        text = {1: self.concept, 2: self.approach, 3: self.code}[level]
+        return f"[{self.name}] Hint {level} of 3 ({title}, exercise {self.number}): {text}"
+
+
+EXERCISES: dict[str, Exercise] = {}
+_last_unsolved: list[str] = []          # the exercise whose check last said WRONG / ERROR / REFUSED (for hint())
+
+
+def exercise(name: str, number: str, *, concept: str, approach: str, code: str,
+             shortcuts: Sequence[Shortcut] = ()) -> Exercise:
+    """Register an exercise (at import of its lesson module) and return it."""
+    EXERCISES[name] = Exercise(name, number, concept, approach, code, tuple(shortcuts))
+    return EXERCISES[name]
+
+
+def hint(level: int = 2, exercise: str | None = None) -> str:
+    """Print and return hint ``level`` (1 the idea, 2 the approach, 3 the code) of ``exercise`` (by default the one
+    whose check last failed). A WRONG verdict prints level 1 itself; ask for 2, then 3, only when stuck."""
+    name = exercise or (_last_unsolved[-1] if _last_unsolved else None)
+    if name is None:
+        text = "No check has failed yet: name the exercise, e.g. hint(2, 'nearest_code')."
+    elif name not in EXERCISES:
+        text = f"No exercise named {name!r}; the exercises are: {', '.join(sorted(EXERCISES))}."
+    else:
+        text = EXERCISES[name].hint(level)
+    print(text)
+    return text
+
+
+def _more_help(exercise: str) -> str:
+    return f"\n  Still stuck? ex.hint(2) gives the approach, ex.hint(3) the code (exercise {EXERCISES[exercise].number})."
+
+
+class ShortcutCalled(BaseException):
+    """Raised by a disabled library function. A BaseException, so a learner's ``except Exception`` cannot hide it."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
+
+
+@contextlib.contextmanager
+def shortcuts_disabled(fn: Callable, shortcuts: Sequence[Shortcut]):
+    """While inside: every shortcut raises ``ShortcutCalled`` -- on its owner (module or class) and wherever the
+    learner's globals hold the same function (``from varlite.sampling import guide`` binds a second name)."""
+    patches: list[tuple[Any, str, Any]] = []
+    learner_globals = getattr(fn, "__globals__", {})
+    for shortcut in shortcuts:
+        original = shortcut.owner.__dict__.get(shortcut.attr) if isinstance(shortcut.owner, type) else \
+            getattr(shortcut.owner, shortcut.attr, None)
+        if original is None:
+            continue
+
+        def refuse(*args, _name=shortcut.name, **kwargs):
+            raise ShortcutCalled(_name)
+        patches.append((shortcut.owner, shortcut.attr, original))
+        setattr(shortcut.owner, shortcut.attr, refuse)
+        for key, value in list(learner_globals.items()):
+            if value is original or getattr(value, "__func__", None) is original:
+                patches.append((learner_globals, key, value))
+                learner_globals[key] = refuse
+    try:
+        yield
+    finally:
+        for owner, attr, original in reversed(patches):
+            if isinstance(owner, dict):
+                owner[attr] = original
+            else:
+                setattr(owner, attr, original)
+
+
+def call_learner(exercise: str, fn: Callable, *args, **kwargs):
+    """fn(*args, **kwargs) with the exercise's library shortcuts disabled."""
+    with shortcuts_disabled(fn, EXERCISES[exercise].shortcuts):
+        return fn(*args, **kwargs)
+
+
+# ---------------------------------------------------------------------------------------------- verdicts
 def _report(result: CheckResult, verbose: bool) -> CheckResult:
+    if result.status != "passed":
+        _last_unsolved.append(result.exercise)
     if verbose:
         print(result.message)
     return result
@@ -197,32 +309,59 @@ def _not_attempted(exercise: str, verbose: bool) -> CheckResult:
         f"keep reading.)")), verbose)
 
 
-def _raised(exercise: str, where: str, err: Exception, hint: str, verbose: bool) -> CheckResult:
+def _refused(exercise: str, called: ShortcutCalled, verbose: bool) -> CheckResult:
+    return _report(CheckResult(exercise, "refused", (
+        f"[{exercise}] REFUSED: your function calls `{called.name}`, varlite's own version of what this exercise asks "
+        f"you to write (the check runs your code with it disabled). Write the computation yourself with tensor "
+        f"operations; the library's function is the reference you are compared with.")), verbose)
+
+
+def _raised(exercise: str, where: str, err: Exception, verbose: bool) -> CheckResult:
     return _report(CheckResult(exercise, "error", (
         f"[{exercise}] ERROR in {where}: your function raised {type(err).__name__}: {err}{_learner_line(err)}"
-        + (f"\n  Hint: {hint}" if hint else ""))), verbose)
+        f"\n  Hint 1 (the idea): {EXERCISES[exercise].concept}" + _more_help(exercise))), verbose)
+
+
+def _wrong(exercise: str, where: str, detail: str, verbose: bool, mistake: _Mistake | None = None,
+           explained: str | None = None) -> CheckResult:
+    """A WRONG verdict: the first difference, then the named mistake (if recognised) or the idea -- never the code."""
+    head = f"[{exercise}] WRONG in {where}: {detail}."
+    if mistake is not None:
+        body = f"\n  Diagnosis: this is exactly what {mistake.name} gives. {mistake.advice}"
+    else:
+        body = (f"\n  Diagnosis: {explained}" if explained else "") + \
+            f"\n  Hint 1 (the idea): {EXERCISES[exercise].concept}"
+    return _report(CheckResult(exercise, "wrong", head + body + _more_help(exercise)), verbose)
 
 
 def _run(exercise: str, fn, reference: Callable | None, cases: Sequence[_Case], compare: Callable[[Any, Any], None],
-         mistakes: Sequence[_Mistake] = (), hint: str = "", success: str = "", verbose: bool = True,
+         mistakes: Sequence[_Mistake] = (), success: str = "", verbose: bool = True,
          call: Callable | None = None, diagnose: Callable | None = None) -> CheckResult:
-    """Run fn on every case, compare with the reference, diagnose known mistakes; print and return the verdict.
+    """Run fn on every case (its library shortcuts disabled), compare with the reference, diagnose known mistakes;
+    print and return the verdict.
 
     ``call(fn, *args)`` adapts how the learner's function is called (default ``fn(*args)``); ``diagnose(got,
-    expected, args)`` may explain a wrong answer that matches no listed mistake (a string, or None)."""
-    head = f"[{exercise}]"
+    expected, args)`` may explain a wrong answer that matches no listed mistake (a string, or None). A hidden case's
+    inputs are never described in the message (only the first difference)."""
     if not callable(fn):
         return _not_callable(exercise, fn, verbose)
+    n_hidden = sum(case.hidden for case in cases)
     for n, case in enumerate(cases, 1):
         kwargs = case.kwargs or {}
-        label = f"case {n} of {len(cases)} ({case.label})"
+        label = (f"hidden case {n} of {len(cases)} (inputs not shown)" if case.hidden
+                 else f"case {n} of {len(cases)} ({case.label})")
         try:
             args = _clone(case.args)
-            got = call(fn, *args) if call else fn(*args, **_clone(kwargs))
+            with shortcuts_disabled(fn, EXERCISES[exercise].shortcuts):
+                got = call(fn, *args) if call else fn(*args, **_clone(kwargs))
         except NotImplementedError:
             return _not_attempted(exercise, verbose)
+        except ShortcutCalled as called:
+            return _refused(exercise, called, verbose)
+        except _Mismatch as mismatch:   # raised by a ``call`` adapter that inspects what the function returned
+            return _wrong(exercise, label, str(mismatch), verbose)
         except Exception as err:      # the learner's code failed: say what and where, never crash the notebook
-            return _raised(exercise, label, err, hint, verbose)
+            return _raised(exercise, label, err, verbose)
         expected = case.expected if case.expected is not None else reference(*_clone(case.args), **_clone(kwargs))
         try:
             compare(got, expected)
@@ -236,15 +375,12 @@ def _run(exercise: str, fn, reference: Callable | None, cases: Sequence[_Case], 
                 continue
             except Exception:         # a mistake variant that does not apply to this input
                 continue
-            return _report(CheckResult(exercise, "wrong", (
-                f"{head} WRONG in {label}: {detail}.\n  Diagnosis: this is exactly what {mistake.name} gives. "
-                f"{mistake.advice}")), verbose)
+            return _wrong(exercise, label, detail, verbose, mistake=mistake)
         explained = diagnose(got, expected, case.args) if diagnose else None
-        return _report(CheckResult(exercise, "wrong", f"{head} WRONG in {label}: {detail}."
-                                   + (f"\n  Diagnosis: {explained}" if explained else "")
-                                   + (f"\n  Hint: {hint}" if hint else "")), verbose)
-    return _report(CheckResult(exercise, "passed", f"{head} PASSED: all {len(cases)} cases agree with varlite. "
-                               f"{success}".rstrip()), verbose)
+        return _wrong(exercise, label, detail, verbose, explained=explained)
+    shown = len(cases) - n_hidden
+    return _report(CheckResult(exercise, "passed", f"[{exercise}] PASSED: all {len(cases)} cases ({shown} shown, "
+                               f"{n_hidden} hidden) agree with varlite. {success}".rstrip()), verbose)
 
 
 def _gen(seed: int) -> torch.Generator:

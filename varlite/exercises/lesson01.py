@@ -4,7 +4,24 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ._check import CheckResult, _Case, _Mistake, _compare_tensor, _run, _gen, _quantizer
+from ..quantizer import MultiScaleQuantizer
+from ._check import CheckResult, Shortcut, _Case, _Mistake, _compare_tensor, _gen, _quantizer, _run, exercise
+
+exercise("nearest_code", "1.1",
+         concept="A token is the index of the codebook vector *closest* to z in Euclidean distance: compare every row "
+                 "of z with every codebook vector and keep the index of the smallest distance.",
+         approach="Build the (N, V) matrix of squared distances in one go (broadcast z_NCv[:, None, :] against "
+                  "codebook_VCv[None], or expand ||z - e||^2 = ||z||^2 + ||e||^2 - 2 z.e with one matrix product), "
+                  "then reduce over the V axis.",
+         code="d_NV = z.square().sum(1, keepdim=True) + e.square().sum(1) - 2 * z @ e.T; return d_NV.argmin(dim=1)",
+         shortcuts=[Shortcut(MultiScaleQuantizer, "nearest_code")])
+exercise("lookup", "1.2",
+         concept="Looking tokens up is indexing: row idx of the codebook is the vector of that token. The result must "
+                 "be an image-like map, channels first, with token i at row i // side, column i % side.",
+         approach="Index the codebook with the (B, l) index tensor (giving (B, l, Cv)), move the channel axis before "
+                  "the token axis, then reshape the token axis into (side, side).",
+         code="return codebook_VCv[idx_Bl].transpose(1, 2).reshape(idx_Bl.shape[0], codebook_VCv.shape[1], side, side)",
+         shortcuts=[Shortcut(MultiScaleQuantizer, "lookup")])
 
 
 def _codebook_case(seed: int, N: int, Cv: int, V: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -23,8 +40,9 @@ def _nearest_code_reference(z_NCv, codebook_VCv):
 def check_nearest_code(nearest_code, verbose: bool = True) -> CheckResult:
     """``nearest_code(z_NCv, codebook_VCv) -> idx_N`` (int64): for every row of z, the index v of the codebook
     vector e_v with the smallest squared distance ||z - e_v||^2. Reference: ``MultiScaleQuantizer.nearest_code``."""
-    cases = [_Case(f"N={N} vectors, Cv={Cv}, V={V}", _codebook_case(s, N, Cv, V))
-             for s, (N, Cv, V) in enumerate([(1, 2, 3), (50, 8, 64), (300, 32, 512)])]
+    cases = [_Case(f"N={N} vectors, Cv={Cv}, V={V}", _codebook_case(s, N, Cv, V), hidden=hidden)
+             for s, (N, Cv, V, hidden) in enumerate([(1, 2, 3, False), (50, 8, 64, False), (300, 32, 512, False),
+                                                     (77, 5, 33, True), (129, 16, 1000, True)])]
     mistakes = [
         _Mistake("argmax instead of argmin (the *farthest* codebook vector)",
                  lambda z, e: torch.cdist(z, e).argmax(dim=1),
@@ -40,7 +58,7 @@ def check_nearest_code(nearest_code, verbose: bool = True) -> CheckResult:
     return _run("nearest_code", nearest_code, _nearest_code_reference, cases,
                 lambda got, exp: _compare_tensor(got, exp, "the indices", names=("row",),
                                                  kind_hint="Return indices (argmin), not distances."),
-                mistakes, hint="compute the (N, V) matrix of squared distances, then argmin over the V axis (dim=1).",
+                mistakes,
                 success="This is line for line what the tokenizer does at every scale.", verbose=verbose)
 
 
@@ -52,8 +70,9 @@ def _lookup_case(seed: int, B: int, side: int, Cv: int, V: int):
 def check_lookup(lookup, verbose: bool = True) -> CheckResult:
     """``lookup(idx_Bl, codebook_VCv, side) -> (B, Cv, side, side)``: the codebook vectors of a row-major token map,
     channels first. Reference: ``MultiScaleQuantizer.lookup``."""
-    cases = [_Case(f"B={B}, {side}x{side} tokens, Cv={Cv}, V={V}", _lookup_case(s, B, side, Cv, V))
-             for s, (B, side, Cv, V) in enumerate([(1, 1, 4, 5), (2, 3, 4, 16), (3, 8, 32, 256)])]
+    cases = [_Case(f"B={B}, {side}x{side} tokens, Cv={Cv}, V={V}", _lookup_case(s, B, side, Cv, V), hidden=hidden)
+             for s, (B, side, Cv, V, hidden) in enumerate([(1, 1, 4, 5, False), (2, 3, 4, 16, False),
+                                                           (3, 8, 32, 256, False), (4, 5, 7, 50, True)])]
 
     def reference(idx_Bl, codebook_VCv, side):
         return _quantizer(codebook_VCv.shape[0], codebook_VCv.shape[1], codebook_VCv=codebook_VCv).lookup(idx_Bl, side)
@@ -69,5 +88,4 @@ def check_lookup(lookup, verbose: bool = True) -> CheckResult:
     ]
     return _run("lookup", lookup, reference, cases,
                 lambda got, exp: _compare_tensor(got, exp, "the vectors", atol=1e-6, names=("b", "channel", "row", "col")),
-                mistakes, hint="index the codebook with the tokens, then put the channel axis before the spatial ones.",
-                verbose=verbose)
+                mistakes, verbose=verbose)

@@ -6,49 +6,35 @@ import math
 import torch
 
 from .. import sampling
-from ._check import CheckResult, _Case, _Mistake, _compare_tensor, _run, _gen
+from ..var import VAR
+from ._check import CheckResult, Shortcut, _Case, _Mistake, _compare_tensor, _gen, _run, exercise
 
+_SAMPLERS = [Shortcut(sampling, a) for a in ("cfg_strength", "guide", "filter_top_k_top_p", "sample_tokens")] + \
+    [Shortcut(VAR, a) for a in ("generate_steps", "generate")]
 
-def _logit_pair(seed: int, B: int, l: int, V: int):
-    g = _gen(seed)
-    return torch.randn(B, l, V, generator=g) * 2, torch.randn(B, l, V, generator=g) * 2
-
-
-def check_cfg_mix(cfg_mix, verbose: bool = True) -> CheckResult:
-    """``cfg_mix(cond_BlV, uncond_BlV, cfg, si, num_scales) -> (B, l, V)``: classifier-free guidance with VAR's
-    linear ramp, t = cfg * si / (K - 1) (t = 0 when K = 1); logits = (1 + t) cond - t uncond.
-    Reference: ``sampling.cfg_strength`` and ``sampling.guide``."""
-    specs = [(1.5, 0, 10), (1.5, 9, 10), (4.0, 3, 7), (0.0, 5, 10), (2.0, 2, 3), (3.0, 0, 1)]
-    cases = [_Case(f"cfg={cfg}, scale si={si} of K={K}", (*_logit_pair(n, 2, 4, 16), cfg, si, K))
-             for n, (cfg, si, K) in enumerate(specs)]
-
-    def reference(cond, uncond, cfg, si, K):
-        return sampling.guide(torch.cat((cond, uncond)), sampling.cfg_strength(cfg, si, K))
-
-    def ramp(cfg, si, K):
-        return cfg * si / (K - 1) if K > 1 else 0.0
-
-    mistakes = [
-        _Mistake("the sign flipped ((1 + t) uncond - t cond: steering *away* from the class)",
-                 lambda c, u, cfg, si, K: (1 + ramp(cfg, si, K)) * u - ramp(cfg, si, K) * c,
-                 "Guidance extrapolates from the unconditional towards the conditional prediction: "
-                 "cond + t (cond - uncond) = (1 + t) cond - t uncond."),
-        _Mistake("no ramp (t = cfg at every scale)",
-                 lambda c, u, cfg, si, K: (1 + cfg) * c - cfg * u,
-                 "VAR ramps the strength linearly with the scale: t = cfg * si / (K - 1) -- no guidance on the first "
-                 "scale, full guidance on the last."),
-        _Mistake("the ramp si / K instead of si / (K - 1)",
-                 lambda c, u, cfg, si, K: (1 + cfg * si / K) * c - cfg * si / K * u,
-                 "With 0-based si the last scale is si = K - 1, which must get the full strength cfg."),
-        _Mistake("t cond - t uncond (the 1 + missing)",
-                 lambda c, u, cfg, si, K: ramp(cfg, si, K) * (c - u),
-                 "At t = 0 guidance must give back the conditional logits: (1 + t) cond - t uncond."),
-    ]
-    return _run("cfg_mix", cfg_mix, reference, cases,
-                lambda got, exp: _compare_tensor(got, exp, "the guided logits", atol=1e-5, rtol=1e-5,
-                                                 names=("b", "token", "vocab")),
-                mistakes, hint="t = cfg * si / (num_scales - 1) if num_scales > 1 else 0.0; "
-                               "return (1 + t) * cond - t * uncond.", verbose=verbose)
+exercise("top_k_top_p", "5.1",
+         concept="Two filters cut the unlikely tail before sampling: top-k keeps the k largest logits; top-p keeps "
+                 "the most likely tokens until their probability reaches p (the token that crosses p stays, so the best "
+                 "token always stays). Removed logits become -inf; 0 switches a filter off; top-k acts first.",
+         approach="top-k: find the k-th largest logit per position (logits.topk(k).values[..., -1:]) and mask what is "
+                  "below it. top-p: softmax what is left, sort descending, the mass *before* each sorted token is "
+                  "cumsum - p_sorted; remove where it is >= p; scatter the decision back to vocabulary order.",
+         code="kth = x.topk(k, -1).values[..., -1:]; x = x.masked_fill(x < kth, -inf); probs, order = "
+              "x.softmax(-1).sort(-1, descending=True); remove = (probs.cumsum(-1) - probs) >= p; "
+              "x = x.masked_fill(torch.zeros_like(remove).scatter(-1, order, remove), -inf)",
+         shortcuts=_SAMPLERS[2:3])
+exercise("sample_scale", "5.2",
+         concept="One step of VAR's sampler: the model ran the batch twice (true classes, then the unconditional "
+                 "class); guidance pushes the conditional logits away from the unconditional ones, with a strength "
+                 "that grows linearly from nothing at scale 1 to cfg at scale K; then the filter, then one random token "
+                 "per position.",
+         approach="Split logits_2BlV into cond (first B rows) and uncond (last B rows); t = cfg * si / (K - 1) "
+                  "(0 if K == 1); guided = uncond + (1 + t) (cond - uncond); filter with your top_k_top_p; sample from "
+                  "softmax with torch.multinomial(probs.view(-1, V), 1, replacement=True, generator=generator).",
+         code="B = len(x) // 2; t = cfg * si / (K - 1) if K > 1 else 0.0; g = (1 + t) * x[:B] - t * x[B:]; "
+              "g = top_k_top_p(g, top_k, top_p); return torch.multinomial(g.softmax(-1).view(-1, V), 1, "
+              "replacement=True, generator=generator).view(B, l)",
+         shortcuts=_SAMPLERS)
 
 
 def _filter_case(seed: int, B: int, l: int, V: int):
@@ -60,8 +46,9 @@ def check_top_k_top_p(top_k_top_p, verbose: bool = True) -> CheckResult:
     (if top_k > 0) and then outside the top-p nucleus (if top_p > 0) set to -inf. The nucleus is the smallest set of
     most likely tokens whose probability reaches top_p (computed on what top-k kept); the best token always stays.
     Reference: ``sampling.filter_top_k_top_p``."""
-    specs = [(0, 0.0), (5, 0.0), (0, 0.9), (10, 0.8), (0, 1e-6), (64, 0.5)]
-    cases = [_Case(f"top_k={k}, top_p={p}, V=64", (_filter_case(n, 2, 3, 64), k, p)) for n, (k, p) in enumerate(specs)]
+    specs = [(0, 0.0, 64), (5, 0.0, 64), (0, 0.9, 64), (10, 0.8, 64), (0, 1e-6, 64), (64, 0.5, 64), (7, 0.7, 50)]
+    cases = [_Case(f"top_k={k}, top_p={p}, V={V}", (_filter_case(n, 2, 3, V), k, p), hidden=n == len(specs) - 1)
+             for n, (k, p, V) in enumerate(specs)]
 
     def reference(logits, k, p):
         return sampling.filter_top_k_top_p(logits, k, p)
@@ -109,6 +96,67 @@ def check_top_k_top_p(top_k_top_p, verbose: bool = True) -> CheckResult:
     ]
     return _run("top_k_top_p", top_k_top_p, reference, cases,
                 lambda got, exp: _compare_tensor(got, exp, "the filtered logits", atol=1e-6, names=("b", "token", "vocab")),
-                mistakes, hint="top-k first (masked_fill below the k-th largest), then the nucleus on the softmax of "
-                               "what is left; removed entries are -inf; top_k=0 / top_p=0 mean 'off'.",
-                verbose=verbose)
+                mistakes, verbose=verbose)
+
+
+def _sample_case(seed: int, B: int, l: int, V: int):
+    return torch.randn(2 * B, l, V, generator=_gen(seed)) * 2.0
+
+
+def _sample_variant(logits_2BlV, cfg, si, K, top_k, top_p, seed, *, ramp=True, sign=1, filter_first=False,
+                    greedy=False, halves_swapped=False):
+    """One sampling step with one step changed (for diagnosing mistakes); defaults reproduce the library."""
+    B = logits_2BlV.shape[0] // 2
+    cond, uncond = logits_2BlV[:B], logits_2BlV[B:]
+    if halves_swapped:
+        cond, uncond = uncond, cond
+    t = sampling.cfg_strength(cfg, si, K) if ramp else cfg
+    if filter_first:
+        cond, uncond = (sampling.filter_top_k_top_p(x, top_k, top_p) for x in (cond, uncond))
+        guided = (1 + t) * cond - t * uncond
+        guided = torch.nan_to_num(guided, nan=-math.inf, posinf=-math.inf)
+    else:
+        guided = sampling.guide(torch.cat((cond, uncond)), sign * t) if sign == 1 else cond + sign * t * (cond - uncond)
+        guided = sampling.filter_top_k_top_p(guided, top_k, top_p)
+    if greedy:
+        return guided.argmax(-1)
+    return sampling.sample_tokens(guided, _gen(seed))
+
+
+def check_sample_scale(sample_scale, verbose: bool = True) -> CheckResult:
+    """``sample_scale(logits_2BlV, cfg, si, num_scales, top_k, top_p, generator) -> idx_Bl`` (int64): one scale of
+    VAR's sampler on the doubled batch (rows [:B] conditional, [B:] unconditional): guidance ramped with the scale,
+    the top-k/top-p filter, one token per position drawn with ``torch.multinomial`` from ``generator``.
+    Reference: ``sampling.cfg_strength``, ``guide``, ``filter_top_k_top_p`` and ``sample_tokens``, the calls of
+    ``VAR.generate_steps``."""
+    specs = [(1.5, 0, 10, 0, 0.0, False), (1.5, 9, 10, 0, 0.0, False), (4.0, 3, 7, 5, 0.0, False),
+             (2.0, 2, 3, 0, 0.9, False), (3.0, 0, 1, 0, 0.0, False), (2.5, 5, 8, 8, 0.8, True)]
+    cases = [_Case(f"cfg={cfg}, scale k={si + 1} of K={K}, top_k={k}, top_p={p}",
+                   (_sample_case(n, 2, 6, 32), cfg, si, K, k, p, 100 + n), hidden=hidden)
+             for n, (cfg, si, K, k, p, hidden) in enumerate(specs)]
+
+    def reference(logits, cfg, si, K, k, p, seed):
+        return _sample_variant(logits, cfg, si, K, k, p, seed)
+
+    def call(fn, logits, cfg, si, K, k, p, seed):
+        return fn(logits, cfg, si, K, k, p, _gen(seed))
+
+    mistakes = [
+        _Mistake("guidance with the sign flipped (steering *away* from the class)",
+                 lambda *a: _sample_variant(*a, sign=-1),
+                 "Guidance extrapolates from the unconditional towards the conditional prediction, and beyond it."),
+        _Mistake("the two halves of the batch swapped (rows [:B] are the conditional ones)",
+                 lambda *a: _sample_variant(*a, halves_swapped=True),
+                 "VAR stacks the true labels first and the unconditional class second: cond = rows [:B]."),
+        _Mistake("no ramp (the full cfg at every scale)", lambda *a: _sample_variant(*a, ramp=False),
+                 "The strength grows linearly with the scale: nothing at the first scale, cfg at the last."),
+        _Mistake("filtering before guidance", lambda *a: _sample_variant(*a, filter_first=True),
+                 "Guide first, then filter the guided logits: the filter decides on the distribution you sample from."),
+        _Mistake("the most likely token instead of a sample", lambda *a: _sample_variant(*a, greedy=True),
+                 "Draw one token per position with torch.multinomial from softmax(logits), using the generator."),
+    ]
+    return _run("sample_scale", sample_scale, reference, cases,
+                lambda got, exp: _compare_tensor(got, exp, "the tokens", names=("b", "token"),
+                                                 kind_hint="Return token indices (int64), not logits."),
+                mistakes, success="This is one step of generate_steps: the whole sampler is this, K times.",
+                verbose=verbose, call=call)

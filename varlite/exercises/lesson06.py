@@ -1,12 +1,32 @@
-"""Checks of lesson 6 -- training: per-scale loss and class dropout."""
+"""Checks of lesson 6 -- training: the per-scale loss of the transformer and the tokenizer's vq loss."""
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
 
-from ._check import CheckResult, _Case, _Mistake, _Mismatch, _as_tensor, _compare_tensor, _report, _not_callable, _not_attempted, _raised, _run, _gen
+from ..quantizer import MultiScaleQuantizer
+from ..train import metrics
+from ..vqvae import VQVAE
+from ._check import CheckResult, Shortcut, _Case, _Mismatch, _Mistake, _compare_tensor, _gen, _run, exercise
+
+exercise("per_scale_cross_entropy", "6.1",
+         concept="Teacher forcing scores all L tokens at once; to see how well each scale is predicted, average the "
+                 "cross-entropy over the positions of that scale only (scale k owns pn_k^2 consecutive positions).",
+         approach="Per-token losses with F.cross_entropy(..., reduction='none') on (B*L, V) logits, reshaped to "
+                  "(B, L); walk through the scales with a running start index, advancing by pn^2; one mean per slice.",
+         code="loss_BL = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), reduction='none').view(B, L); "
+              "for pn in patch_nums: out.append(loss_BL[:, begin:begin + pn * pn].mean()); begin += pn * pn",
+         shortcuts=[Shortcut(metrics, "per_scale_loss_acc")])
+exercise("vq_loss", "6.2",
+         concept="Choosing the nearest code has no gradient. Two losses and one trick fix that: the codebook (and "
+                 "phi) is pulled towards the encoder's output, the encoder is pulled (weighted by beta, the "
+                 "commitment) towards its codes, each with the other side frozen; and the decoder gets a tensor with "
+                 "f_hat's value but f's gradient (the straight-through estimator).",
+         approach="For each f_hat_k: beta * mse(f_hat_k.detach(), f) + mse(f_hat_k, f.detach()); average over the K "
+                  "scales. Decoder input: f + (f_hat_K - f).detach(), the same value as f_hat_K, gradient only to f.",
+         code="loss = sum(beta * F.mse_loss(h.detach(), f) + F.mse_loss(h, f.detach()) for h in f_hats) / len(f_hats); "
+              "return (f_hats[-1].detach() - f.detach()) + f, loss",
+         shortcuts=[Shortcut(MultiScaleQuantizer, "forward"), Shortcut(VQVAE, "forward")])
 
 
 def _ce_case(seed: int, B: int, patch_nums, V: int):
@@ -19,9 +39,9 @@ def check_per_scale_cross_entropy(per_scale_cross_entropy, verbose: bool = True)
     """``per_scale_cross_entropy(logits_BLV, target_BL, patch_nums) -> (K,)``: the mean cross-entropy of the tokens of
     each scale (scale k owns positions [sum_{j<k} pn_j^2, sum_{j<=k} pn_j^2)).
     Reference: ``varlite.train.metrics.per_scale_loss_acc``."""
-    from ..train.metrics import per_scale_loss_acc
-    specs = [(1, (1, 2), 5), (2, (1, 2, 3, 4), 16), (3, (1, 2, 4, 8), 32)]
-    cases = [_Case(f"B={B}, patch_nums={pn}, V={V}", _ce_case(s, B, pn, V)) for s, (B, pn, V) in enumerate(specs)]
+    specs = [(1, (1, 2), 5), (2, (1, 2, 3, 4), 16), (3, (1, 2, 4, 8), 32), (2, (1, 3, 5), 12)]
+    cases = [_Case(f"B={B}, patch_nums={pn}, V={V}", _ce_case(s, B, pn, V), hidden=s == len(specs) - 1)
+             for s, (B, pn, V) in enumerate(specs)]
 
     def begin_ends(pn, square=True):
         out, cur = [], 0
@@ -32,7 +52,7 @@ def check_per_scale_cross_entropy(per_scale_cross_entropy, verbose: bool = True)
         return out
 
     def reference(logits, target, pn):
-        return per_scale_loss_acc(logits, target, begin_ends(pn))[1]
+        return metrics.per_scale_loss_acc(logits, target, begin_ends(pn))[1]
 
     def ce_BL(logits, target):
         return F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="none").view(target.shape)
@@ -50,65 +70,89 @@ def check_per_scale_cross_entropy(per_scale_cross_entropy, verbose: bool = True)
     ]
     return _run("per_scale_cross_entropy", per_scale_cross_entropy, reference, cases,
                 lambda got, exp: _compare_tensor(got, exp, "the per-scale losses", atol=1e-5, rtol=1e-5, names=("scale",)),
-                mistakes, hint="loss_BL = F.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction='none')"
-                               ".view(B, L); then one mean per scale's slice.", verbose=verbose)
+                mistakes, verbose=verbose)
 
 
-def check_drop_labels(drop_labels, verbose: bool = True) -> CheckResult:
-    """``drop_labels(labels_B, drop_rate, num_classes, generator) -> (B,)``: each label replaced by the
-    "unconditional" class ``num_classes`` with probability ``drop_rate`` (independently), the others unchanged; random
-    numbers from ``generator`` only; the input tensor not modified. This is the class dropout of ``VAR.forward`` in
-    training mode (``torch.rand(B) < cond_drop_rate``) that makes classifier-free guidance possible.
+def _vq_case(seed: int, B: int, Cv: int, H: int, K: int):
+    g = _gen(seed)
+    f = torch.randn(B, Cv, H, H, generator=g)
+    f_hats = [f * (k + 1) / K + 0.3 * torch.randn(B, Cv, H, H, generator=g) / (k + 1) for k in range(K)]
+    weight = torch.randn(B, Cv, H, H, generator=g)        # what the "decoder" does with its input, for the gradient
+    return f, f_hats, 0.25 if seed % 2 == 0 else 0.4, weight
 
-    A statistical check (no reference tensor): the dropped fraction must be within 5 standard deviations of
-    drop_rate on 20,000 labels, and equal generators must give equal results."""
-    exercise = "drop_labels"
-    if not callable(drop_labels):
-        return _not_callable(exercise, drop_labels, verbose)
-    B, num_classes = 20_000, 10
-    for rate in (0.1, 0.5, 0.0, 1.0):
-        labels = torch.arange(B) % num_classes
-        original = labels.clone()
-        try:
-            out = drop_labels(labels, rate, num_classes, _gen(7))
-            again = drop_labels(labels.clone(), rate, num_classes, _gen(7))
-        except NotImplementedError:
-            return _not_attempted(exercise, verbose)
-        except Exception as err:
-            return _raised(exercise, f"drop_rate={rate}", err, "torch.where(torch.rand(B, generator=generator) < "
-                           "drop_rate, num_classes, labels).", verbose)
-        problem = None
-        try:
-            out = _as_tensor(out, "the labels")
-            if tuple(out.shape) != (B,):
-                problem = f"expected shape ({B},), got {tuple(out.shape)}"
-            elif out.is_floating_point() or out.dtype == torch.bool:
-                problem = f"expected integer labels, got {out.dtype}"
-            elif not torch.equal(labels, original):
-                problem = ("the input tensor was modified in place. Return a new tensor (torch.where(drop, "
-                           "num_classes, labels)) -- the caller still needs the true labels")
-            else:
-                kept = out == original
-                dropped = ~kept
-                if bool((out[dropped] != num_classes).any()):
-                    wrong = int(out[dropped & (out != num_classes)][0])
-                    problem = (f"a dropped label must become the unconditional class {num_classes} (the extra row of "
-                               f"class_emb), got {wrong}")
-                else:
-                    frac = float(dropped.double().mean()) if rate < 1.0 else float((out == num_classes).double().mean())
-                    sd = math.sqrt(max(rate * (1 - rate), 1e-12) / B)
-                    if abs(frac - rate) > 5 * sd + 1e-9:
-                        flip = abs(frac - (1 - rate)) <= 5 * sd + 1e-9
-                        problem = (f"with drop_rate={rate} you dropped {frac:.1%} of the labels" + (
-                            " -- that is 1 - drop_rate: compare with `torch.rand(B) < drop_rate` to drop with "
-                            "probability drop_rate" if flip else ""))
-                    elif not torch.equal(out, _as_tensor(again, "the labels")):
-                        problem = ("two calls with equally seeded generators gave different results: draw the random "
-                                   "numbers with torch.rand(B, generator=generator)")
-        except _Mismatch as m:
-            problem = str(m)
-        if problem:
-            return _report(CheckResult(exercise, "wrong", f"[{exercise}] WRONG with drop_rate={rate}: {problem}."),
-                           verbose)
-    return _report(CheckResult(exercise, "passed", f"[{exercise}] PASSED: drop rates 0.1, 0.5, 0 and 1 behave as "
-                               f"VAR's class dropout."), verbose)
+
+def _vq_reference(f, f_hats, beta, *, straight_through=True, swapped=False, detach=True, last_only=False,
+                  sum_scales=False):
+    """vq loss and decoder input as ``MultiScaleQuantizer.forward`` computes them; keywords give known mistakes."""
+    sg = (lambda x: x.detach()) if detach else (lambda x: x)
+    used = f_hats[-1:] if last_only else f_hats
+    terms = [(F.mse_loss(fh, sg(f)) * beta + F.mse_loss(sg(fh), f)) if swapped else
+             (beta * F.mse_loss(sg(fh), f) + F.mse_loss(fh, sg(f))) for fh in used]
+    loss = sum(terms) if sum_scales else sum(terms) / len(used)
+    decoder_input = (f_hats[-1].detach() - f.detach()) + f if straight_through else f_hats[-1]
+    return decoder_input, loss
+
+
+def _vq_outcome(fn, f, f_hats, beta, weight):
+    """Run a vq_loss implementation on fresh leaves and back-propagate loss + <weight, decoder input>: returns the
+    values and the gradients that reach f and every f_hat."""
+    f = f.clone().requires_grad_(True)
+    f_hats = [x.clone().requires_grad_(True) for x in f_hats]
+    decoder_input, loss = fn(f, f_hats, beta)
+    for value, what in ((decoder_input, "the decoder input"), (loss, "the loss")):
+        if not isinstance(value, torch.Tensor):
+            raise _Mismatch(f"{what}: expected a torch.Tensor, got {type(value).__name__}")
+    if not (decoder_input.requires_grad or loss.requires_grad):
+        raise _Mismatch("nothing you returned carries a gradient (did you call .detach() or .item() on everything, "
+                        "or compute under torch.no_grad()?)")
+    total = loss.sum() + (decoder_input * weight).sum() if decoder_input.shape == weight.shape else loss.sum()
+    total.backward()
+    zeros = torch.zeros_like(f)
+    return (decoder_input.detach(), loss.detach(), f.grad if f.grad is not None else zeros,
+            [x.grad if x.grad is not None else zeros for x in f_hats])
+
+
+def check_vq_loss(vq_loss, verbose: bool = True) -> CheckResult:
+    """``vq_loss(f_BCvHW, f_hats, beta) -> (decoder_input_BCvHW, loss)``: the tokenizer's quantization loss and the
+    straight-through input of its decoder, given the encoder output f and f_hat after every scale (f_hats[k], which
+    carry the gradient to the codebook and phi). Checked on values *and* on the gradients that reach f and each
+    f_hat. Reference: ``MultiScaleQuantizer.forward`` (mean over scales of beta ||sg(f_hat_k) - f||^2 +
+    ||f_hat_k - sg(f)||^2; decoder input sg(f_hat_K) + f - sg(f))."""
+    specs = [(1, 4, 2, 2, False), (2, 8, 4, 3, False), (2, 6, 5, 4, True)]
+    cases = [_Case(f"B={B}, Cv={Cv}, {H}x{H}, K={K}", _vq_case(n, B, Cv, H, K), hidden=hidden)
+             for n, (B, Cv, H, K, hidden) in enumerate(specs)]
+
+    def outcome_of(variant):
+        return lambda f, f_hats, beta, weight: _vq_outcome(variant, f, f_hats, beta, weight)
+
+    def compare(got, exp):
+        value, loss, grad_f, grad_hats = got
+        _compare_tensor(value, exp[0], "the decoder input (its value must be f_hat after the last scale)", atol=1e-5,
+                        rtol=1e-5)
+        _compare_tensor(loss.reshape(()) if loss.numel() == 1 else loss, exp[1], "the loss", atol=1e-6, rtol=1e-5)
+        _compare_tensor(grad_f, exp[2], "the gradient that reaches f (the encoder)", atol=1e-6, rtol=1e-4,
+                        names=("b", "channel", "row", "col"))
+        for k, (g, e) in enumerate(zip(grad_hats, exp[3])):
+            _compare_tensor(g, e, f"the gradient that reaches f_hat after scale {k + 1} (codebook and phi)",
+                            atol=1e-6, rtol=1e-4, names=("b", "channel", "row", "col"))
+
+    mistakes = [
+        _Mistake("no straight-through estimator (the decoder gets f_hat itself)",
+                 outcome_of(lambda f, h, b: _vq_reference(f, h, b, straight_through=False)),
+                 "The decoder's gradient must reach the encoder, but choosing a code has no gradient. Give the decoder a "
+                 "tensor whose *value* is f_hat and whose *gradient* is f's: detach the difference f_hat - f."),
+        _Mistake("beta on the codebook term instead of the commitment term",
+                 outcome_of(lambda f, h, b: _vq_reference(f, h, b, swapped=True)),
+                 "beta weighs the commitment term, the one that moves the encoder's f (the codebook side is detached)."),
+        _Mistake("no stop-gradient in the loss ((1 + beta) ||f_hat - f||^2)",
+                 outcome_of(lambda f, h, b: _vq_reference(f, h, b, detach=False)),
+                 "Each of the two terms must move only one side: detach f_hat in the commitment term, f in the other."),
+        _Mistake("the loss of the last scale only", outcome_of(lambda f, h, b: _vq_reference(f, h, b, last_only=True)),
+                 "Every scale's f_hat is pulled towards f: average the two terms over all K scales."),
+        _Mistake("the sum over scales instead of the mean",
+                 outcome_of(lambda f, h, b: _vq_reference(f, h, b, sum_scales=True)),
+                 "Divide by the number of scales K (the official loss is the mean over scales)."),
+    ]
+    return _run("vq_loss", vq_loss, outcome_of(_vq_reference), cases, compare, mistakes,
+                success="These two lines are why a VQ tokenizer can be trained at all.",
+                verbose=verbose, call=lambda fn, f, f_hats, beta, weight: _vq_outcome(fn, f, f_hats, beta, weight))

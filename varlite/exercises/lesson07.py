@@ -1,4 +1,4 @@
-"""Checks of lesson 7 -- zero-shot editing: keep masks and in-painting overrides."""
+"""Checks of lesson 7 -- zero-shot editing: the keep mask of every scale."""
 from __future__ import annotations
 
 import torch
@@ -6,7 +6,18 @@ import torch.nn.functional as F
 
 from .. import editing
 from ..configs import OFFICIAL_PATCH_NUMS
-from ._check import CheckResult, _Case, _Mistake, _Mismatch, _compare_tensor, _compare_list, _run, _gen
+from ._check import CheckResult, Shortcut, _Case, _compare_list, _gen, _Mistake, _run, exercise
+
+exercise("scale_keep_masks", "7.1",
+         concept="Editing keeps the known tokens at every scale, so the final-grid mask must be carried to every "
+                 "scale's grid. A coarse token is kept when most of its area is known; the tiny first scales (a "
+                 "handful of tokens) are kept entirely, so the layout of the source survives.",
+         approach="For each pn: resize the (H, W) mask to (pn, pn) with F.interpolate(mode='bilinear', "
+                  "align_corners=False) on a (1, 1, H, W) float tensor, then threshold (> 0.5); scales with pn * pn "
+                  "<= 3 get an all-True mask.",
+         code="[torch.ones(pn, pn, dtype=torch.bool) if pn * pn <= 3 else F.interpolate(keep.float()[None, None], "
+              "size=(pn, pn), mode='bilinear', align_corners=False)[0, 0] > 0.5 for pn in patch_nums]",
+         shortcuts=[Shortcut(editing, "scale_keep_masks"), Shortcut(editing, "make_overrides")])
 
 
 def _keep_cases():
@@ -17,6 +28,7 @@ def _keep_cases():
                                                              OFFICIAL_PATCH_NUMS)),
         _Case("keep the left half, official schedule", (editing.box_mask(16, 0, 0, 1, 0.5).float(), OFFICIAL_PATCH_NUMS)),
         _Case("a soft (0..1) mask, patch_nums (1, 2, 3, 4, 5, 6, 8)", (soft, (1, 2, 3, 4, 5, 6, 8))),
+        _Case("", (editing.box_mask(12, 0.1, 0.5, 0.6, 0.9).float(), (1, 2, 3, 5, 7, 12)), hidden=True),
     ]
 
 
@@ -58,43 +70,4 @@ def check_scale_keep_masks(scale_keep_masks, verbose: bool = True) -> CheckResul
                 lambda got, exp: _compare_list(got, exp, "the keep masks", lambda k: f"scale {k + 1} "
                                                f"({exp[k].shape[0]}x{exp[k].shape[0]})", names=("row", "col"),
                                                kind_hint="Return bool masks (True = keep)."),
-                mistakes, hint="for each pn: F.interpolate(keep[None, None].float(), size=(pn, pn), mode='bilinear', "
-                               "align_corners=False)[0, 0] > 0.5, except pn * pn <= 3 -> all True.", verbose=verbose)
-
-
-def _overrides_case(seed: int, patch_nums, hole):
-    g = _gen(seed)
-    tokens = [torch.randint(0, 64, (p, p), generator=g) for p in patch_nums]
-    return tokens, hole, tuple(patch_nums)
-
-
-def check_inpaint_overrides(inpaint_overrides, verbose: bool = True) -> CheckResult:
-    """``inpaint_overrides(source_tokens, hole_HW, patch_nums) -> {k: (tokens_k, keep_k)}`` for every scale k: the
-    source's (pn_k, pn_k) token map and the bool keep mask from the official rule applied to 1 - hole (1 = the region
-    to regenerate). Reference: ``editing.scale_keep_masks(1 - hole, patch_nums)``, as ``editing.inpaint`` builds it."""
-    pn7 = (1, 2, 3, 4, 5, 6, 8)
-    cases = [_Case("a central hole, patch_nums (1, 2, 3, 4, 5, 6, 8)", _overrides_case(0, pn7, editing.box_mask(8, .25, .25, .75, .75).float())),
-             _Case("the right third, official schedule", _overrides_case(1, OFFICIAL_PATCH_NUMS, editing.box_mask(16, 0, 2 / 3, 1, 1).float()))]
-
-    def build(tokens, hole, pn, keep_from):
-        masks = [m[0] for m in editing.scale_keep_masks(keep_from(hole), pn)]
-        return {k: (tokens[k], masks[k]) for k in range(len(pn))}
-
-    def compare(got, exp):
-        if not isinstance(got, dict):
-            raise _Mismatch(f"expected a dict {{scale: (tokens, keep)}}, got {type(got).__name__}")
-        if sorted(got) != sorted(exp):
-            raise _Mismatch(f"expected the scales {sorted(exp)} as keys, got {sorted(got, key=str)}")
-        for k in sorted(exp):
-            if not (isinstance(got[k], (tuple, list)) and len(got[k]) == 2):
-                raise _Mismatch(f"scale {k}: expected a pair (tokens, keep)")
-            _compare_tensor(got[k][0], exp[k][0], f"the tokens of scale {k}", names=("row", "col"))
-            _compare_tensor(got[k][1], exp[k][1], f"the keep mask of scale {k}", names=("row", "col"),
-                            kind_hint="Return bool masks (True = keep the source token).")
-
-    mistakes = [_Mistake("keeping the hole instead of everything around it",
-                         lambda t, h, pn: build(t, h, pn, lambda x: x),
-                         "The hole is what the model regenerates; the keep mask is 1 - hole.")]
-    return _run("inpaint_overrides", inpaint_overrides, lambda t, h, pn: build(t, h, pn, lambda x: 1 - x), cases,
-                compare, mistakes, hint="keep = editing.scale_keep_masks(1 - hole, patch_nums); "
-                                        "{k: (source_tokens[k], keep[k][0]) for k in range(K)}.", verbose=verbose)
+                mistakes, verbose=verbose)

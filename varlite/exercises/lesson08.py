@@ -1,13 +1,35 @@
-"""Checks of lesson 8 -- cost and scale: counting attention, fitting power laws."""
+"""Checks of lesson 8 -- cost and scale: counting attention pairs, fitting a power law from sums."""
 from __future__ import annotations
 
 import itertools
 
 import numpy as np
+import torch
 
 from .. import complexity
 from ..configs import OFFICIAL_PATCH_NUMS, VARConfig
-from ._check import CheckResult, _Case, _Mistake, _compare_int, _compare_float, _run
+from ._check import CheckResult, Shortcut, _Case, _Mismatch, _Mistake, _compare_float, _compare_int, _run, exercise
+
+exercise("attention_pairs", "8.1",
+         concept="At each step the new queries attend to every key they may see: with a KV cache only the step's new "
+                 "tokens are queries; without it the step recomputes every token seen so far. The block-causal mask "
+                 "decides what 'may see' means.",
+         approach="Walk through the scales keeping a running count L_k of the tokens up to and including scale k; "
+                  "add l_k * L_k pairs with a cache (l_k = pn_k^2 new queries) and L_k * L_k without one.",
+         code="total = seen = 0; for pn in patch_nums: seen += pn * pn; total += pn * pn * seen if kv_cache else "
+              "seen * seen; return total",
+         shortcuts=[Shortcut(complexity, a) for a in ("var_cost", "raster_ar_cost", "compare", "scaling_rows")])
+exercise("fit_power_law", "8.2",
+         concept="A power law y = c x^a is a straight line on log-log axes (log y = log c + a log x). Least squares "
+                 "gives the line; Pearson's r says how close to a line the points lie (not whether the law holds "
+                 "beyond them).",
+         approach="With u = log x, v = log y: slope a = sum((u - mean u)(v - mean v)) / sum((u - mean u)^2); "
+                  "intercept = mean v - a mean u, c = exp(intercept); r = the same covariance over the product of the "
+                  "two root sums of squares.",
+         code="u, v = np.log(x), np.log(y); du, dv = u - u.mean(), v - v.mean(); a = (du * dv).sum() / (du ** 2).sum(); "
+              "return a, np.exp(v.mean() - a * u.mean()), (du * dv).sum() / np.sqrt((du ** 2).sum() * (dv ** 2).sum())",
+         shortcuts=[Shortcut(np, "polyfit"), Shortcut(np, "corrcoef"), Shortcut(np.linalg, "lstsq"),
+                    Shortcut(np.polynomial.polynomial, "polyfit"), Shortcut(torch.linalg, "lstsq")])
 
 
 def _cost_cfg(patch_nums) -> VARConfig:
@@ -22,7 +44,8 @@ def check_attention_pairs(attention_pairs, verbose: bool = True) -> CheckResult:
     Reference: ``complexity.var_cost`` (attention FLOPs / (4 C depth))."""
     specs = [((1, 2), True), ((1, 2), False), ((1, 2, 3, 4), True), ((1, 2, 3, 4), False),
              (OFFICIAL_PATCH_NUMS, True), (OFFICIAL_PATCH_NUMS, False)]
-    cases = [_Case(f"patch_nums={pn}, kv_cache={kv}", (pn, kv)) for pn, kv in specs]
+    cases = [_Case(f"patch_nums={pn}, kv_cache={kv}", (pn, kv)) for pn, kv in specs] + \
+        [_Case("", ((1, 3, 4, 7), kv), hidden=True) for kv in (True, False)]
 
     def reference(pn, kv):
         cost = complexity.var_cost(_cost_cfg(pn))
@@ -48,56 +71,52 @@ def check_attention_pairs(attention_pairs, verbose: bool = True) -> CheckResult:
     ]
     return _run("attention_pairs", attention_pairs, reference, cases,
                 lambda got, exp: _compare_int(got, exp, "the number of pairs"), mistakes,
-                hint="keep a running total L_k of the tokens so far; add pn_k^2 * L_k (cache) or L_k^2 (no cache).",
                 verbose=verbose)
 
 
-def check_raster_pairs(raster_pairs, verbose: bool = True) -> CheckResult:
-    """``raster_pairs(n, kv_cache) -> int``: query-key pairs of a raster-scan AR transformer generating an n x n grid
-    (n^2 steps; step i = 1..n^2 has i keys: 1 query with a cache, i queries without).
-    Reference: ``complexity.raster_ar_cost``."""
-    cases = [_Case(f"n={n}, kv_cache={kv}", (n, kv)) for n in (1, 2, 4, 16) for kv in (True, False)]
-
-    def reference(n, kv):
-        cost = complexity.raster_ar_cost(_cost_cfg((n,)))
-        return (cost.attention_flops_cached if kv else cost.attention_flops_uncached) // 4
-
-    mistakes = [
-        _Mistake("i running over 0 .. n^2 - 1 (off by one)",
-                 lambda n, kv: sum(i if kv else i * i for i in range(n * n)),
-                 "Step i (1-based) sees i keys: the first token sees itself. Sum over i = 1 .. n^2."),
-        _Mistake("n steps instead of n^2",
-                 lambda n, kv: sum(i if kv else i * i for i in range(1, n + 1)),
-                 "An n x n grid has n^2 tokens, generated one per step."),
-    ]
-    return _run("raster_pairs", raster_pairs, reference, cases,
-                lambda got, exp: _compare_int(got, exp, "the number of pairs"), mistakes,
-                hint="sum(i for i in 1..n^2) with a cache, sum(i^2) without.", verbose=verbose)
+def _power_law_fit(x, y):
+    """(exponent a, prefactor c, Pearson r of log x and log y) by numpy: the reference."""
+    lx, ly = np.log(np.asarray(x, float)), np.log(np.asarray(y, float))
+    a, log_c = np.polyfit(lx, ly, 1)
+    return float(a), float(np.exp(log_c)), float(np.corrcoef(lx, ly)[0, 1])
 
 
 def check_fit_power_law(fit_power_law, verbose: bool = True) -> CheckResult:
-    """``fit_power_law(x, y) -> float``: the exponent a of y ~ c x^a, by a least-squares line through (log x, log y).
-    Reference: ``np.polyfit(np.log(x), np.log(y), 1)[0]``."""
+    """``fit_power_law(x, y) -> (a, c, r)``: the least-squares fit of y ~ c x^a on log-log axes (exponent a,
+    prefactor c) and the Pearson correlation r of (log x, log y) -- written from sums, without np.polyfit, a lstsq
+    solver or np.corrcoef (refused). Reference: ``np.polyfit(log x, log y, 1)`` and ``np.corrcoef``."""
     rng = np.random.default_rng(0)
-    specs = [(np.array([2., 4, 8, 16, 32]), 4.0, 3.0, 0.0), (np.array([1., 2, 3, 5, 8, 13]), -0.2, 2.0, 0.02),
-             (np.geomspace(18e6, 2e9, 12), -0.23, 1e3, 0.01)]
-    cases = [_Case(f"{len(x)} points, true exponent {a}", (x, c * x ** a * np.exp(noise * rng.standard_normal(len(x)))))
-             for x, a, c, noise in specs]
+    specs = [(np.array([2., 4, 8, 16, 32]), 4.0, 3.0, 0.0, False), (np.array([1., 2, 3, 5, 8, 13]), -0.2, 2.0, 0.02, False),
+             (np.geomspace(18e6, 2e9, 12), -0.23, 1e3, 0.01, False), (np.array([3., 7, 20, 50, 90, 400]), 1.7, 0.05, 0.3, True)]
+    cases = [_Case(f"{len(x)} points, true exponent {a}", (x, c * x ** a * np.exp(noise * rng.standard_normal(len(x)))),
+                   hidden=hidden) for x, a, c, noise, hidden in specs]
 
-    def reference(x, y):
-        return float(np.polyfit(np.log(np.asarray(x, float)), np.log(np.asarray(y, float)), 1)[0])
+    def compare(got, exp):
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
+            raise _Mismatch(f"expected a tuple (a, c, r) of three numbers, got {got!r:.80}")
+        for g, e, what in zip(got, exp, ("the exponent a", "the prefactor c", "the correlation r")):
+            _compare_float(g, e, what, rtol=1e-6)
+
+    def lin(lx, ly):
+        slope = np.sum((lx - lx.mean()) * (ly - ly.mean())) / np.sum((lx - lx.mean()) ** 2)
+        return slope, ly.mean() - slope * lx.mean()
+
+    def variant(x, y, *, log_x=True, log10_x=False, intercept_as_c=False, r_squared=False):
+        lx = np.log10(x) if log10_x else (np.log(x) if log_x else np.asarray(x, float))
+        ly = np.log(y)
+        slope, icpt = lin(lx, ly)
+        r = float(np.corrcoef(lx, ly)[0, 1])
+        return float(slope), float(icpt if intercept_as_c else np.exp(icpt)), r * abs(r) if r_squared else r
 
     mistakes = [
-        _Mistake("a line through (x, log y) (x not in log scale)",
-                 lambda x, y: float(np.polyfit(np.asarray(x, float), np.log(y), 1)[0]),
+        _Mistake("a line through (x, log y) (x not in log scale)", lambda x, y: variant(x, y, log_x=False),
                  "A power law is a straight line on log-log axes: take the log of *both* x and y."),
-        _Mistake("log10 for one axis and ln for the other",
-                 lambda x, y: float(np.polyfit(np.log10(x), np.log(y), 1)[0]),
-                 "Use the same logarithm on both axes (then the base does not matter)."),
-        _Mistake("the intercept instead of the slope",
-                 lambda x, y: float(np.polyfit(np.log(x), np.log(y), 1)[1]),
-                 "np.polyfit(..., 1) returns [slope, intercept]: the exponent is the slope, [0]."),
+        _Mistake("log10 for x and ln for y", lambda x, y: variant(x, y, log10_x=True),
+                 "Use the same logarithm on both axes (then the base does not matter for the exponent)."),
+        _Mistake("the intercept of the line returned as c (log c instead of c)",
+                 lambda x, y: variant(x, y, intercept_as_c=True),
+                 "The line is log y = log c + a log x: its intercept is log c, so c = exp(intercept)."),
+        _Mistake("r squared (with the sign of r) instead of r", lambda x, y: variant(x, y, r_squared=True),
+                 "Pearson's r = cov(log x, log y) / (std(log x) std(log y)), not its square."),
     ]
-    return _run("fit_power_law", fit_power_law, reference, cases,
-                lambda got, exp: _compare_float(got, exp, "the exponent", rtol=1e-6), mistakes,
-                hint="np.polyfit(np.log(x), np.log(y), 1)[0].", verbose=verbose)
+    return _run("fit_power_law", fit_power_law, _power_law_fit, cases, compare, mistakes, verbose=verbose)

@@ -1,4 +1,4 @@
-"""Checks of lesson 9 -- the real thing: parameter and memory counts of the official VAR."""
+"""Checks of lesson 9 -- the real thing: the parameters of the official VAR and the memory of its KV cache."""
 from __future__ import annotations
 
 import functools
@@ -7,10 +7,29 @@ import itertools
 import torch
 
 from .. import complexity
-from ..configs import OFFICIAL_PATCH_NUMS, VARConfig, official_var, official_vqvae
+from ..configs import OFFICIAL_PATCH_NUMS, official_var, official_vqvae
 from ..var import VAR
 from ..vqvae import VQVAE
-from ._check import CheckResult, _Case, _Mistake, _Mismatch, _compare_int, _run
+from ._check import CheckResult, Shortcut, _Case, _Mistake, _compare_int, _run, exercise
+
+exercise("var_param_count", "9.1",
+         concept="Count what the model learns, part by part: the blocks (attention, FFN, AdaLN), the embeddings, the "
+                 "head. Buffers (the mask, the level index, zero_k_bias) are not parameters.",
+         approach="Per block with width C: attention qkv (3C^2, no key bias) + q and v biases (2C) + one logit scale "
+                  "per head + the output projection (C^2 + C); FFN C -> 4C -> C with biases; AdaLN Linear C -> 6C. "
+                  "Then the class embedding (classes + 1 rows), position (L rows) and level (K rows) embeddings, "
+                  "pos_start, the word embedding Cv -> C (no bias), the head's AdaLN (C -> 2C) and the head (C -> V).",
+         code="per block 4C^2 + 3C + H (attention) + 8C^2 + 5C (FFN) + 6C^2 + 6C (AdaLN); embeddings C + L C + Cv C + C "
+              "+ (classes + 1) C + K C; head 2C^2 + 2C + C V + V",
+         shortcuts=[Shortcut(VAR, "__init__")])
+exercise("kv_cache_bytes", "9.2",
+         concept="During generation every block keeps the keys and values of every token produced so far, so that a "
+                 "new scale's queries can attend to them; guidance runs two rows per image.",
+         approach="Count the tensors left in the cache after the last scale: per block a key and a value tensor of "
+                  "(rows, heads, L, head_dim), with heads x head_dim = C and rows = 2 x batch; multiply by the bytes "
+                  "per value.",
+         code="L = sum(pn * pn for pn in patch_nums); return 2 * depth * 2 * batch * L * embed_dim * bytes_per_value",
+         shortcuts=[Shortcut(complexity, "attention_capture_bytes")])
 
 
 @functools.lru_cache(maxsize=8)
@@ -45,7 +64,7 @@ def check_var_param_count(var_param_count, verbose: bool = True) -> CheckResult:
     """``var_param_count(depth) -> int``: the number of learned parameters of the official VAR-d{depth} (width
     C = 64 depth, V = 4096, Cv = 32, 1000 classes, patch_nums 1..16, L = 680). Reference: the model itself,
     ``sum(p.numel() for p in VAR(official_var(depth), ...).parameters())`` (built on the meta device: no memory)."""
-    cases = [_Case(f"depth={d} (C={64 * d})", (d,)) for d in (16, 20, 24, 30)]
+    cases = [_Case(f"depth={d} (C={64 * d})", (d,), hidden=d == 12) for d in (16, 20, 24, 30, 12)]
 
     def reference(depth):
         return sum(p.numel() for p in _meta_var(depth).parameters())
@@ -66,43 +85,40 @@ def check_var_param_count(var_param_count, verbose: bool = True) -> CheckResult:
 
     return _run("var_param_count", var_param_count, reference, cases,
                 lambda got, exp: _compare_int(got, exp, "the parameter count"), diagnose=diagnose,
-                hint="per block: attention 4C^2 + 3C + H, FFN 8C^2 + 5C, AdaLN 6C^2 + 6C; then the embeddings, the "
-                     "head's AdaLN (2C^2 + 2C) and the head (C V + V).", verbose=verbose)
+                verbose=verbose)
 
 
-def check_attention_capture_bytes(attention_capture_bytes, verbose: bool = True) -> CheckResult:
-    """``attention_capture_bytes(patch_nums, depth, num_heads, batch=1, bytes_per_value=4) -> [int per scale]``: the
-    memory ``generate_steps(capture_attention=True)`` keeps: at scale k, depth x heads x l_k queries x L_k keys values
-    per image. Reference: ``complexity.attention_capture_bytes``."""
-    specs = [((1, 2, 3), 2, 2, 1, 4), (OFFICIAL_PATCH_NUMS, 16, 16, 1, 4), (OFFICIAL_PATCH_NUMS, 16, 16, 2, 2)]
-    cases = [_Case(f"patch_nums={pn}, depth={d}, heads={h}, batch={b}, {nb} bytes", (pn, d, h, b, nb))
-             for pn, d, h, b, nb in specs]
+def kv_cache_bytes_reference(patch_nums, depth, embed_dim, batch, bytes_per_value=4):
+    """Bytes the KV cache holds after a guided generation: keys and values (2) of every block (depth) for the doubled
+    batch (2 batch: conditional and unconditional rows) and all L tokens, C = embed_dim values each.
+    ``tests/test_exercises.py`` checks this against the ``KVCache`` of a real ``VAR.generate_steps`` run."""
+    L = sum(pn * pn for pn in patch_nums)
+    return 2 * depth * 2 * batch * L * embed_dim * bytes_per_value
 
-    def cfg(pn, d, h):
-        return VARConfig(vocab_size=16, z_channels=4, patch_nums=tuple(pn), num_classes=1, depth=d, embed_dim=h,
-                         num_heads=h)
 
-    def reference(pn, d, h, b, nb):
-        return complexity.attention_capture_bytes(cfg(pn, d, h), b, nb)
+def check_kv_cache_bytes(kv_cache_bytes, verbose: bool = True) -> CheckResult:
+    """``kv_cache_bytes(patch_nums, depth, embed_dim, batch, bytes_per_value=4) -> int``: the memory the KV cache
+    holds at the end of one guided generation (cfg > 0) of ``batch`` images. Reference: the cache of a real
+    generation (``kv_cache_bytes_reference``, verified against ``KVCache`` by the tests)."""
+    specs = [((1, 2, 3), 2, 8, 1, 4, False), (OFFICIAL_PATCH_NUMS, 16, 1024, 1, 4, False),
+             (OFFICIAL_PATCH_NUMS, 16, 1024, 8, 2, False), ((1, 2, 4, 6), 3, 96, 5, 4, True)]
+    cases = [_Case(f"patch_nums={pn}, depth={d}, C={C}, batch={b}, {nb} bytes per value", (pn, d, C, b, nb),
+                   hidden=hidden) for pn, d, C, b, nb, hidden in specs]
 
-    def cum(pn):
-        return list(itertools.accumulate(p * p for p in pn))
+    def L(pn):
+        return sum(p * p for p in pn)
 
     mistakes = [
-        _Mistake("L_k x L_k per scale (all queries so far, not just this scale's)",
-                 lambda pn, d, h, b, nb: [d * h * Lk * Lk * b * nb for Lk in cum(pn)],
-                 "Only this scale's l_k = pn_k^2 queries are computed at step k (the others are cached)."),
-        _Mistake("the heads left out", lambda pn, d, h, b, nb: [d * p * p * Lk * b * nb for p, Lk in zip(pn, cum(pn))],
-                 "Every head has its own weights: multiply by num_heads."),
-        _Mistake("the layers left out", lambda pn, d, h, b, nb: [h * p * p * Lk * b * nb for p, Lk in zip(pn, cum(pn))],
-                 "Every layer has its own weights: multiply by depth."),
+        _Mistake("the batch not doubled for guidance", lambda pn, d, C, b, nb: 2 * d * b * L(pn) * C * nb,
+                 "With cfg > 0 every step runs the conditional and the unconditional rows: the cache holds 2 x batch "
+                 "sequences."),
+        _Mistake("keys only (no values)", lambda pn, d, C, b, nb: d * 2 * b * L(pn) * C * nb,
+                 "Attention needs the keys (for the scores) and the values (for the weighted sum) of every past token."),
+        _Mistake("the tokens of all scales but the last",
+                 lambda pn, d, C, b, nb: 2 * d * 2 * b * (L(pn) - pn[-1] ** 2) * C * nb,
+                 "The last scale's keys and values are appended too (its queries attend to themselves)."),
+        _Mistake("one layer only", lambda pn, d, C, b, nb: 2 * 2 * b * L(pn) * C * nb,
+                 "Every block has its own attention and its own cache entry: multiply by depth."),
     ]
-
-    def compare(got, exp):
-        if not isinstance(got, (list, tuple)) or len(got) != len(exp):
-            raise _Mismatch(f"expected a list of {len(exp)} ints (one per scale), got {got!r:.80}")
-        for k, (g, e) in enumerate(zip(got, exp)):
-            _compare_int(g, e, f"scale {k + 1}")
-
-    return _run("attention_capture_bytes", attention_capture_bytes, reference, cases, compare, mistakes,
-                hint="for each scale: depth * num_heads * pn_k**2 * L_k * bytes_per_value * batch.", verbose=verbose)
+    return _run("kv_cache_bytes", kv_cache_bytes, kv_cache_bytes_reference, cases,
+                lambda got, exp: _compare_int(got, exp, "the bytes"), mistakes, verbose=verbose)
