@@ -96,7 +96,7 @@ def test_truncated_and_garbage_files(tmp_path, tiny_files):
     for size in (len(data) // 2, len(data) - 1, 10):
         cut.write_bytes(data[:size])
         with pytest.raises(CorruptCheckpointError, match="is a zip archive that is truncated or damaged .*"
-                                                         "delete it and download it"):
+                                                         "delete it and download \\(or save\\) it again"):
             load_vqvae(cut)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"secret-password-line\n")
@@ -356,3 +356,20 @@ def test_load_official_reads_the_cache_and_takes_a_device(tmp_path, tiny_files):
     else:
         with pytest.raises(ValueError, match="CUDA is not available"):
             pretrained.load_official(16, tmp_path, device="cuda")
+
+
+def test_one_checkpoint_error_for_every_loader(tmp_path):
+    """Official files and training checkpoints raise the same CheckpointError (a ValueError), read by one reader."""
+    from varlite.train import checkpoint
+    assert pretrained.CheckpointError is checkpoint.CheckpointError and issubclass(checkpoint.CheckpointError, ValueError)
+    assert pretrained.CorruptCheckpointError is checkpoint.CorruptCheckpointError
+    path = tmp_path / "checkpoint.pt"
+    path.write_bytes(b"\x80\x02.")                  # the unpickler's IndexError
+    with pytest.raises(CorruptCheckpointError, match=r"is a damaged legacy torch pickle: its contents cannot be read "
+                                                     r"\(IndexError\); the checkpoint cannot be read: delete it and "
+                                                     r"retrain, or resume from an older copy"):
+        checkpoint.load_checkpoint(path)
+    torch.save({"w": _RunsCode(tmp_path / "pwned")}, path)
+    with pytest.raises(UnsafeCheckpointError, match="nothing was executed"):
+        checkpoint.load_checkpoint(path)
+    assert not (tmp_path / "pwned").exists()

@@ -25,16 +25,15 @@ from .download import DownloadError, varlite_home
 from .pretrained import (HF_BASE_URL, OFFICIAL_FILES, OFFICIAL_SAMPLING, CheckpointError, download_official,
                          load_official, load_pair, official_path)
 from .train import cli as train_cli
-from .train.checkpoint import CheckpointError as TrainCheckpointError
 from .train.grid import save_grid
 from .train.loop import pick_device
 from .var import VAR
 from .vqvae import VQVAE
 
-# What a user can cause; ValueError also covers varlite.pretrained's CheckpointError, varlite.parity's
+# What a user can cause; ValueError also covers CheckpointError (every checkpoint loader's), varlite.parity's
 # ReferenceSetError and argument checks. A traceback of these would only hide the message at its end.
 USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, DatasetError,
-               BuiltinError, TrainCheckpointError, DownloadError)
+               BuiltinError, DownloadError)
 EXIT_USER_ERROR = 2
 
 

@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import warnings
-import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +20,7 @@ import torch
 
 from .configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig
 from .download import download_file, varlite_home
+from .train.checkpoint import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError, read_torch_file  # noqa: F401
 from .train.loop import pick_device
 from .var import VAR, block_causal_bias
 from .vqvae import VQVAE
@@ -32,18 +30,8 @@ OFFICIAL_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.96}    # the official 
 
 
 # ------------------------------------------------------------------------------------------------ errors
-class CheckpointError(ValueError):
-    """A file that cannot be loaded as the requested model; the message says why and what to do."""
-
-
-class UnsafeCheckpointError(CheckpointError):
-    """The pickle asks to import or call Python objects; it was refused without running anything."""
-
-
-class CorruptCheckpointError(CheckpointError):
-    """Truncated or damaged file (or not a PyTorch file at all)."""
-
-
+# CheckpointError (a ValueError) and its UnsafeCheckpointError / CorruptCheckpointError live in
+# varlite.train.checkpoint, beside the safe reading every loader shares; the errors below derive from it too.
 class NotAStateDictError(CheckpointError):
     """The file loaded but holds something other than a {name: tensor} dict."""
 
@@ -126,67 +114,17 @@ def download_official(name: str, cache_dir: str | os.PathLike | None = None, bas
 
 
 # ------------------------------------------------------------------------------------------------ safe loading
-ZIP_MAGIC = b"PK\x03\x04"        # torch.save's format is a zip archive; each member starts with this
-PICKLE_PROTOCOL_OPCODE = b"\x80"  # legacy torch.save files are pickles, which start with the PROTO opcode
-# phrases of torch's weights-only unpickler when a pickle asks to import or call something (not mere damage)
-REFUSAL_PHRASES = ("GLOBAL ", "call reduce for unrecognized function", "create new object", "Can only build")
-
-
-def checkpoint_file_kind(path: str | os.PathLike) -> str:
-    """What a file looks like from its first bytes and its zip directory (nothing is unpickled):
-
-    "zip" (torch.save's format, complete), "damaged zip" (starts like a zip archive but its central directory,
-    written last, is missing or broken: a truncated download or copy), "legacy pickle" (torch.save with
-    ``_use_new_zipfile_serialization=False``), "empty", or "other".
-    """
-    path = Path(path)
-    with open(path, "rb") as f:
-        head = f.read(4)
-    if not head:
-        return "empty"
-    if zipfile.is_zipfile(path):
-        return "zip"
-    if head == ZIP_MAGIC:
-        return "damaged zip"
-    if head[:1] == PICKLE_PROTOCOL_OPCODE:
-        return "legacy pickle"
-    return "other"
-
-
 def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """``torch.load(path, weights_only=True)`` with every failure turned into a specific ``CheckpointError``.
-
-    Messages describe the kind of file (never its bytes: the path may point at any file a user could name).
-    """
+    """``torch.load(path, weights_only=True)`` (``read_torch_file``) with every failure turned into a specific
+    ``CheckpointError``; messages describe the kind of file, never its bytes."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}; download one with `python -m varlite download d16` "
                                 f"(or vae, d20, ...) or give the path of a .pth file")
-    kind = checkpoint_file_kind(path)
-    redo = "delete it and download it (or save it) again"
-    if kind == "empty":
-        raise CorruptCheckpointError(f"{path} is empty (0 bytes); {redo}")
-    if kind == "damaged zip":
-        raise CorruptCheckpointError(f"{path} is a zip archive that is truncated or damaged (its table of contents, "
-                                     f"written at the end, is missing), e.g. a download or copy that stopped "
-                                     f"early; {redo}")
-    if kind == "other":
-        raise CorruptCheckpointError(f"{path} is not a PyTorch checkpoint: it is neither a zip archive (what "
-                                     f"torch.save writes) nor a legacy torch pickle. Give the path of a .pth file "
-                                     f"written by torch.save, e.g. var_d16.pth")
-    try:
-        with warnings.catch_warnings():     # torch warns about odd pickle protocols, quoting bytes of the file
-            warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=kind == "zip")
-    except Exception as err:     # noqa: BLE001 -- damaged data makes the unpickler fail in many ways; see below
-        if isinstance(err, pickle.UnpicklingError) and any(p in str(err) for p in REFUSAL_PHRASES):
-            raise UnsafeCheckpointError(
-                f"refused to load {path}: it asks to import or call Python objects, which could run code "
-                f"(nothing was executed). Only plain state_dicts of tensors are accepted: in the program that "
-                f"wrote it, save model.state_dict() instead of the model or other objects") from None
-        what = "zip archive" if kind == "zip" else "legacy torch pickle"
-        raise CorruptCheckpointError(f"{path} is a damaged {what}: its contents cannot be read "
-                                     f"({type(err).__name__}); {redo}") from None
+    obj = read_torch_file(path, remedy="delete it and download (or save) it again, or give the path of another "
+                                       ".pth file", mmap=True,
+                          unsafe_hint="in the program that wrote it, save model.state_dict() instead of the model "
+                                      "or other objects")
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                                        for k, v in obj.items()):
         hint = f" with keys {list(obj)[:5]}" if isinstance(obj, dict) else ""
