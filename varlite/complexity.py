@@ -74,35 +74,37 @@ def attention_flops(queries: int, keys: int, width: int, depth: int) -> int:
     return 4 * width * queries * keys * depth
 
 
-def linear_flops_per_token(cfg: VARConfig) -> int:
+def linear_flops_per_token(config: VARConfig) -> int:
     """2 (4 + 2 mlp_ratio) C^2 per layer (q, k, v, out projections and the MLP) + 2 C V for the head."""
-    C = cfg.embed_dim
-    return 2 * round((4 + 2 * cfg.mlp_ratio) * C * C) * cfg.depth + 2 * C * cfg.vocab_size
+    C = config.embed_dim
+    return 2 * round((4 + 2 * config.mlp_ratio) * C * C) * config.depth + 2 * C * config.vocab_size
 
 
-def var_cost(cfg: VARConfig) -> GenerationCost:
-    """VAR with ``cfg``: K steps, step k has l_k = pn_k^2 queries over L_k keys."""
+def var_cost(config: VARConfig) -> GenerationCost:
+    """VAR with ``config``: K steps, step k has l_k = pn_k^2 queries over L_k keys."""
     steps, seen = [], 0
-    for si, pn in enumerate(cfg.patch_nums):
+    for si, pn in enumerate(config.patch_nums):
         new = pn * pn
         seen += new
-        steps.append(StepCost(si, new, seen, attention_flops(new, seen, cfg.embed_dim, cfg.depth),
-                              attention_flops(seen, seen, cfg.embed_dim, cfg.depth)))
-    return GenerationCost("VAR (next-scale)", cfg.patch_nums[-1], cfg.L, steps, cfg.L * linear_flops_per_token(cfg))
+        steps.append(StepCost(si, new, seen, attention_flops(new, seen, config.embed_dim, config.depth),
+                              attention_flops(seen, seen, config.embed_dim, config.depth)))
+    return GenerationCost("VAR (next-scale)", config.patch_nums[-1], config.L, steps,
+                          config.L * linear_flops_per_token(config))
 
 
-def raster_ar_cost(cfg: VARConfig) -> GenerationCost:
+def raster_ar_cost(config: VARConfig) -> GenerationCost:
     """A raster-scan AR transformer of the same width/depth on the same n x n grid: n^2 steps, step i has 1 query
     over i keys."""
-    n = cfg.patch_nums[-1]
-    steps = [StepCost(i - 1, 1, i, attention_flops(1, i, cfg.embed_dim, cfg.depth),
-                      attention_flops(i, i, cfg.embed_dim, cfg.depth)) for i in range(1, n * n + 1)]
-    return GenerationCost("AR (raster scan)", n, n * n, steps, n * n * linear_flops_per_token(cfg))
+    n = config.patch_nums[-1]
+    steps = [StepCost(i - 1, 1, i, attention_flops(1, i, config.embed_dim, config.depth),
+                      attention_flops(i, i, config.embed_dim, config.depth)) for i in range(1, n * n + 1)]
+    return GenerationCost("AR (raster scan)", n, n * n, steps, n * n * linear_flops_per_token(config))
 
 
-def compare(cfg: VARConfig) -> list[dict]:
-    """Two table rows, VAR and raster AR, for the same config (``var_cost(cfg).row()``, ``raster_ar_cost(cfg).row()``)."""
-    return [var_cost(cfg).row(), raster_ar_cost(cfg).row()]
+def compare(config: VARConfig) -> list[dict]:
+    """Two table rows, VAR and raster AR, for the same config: ``var_cost(config).row()``,
+    ``raster_ar_cost(config).row()``."""
+    return [var_cost(config).row(), raster_ar_cost(config).row()]
 
 
 def halving_patch_nums(n: int) -> tuple[int, ...]:
@@ -118,13 +120,13 @@ def halving_patch_nums(n: int) -> tuple[int, ...]:
     return tuple(reversed(sides))
 
 
-def scaling_rows(sides: Sequence[int], cfg: VARConfig) -> list[dict]:
+def scaling_rows(sides: Sequence[int], config: VARConfig) -> list[dict]:
     """For every final side n: VAR (on ``halving_patch_nums(n)``) and raster AR totals, one row per n, using the
-    width, depth, MLP ratio and vocabulary of ``cfg``."""
+    width, depth, MLP ratio and vocabulary of ``config``."""
     rows = []
     for n in sides:
-        var = var_cost(dataclasses.replace(cfg, patch_nums=halving_patch_nums(n)))
-        ar = raster_ar_cost(dataclasses.replace(cfg, patch_nums=(n,)))
+        var = var_cost(dataclasses.replace(config, patch_nums=halving_patch_nums(n)))
+        ar = raster_ar_cost(dataclasses.replace(config, patch_nums=(n,)))
         rows.append({"side n": n, "VAR tokens": var.tokens, "VAR steps": var.num_steps, "AR steps": ar.num_steps,
                      "VAR attn (cache)": var.attention_flops_cached, "AR attn (cache)": ar.attention_flops_cached,
                      "VAR attn (no cache)": var.attention_flops_uncached,
@@ -132,13 +134,13 @@ def scaling_rows(sides: Sequence[int], cfg: VARConfig) -> list[dict]:
     return rows
 
 
-def attention_capture_bytes(cfg: VARConfig, batch: int = 1, bytes_per_value: int = 4) -> list[int]:
+def attention_capture_bytes(config: VARConfig, batch: int = 1, bytes_per_value: int = 4) -> list[int]:
     """Memory that ``capture_attention=True`` keeps per scale: depth x heads x l_k x L_k x bytes x B.
 
     (Conditional rows only; the official d16 config totals 293 MB per image, 178 MB of it at the last scale.)
     """
-    return [cfg.depth * cfg.num_heads * s.new_tokens * s.seen_tokens * bytes_per_value * batch
-            for s in var_cost(cfg).steps]
+    return [config.depth * config.num_heads * s.new_tokens * s.seen_tokens * bytes_per_value * batch
+            for s in var_cost(config).steps]
 
 
 def timing_rows(steps: Sequence) -> list[dict]:

@@ -3,18 +3,19 @@
 Dimension key: B batch, Cv latent channels, H,W latent side (= last patch num), h,w one scale's side,
 V vocabulary, l = h*w tokens of one scale, K scales.
 
-Encoding (VAR paper, Algorithm 1). Start with the residual ``rest = f`` and ``f_hat = 0``. For k = 1..K:
+Encoding (VAR paper, Algorithm 1). Start with the rest (what is left to explain) ``rest = f`` and ``f_hat = 0``.
+For k = 1..K (si = k - 1 in the code):
 
     z_k      = area_downsample(rest, pn_k)                   # what is still unexplained, seen at scale k
     r_k      = argmin_v ||z_k - e_v||^2                      # nearest codebook entry per position (tokens)
-    h_k      = phi_k(bicubic_upsample(e[r_k], H))            # this scale's contribution at full size
-    f_hat   += h_k ;  rest -= h_k
+    c_k      = phi_k(bicubic_upsample(e[r_k], H))            # this scale's contribution at full size
+    f_hat   += c_k ;  rest -= c_k
 
 so that f_hat after all K scales approximates f, and f_hat after k scales is a coarse version of it.
 The last scale already has side H, so it skips the down/upsampling. One codebook serves every scale.
 
 phi_k is a 3x3 conv blended with the identity: phi(x) = (1 - q) x + q conv(x), q = 0.5. Only 4 convs are
-learned; scale k (of K) uses the conv whose "tick" is nearest to k/(K-1), ticks = linspace(1/12, 11/12, 4).
+learned; scale si (0-based, of K) uses the conv whose "tick" is nearest to si/(K-1), ticks = linspace(1/12, 11/12, 4).
 For K = 10 two scales fall exactly between ticks in real arithmetic; float64 rounding decides them, as upstream.
 """
 from __future__ import annotations
@@ -37,12 +38,12 @@ class Phi(nn.Conv2d):
         super().__init__(channels, channels, kernel_size=3, stride=1, padding=1)
         self.ratio = abs(ratio)
 
-    def forward(self, h_BCvHW: torch.Tensor) -> torch.Tensor:
-        return h_BCvHW.mul(1 - self.ratio) + super().forward(h_BCvHW).mul_(self.ratio)
+    def forward(self, x_BCvHW: torch.Tensor) -> torch.Tensor:
+        return x_BCvHW.mul(1 - self.ratio) + super().forward(x_BCvHW).mul_(self.ratio)
 
 
 class PhiPartiallyShared(nn.Module):
-    """n phi convs shared by K scales: scale k uses the conv whose tick is nearest to k / (K - 1)."""
+    """n phi convs shared by K scales: scale si uses the conv whose tick is nearest to si / (K - 1)."""
 
     def __init__(self, convs: nn.ModuleList):
         super().__init__()
@@ -56,29 +57,30 @@ class PhiPartiallyShared(nn.Module):
         at = si / (num_scales - 1) if num_scales > 1 else 0.0
         return int(np.argmin(np.abs(self.ticks - at)))
 
-    def forward(self, h_BCvHW: torch.Tensor, si: int, num_scales: int) -> torch.Tensor:
-        return self.qresi_ls[self.index_for(si, num_scales)](h_BCvHW)
+    def forward(self, x_BCvHW: torch.Tensor, si: int, num_scales: int) -> torch.Tensor:
+        return self.qresi_ls[self.index_for(si, num_scales)](x_BCvHW)
 
 
 class MultiScaleQuantizer(nn.Module):
     """A codebook of V vectors (Cv dims) shared by K scales, and the phi convs. Official name: ``quantize``."""
 
-    def __init__(self, cfg: VQVAEConfig):
+    def __init__(self, config: VQVAEConfig):
         super().__init__()
-        self.vocab_size, self.Cv, self.patch_nums = cfg.vocab_size, cfg.z_channels, tuple(cfg.patch_nums)
-        self.beta = cfg.beta
+        self.vocab_size, self.Cv, self.patch_nums = config.vocab_size, config.z_channels, tuple(config.patch_nums)
+        self.beta = config.beta
         self.quant_resi = PhiPartiallyShared(nn.ModuleList(
-            [Phi(cfg.z_channels, cfg.quant_resi) for _ in range(cfg.share_quant_resi)]))
+            [Phi(config.z_channels, config.quant_resi) for _ in range(config.share_quant_resi)]))
         # training statistic kept for checkpoint compatibility (how often each code was hit, per scale)
-        self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.patch_nums), cfg.vocab_size))
-        self.embedding = nn.Embedding(cfg.vocab_size, cfg.z_channels)
+        self.register_buffer("ema_vocab_hit_SV", torch.zeros(len(self.patch_nums), config.vocab_size))
+        self.embedding = nn.Embedding(config.vocab_size, config.z_channels)
 
     @property
     def num_scales(self) -> int:
         return len(self.patch_nums)
 
-    def phi(self, h_BCvHW: torch.Tensor, si: int) -> torch.Tensor:
-        return self.quant_resi(h_BCvHW, si, self.num_scales)
+    def phi(self, x_BCvHW: torch.Tensor, si: int) -> torch.Tensor:
+        """phi_k(x) for scale si: the shared conv this scale uses (``PhiPartiallyShared.index_for``)."""
+        return self.quant_resi(x_BCvHW, si, self.num_scales)
 
     def nearest_code(self, z_NCv: torch.Tensor) -> torch.Tensor:
         """argmin_v ||z - e_v||^2 = argmin_v (||z||^2 + ||e_v||^2 - 2 z.e_v), computed as upstream does."""
@@ -87,12 +89,12 @@ class MultiScaleQuantizer(nn.Module):
         d_NV.addmm_(z_NCv, codebook_VCv.T, alpha=-2, beta=1)
         return torch.argmin(d_NV, dim=1)
 
-    def upsample_and_phi(self, h_BCvhw: torch.Tensor, si: int) -> torch.Tensor:
-        """phi_k(bicubic_upsample(h)) at the full latent side H (the last scale is already at side H)."""
+    def upsample_and_phi(self, emb_BCvhw: torch.Tensor, si: int) -> torch.Tensor:
+        """Scale si's contribution phi_k(bicubic_upsample(e[r_k])), at the full latent side H (the last scale is
+        already at side H)."""
         H = self.patch_nums[-1]
-        if si != self.num_scales - 1:
-            h_BCvhw = F.interpolate(h_BCvhw, size=(H, H), mode="bicubic")
-        return self.phi(h_BCvhw, si)
+        emb_BCvHW = emb_BCvhw if si == self.num_scales - 1 else F.interpolate(emb_BCvhw, size=(H, H), mode="bicubic")
+        return self.phi(emb_BCvHW, si)
 
     def lookup(self, idx_Bl: torch.Tensor, side: int) -> torch.Tensor:
         """Codebook vectors of a row-major token map: (B, l) -> (B, Cv, side, side)."""
@@ -112,12 +114,12 @@ class MultiScaleQuantizer(nn.Module):
         for si, pn in enumerate(self.patch_nums):
             z_BCvhw = F.interpolate(rest_BCvHW, size=(pn, pn), mode="area") if si != K - 1 else rest_BCvHW
             idx_Bhw = self.nearest_code(z_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn, pn)
-            h_BCvhw = self.embedding(idx_Bhw).permute(0, 3, 1, 2).contiguous()
-            contribution_BCvHW = self.upsample_and_phi(h_BCvhw, si)
+            emb_BCvhw = self.embedding(idx_Bhw).permute(0, 3, 1, 2).contiguous()
+            contribution_BCvHW = self.upsample_and_phi(emb_BCvhw, si)
             f_hat_BCvHW = f_hat_BCvHW + contribution_BCvHW
             rest_BCvHW = rest_BCvHW - contribution_BCvHW
             yield EncodeStep(scale=si, side=pn, num_scales=K, vocab_size=self.vocab_size, target=z_BCvhw,
-                             tokens=idx_Bhw, embedding=h_BCvhw, contribution=contribution_BCvHW,
+                             tokens=idx_Bhw, embedding=emb_BCvhw, contribution=contribution_BCvHW,
                              f_hat=f_hat_BCvHW, rest=rest_BCvHW)
 
     def f_to_idx_Bl(self, f_BCvHW: torch.Tensor) -> list[torch.Tensor]:
@@ -131,11 +133,11 @@ class MultiScaleQuantizer(nn.Module):
     # ---------------------------------------------------------------- decoding: tokens -> f_hat
     def idx_to_f_hats(self, ms_idx_Bl: list[torch.Tensor]) -> list[torch.Tensor]:
         """f_hat after every prefix r_1..r_k of the given token maps (k = 1..len(ms_idx_Bl))."""
-        f_hats, f_hat = [], None
+        f_hats, f_hat_BCvHW = [], None
         for si, idx_Bl in enumerate(ms_idx_Bl):
-            contribution = self.upsample_and_phi(self.lookup(idx_Bl, self.patch_nums[si]), si)
-            f_hat = contribution if f_hat is None else f_hat + contribution
-            f_hats.append(f_hat)
+            contribution_BCvHW = self.upsample_and_phi(self.lookup(idx_Bl, self.patch_nums[si]), si)
+            f_hat_BCvHW = contribution_BCvHW if f_hat_BCvHW is None else f_hat_BCvHW + contribution_BCvHW
+            f_hats.append(f_hat_BCvHW)
         return f_hats
 
     # ---------------------------------------------------------------- VAR's input
@@ -166,11 +168,11 @@ class MultiScaleQuantizer(nn.Module):
         (commitment term for the encoder, codebook term for the codebook and phi). The decoder receives
         sg(f_hat) + f - sg(f): the value of f_hat with the gradient of f (straight-through estimator).
         """
-        f_no_grad = f_BCvHW.detach()
+        f_no_grad_BCvHW = f_BCvHW.detach()
         vq_loss, ms_idx_Bl = f_BCvHW.new_zeros(()), []
         for step in self.residual_steps(f_BCvHW):
             vq_loss = vq_loss + self.beta * F.mse_loss(step.f_hat.detach(), f_BCvHW) \
-                + F.mse_loss(step.f_hat, f_no_grad)
+                + F.mse_loss(step.f_hat, f_no_grad_BCvHW)
             ms_idx_Bl.append(step.tokens.flatten(1))
-        f_hat_st = (step.f_hat.detach() - f_no_grad) + f_BCvHW
-        return f_hat_st, vq_loss / self.num_scales, ms_idx_Bl
+        f_hat_st_BCvHW = (step.f_hat.detach() - f_no_grad_BCvHW) + f_BCvHW
+        return f_hat_st_BCvHW, vq_loss / self.num_scales, ms_idx_Bl

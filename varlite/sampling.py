@@ -45,13 +45,14 @@ def filter_top_k_top_p(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 
     """Set to -inf every logit outside the top-k (top_k > 0) and outside the top-p nucleus (top_p > 0)."""
     V = logits_BlV.shape[-1]
     if top_k > 0:
-        kth_largest = logits_BlV.topk(min(top_k, V), dim=-1, largest=True, sorted=False)[0].amin(dim=-1, keepdim=True)
-        logits_BlV = logits_BlV.masked_fill(logits_BlV < kth_largest, -torch.inf)
+        kth_Bl1 = logits_BlV.topk(min(top_k, V), dim=-1, largest=True, sorted=False)[0].amin(dim=-1, keepdim=True)
+        logits_BlV = logits_BlV.masked_fill(logits_BlV < kth_Bl1, -torch.inf)
     if top_p > 0:
-        sorted_logits, sorted_idx = logits_BlV.sort(dim=-1, descending=False)
-        sorted_remove = sorted_logits.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)   # the low-probability tail
-        sorted_remove[..., -1:] = False                                                   # keep the best token
-        logits_BlV = logits_BlV.masked_fill(sorted_remove.scatter(-1, sorted_idx, sorted_remove), -torch.inf)
+        sorted_logits_BlV, sorted_idx_BlV = logits_BlV.sort(dim=-1, descending=False)
+        remove_sorted_BlV = sorted_logits_BlV.softmax(dim=-1).cumsum_(dim=-1) <= (1 - top_p)   # the unlikely tail
+        remove_sorted_BlV[..., -1:] = False                                                     # keep the best token
+        remove_BlV = remove_sorted_BlV.scatter(-1, sorted_idx_BlV, remove_sorted_BlV)          # back to token order
+        logits_BlV = logits_BlV.masked_fill(remove_BlV, -torch.inf)
     return logits_BlV
 
 
@@ -62,10 +63,11 @@ def sample_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -
                              generator=generator).view(B, l)
 
 
-def gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
+def gumbel_softmax(logits_BlV: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
     """softmax((logits + g) / tau), g = -log(Exp(1)) i.i.d. Gumbel noise drawn from ``generator``."""
-    gumbels = -torch.empty_like(logits, memory_format=torch.legacy_contiguous_format).exponential_(generator=generator).log()
-    return ((logits + gumbels) / tau).softmax(dim=-1)
+    exponential_BlV = torch.empty_like(logits_BlV, memory_format=torch.legacy_contiguous_format)
+    gumbel_BlV = -exponential_BlV.exponential_(generator=generator).log()
+    return ((logits_BlV + gumbel_BlV) / tau).softmax(dim=-1)
 
 
 def smoothing_temperature(si: int, num_scales: int) -> float:

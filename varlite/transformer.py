@@ -26,7 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def attention_weights(q_BHLc: torch.Tensor, k_BHLkc: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
+def attention_weights(q_BHLc: torch.Tensor, k_BHLkc: torch.Tensor,
+                      attn_bias: torch.Tensor | None = None) -> torch.Tensor:
     """A = softmax(q k^T + bias), (B, H, L, Lk): the weights attention applies to the values (q from ``qkv``
     already carries exp(s_h), so no other scale)."""
     scores_BHLLk = q_BHLc @ k_BHLkc.transpose(-2, -1)
@@ -73,7 +74,8 @@ class KVCache:
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """Stochastic depth: zero a sample's residual branch with probability p (rescaling the rest by 1/(1-p))."""
+    """Stochastic depth: zero a sample's branch output (attention or FFN, before it is added to x) with
+    probability p, rescaling the kept ones by 1/(1-p)."""
     if p == 0.0 or not training:
         return x
     keep_B = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(1 - p)
@@ -98,11 +100,11 @@ class SelfAttention(nn.Module):
     def qkv(self, x_BLC: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Project to per-head q_hat * exp(s_h), k_hat, v, each (B, H, L, c)."""
         B, L, C = x_BLC.shape
-        bias = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
-        qkv = F.linear(x_BLC, self.mat_qkv.weight, bias).view(B, L, 3, self.num_heads, self.head_dim)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(dim=0)
-        scale_mul = self.scale_mul_1H11.clamp_max(self.MAX_SCALE_MUL).exp()
-        return F.normalize(q, dim=-1).mul(scale_mul), F.normalize(k, dim=-1), v
+        bias_3C = torch.cat((self.q_bias, self.zero_k_bias, self.v_bias))
+        qkv_BL3Hc = F.linear(x_BLC, self.mat_qkv.weight, bias_3C).view(B, L, 3, self.num_heads, self.head_dim)
+        q_BHLc, k_BHLc, v_BHLc = qkv_BL3Hc.permute(2, 0, 3, 1, 4).unbind(dim=0)
+        scale_mul_1H11 = self.scale_mul_1H11.clamp_max(self.MAX_SCALE_MUL).exp()
+        return F.normalize(q_BHLc, dim=-1).mul(scale_mul_1H11), F.normalize(k_BHLc, dim=-1), v_BHLc
 
     def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None, kv_cache: KVCache | None = None,
                 attn_weights_out: list | None = None) -> torch.Tensor:
@@ -113,19 +115,19 @@ class SelfAttention(nn.Module):
         ``attention_probabilities`` instead.
         """
         B, L, C = x_BLC.shape
-        q, k, v = self.qkv(x_BLC)
+        q_BHLc, k_BHLkc, v_BHLkc = self.qkv(x_BLC)
         if kv_cache is not None:
-            k, v = kv_cache.extend(self.block_idx, k, v)
-            kv_cache.capture(self.block_idx, q, k)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_bias, scale=1.0)
+            k_BHLkc, v_BHLkc = kv_cache.extend(self.block_idx, k_BHLkc, v_BHLkc)
+            kv_cache.capture(self.block_idx, q_BHLc, k_BHLkc)
+        out_BHLc = F.scaled_dot_product_attention(q_BHLc, k_BHLkc, v_BHLkc, attn_mask=attn_bias, scale=1.0)
         if attn_weights_out is not None:
-            attn_weights_out.append(attention_weights(q, k, attn_bias))
-        return self.proj(out.transpose(1, 2).reshape(B, L, C))
+            attn_weights_out.append(attention_weights(q_BHLc, k_BHLkc, attn_bias))
+        return self.proj(out_BHLc.transpose(1, 2).reshape(B, L, C))
 
     def attention_probabilities(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
         """A = softmax(exp(s_h) q_hat k_hat^T + bias), (B, H, L, L): the weights ``forward`` applies to x's values."""
-        q, k, _ = self.qkv(x_BLC)
-        return attention_weights(q, k, attn_bias)
+        q_BHLc, k_BHLc, _ = self.qkv(x_BLC)
+        return attention_weights(q_BHLc, k_BHLc, attn_bias)
 
 
 class FFN(nn.Module):
@@ -136,12 +138,12 @@ class FFN(nn.Module):
         self.fc1 = nn.Linear(embed_dim, hidden)
         self.fc2 = nn.Linear(hidden, embed_dim)
 
-    def forward(self, x):
-        return self.fc2(F.gelu(self.fc1(x), approximate="tanh"))
+    def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
+        return self.fc2(F.gelu(self.fc1(x_BLC), approximate="tanh"))
 
 
 class AdaLNSelfAttn(nn.Module):
-    """One transformer block whose LayerNorm scale/shift and residual gates come from the class condition.
+    """One transformer block whose LayerNorm scale/shift and branch gates (gamma) come from the class condition.
 
     Per-block AdaLN: Linear(SiLU(cond_BD)) -> 6C (official ``ada_lin``). Shared AdaLN (d36): the model computes
     one (B,1,6,C) tensor for all blocks and each block adds its own learned offset ``ada_gss`` (1,1,6,C).
@@ -165,12 +167,14 @@ class AdaLNSelfAttn(nn.Module):
             return (self.ada_gss + cond_BD_or_gss).unbind(2)
         return self.ada_lin(cond_BD_or_gss).view(-1, 1, 6, self.C).unbind(2)
 
-    def forward(self, x_BLC, cond_BD_or_gss, attn_bias=None, kv_cache=None):
+    def forward(self, x_BLC: torch.Tensor, cond_BD_or_gss: torch.Tensor, attn_bias: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
+        """The two AdaLN-modulated, gated branches of the module docstring (``kv_cache``: see SelfAttention)."""
         gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond_BD_or_gss)
-        h = self.attn(self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1), attn_bias, kv_cache)
-        x_BLC = x_BLC + drop_path(h.mul_(gamma1), self.drop_path_p, self.training)
-        h = self.ffn(self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2))
-        return x_BLC + drop_path(h.mul(gamma2), self.drop_path_p, self.training)
+        attn_BLC = self.attn(self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1), attn_bias, kv_cache)
+        x_BLC = x_BLC + drop_path(attn_BLC.mul_(gamma1), self.drop_path_p, self.training)
+        ffn_BLC = self.ffn(self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2))
+        return x_BLC + drop_path(ffn_BLC.mul(gamma2), self.drop_path_p, self.training)
 
 
 class AdaLNBeforeHead(nn.Module):
@@ -182,9 +186,9 @@ class AdaLNBeforeHead(nn.Module):
         self.ln_wo_grad = nn.LayerNorm(embed_dim, eps=norm_eps, elementwise_affine=False)
         self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 2 * embed_dim))
 
-    def forward(self, x_BLC, cond_BD):
-        scale, shift = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)
-        return self.ln_wo_grad(x_BLC).mul(scale.add(1)).add_(shift)
+    def forward(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
+        scale_B1C, shift_B1C = self.ada_lin(cond_BD).view(-1, 1, 2, self.C).unbind(2)
+        return self.ln_wo_grad(x_BLC).mul(scale_B1C.add(1)).add_(shift_B1C)
 
 
 class SharedAdaLin(nn.Linear):

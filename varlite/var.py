@@ -47,34 +47,36 @@ class VAR(nn.Module):
     """The next-scale-prediction transformer. Holds a reference to its VQVAE (not a submodule: like the official
     files, VAR's state_dict has only its own weights)."""
 
-    def __init__(self, cfg: VARConfig, vqvae: VQVAE):
+    def __init__(self, config: VARConfig, vqvae: VQVAE):
         super().__init__()
-        vq_cfg = vqvae.config
-        if (cfg.vocab_size, cfg.z_channels, tuple(cfg.patch_nums)) != (vq_cfg.vocab_size, vq_cfg.z_channels, tuple(vq_cfg.patch_nums)):
-            raise ValueError(f"VAR config (V={cfg.vocab_size}, Cv={cfg.z_channels}, patch_nums={cfg.patch_nums}) does not "
-                             f"match the VQVAE (V={vq_cfg.vocab_size}, Cv={vq_cfg.z_channels}, patch_nums={vq_cfg.patch_nums})")
-        self.config = cfg
+        vq_config = vqvae.config
+        ours = (config.vocab_size, config.z_channels, tuple(config.patch_nums))
+        theirs = (vq_config.vocab_size, vq_config.z_channels, tuple(vq_config.patch_nums))
+        if ours != theirs:
+            raise ValueError(f"VAR config (V={ours[0]}, Cv={ours[1]}, patch_nums={ours[2]}) does not match the VQVAE "
+                             f"(V={theirs[0]}, Cv={theirs[1]}, patch_nums={theirs[2]}): build both from one preset")
+        self.config = config
         object.__setattr__(self, "vqvae", vqvae)   # a plain reference: not registered as a submodule
-        C, patch_nums = cfg.embed_dim, tuple(cfg.patch_nums)
-        self.patch_nums, self.num_classes = patch_nums, cfg.num_classes
-        self.L, self.first_l = cfg.L, patch_nums[0] ** 2
-        self.begin_ends = cfg.begin_ends
+        C, patch_nums = config.embed_dim, tuple(config.patch_nums)
+        self.patch_nums, self.num_classes = patch_nums, config.num_classes
+        self.L, self.first_l = config.L, patch_nums[0] ** 2
+        self.begin_ends = config.begin_ends
 
         # parameters, in the official order and with the official names
         self.pos_start = nn.Parameter(torch.zeros(1, self.first_l, C))      # position of the start token(s)
         self.pos_1LC = nn.Parameter(torch.zeros(1, self.L, C))              # absolute position of every token
         self.register_buffer("lvl_1L", scale_index_of_tokens(patch_nums))
         self.register_buffer("attn_bias_for_masking", block_causal_bias(patch_nums))
-        self.word_embed = nn.Linear(cfg.z_channels, C)                       # f_hat features -> width C
-        self.class_emb = nn.Embedding(cfg.num_classes + 1, C)               # + the "unconditional" class
+        self.word_embed = nn.Linear(config.z_channels, C)                    # f_hat features -> width C
+        self.class_emb = nn.Embedding(config.num_classes + 1, C)             # + the "unconditional" class
         self.lvl_embed = nn.Embedding(len(patch_nums), C)                   # which scale a token belongs to
-        self.shared_ada_lin = nn.Sequential(nn.SiLU(), SharedAdaLin(C, 6 * C)) if cfg.shared_aln else nn.Identity()
-        drop_path = torch.linspace(0, cfg.drop_path_rate, cfg.depth, device="cpu").tolist()
+        self.shared_ada_lin = nn.Sequential(nn.SiLU(), SharedAdaLin(C, 6 * C)) if config.shared_aln else nn.Identity()
+        drop_path = torch.linspace(0, config.drop_path_rate, config.depth, device="cpu").tolist()
         self.blocks = nn.ModuleList([
-            AdaLNSelfAttn(i, C, cfg.num_heads, cfg.mlp_ratio, cfg.norm_eps, cfg.shared_aln, drop_path[i])
-            for i in range(cfg.depth)])
-        self.head_nm = AdaLNBeforeHead(C, cfg.norm_eps)
-        self.head = nn.Linear(C, cfg.vocab_size)
+            AdaLNSelfAttn(i, C, config.num_heads, config.mlp_ratio, config.norm_eps, config.shared_aln, drop_path[i])
+            for i in range(config.depth)])
+        self.head_nm = AdaLNBeforeHead(C, config.norm_eps)
+        self.head = nn.Linear(C, config.vocab_size)
 
     # ------------------------------------------------------------------------------------------ shared pieces
     def logits(self, x_BLC: torch.Tensor, cond_BD: torch.Tensor) -> torch.Tensor:
@@ -117,7 +119,8 @@ class VAR(nn.Module):
     def init_weights(self, init_adaln: float = 0.5, init_adaln_gamma: float = 1e-5, init_head: float = 0.02,
                      init_std: float = -1.0) -> None:
         """Upstream's initialisation for training from scratch: truncated normal (std sqrt(1/3C) when init_std < 0),
-        small head, residual projections scaled by 1/sqrt(2 depth), AdaLN gates near zero."""
+        small head, the output projections of the attention and FFN branches scaled by 1/sqrt(2 depth), AdaLN gates
+        near zero."""
         std = math.sqrt(1 / self.config.embed_dim / 3) if init_std < 0 else init_std
         for m in self.modules():
             if isinstance(m, (nn.Linear, nn.Embedding)):

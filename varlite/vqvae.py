@@ -89,31 +89,31 @@ class Upsample2x(nn.Module):
 class Encoder(nn.Module):
     """Image (B,3,Hi,Wi) -> features (B,Cv,H,W); one downsampling per level except the last."""
 
-    def __init__(self, cfg: VQVAEConfig):
+    def __init__(self, config: VQVAEConfig):
         super().__init__()
-        ch, mult = cfg.ch, cfg.ch_mult
-        self.num_res_blocks = cfg.num_res_blocks
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch, kernel_size=3, padding=1)
+        ch, mult = config.ch, config.ch_mult
+        self.num_res_blocks = config.num_res_blocks
+        self.conv_in = nn.Conv2d(config.in_channels, ch, kernel_size=3, padding=1)
         self.down = nn.ModuleList()
         block_in = ch
         for level, m in enumerate(mult):
             last = level == len(mult) - 1
             down = nn.Module()
             down.block, down.attn = nn.ModuleList(), nn.ModuleList()
-            for _ in range(cfg.num_res_blocks):
-                down.block.append(ResnetBlock(block_in, ch * m, cfg.dropout))
+            for _ in range(config.num_res_blocks):
+                down.block.append(ResnetBlock(block_in, ch * m, config.dropout))
                 block_in = ch * m
-                if last and cfg.using_sa:
+                if last and config.using_sa:
                     down.attn.append(AttnBlock(block_in))
             if not last:
                 down.downsample = Downsample2x(block_in)
             self.down.append(down)
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, cfg.dropout)
-        self.mid.attn_1 = AttnBlock(block_in) if cfg.using_mid_sa else nn.Identity()
-        self.mid.block_2 = ResnetBlock(block_in, block_in, cfg.dropout)
+        self.mid.block_1 = ResnetBlock(block_in, block_in, config.dropout)
+        self.mid.attn_1 = AttnBlock(block_in) if config.using_mid_sa else nn.Identity()
+        self.mid.block_2 = ResnetBlock(block_in, block_in, config.dropout)
         self.norm_out = group_norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, cfg.z_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(block_in, config.z_channels, kernel_size=3, padding=1)
 
     def forward(self, x):
         h = self.conv_in(x)
@@ -131,30 +131,30 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """Latent (B,Cv,H,W) -> image (B,3,Hi,Wi); the mirror of the encoder with one more ResNet block per level."""
 
-    def __init__(self, cfg: VQVAEConfig):
+    def __init__(self, config: VQVAEConfig):
         super().__init__()
-        ch, mult = cfg.ch, cfg.ch_mult
+        ch, mult = config.ch, config.ch_mult
         block_in = ch * mult[-1]
-        self.conv_in = nn.Conv2d(cfg.z_channels, block_in, kernel_size=3, padding=1)
+        self.conv_in = nn.Conv2d(config.z_channels, block_in, kernel_size=3, padding=1)
         self.mid = nn.Module()
-        self.mid.block_1 = ResnetBlock(block_in, block_in, cfg.dropout)
-        self.mid.attn_1 = AttnBlock(block_in) if cfg.using_mid_sa else nn.Identity()
-        self.mid.block_2 = ResnetBlock(block_in, block_in, cfg.dropout)
+        self.mid.block_1 = ResnetBlock(block_in, block_in, config.dropout)
+        self.mid.attn_1 = AttnBlock(block_in) if config.using_mid_sa else nn.Identity()
+        self.mid.block_2 = ResnetBlock(block_in, block_in, config.dropout)
         ups = []
         for level in reversed(range(len(mult))):     # built from the lowest resolution up ...
             up = nn.Module()
             up.block, up.attn = nn.ModuleList(), nn.ModuleList()
-            for _ in range(cfg.num_res_blocks + 1):
-                up.block.append(ResnetBlock(block_in, ch * mult[level], cfg.dropout))
+            for _ in range(config.num_res_blocks + 1):
+                up.block.append(ResnetBlock(block_in, ch * mult[level], config.dropout))
                 block_in = ch * mult[level]
-                if level == len(mult) - 1 and cfg.using_sa:
+                if level == len(mult) - 1 and config.using_sa:
                     up.attn.append(AttnBlock(block_in))
             if level != 0:
                 up.upsample = Upsample2x(block_in)
             ups.insert(0, up)
         self.up = nn.ModuleList(ups)                  # ... but stored by level, as the official checkpoint is
         self.norm_out = group_norm(block_in)
-        self.conv_out = nn.Conv2d(block_in, cfg.in_channels, kernel_size=3, padding=1)
+        self.conv_out = nn.Conv2d(block_in, config.in_channels, kernel_size=3, padding=1)
 
     def forward(self, z):
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
@@ -171,15 +171,15 @@ class Decoder(nn.Module):
 class VQVAE(nn.Module):
     """The multi-scale VQVAE. Images are float (B,3,Hi,Wi) in [-1,1]; token maps are lists of (B, pn_k^2)."""
 
-    def __init__(self, cfg: VQVAEConfig):
+    def __init__(self, config: VQVAEConfig):
         super().__init__()
-        self.config = cfg
-        self.encoder = Encoder(cfg)
-        self.decoder = Decoder(cfg)
-        self.quantize = MultiScaleQuantizer(cfg)
-        ks = cfg.quant_conv_ks
-        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, ks, padding=ks // 2)
-        self.post_quant_conv = nn.Conv2d(cfg.z_channels, cfg.z_channels, ks, padding=ks // 2)
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        self.quantize = MultiScaleQuantizer(config)
+        ks = config.quant_conv_ks
+        self.quant_conv = nn.Conv2d(config.z_channels, config.z_channels, ks, padding=ks // 2)
+        self.post_quant_conv = nn.Conv2d(config.z_channels, config.z_channels, ks, padding=ks // 2)
 
     @property
     def patch_nums(self) -> tuple[int, ...]:
@@ -189,8 +189,8 @@ class VQVAE(nn.Module):
         """Raise a clear error unless img is a float (B, 3, S, S) batch with S = config.image_size."""
         S = self.config.image_size
         if img_B3HW.ndim != 4 or img_B3HW.shape[1] != self.config.in_channels or tuple(img_B3HW.shape[2:]) != (S, S):
-            raise ValueError(f"expected an image batch of shape (B, {self.config.in_channels}, {S}, {S}) with values in "
-                             f"[-1, 1]; got shape {tuple(img_B3HW.shape)}. Resize/centre-crop to {S}x{S} first "
+            raise ValueError(f"expected an image batch of shape (B, {self.config.in_channels}, {S}, {S}) with values "
+                             f"in [-1, 1]; got shape {tuple(img_B3HW.shape)}. Resize/centre-crop to {S}x{S} first "
                              f"(varlite.images.prepare_image does both).")
         if not img_B3HW.is_floating_point():
             raise TypeError(f"expected a float image in [-1, 1]; got dtype {img_B3HW.dtype} (for uint8 use u8/255*2-1)")
@@ -246,7 +246,7 @@ class VQVAE(nn.Module):
 
         Under a bfloat16 autocast the conv nets run in bfloat16, but the quantizer always works in float32: a
         nearest-code search in bfloat16 (8 bits of mantissa) would pick different codes than inference does."""
-        f = self.encode(img_B3HW)
-        with torch.autocast(f.device.type, enabled=False):
-            f_hat, vq_loss, ms_idx_Bl = self.quantize(f.float())
-        return self.decoder(self.post_quant_conv(f_hat)), vq_loss, ms_idx_Bl
+        f_BCvHW = self.encode(img_B3HW)
+        with torch.autocast(f_BCvHW.device.type, enabled=False):
+            f_hat_BCvHW, vq_loss, ms_idx_Bl = self.quantize(f_BCvHW.float())
+        return self.decoder(self.post_quant_conv(f_hat_BCvHW)), vq_loss, ms_idx_Bl
