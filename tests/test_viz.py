@@ -131,6 +131,8 @@ def test_attention_figure_errors(steps, tiny_models):
     plain = next(var.generate_steps([1], seed=0))
     with pytest.raises(ValueError, match="capture_attention=True"):
         viz.attention_figure(plain, var.patch_nums, layer=0, head=0, row=0, col=0)
+    p_ax, _ = panels(viz.probability_figure(plain))   # probabilities need no capture: they come from the logits
+    np.testing.assert_allclose(p_ax.images[0].get_array(), plain.token_prob[0].numpy())
 
 
 def test_probability_and_topk_figures(steps):
