@@ -139,3 +139,25 @@ def test_generate_on_cuda(tmp_path, capsys):
     assert grid.shape == ((SHAPES_SIDE + 4) * SHAPES_ZOOM, (2 * SHAPES_SIDE + 6) * SHAPES_ZOOM, 3)
     assert ", cuda, " in capsys.readouterr().err
     assert len(list((tmp_path / "s").iterdir())) == 3 * SHAPES_K + 3
+
+
+def test_a_training_run_generates_with_its_dataset_names(tmp_path_factory, tmp_path, capsys):
+    """--model RUN_DIR: a train-var run (micro preset, 2 steps on Shapes) with its guidance and Shapes' names."""
+    from tests.test_train import MICRO
+    from varlite.configs import PRESETS
+    from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer
+    from varlite.train.transformer import VarTrainConfig, VarTrainer
+    PRESETS[MICRO.name] = MICRO
+    try:
+        runs = tmp_path_factory.mktemp("runs")
+        common = dict(preset=MICRO.name, dataset="shapes", steps=2, batch_size=8, eval_every=0, sample_every=0,
+                      eval_images=8, progress=False, warmup_steps=1)
+        assert TokenizerTrainer(TokenizerTrainConfig(run_dir=str(runs / "tok"), **common)).run().finished
+        assert VarTrainer(VarTrainConfig(run_dir=str(runs / "var"), tokenizer=str(runs / "tok"), sample_cfg=2.5,
+                                         samples_per_class=1, **common)).run().finished
+        grid = generate(tmp_path, "--model", str(runs / "var"), "--class", "green square", "--n", "3")
+    finally:
+        del PRESETS[MICRO.name]
+    assert grid.shape == ((SHAPES_SIDE + 4) * SHAPES_ZOOM, (3 * SHAPES_SIDE + 8) * SHAPES_ZOOM, 3)
+    assert (f"training run {runs / 'var'}, classes 1 'green square' (one row each, 3 images), cfg 2.5, top-k 0, "
+            f"top-p 0.0, seed 0, cpu") in capsys.readouterr().err
