@@ -19,7 +19,7 @@ from varlite import exercises as ex
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
 sys.path.insert(0, str(LESSONS))                 # lessons/solutions is a package inside lessons/, not installed
 try:
-    SOLUTIONS = {n: importlib.import_module(f"solutions.lesson{n:02d}") for n in range(1, 10)}
+    SOLUTIONS = {n: importlib.import_module(f"solutions.lesson{n:02d}") for n in range(1, 11)}
 finally:
     sys.path.remove(str(LESSONS))
 
@@ -29,7 +29,7 @@ def solution_functions():
     out = []
     for n, module in SOLUTIONS.items():
         for name, fn in inspect.getmembers(module, inspect.isfunction):
-            if fn.__module__ == module.__name__:
+            if fn.__module__ == module.__name__ and not name.startswith("_"):     # _helpers are no exercise
                 out.append(pytest.param(n, name, fn, id=f"lesson{n:02d}.{name}"))
     return out
 
@@ -53,7 +53,7 @@ def assert_wrong(result, *phrases):
 
 # ------------------------------------------------------------------------------------------ every exercise
 def test_every_check_has_a_solution_and_every_solution_a_check():
-    checks = {name[len("check_"):] for name in ex.__all__ if name.startswith("check_")}
+    checks = {name[len("check_"):] for name in ex.__all__ if name.startswith("check_")} - {"my_var"}
     solved = {p.values[1] for p in solution_functions()}
     assert checks == solved
 
@@ -186,6 +186,36 @@ def _param_count_shortcut(depth):
         return sum(p.numel() for p in VAR(official_var(depth), VQVAE(official_vqvae())).parameters())
 
 
+def _capstone_shortcut(piece):
+    """The library's answer to a capstone piece, through varlite's models on the reference weights."""
+    def shortcut(*args):
+        ref = ex.lesson10.reference()
+        quantizer, var = ref.vqvae.quantize, ref.var
+        if piece == "phi_of_scale":
+            return quantizer.phi(args[0], args[1])
+        if piece == "encode_tokens":
+            return quantizer.f_to_idx_Bl(args[0])
+        if piece == "var_input":
+            return quantizer.idx_to_var_input(args[0])
+        if piece == "attention":
+            return var.blocks[args[2]].attn(args[0], args[3])
+        if piece == "adaln_block":
+            return var.blocks[args[3]](args[0], args[1], attn_bias=args[4])
+        if piece == "logits_head":
+            return var.logits(args[0], args[1])
+        if piece == "var_forward":
+            return var(args[0], args[1])
+        if piece == "guided_logits":
+            from varlite import sampling
+            return sampling.guide(args[0], sampling.cfg_strength(args[1], args[2], args[3]))
+        steps = list(var.generate_steps(args[0], cfg=args[3], top_k=args[4], top_p=args[5], seed=args[6]))
+        return [s.tokens.flatten(1) for s in steps], [s.raw_logits for s in steps], steps[-1].f_hat
+    return shortcut
+
+
+for _piece in ("phi_of_scale", "encode_tokens", "var_input", "attention", "adaln_block", "logits_head", "var_forward",
+               "guided_logits", "generate"):
+    SHORTCUTS[_piece] = _capstone_shortcut(_piece)
 SHORTCUTS.update(adaln=_adaln_shortcut, l2_attention_weights=_attention_shortcut, vq_loss=_vq_shortcut,
                  attention_pairs=_attention_pairs_shortcut, var_param_count=_param_count_shortcut)
 
@@ -254,7 +284,9 @@ def test_hint_names_unknown_exercises_and_levels():
 
 
 def test_every_check_has_hidden_cases_whose_inputs_are_not_described():
-    for name in ex.EXERCISES:
+    """Lessons 1-9 (the capstone's pieces are checked on the official reference set, which is the point)."""
+    capstone = {name for name, exercise in ex.EXERCISES.items() if exercise.number.startswith("10.")}
+    for name in set(ex.EXERCISES) - capstone:
         result = check(name, sol(name))
         assert "hidden) agree" in result.message and " 0 hidden" not in result.message, result.message
 
@@ -631,3 +663,102 @@ def test_lesson_models_fall_back_to_synthetic_weights(monkeypatch, tmp_path, cap
     assert not var.training and var.config.patch_nums == vqvae.config.patch_nums
     again = ex.lesson_models("shapes", verbose=False)[1]
     assert torch.equal(var.head.weight, again.head.weight)          # deterministic
+
+
+# ------------------------------------------------------------------------------------------ lesson 10: the capstone
+def capstone_namespace():
+    """The reference solution executed into one dict, as a notebook's globals: pieces call each other through it."""
+    namespace = {"__name__": "capstone"}
+    exec(compile((LESSONS / "solutions" / "lesson10.py").read_text(), "lesson10.py", "exec"), namespace)
+    return namespace
+
+
+def test_capstone_reference_solution_reproduces_every_official_array(capsys):
+    report = ex.check_my_var(capstone_namespace())
+    assert report.passed and report.first_difference is None
+    assert [row[0] for row in report.rows] == [piece.name for piece in ex.lesson10.PIECES]
+    out = capsys.readouterr().out
+    assert "PASSED: every piece reproduces the official implementation" in out
+    assert "matches official tf_logits" in out and "matches official greedy.* and sampled.*" in out
+
+
+def test_capstone_unsolved_notebook_reports_not_attempted():
+    def stub(*args):
+        raise NotImplementedError
+    report = ex.check_my_var({piece.name: stub for piece in ex.lesson10.PIECES}, verbose=False)
+    assert {status for _, status, _, _ in report.rows} == {"not attempted"} and report.first_difference is None
+
+
+def _mistake(source):
+    """A learner's wrong version of one piece: ``source`` redefines it; ``solution`` is the correct one."""
+    def inject(namespace):
+        namespace["solution"] = dict(namespace)
+        exec(source, namespace)
+    return inject
+
+
+# (the piece the report must name, a typical mistake in that piece)
+CAPSTONE_MISTAKES = {
+    "argmax instead of argmin": ("nearest_code", "def nearest_code(z, e):\n    return torch.cdist(z, e).argmax(1)"),
+    "phi without the identity blend": ("phi_of_scale", "def phi_of_scale(h, si, K, W):\n"
+                                       "    return 2 * solution['phi_of_scale'](h, si, K, W) - h"),
+    "the rest never updated": ("encode_tokens", "def encode_tokens(f, W, pn):\n    B, Cv = f.shape[:2]\n"
+                               "    return [nearest_code(F.interpolate(f, size=(p, p), mode='area').permute(0, 2, 3, 1)"
+                               ".reshape(-1, Cv), W['quantize.embedding.weight']).view(B, -1) for p in pn]"),
+    "the answer leaking into the input": ("var_input", "def var_input(maps, W, pn):\n"
+                                          "    return solution['var_input'](maps[1:] + maps[-1:], W, pn)"),
+    "a strict mask": ("block_causal_mask", "def block_causal_mask(pn):\n"
+                      "    return solution['block_causal_mask'](pn) & ~torch.eye(sum(p * p for p in pn), dtype=bool)"),
+    "1/sqrt(c) instead of the logit scale": ("attention", "def attention(x, W, i, bias, cache):\n"
+                                             "    W = dict(W); W[f'blocks.{i}.attn.scale_mul_1H11'] = "
+                                             "W[f'blocks.{i}.attn.scale_mul_1H11'] * 0 - 0.5 * math.log(64)\n"
+                                             "    return solution['attention'](x, W, i, bias, cache)"),
+    "a cache that never stores": ("attention", "def attention(x, W, i, bias, cache):\n"
+                                  "    return solution['attention'](x, W, i, bias, None if cache is None else {})"),
+    "scale and shift swapped": ("adaln_block", "def adaln_block(x, cond, W, i, bias, cache):\n"
+                                "    W = dict(W); w = W[f'blocks.{i}.ada_lin.1.weight']; b = W[f'blocks.{i}.ada_lin.1.bias']\n"
+                                "    perm = torch.cat([torch.arange(128) + 128 * j for j in (0, 1, 4, 5, 2, 3)])\n"
+                                "    W[f'blocks.{i}.ada_lin.1.weight'], W[f'blocks.{i}.ada_lin.1.bias'] = w[perm], b[perm]\n"
+                                "    return solution['adaln_block'](x, cond, W, i, bias, cache)"),
+    "the exact GELU instead of the tanh one": ("adaln_block", "_gelu = F.gelu\n"
+                                               "def adaln_block(x, cond, W, i, bias, cache):\n"
+                                               "    F.gelu = lambda h, approximate='none': _gelu(h)\n"
+                                               "    try:\n        return solution['adaln_block'](x, cond, W, i, bias, cache)\n"
+                                               "    finally:\n        F.gelu = _gelu"),
+    "the head's AdaLN without 1 +": ("logits_head", "def logits_head(x, cond, W):\n    B, L, C = x.shape\n"
+                                     "    s, t = F.linear(F.silu(cond), W['head_nm.ada_lin.1.weight'], "
+                                     "W['head_nm.ada_lin.1.bias']).view(B, 1, 2, C).unbind(2)\n"
+                                     "    return F.linear(F.layer_norm(x, (C,), eps=1e-6) * s + t, W['head.weight'], "
+                                     "W['head.bias'])"),
+    "pos_start forgotten": ("var_forward", "def var_forward(labels, x, W, config):\n"
+                            "    W = dict(W); W['pos_start'] = W['pos_start'] * 0\n"
+                            "    return solution['var_forward'](labels, x, W, config)"),
+    "no guidance ramp": ("guided_logits", "def guided_logits(x, cfg, si, K):\n"
+                         "    return solution['guided_logits'](x, cfg, K - 1, K)"),
+    "top-k keeping k + 1": ("top_k_top_p", "def top_k_top_p(x, k, p):\n"
+                            "    return solution['top_k_top_p'](x, k + 1 if k > 0 else 0, p)"),
+    "the unconditional rows given the labels": ("generate", "def generate(labels, W, config, cfg, k, p, seed):\n"
+                                                "    config = dict(config, num_classes=int(labels[0]))\n"
+                                                "    return solution['generate'](labels, W, config, cfg, k, p, seed)"),
+}
+
+
+def test_capstone_has_at_least_ten_typical_mistakes_over_distinct_pieces():
+    assert len(CAPSTONE_MISTAKES) >= 10 and len({piece for piece, _ in CAPSTONE_MISTAKES.values()}) >= 10
+
+
+@pytest.mark.parametrize("mistake", sorted(CAPSTONE_MISTAKES))
+def test_capstone_report_pinpoints_the_mistaken_piece(mistake):
+    piece, source = CAPSTONE_MISTAKES[mistake]
+    namespace = capstone_namespace()
+    namespace.update(math=math, F=F, torch=torch)
+    _mistake(source)(namespace)
+    report = ex.check_my_var(namespace, verbose=False)
+    assert report.first_difference == piece, str(report)
+    status = {name: status for name, status, _, _ in report.rows}
+    assert status[piece] in ("wrong", "error"), str(report)
+    needs = {p.name: p.needs for p in ex.lesson10.PIECES}
+    for name, s in status.items():         # every piece that neither is nor calls the mistaken one still passes
+        if name != piece and piece not in needs[name] and not any(piece in needs[d] for d in needs[name]):
+            assert s == "passed", f"{name}: {s}\n{report}"
+    assert f"First difference: {piece}" in str(report)

@@ -59,8 +59,8 @@ def kernel_env(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ structure (no kernel)
-def test_nine_numbered_lessons():
-    assert [p.name[:2] for p in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 10)]
+def test_ten_numbered_lessons():
+    assert [p.name[:2] for p in NOTEBOOKS] == [f"{n:02d}" for n in range(1, 11)]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -74,12 +74,13 @@ def test_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_structure(path):
-    """Goals first, one setup cell, 1-4 coding exercises each followed by its check, written exercises at the end."""
+    """Goals first, one setup cell, 1-4 coding exercises each followed by its check (the capstone: its 12 pieces),
+    written exercises at the end."""
     nb = read(path)
     assert nb.cells[0].cell_type == "markdown" and "Learning goals" in nb.cells[0].source
     assert sum("setup" in tags(c) for c in nb.cells) == 1
     exercises = render.exercise_cells(nb)
-    assert 1 <= len(exercises) <= 4
+    assert len(exercises) == 12 if path.name.startswith("10_") else 1 <= len(exercises) <= 4
     assert "Exercises (written)" in nb.cells[-1].source
 
 
@@ -121,7 +122,7 @@ def test_every_solution_has_an_exercise_cell():
         in_solutions = {f"{m.stem}.{name}" for m in sorted((LESSONS / "solutions").glob("lesson*.py"))
                         for name, fn in inspect.getmembers(importlib.import_module(f"solutions.{m.stem}"),
                                                            inspect.isfunction)
-                        if fn.__module__ == f"solutions.{m.stem}"}
+                        if fn.__module__ == f"solutions.{m.stem}" and not name.startswith("_")}
     finally:
         sys.path.remove(str(LESSONS))
     assert in_notebooks == in_solutions

@@ -1,6 +1,6 @@
 """Self-checking exercises for the lessons (``lessons/*.ipynb``), and the lessons' model loader.
 
-One module per lesson (``lesson01`` ... ``lesson09``) holds that lesson's checks; ``_check`` holds the shared
+One module per lesson (``lesson01`` ... ``lesson10``, the capstone) holds that lesson's checks; ``_check`` holds the shared
 machinery (the verdict, the comparisons that describe the first difference, the runner); ``models`` the loader.
 Everything a notebook uses is importable from here: ``from varlite import exercises as ex; ex.check_lookup(...)``.
 
@@ -43,6 +43,8 @@ from .lesson06 import check_per_scale_cross_entropy, check_vq_loss
 from .lesson07 import check_scale_keep_masks
 from .lesson08 import check_attention_pairs, check_fit_power_law
 from .lesson09 import check_kv_cache_bytes, check_var_param_count
+from .lesson10 import (check_adaln_block, check_attention, check_encode_tokens, check_generate, check_guided_logits,
+                       check_logits_head, check_my_var, check_phi_of_scale, check_var_forward, check_var_input)
 from .models import lesson_models
 
 __all__ = [
@@ -56,4 +58,6 @@ __all__ = [
     "check_scale_keep_masks",
     "check_attention_pairs", "check_fit_power_law",
     "check_var_param_count", "check_kv_cache_bytes",
+    "check_phi_of_scale", "check_encode_tokens", "check_var_input", "check_attention", "check_adaln_block",
+    "check_logits_head", "check_var_forward", "check_guided_logits", "check_generate", "check_my_var",
 ]
