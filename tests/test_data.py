@@ -327,3 +327,13 @@ def test_load_dataset_builds_each_dataset_by_name(tmp_path):
         load_dataset("mnist", "train")
     with pytest.raises(ValueError, match="takes no root"):
         load_dataset("shapes", "train", root=tmp_path)
+
+
+def test_class_names_by_dataset_name():
+    from varlite.data import class_names
+    assert class_names("shapes")[:2] == ["red disc", "green square"] and len(class_names("shapes")) == 10
+    assert class_names("cifar10") == ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                                      "truck"]
+    assert class_names("folder") is None
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'; expected one of shapes, cifar10, folder"):
+        class_names("imagenet")

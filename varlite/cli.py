@@ -19,7 +19,8 @@ import torch.nn.functional as F
 
 from . import imagenet
 from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults
-from .data import DatasetError, cifar10, download_cifar10, shapes
+from .data import DATASET_NAMES, DatasetError, download_cifar10
+from .data import class_names as dataset_class_names
 from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .download import DownloadError, varlite_home
 from .pretrained import (HF_BASE_URL, OFFICIAL_FILES, OFFICIAL_SAMPLING, CheckpointError, download_official,
@@ -84,7 +85,6 @@ def cmd_parity(args) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ generate
-CLASS_NAMES = {"shapes": shapes.CLASS_NAMES, "cifar10": cifar10.CLASSES}     # by dataset (= built-in model) name
 ALL_CLASSES_UP_TO = 16      # without --class, a model with at most this many classes samples every class
 
 
@@ -99,8 +99,9 @@ class GenerationModel:
 
 
 def class_names_for(dataset: str | None, num_classes: int) -> list[str]:
-    """Shapes / CIFAR-10 names by dataset name, ImageNet names for 1,000 classes, else blanks."""
-    names = CLASS_NAMES.get(dataset or "")
+    """A dataset's names (shapes, cifar10; a built-in model is named after its dataset), ImageNet names for
+    1,000 classes, else blanks."""
+    names = dataset_class_names(dataset) if dataset in DATASET_NAMES else None
     if names is None and num_classes == imagenet.NUM_CLASSES:
         names = imagenet.class_names()
     return list(names) if names is not None and len(names) == num_classes else [""] * num_classes
@@ -207,7 +208,8 @@ def cmd_generate(args) -> int:
     steps_out = Path(args.steps_out) if args.steps_out else None
     if steps_out is not None:
         steps_out.mkdir(parents=True, exist_ok=True)
-        colors_V3 = viz_codebook_colors(model.vqvae)
+        from .viz import codebook_colors     # matplotlib: imported only when figures are written
+        colors_V3 = codebook_colors(model.vqvae.quantize.embedding.weight)
     zoom = max(1, 64 // model.vqvae.config.image_size)
     t0 = time.perf_counter()
     kept = []
@@ -226,12 +228,6 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def viz_codebook_colors(vqvae: VQVAE) -> np.ndarray:
-    """(V, 3) colours of the codebook entries, as every varlite figure draws tokens."""
-    from .viz import codebook_colors
-    return codebook_colors(vqvae.quantize.embedding.weight)
-
-
 def add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="shapes",
                    help="a built-in model (shapes, cifar10), an official depth (d16, d20, d24, d30; download it "
@@ -240,8 +236,8 @@ def add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="where official files are (default: $VARLITE_HOME or "
                                                       "~/.cache/varlite)")
     p.add_argument("--class", dest="classes", nargs="+", default=None, metavar="CLASS",
-                   help='class numbers or names, e.g. 3 or "red disc" (default: every class of a model with at '
-                        f'most {ALL_CLASSES_UP_TO})')
+                   help='class numbers or names, e.g. 3 or "red disc" (default: every class, for a model with at '
+                        f'most {ALL_CLASSES_UP_TO} classes)')
     p.add_argument("--list-classes", action="store_true", help="print the model's classes and stop")
     p.add_argument("--n", type=int, default=8, help="images per class (default 8)")
     p.add_argument("--cfg", type=float, default=None, help="guidance strength (default: the model's recommendation)")

@@ -71,6 +71,7 @@ class ImageDataset(Dataset):
 from varlite.data.cifar10 import CIFAR10, download_cifar10, find_cifar10  # noqa: E402
 from varlite.data.folder import ImageFolder  # noqa: E402
 from varlite.data.shapes import Shapes  # noqa: E402
+from varlite.data import cifar10, shapes  # noqa: E402  (their class names)
 
 DATASET_NAMES = ("shapes", "cifar10", "folder")
 
@@ -98,5 +99,13 @@ def load_dataset(name: str, split: str = "train", root=None, **kw) -> ImageDatas
     raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
 
 
+def class_names(name: str) -> list[str] | None:
+    """The class names of a dataset by name, in label order: "shapes" and "cifar10" have fixed ones; a "folder"
+    dataset's come from its sub-folders (``ImageFolder(...).classes``), so this returns None for it."""
+    if name not in DATASET_NAMES:
+        raise ValueError(f"unknown dataset {name!r}; expected one of {', '.join(DATASET_NAMES)}")
+    return {"shapes": list(shapes.CLASS_NAMES), "cifar10": list(cifar10.CLASSES)}.get(name)
+
+
 __all__ = ["DatasetError", "DatasetNotFoundError", "CorruptDatasetError", "to_pm1", "ImageDataset", "CIFAR10",
-           "download_cifar10", "find_cifar10", "ImageFolder", "Shapes", "DATASET_NAMES", "load_dataset"]
+           "download_cifar10", "find_cifar10", "ImageFolder", "Shapes", "DATASET_NAMES", "load_dataset", "class_names"]
