@@ -373,3 +373,24 @@ def test_one_checkpoint_error_for_every_loader(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="nothing was executed"):
         checkpoint.load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_damaged_cached_file_is_named_and_downloaded_anew(tmp_path, tiny_files, tiny_as_official):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    junk = b"\x80" + bytes(range(200))
+    (cache / "var_d16.pth").write_bytes(junk)
+    with pytest.raises(CorruptCheckpointError, match=f"{cache / 'var_d16.pth'} is a damaged legacy torch pickle"):
+        pretrained.verify_official("d16", cache)
+    with pytest.raises(FileNotFoundError, match="no checkpoint at .*vae_ch160v4096z32.pth"):
+        pretrained.verify_official("vae", cache)
+    payload = tiny_files[1].read_bytes()
+    server = PayloadServer(payload, "var_d16.pth").start()
+    try:
+        path = pretrained.download_official("d16", cache, base_url=server.url.rsplit("/", 1)[0] + "/", progress=False)
+        assert len(server.requests) == 1
+        assert pretrained.download_official("d16", cache, base_url="http://127.0.0.1:9/") == path   # verified: kept
+    finally:
+        server.stop()
+    assert path.read_bytes() == payload and pretrained.verify_official("d16", cache) == path
+    assert (cache / "var_d16.pth.rejected").read_bytes() == junk

@@ -99,18 +99,34 @@ def download_official(name: str, cache_dir: str | os.PathLike | None = None, bas
                       progress: bool = True) -> Path:
     """Download an official checkpoint into the cache (resumable, atomic), then verify its layout strictly.
 
-    A file that downloads but fails verification is moved aside to ``<name>.rejected`` and the error raised.
+    A file already in the cache that passes ``verify_official`` is kept; a damaged one is moved aside to
+    ``<name>.rejected`` and fetched anew. A file that downloads but fails verification is moved aside likewise and
+    the error raised.
     """
     dest = official_path(name, cache_dir)   # raises a clear KeyError for an unknown name
-    entry = OFFICIAL_FILES[name]
-    download_file(base_url + entry.filename, dest, progress=progress)
+    rejected = dest.with_name(dest.name + ".rejected")
+    if dest.exists():
+        try:
+            return verify_official(name, cache_dir)
+        except CheckpointError:
+            os.replace(dest, rejected)
+    download_file(base_url + OFFICIAL_FILES[name].filename, dest, progress=progress)
     try:
-        sd = load_state_dict(dest)
-        verify_layout(sd, official_layouts()[entry.layout]["tensors"], what=entry.filename)
+        return verify_official(name, cache_dir)
     except CheckpointError:
-        os.replace(dest, dest.with_name(dest.name + ".rejected"))
+        os.replace(dest, rejected)
         raise
-    return dest
+
+
+def verify_official(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """Check a cached official file without loading its weights (tensors are memory-mapped; only keys and shapes
+    are compared with the official layout); returns its path. Raises FileNotFoundError when it is not in the cache,
+    a ``CheckpointError`` naming the file when it is damaged or not the official file (delete it, or download it
+    again: ``download_official`` moves a bad file aside to ``<name>.rejected`` and fetches it anew)."""
+    path = official_path(name, cache_dir)
+    entry = OFFICIAL_FILES[name]
+    verify_layout(load_state_dict(path), official_layouts()[entry.layout]["tensors"], what=str(path))
+    return path
 
 
 # ------------------------------------------------------------------------------------------------ safe loading
