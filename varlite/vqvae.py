@@ -86,6 +86,16 @@ class Upsample2x(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2, mode="nearest"))
 
 
+def run_level(level: nn.Module, h: torch.Tensor) -> torch.Tensor:
+    """One resolution level of the encoder or decoder: its ResNet blocks, each followed by its attention block
+    where the level has them (the lowest resolution, with ``using_sa``)."""
+    for i, block in enumerate(level.block):
+        h = block(h)
+        if len(level.attn):
+            h = level.attn[i](h)
+    return h
+
+
 class Encoder(nn.Module):
     """Image (B,3,Hi,Wi) -> features (B,Cv,H,W); one downsampling per level except the last."""
 
@@ -118,10 +128,7 @@ class Encoder(nn.Module):
     def forward(self, x):
         h = self.conv_in(x)
         for down in self.down:
-            for i, block in enumerate(down.block):
-                h = block(h)
-                if len(down.attn):
-                    h = down.attn[i](h)
+            h = run_level(down, h)
             if hasattr(down, "downsample"):
                 h = down.downsample(h)
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(h)))
@@ -159,10 +166,7 @@ class Decoder(nn.Module):
     def forward(self, z):
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
         for up in reversed(self.up):
-            for i, block in enumerate(up.block):
-                h = block(h)
-                if len(up.attn):
-                    h = up.attn[i](h)
+            h = run_level(up, h)
             if hasattr(up, "upsample"):
                 h = up.upsample(h)
         return self.conv_out(F.silu(self.norm_out(h)))
