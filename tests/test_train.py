@@ -21,7 +21,7 @@ from varlite.train.checkpoint import CheckpointError, load_checkpoint, save_chec
 from varlite.train.classifier import ClassifierTrainConfig, ClassifierTrainer, load_classifier
 from varlite.train.loop import DataOrder, MetricLog, Progress, lr_at
 from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, load_tokenizer
-from varlite.train.transformer import TokenCache, VarTrainConfig, VarTrainer, load_var
+from varlite.train.transformer import TokenCache, VarTrainConfig, VarTrainer, load_var_run
 from varlite.vqvae import VQVAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_var_run_caches_tokens_and_logs_every_scale(var_run):
     val = read_csv(var_run / "metrics_val.csv")
     assert {"val_loss", "val_acc_last", "val_loss_s3"} <= set(val[0])
     assert (var_run / "samples_000004.png").is_file()
-    var, configs = load_var(var_run)
+    var, configs = load_var_run(var_run)
     img = var.generate([0, 9], seed=1)
     assert img.shape == (2, 3, 32, 32) and 0 <= img.min() and img.max() <= 1
 

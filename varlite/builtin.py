@@ -57,6 +57,11 @@ def sampling_defaults(name: str) -> dict:
     return dict(blob.get("sampling", DEFAULT_SAMPLING))
 
 
+def builtin_preset(name: str) -> str:
+    """The preset (``varlite.configs``) a shipped model was built with."""
+    return _read(name)["preset"]
+
+
 def load_builtin(name: str = "shapes", device: str | torch.device = "cpu") -> tuple[VQVAE, VAR]:
     """The shipped (vqvae, var) pair ``name``, in eval mode, float32, on ``device``."""
     blob = _read(name)

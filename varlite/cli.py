@@ -124,8 +124,8 @@ def load_generation_model(model: str, vae: str | None, cache_dir: str | None, de
                                class_names_for(None, var.num_classes))
     path = Path(model)
     if path.is_dir() or (path.is_file() and path.suffix == ".pt"):
-        from .train.transformer import load_var as load_training_run
-        var, configs = load_training_run(path, device)
+        from .train.transformer import load_var_run
+        var, configs = load_var_run(path, device)
         train = configs["train"]
         return GenerationModel(var.vqvae, var, f"training run {path}", {**DEFAULT_SAMPLING, "cfg": train["sample_cfg"]},
                                class_names_for(train["dataset"], var.num_classes))

@@ -172,20 +172,43 @@ def load_classifier(path, device="cpu") -> tuple[nn.Module, dict]:
 
 
 @torch.no_grad()
+def samples_per_class(var, per_class: int, cfg: float = 1.5, seed: int = 0, top_k: int = 0, top_p: float = 0.0,
+                      batch_classes: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """``per_class`` samples of every class, class by class: (images (N, 3, H, W) in [0, 1], labels (N,)).
+    Generated ``batch_classes`` classes per call; call i uses seed ``seed + i``."""
+    labels = torch.arange(var.num_classes).repeat_interleave(per_class)
+    chunk = batch_classes * per_class
+    images = [var.generate(labels[start:start + chunk], cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + i).cpu()
+              for i, start in enumerate(range(0, len(labels), chunk))]
+    return torch.cat(images), labels
+
+
+@torch.no_grad()
+def consistency_of(classifier: nn.Module, img01_N3HW: torch.Tensor, labels_N: torch.Tensor, num_classes: int,
+                   batch_size: int = 500) -> dict:
+    """The fraction of images the classifier labels as asked, overall and per class (``consistency_c<k>``)."""
+    classifier.eval()
+    device = next(classifier.parameters()).device
+    pred = torch.cat([classifier(img01_N3HW[i:i + batch_size].to(device).mul(2).sub(1)).argmax(1).cpu()
+                      for i in range(0, len(img01_N3HW), batch_size)])
+    hit_N = (pred == labels_N).float()
+    out = {"class_consistency": float(hit_N.mean()), "samples": len(labels_N)}
+    out.update({f"consistency_c{c}": float(hit_N[labels_N == c].mean()) for c in range(num_classes)})
+    return out
+
+
 def class_consistency(var, classifier: nn.Module, per_class: int = 10, cfg: float = 1.5, seed: int = 0,
                       top_k: int = 0, top_p: float = 0.0, batch_classes: int = 10) -> dict:
     """Generate ``per_class`` samples of every class and classify them: the overall fraction labelled as asked,
     and that fraction per class (``consistency_c<k>``)."""
+    img01, labels = samples_per_class(var, per_class, cfg, seed, top_k, top_p, batch_classes)
+    return {**consistency_of(classifier, img01, labels, var.num_classes), "cfg": cfg}
+
+
+@torch.no_grad()
+def features_of(classifier: nn.Module, img_N3HW: torch.Tensor, batch_size: int = 500) -> torch.Tensor:
+    """The classifier's feature vectors (before its last linear layer) of images in [-1, 1]: (N, D)."""
     classifier.eval()
-    labels = torch.arange(var.num_classes).repeat_interleave(per_class)
-    hits = torch.zeros(var.num_classes)
     device = next(classifier.parameters()).device
-    chunk = batch_classes * per_class
-    for i, start in enumerate(range(0, len(labels), chunk)):
-        lab = labels[start:start + chunk]
-        img01 = var.generate(lab, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed + i)
-        pred = classifier(img01.to(device).mul(2).sub(1)).argmax(1).cpu()
-        hits.index_add_(0, lab, (pred == lab).float())
-    out = {"class_consistency": float(hits.sum() / len(labels)), "samples": len(labels), "cfg": cfg}
-    out.update({f"consistency_c{c}": float(hits[c] / per_class) for c in range(var.num_classes)})
-    return out
+    return torch.cat([classifier.features(img_N3HW[i:i + batch_size].to(device)).float().cpu()
+                      for i in range(0, len(img_N3HW), batch_size)])

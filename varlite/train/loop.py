@@ -79,6 +79,8 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but CUDA is not available; use --device auto or cpu")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ValueError(f"device {name!r} was asked for but MPS (Apple GPU) is not available; use --device auto or cpu")
     return device
 
 

@@ -1,4 +1,5 @@
-"""Evaluation metrics: PSNR, SSIM, codebook usage / perplexity per scale, per-scale cross-entropy and accuracy.
+"""Evaluation metrics: PSNR, SSIM, codebook usage / perplexity per scale, per-scale cross-entropy and accuracy,
+the Frechet distance between two sets of feature vectors.
 
 Dimension key: B batch, 3 RGB, H,W image side, K scales, l tokens of one scale, L all tokens, V vocabulary.
 Images passed to PSNR / SSIM are float in [0, 1] (data range 1).
@@ -85,3 +86,22 @@ def scale_logs(prefix: str, loss_BL: torch.Tensor, loss_K: torch.Tensor, acc_K: 
         logs[f"{prefix}loss_s{k + 1}"] = float(loss_K[k])
         logs[f"{prefix}acc_s{k + 1}"] = float(acc_K[k])
     return logs
+
+
+def frechet_distance(feat_a_ND: torch.Tensor, feat_b_MD: torch.Tensor) -> float:
+    """Frechet distance between Gaussians fitted to two sets of D-dim features (the FID formula, Heusel et al. 2017):
+
+        FD = ||mu_a - mu_b||^2 + tr(S_a + S_b - 2 (S_a S_b)^(1/2))
+
+    tr((S_a S_b)^(1/2)) = sum of sqrt(eigenvalues of A S_b A), A = S_a^(1/2) (symmetric, so eigh is exact and
+    stable); computed in float64."""
+    a, b = feat_a_ND.double(), feat_b_MD.double()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"expected two (N, D) feature sets with the same D and N >= 2; got {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    w, U = torch.linalg.eigh(cov_a)
+    sqrt_a = (U * w.clamp_min(0).sqrt()) @ U.T
+    tr_sqrt = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp_min(0).sqrt().sum()
+    return float((mu_a - mu_b).square().sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt)

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
+from varlite.builtin import builtin_preset, load_builtin
 from varlite.configs import get_preset
 from varlite.data import to_pm1
 from varlite.vqvae import VQVAE
@@ -137,7 +138,7 @@ class TokenizerTrainer(Trainer):
             return
         quantize = self.model.quantize
         f = self.model.encode(self._batch)
-        targets_NCv = torch.cat([q.target_BCvhw.permute(0, 2, 3, 1).reshape(-1, quantize.Cv)
+        targets_NCv = torch.cat([q.target.permute(0, 2, 3, 1).reshape(-1, quantize.Cv)
                                  for q in quantize.residual_steps(f)])
         g = torch.Generator().manual_seed(self.cfg.seed * 7919 + step)
         new_nCv = targets_NCv[torch.randint(len(targets_NCv), (n,), generator=g).to(targets_NCv.device)].contiguous()
@@ -189,8 +190,12 @@ def evaluate_tokenizer(vqvae: VQVAE, dataset, max_images: int = 0, device="cpu",
 
 
 def load_tokenizer(path, device="cpu") -> tuple[VQVAE, dict]:
-    """The VQVAE of a tokenizer checkpoint (a file, or a run dir holding checkpoint.pt), in eval mode, and the
-    checkpoint's configs."""
+    """The VQVAE of a tokenizer checkpoint (a file, or a run dir holding checkpoint.pt), or of a shipped model
+    (``builtin:<name>``), in eval mode, and the checkpoint's configs."""
+    if str(path).startswith("builtin:"):
+        name = str(path).removeprefix("builtin:")
+        vqvae, _ = load_builtin(name, device)
+        return vqvae, {"train": {"preset": builtin_preset(name)}, "vqvae": vqvae.config.__dict__.copy()}
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"

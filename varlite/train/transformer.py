@@ -4,27 +4,39 @@ Dimension key: B batch, N dataset size, L all tokens, K scales, V vocabulary, Cv
 
 The tokenizer is frozen, so every image's token maps r_1..r_K are computed once, the first time the image is
 used, and cached in the run dir (``tokens_<split>.pt``: an (N, L) int16 tensor and the tokenizer's fingerprint;
-it is started afresh when the tokenizer changes). From the second epoch on a step costs only the transformer:
+it is started afresh when the tokenizer changes). With ``--hflip`` the cache holds 2N rows: row N + i is image i
+flipped left-right, and each step picks the flipped or the plain tokens of an image with probability 1/2 (a flip
+changes the tokens, not just their order: the encoder is not flip-equivariant). From the second epoch on a step
+costs only the transformer:
 
-    x_in   = vqvae.idx_to_var_input(r_1..r_K)               (B, L - 1, Cv), no gradient
+    x_in   = vqvae.idx_to_var_input(r_1..r_K)               (B, L - 1, Cv), no gradient, float32
     logits = var(labels, x_in)                                (B, L, V); labels dropped with p = cond_drop_rate
     loss   = mean over the B L tokens of CE(logits, r, label_smoothing)
+
+Tokens and x_in are always computed in float32 (even with ``--precision bf16``, which runs only the transformer
+under autocast), so training sees exactly the inputs that generation builds.
+
+``--init-from`` starts a new run from the weights of another VAR run (or ``builtin:<name>``) of the same config:
+the way to continue a shipped model when its run dir is gone (give it a short ``--warmup-steps``).
 
 Logged as the official trainer does: loss/accuracy over all tokens and over the last scale ("tail"), and per scale.
 Validation uses the held-out split's tokens, no label dropout, no smoothing.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from varlite.builtin import load_builtin
 from varlite.configs import get_preset
 from varlite.var import VAR
 from varlite.vqvae import VQVAE
 
 from .checkpoint import CheckpointError, load_checkpoint
+from .classifier import class_consistency, load_classifier
 from .grid import save_grid
 from .loop import LoopConfig, Trainer, load_checked, state_fingerprint
 from .metrics import per_scale_loss_acc, scale_logs
@@ -43,29 +55,38 @@ class VarTrainConfig(LoopConfig):
     sample_cfg: float = 1.5          # guidance of the periodic sample grids
     samples_per_class: int = 8
     eval_images: int = 1000
+    hflip: bool = False              # also train on the tokens of left-right flipped images (2N token maps)
+    encode_first: bool = False       # encode every training image (and flip) before step 0, not lazily in epoch 1
+    judge: str = ""                  # a train-classifier run dir: each evaluation also measures class-consistency
+    judge_per_class: int = 20        # samples per class for that measurement (guidance: sample_cfg, seed 0)
+    init_from: str = ""              # start from the weights of a VAR run dir / checkpoint, or builtin:<name>
 
 
 class TokenCache:
     """The token maps (N, L) int16 of a dataset under a frozen tokenizer, each computed the first time its image is
-    used and kept from then on; saved to ``path`` (with the tokenizer's fingerprint) by ``save()``.
+    used and kept from then on; saved to ``path`` (with the tokenizer's fingerprint) by ``save()``. With
+    ``hflip=True`` it has 2N rows, row N + i holding the tokens of image i flipped left-right.
 
     In a data-parallel run every process encodes the new images of its share of the batch and all processes then
     exchange them, so every process holds the same cache (process 0 saves it).
     """
 
-    def __init__(self, vqvae, dataset, path: Path | None = None, distributed=None, batch_size: int = 250):
+    def __init__(self, vqvae, dataset, path: Path | None = None, distributed=None, batch_size: int = 250,
+                 hflip: bool = False):
         self.vqvae, self.dataset, self.dist, self.batch_size = vqvae, dataset, distributed, batch_size
         self.path = Path(path) if path is not None else None
         self.fingerprint = state_fingerprint(vqvae)
         self.L = sum(pn * pn for pn in vqvae.patch_nums)
+        self.N = len(dataset)
+        rows = 2 * self.N if hflip else self.N
         self.labels_N = dataset.labels.clone()
         saved = None
         if self.path is not None and self.path.exists():
             saved = torch.load(self.path, map_location="cpu", weights_only=True)
-        if saved is not None and saved.get("tokenizer") == self.fingerprint and tuple(saved["idx_NL"].shape) == (len(dataset), self.L):
+        if saved is not None and saved.get("tokenizer") == self.fingerprint and tuple(saved["idx_NL"].shape) == (rows, self.L):
             self.idx_NL = saved["idx_NL"]
         else:
-            self.idx_NL = torch.full((len(dataset), self.L), -1, dtype=torch.int16)    # -1: not encoded yet
+            self.idx_NL = torch.full((rows, self.L), -1, dtype=torch.int16)    # -1: not encoded yet
 
     @property
     def num_encoded(self) -> int:
@@ -73,21 +94,28 @@ class TokenCache:
 
     @torch.no_grad()
     def get(self, idx_b: torch.Tensor) -> torch.Tensor:
-        """Tokens (b, L) int64 of items ``idx_b``, encoding (and keeping) those not seen before."""
+        """Tokens (b, L) int64 of rows ``idx_b`` (row N + i: image i flipped), encoding (and keeping) those not seen
+        before. Encoding always runs in float32, also inside a bf16 autocast region."""
         idx_b = idx_b.cpu()
         missing = idx_b[self.idx_NL[idx_b, 0] < 0].unique()
         device = next(self.vqvae.parameters()).device
         new = []
-        for start in range(0, len(missing), self.batch_size):
-            chunk = missing[start:start + self.batch_size]
-            self.vqvae.eval()
-            img = images_at(self.dataset, chunk, device)
-            new.append((chunk, torch.cat(self.vqvae.img_to_idx(img), dim=1).to(torch.int16).cpu()))
+        with torch.autocast(device.type, enabled=False):
+            for start in range(0, len(missing), self.batch_size):
+                chunk = missing[start:start + self.batch_size]
+                self.vqvae.eval()
+                img = images_at(self.dataset, chunk % self.N, device)
+                img = torch.where((chunk >= self.N).view(-1, 1, 1, 1).to(device), img.flip(-1), img)
+                new.append((chunk, torch.cat(self.vqvae.img_to_idx(img), dim=1).to(torch.int16).cpu()))
         shares = self.dist.gather(new) if self.dist is not None else [new]
         for share in shares:
             for chunk, tokens in share:
                 self.idx_NL[chunk] = tokens
         return self.idx_NL[idx_b].long()
+
+    def labels(self, idx_b: torch.Tensor) -> torch.Tensor:
+        """Class labels of rows ``idx_b`` (a flipped row has its image's label)."""
+        return self.labels_N[idx_b.cpu() % self.N]
 
     def save(self) -> None:
         if self.path is None:
@@ -112,10 +140,11 @@ class VarTrainer(Trainer):
         if not cfg.tokenizer:
             raise ValueError("train-var needs --tokenizer <run dir of train-tokenizer (or its checkpoint.pt)>")
         self.preset = get_preset(cfg.preset)
-        self.vqvae, tok_configs = load_tokenizer(cfg.tokenizer, self.device)
-        if tok_configs["train"]["preset"] != cfg.preset:
-            raise CheckpointError(f"the tokenizer in {cfg.tokenizer} was trained for preset "
-                                  f"{tok_configs['train']['preset']!r}, not {cfg.preset!r}")
+        self.vqvae, _ = load_tokenizer(cfg.tokenizer, self.device)
+        if self.vqvae.config != self.preset.vqvae:
+            raise CheckpointError(f"the tokenizer in {cfg.tokenizer} has a different VQVAE config than preset "
+                                  f"{cfg.preset!r} needs ({self.vqvae.config} vs {self.preset.vqvae}); train one "
+                                  f"with train-tokenizer --preset {cfg.preset}")
         for p in self.vqvae.parameters():
             p.requires_grad_(False)
         var_cfg = self.preset.var
@@ -123,7 +152,13 @@ class VarTrainer(Trainer):
         train_set = load_checked(cfg.dataset, "train", cfg.data_root, image_size, var_cfg.num_classes)
         val_set = load_checked(cfg.dataset, "test", cfg.data_root, image_size, var_cfg.num_classes)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tokens = TokenCache(self.vqvae, train_set, self.run_dir / "tokens_train.pt", self.dist)
+        self.tokens = TokenCache(self.vqvae, train_set, self.run_dir / "tokens_train.pt", self.dist, hflip=cfg.hflip)
+        if cfg.encode_first and self.tokens.num_encoded < len(self.tokens.idx_NL):
+            rows = torch.arange(len(self.tokens.idx_NL))
+            for start in range(0, len(rows), 5000):
+                self.tokens.get(rows[start:start + 5000][self.dist.rank::self.dist.world])
+            if self.dist.main:
+                self.tokens.save()
         self.val_tokens = None
         if self.dist.main:
             self.val_tokens = TokenCache(self.vqvae, val_set, self.run_dir / "tokens_test.pt")
@@ -134,9 +169,29 @@ class VarTrainer(Trainer):
         torch.manual_seed(cfg.seed)
         self.model = VAR(var_cfg, self.vqvae).to(self.device)
         self.model.init_weights()
+        if cfg.init_from:
+            self.init_from(cfg.init_from)
         self.train_module = self.wrap_ddp(self.model)
         self.optimizer = self.make_optimizer(self.model)
         self.num_items = len(train_set)
+        self.judge = load_classifier(cfg.judge, self.device)[0] if cfg.judge and self.dist.main else None
+        self.cpu_seconds_before = 0.0
+
+    def init_from(self, source: str) -> None:
+        """Copy the VAR weights of ``source`` (a VAR run dir / checkpoint, or builtin:<name>) into the new model;
+        its configs must equal this preset's, and its tokenizer must be this run's tokenizer."""
+        if source.startswith("builtin:"):
+            vqvae, var = load_builtin(source.removeprefix("builtin:"))
+        else:
+            var, _ = load_var_run(source)
+            vqvae = var.vqvae
+        if var.config != self.preset.var or vqvae.config != self.preset.vqvae:
+            raise CheckpointError(f"--init-from {source}: its configs differ from preset {self.cfg.preset!r}; "
+                                  f"start from a model of the same preset")
+        if state_fingerprint(vqvae) != self.tokenizer_fingerprint:
+            raise CheckpointError(f"--init-from {source} was trained on a different tokenizer than {self.cfg.tokenizer}; "
+                                  f"pass that model's tokenizer (for a built-in: --tokenizer {source})")
+        self.model.load_state_dict(var.state_dict())
 
     def checkpoint_configs(self):
         return {"train": super().checkpoint_configs()["train"], "vqvae": self.preset.vqvae.__dict__.copy(),
@@ -152,27 +207,40 @@ class VarTrainer(Trainer):
             self.tokens.save()
         super().save(step)
 
+    def cpu_hours(self) -> float:
+        """CPU time (user + system, all threads) this run has used so far, over every resumed segment."""
+        return (self.cpu_seconds_before + time.process_time()) / 3600
+
     def extra_state(self):
-        return {"tokenizer_fingerprint": self.tokenizer_fingerprint}
+        return {"tokenizer_fingerprint": self.tokenizer_fingerprint, "cpu_seconds": 3600 * self.cpu_hours()}
 
     def load_extra_state(self, state):
         if state["tokenizer_fingerprint"] != self.tokenizer_fingerprint:
             raise CheckpointError(f"{self.ckpt_path} was trained on the tokens of a different tokenizer than "
                                   f"{self.cfg.tokenizer}; resume with the same tokenizer or use a new run dir")
+        self.cpu_seconds_before = state.get("cpu_seconds", 0.0) - time.process_time()
 
     def compute_loss(self, idx_b, step):
         cfg, begin_ends = self.cfg, self.model.begin_ends
+        if cfg.hflip:
+            g = torch.Generator().manual_seed(cfg.seed * 7919 + step * 4099 + self.dist.rank)
+            idx_b = idx_b + self.tokens.N * (torch.rand(len(idx_b), generator=g) < 0.5).to(idx_b.device)
         idx_bL = self.tokens.get(idx_b).to(self.device)
-        labels_b = self.tokens.labels_N[idx_b.cpu()].to(self.device)
-        with torch.no_grad():
+        labels_b = self.tokens.labels(idx_b).to(self.device)
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
             x_in = self.vqvae.idx_to_var_input(split_scales(idx_bL, begin_ends))
-        logits_bLV = self.train_module(labels_b, x_in)
+        logits_bLV = self.train_module(labels_b, x_in).float()
         loss_bL, loss_K, acc_K = per_scale_loss_acc(logits_bLV, idx_bL, begin_ends, cfg.label_smoothing)
         return loss_bL.mean(), scale_logs("", loss_bL.detach(), loss_K, acc_K, begin_ends)
 
     def evaluate(self):
         n = self.val_tokens.num_encoded
-        return evaluate_var(self.model, self.val_tokens.idx_NL[:n], self.val_tokens.labels_N[:n], 0, self.device)
+        metrics = evaluate_var(self.model, self.val_tokens.idx_NL[:n], self.val_tokens.labels_N[:n], 0, self.device)
+        if self.judge is not None:
+            metrics["class_consistency"] = class_consistency(self.model, self.judge, self.cfg.judge_per_class,
+                                                             self.cfg.sample_cfg)["class_consistency"]
+        metrics["cpu_hours"] = round(self.cpu_hours(), 4)
+        return metrics
 
     def write_samples(self, step):
         self.model.eval()
@@ -214,9 +282,9 @@ def sample_grid_images(var: VAR, per_class: int, cfg: float, seed: int = 0, top_
     return var.generate(labels, cfg=cfg, top_k=top_k, top_p=top_p, seed=seed)
 
 
-def load_var(path, device="cpu") -> tuple[VAR, dict]:
-    """The (VQVAE, VAR) pair of a VAR checkpoint (file or run dir) in eval mode: returns (var, configs);
-    the VQVAE is ``var.vqvae``."""
+def load_var_run(path, device="cpu") -> tuple[VAR, dict]:
+    """The VAR of a train-var run (its folder or its checkpoint.pt), in eval mode, with its tokenizer as
+    ``var.vqvae`` (a VAR checkpoint is self-contained): returns (var, configs)."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
