@@ -186,6 +186,17 @@ def _param_count_shortcut(depth):
         return sum(p.numel() for p in VAR(official_var(depth), VQVAE(official_vqvae())).parameters())
 
 
+def _train_step_shortcut(var, vqvae, token_maps, labels_B, optimizer, label_smoothing):
+    from varlite.train.metrics import per_scale_loss_acc
+    with torch.no_grad():
+        x_BLCv = vqvae.idx_to_var_input(token_maps)
+    loss = per_scale_loss_acc(var(labels_B, x_BLCv), torch.cat(token_maps, 1), var.begin_ends, label_smoothing)[0].mean()
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
 def _capstone_shortcut(piece):
     """The library's answer to a capstone piece, through varlite's models on the reference weights."""
     def shortcut(*args):
@@ -216,6 +227,7 @@ def _capstone_shortcut(piece):
 for _piece in ("phi_of_scale", "encode_tokens", "var_input", "attention", "adaln_block", "logits_head", "var_forward",
                "guided_logits", "generate"):
     SHORTCUTS[_piece] = _capstone_shortcut(_piece)
+SHORTCUTS["train_step"] = _train_step_shortcut
 SHORTCUTS.update(adaln=_adaln_shortcut, l2_attention_weights=_attention_shortcut, vq_loss=_vq_shortcut,
                  attention_pairs=_attention_pairs_shortcut, var_param_count=_param_count_shortcut)
 
@@ -561,6 +573,25 @@ def test_vq_loss_reference_is_what_the_quantizer_trains_with():
     decoder_input, loss, _ = q(f)
     mine_input, mine_loss = _vq_reference(f, q.f_to_f_hats(f), q.beta)
     assert torch.allclose(decoder_input, mine_input) and torch.allclose(loss, mine_loss)
+
+
+def test_train_step_mistakes():
+    def step(var, vqvae, maps, labels, opt, ls, zero=True, shift=0):
+        with torch.no_grad():
+            x = vqvae.idx_to_var_input(maps)
+        logits, target = var(labels, x), torch.cat(maps, 1)
+        if shift:
+            logits, target = logits[:, :-1], target[:, 1:]
+        loss = F.cross_entropy(logits.flatten(0, 1), target.flatten(), label_smoothing=ls)
+        if zero:
+            opt.zero_grad()
+        loss.backward()
+        opt.step()
+        return loss.item()
+    assert check("train_step", step).passed
+    assert_wrong(check("train_step", lambda *a: step(*a, zero=False)), "no optimizer.zero_grad()")
+    assert_wrong(check("train_step", lambda *a: step(*a, shift=1)), "next-token targets")
+    assert_wrong(check("train_step", lambda v, q, m, l, o, ls: step(v, q, m, l, o, 0.0)), "label smoothing left out")
 
 
 def test_vq_loss_mistakes():

@@ -1,11 +1,16 @@
 """Checks of lesson 6 -- training: the per-scale loss of the transformer and the tokenizer's vq loss."""
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn.functional as F
 
 from ..quantizer import MultiScaleQuantizer
+from ..configs import get_preset
 from ..train import metrics
+from ..train import transformer as transformer_trainer
+from ..var import VAR
 from ..vqvae import VQVAE
 from ._check import CheckResult, Shortcut, _Case, _Mismatch, _Mistake, _compare_tensor, _gen, _run, exercise
 
@@ -17,6 +22,18 @@ exercise("per_scale_cross_entropy", "6.1",
          code="loss_BL = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), reduction='none').view(B, L); "
               "for pn in patch_nums: out.append(loss_BL[:, begin:begin + pn * pn].mean()); begin += pn * pn",
          shortcuts=[Shortcut(metrics, "per_scale_loss_acc")])
+exercise("train_step", "6.3",
+         concept="One teacher-forced step: the true token maps give both the input (f_hat of the coarser scales, "
+                 "exercise 3.1) and the target (the tokens themselves); one forward pass scores all L tokens; the mean "
+                 "cross-entropy is back-propagated and the optimizer takes one step -- after forgetting the previous "
+                 "step's gradients.",
+         approach="x = vqvae.idx_to_var_input(token_maps) (no gradient needed); logits = var(labels_B, x); target = the "
+                  "maps concatenated to (B, L); F.cross_entropy over (B*L, V) with label_smoothing; zero the "
+                  "gradients, backward, optimizer.step(); return loss.item().",
+         code="with torch.no_grad(): x = vqvae.idx_to_var_input(token_maps); logits = var(labels_B, x); loss = "
+              "F.cross_entropy(logits.flatten(0, 1), torch.cat(token_maps, 1).flatten(), label_smoothing=label_smoothing); "
+              "optimizer.zero_grad(); loss.backward(); optimizer.step(); return loss.item()",
+         shortcuts=[Shortcut(transformer_trainer.VarTrainer, "compute_loss"), Shortcut(metrics, "per_scale_loss_acc")])
 exercise("vq_loss", "6.2",
          concept="Choosing the nearest code has no gradient. Two losses and one trick fix that: the codebook (and "
                  "phi) is pulled towards the encoder's output, the encoder is pulled (weighted by beta, the "
@@ -156,3 +173,85 @@ def check_vq_loss(vq_loss, verbose: bool = True) -> CheckResult:
     return _run("vq_loss", vq_loss, outcome_of(_vq_reference), cases, compare, mistakes,
                 success="These two lines are why a VQ tokenizer can be trained at all.",
                 verbose=verbose, call=lambda fn, f, f_hats, beta, weight: _vq_outcome(fn, f, f_hats, beta, weight))
+
+
+def _train_case(seed: int, B: int, label_smoothing: float):
+    """A tiny VAR (fresh, seeded init, training mode) with its AdamW, and two batches of token maps and labels."""
+    preset = get_preset("tiny")
+    torch.manual_seed(seed)
+    vqvae = VQVAE(preset.vqvae).eval()
+    var = VAR(preset.var, vqvae).train()
+    g = _gen(400 + seed)
+    batches = [([torch.randint(0, preset.vqvae.vocab_size, (B, pn * pn), generator=g) for pn in preset.var.patch_nums],
+                torch.randint(0, preset.var.num_classes, (B,), generator=g)) for _ in range(2)]
+    return var, vqvae, batches, label_smoothing
+
+
+def _reference_train_step(var, vqvae, token_maps, labels_B, optimizer, label_smoothing, *, zero_grad=True,
+                          shifted=False, smoothing=True, reduce="mean"):
+    """One step as ``VarTrainer.compute_loss`` and the loop do it (no schedule, no clipping); keywords give mistakes."""
+    with torch.no_grad():
+        x_BLCv = vqvae.idx_to_var_input(token_maps)
+    logits_BLV = var(labels_B, x_BLCv)
+    target_BL = torch.cat(token_maps, dim=1)
+    if shifted:                                   # the next-token habit: position i predicts token i + 1
+        logits_BLV, target_BL = logits_BLV[:, :-1], target_BL[:, 1:]
+    loss_BL = metrics.per_scale_loss_acc(logits_BLV, target_BL, [(0, target_BL.shape[1])],
+                                         label_smoothing if smoothing else 0.0)[0]
+    loss = loss_BL.mean() if reduce == "mean" else loss_BL.sum()
+    if zero_grad:
+        optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+def _train_outcome(step_fn, var, vqvae, batches, label_smoothing):
+    """Two steps of ``step_fn`` on a copy of the model, the same global seed (class dropout) for every run: the two
+    losses and the parameters afterwards."""
+    var = copy.deepcopy(var)
+    optimizer = torch.optim.AdamW(var.parameters(), lr=1e-3, weight_decay=0.05)
+    losses = []
+    for n, (token_maps, labels_B) in enumerate(batches):
+        torch.manual_seed(1000 + n)
+        loss = step_fn(var, vqvae, [t.clone() for t in token_maps], labels_B.clone(), optimizer, label_smoothing)
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            loss = loss.detach().item()
+        if not isinstance(loss, (int, float)):
+            raise _Mismatch(f"train_step must return the loss as a number, got {type(loss).__name__}")
+        losses.append(float(loss))
+    return torch.tensor(losses, dtype=torch.float64), torch.cat([p.detach().flatten() for p in var.parameters()])
+
+
+def check_train_step(train_step, verbose: bool = True) -> CheckResult:
+    """``train_step(var, vqvae, token_maps, labels_B, optimizer, label_smoothing) -> float``: one teacher-forced
+    optimisation step of the transformer. Run twice in a row on a tiny VAR; the losses and the parameters after both
+    steps must equal those of ``VarTrainer``'s step (its ``compute_loss``: the teacher-forcing input, the
+    cross-entropy of all L tokens with label smoothing, the mean; then zero_grad, backward, step)."""
+    specs = [(0, 2, 0.0, False), (1, 3, 0.1, False), (2, 4, 0.2, True)]
+    cases = [_Case(f"tiny VAR, B={B}, label_smoothing={ls}", _train_case(seed, B, ls), hidden=hidden)
+             for seed, B, ls, hidden in specs]
+
+    def outcome_of(**mistake):
+        return lambda var, vqvae, batches, ls: _train_outcome(
+            lambda *a: _reference_train_step(*a, **mistake), var, vqvae, batches, ls)
+
+    def compare(got, exp):
+        _compare_tensor(got[0], exp[0], "the losses of the two steps", atol=1e-5, rtol=1e-5, names=("step",))
+        _compare_tensor(got[1], exp[1], "the parameters after two steps", atol=1e-5, rtol=1e-4, names=("parameter",))
+
+    mistakes = [
+        _Mistake("no optimizer.zero_grad() (the second step adds the first step's gradients)",
+                 outcome_of(zero_grad=False),
+                 "Gradients accumulate in .grad until you clear them: call optimizer.zero_grad() before backward()."),
+        _Mistake("next-token targets (position i scored against token i + 1)", outcome_of(shifted=True),
+                 "In VAR the logits at position i predict token i itself (its input came from the coarser scales): "
+                 "the target is the concatenated token maps, not shifted."),
+        _Mistake("label smoothing left out", outcome_of(smoothing=False),
+                 "Pass label_smoothing to F.cross_entropy (label_smoothing=...)."),
+        _Mistake("the summed loss instead of the mean", outcome_of(reduce="sum"),
+                 "Average the cross-entropy over all B x L tokens (the learning rate is tuned for a mean)."),
+    ]
+    return _run("train_step", train_step, outcome_of(), cases, compare, mistakes,
+                success="This is the step VarTrainer repeats, plus its schedule, clipping and data order.",
+                verbose=verbose, call=lambda fn, var, vqvae, batches, ls: _train_outcome(fn, var, vqvae, batches, ls))
