@@ -106,22 +106,16 @@ class SelfAttention(nn.Module):
         scale_mul_1H11 = self.scale_mul_1H11.clamp_max(self.MAX_SCALE_MUL).exp()
         return F.normalize(q_BHLc, dim=-1).mul(scale_mul_1H11), F.normalize(k_BHLc, dim=-1), v_BHLc
 
-    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None, kv_cache: KVCache | None = None,
-                attn_weights_out: list | None = None) -> torch.Tensor:
+    def forward(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None,
+                kv_cache: KVCache | None = None) -> torch.Tensor:
         """proj(A v). ``attn_bias`` (additive, 0/-inf) masks the teacher-forced pass; ``kv_cache`` serves generation:
-        this scale's keys and values join the cached ones (and the cache captures A if asked to).
-
-        ``attn_weights_out`` (a list A is appended to) is kept only until varlite/exercises/lesson04.py calls
-        ``attention_probabilities`` instead.
-        """
+        this scale's keys and values join the cached ones (and the cache captures A if asked to)."""
         B, L, C = x_BLC.shape
         q_BHLc, k_BHLkc, v_BHLkc = self.qkv(x_BLC)
         if kv_cache is not None:
             k_BHLkc, v_BHLkc = kv_cache.extend(self.block_idx, k_BHLkc, v_BHLkc)
             kv_cache.capture(self.block_idx, q_BHLc, k_BHLkc)
         out_BHLc = F.scaled_dot_product_attention(q_BHLc, k_BHLkc, v_BHLkc, attn_mask=attn_bias, scale=1.0)
-        if attn_weights_out is not None:
-            attn_weights_out.append(attention_weights(q_BHLc, k_BHLkc, attn_bias))
         return self.proj(out_BHLc.transpose(1, 2).reshape(B, L, C))
 
     def attention_probabilities(self, x_BLC: torch.Tensor, attn_bias: torch.Tensor | None = None) -> torch.Tensor:
