@@ -124,6 +124,8 @@ def test_mistakes_are_one_line_with_exit_code_2(tmp_path, official_named_tiny, c
         (["--model", "d20", "--cache-dir", str(official_named_tiny)], "error: no checkpoint at "),
         (["--model", "d17"], "error: there is no official VAR-d17"),
         (["--top-k", "999"], "error: top_k must be an int in [0, 256]"),
+        (["--out", str(tmp_path / "grid.jpg")], f"error: --out must name a .png file (the grid is written as PNG); "
+                                                f"got '{tmp_path / 'grid.jpg'}'"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--device", "cuda"], "error: device 'cuda' was asked for but CUDA is not available"))

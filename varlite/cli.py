@@ -201,6 +201,8 @@ def cmd_generate(args) -> int:
         return 0
     if args.n < 1:
         raise ValueError(f"--n must be at least 1 (images per class); got {args.n}")
+    if Path(args.out).suffix.lower() != ".png" or Path(args.out).is_dir():
+        raise ValueError(f"--out must name a .png file (the grid is written as PNG); got {args.out!r}")
     classes = parse_classes(args.classes, model.class_names)
     sampling = {key: getattr(args, key) if getattr(args, key) is not None else model.sampling[key]
                 for key in ("cfg", "top_k", "top_p")}
