@@ -52,6 +52,16 @@ def test_classes_by_number_or_name_and_overrides(tmp_path, shapes_models, capsys
     assert every_class.shape[0] == (10 * (SHAPES_SIDE + 2) + 2) * SHAPES_ZOOM
 
 
+def test_labels_name_the_rows(tmp_path, shapes_models):
+    grid = generate(tmp_path, "--class", "0", "6", "--n", "1", "--seed", "2", "--labels")
+    expected_images = shapes_models[1].generate([0, 6], **sampling_defaults("shapes"), seed=2)
+    expected = png(save_grid(expected_images, 1, tmp_path / "e.png", scale=SHAPES_ZOOM,
+                             row_names=["0 red disc", "6 orange horizontal bar"]))
+    assert np.array_equal(grid, expected)
+    margin = grid.shape[1] - (SHAPES_SIDE + 4) * SHAPES_ZOOM
+    assert margin == 7 * len("6 orange horizontal bar") + 8 and (grid[:, :margin] < 128).any()   # text is drawn
+
+
 def test_list_classes(capsys):
     assert cli_main(["generate", "--model", "shapes", "--list-classes", "--device", "cpu"]) == 0
     assert capsys.readouterr().out.splitlines() == [f"{i}: {name}" for i, name in enumerate(CLASS_NAMES)]

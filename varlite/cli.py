@@ -219,7 +219,8 @@ def cmd_generate(args) -> int:
         if steps_out is not None:
             write_step_pngs(step, colors_V3, steps_out, args.n, zoom)
             kept.append(step.detached())
-    out = save_grid(step.image(), args.n, args.out, scale=zoom)
+    row_names = [f"{c} {model.class_names[c]}".strip() for c in classes] if args.labels else None
+    out = save_grid(step.image(), args.n, args.out, scale=zoom, row_names=row_names)
     seconds = time.perf_counter() - t0
     if steps_out is not None:
         write_overview_figures(kept, model.vqvae.quantize.embedding.weight, steps_out)
@@ -250,6 +251,7 @@ def add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--more-smooth", action="store_true", help="Gumbel smoothing of the token embeddings")
     p.add_argument("--seed", type=int, default=0, help="the only source of randomness (default 0)")
     p.add_argument("--out", default="samples.png", help="the grid PNG: one row per class (default samples.png)")
+    p.add_argument("--labels", action="store_true", help="write each row's class left of it in the grid")
     p.add_argument("--steps-out", default=None, metavar="DIR",
                    help="also write each scale's token map, contribution and partial image as PNGs into DIR")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: cuda, else mps, "
