@@ -11,7 +11,8 @@ HOME_DIR=${VARLITE_HOME:-$HOME/.cache/varlite}
 R=${RUNS:-$HOME_DIR/runs/cifar10}
 DATA=${DATA:-$HOME_DIR/cifar10/cifar-10-python.tar.gz}
 PY=${PY:-python}
-COMMON="--dataset cifar10 --data-root $DATA --precision bf16 --threads 2"
+DATASET="--dataset cifar10 --data-root $DATA"
+COMMON="$DATASET --precision bf16 --threads 2"
 ABLATION_SECONDS=${ABLATION_SECONDS:-360}      # equal budget per candidate: 6 wall-minutes on 2 cores
 
 # steps of each candidate's full schedule (about 65 minutes of an idle 2-core CPU each) and its learning rate
@@ -40,16 +41,16 @@ encode)      # the token maps of all 50,000 training images and their flips, onc
     $(var_cmd cifar10-s --encode-first --stop-at 1)
     for c in m l; do mkdir -p $R/var-$c; cp $R/var-s/tokens_train.pt $R/var-$c/; done ;;
 ablation)    # each candidate for ABLATION_SECONDS of training (Ctrl-C = save and stop), then the same evaluation
-    for p in cifar10-s cifar10-m cifar10-l; do
+    for p in ${CANDIDATES:-cifar10-s cifar10-m cifar10-l}; do
         $(var_cmd $p) & pid=$!
         sleep $ABLATION_SECONDS; kill -INT $pid; wait $pid || true
-        $PY -m varlite evaluate --var $R/var-${p#cifar10-} $COMMON --classifier $R/judge --per-class 20 --cfg 3 \
+        $PY -m varlite evaluate --var $R/var-${p#cifar10-} $DATASET --classifier $R/judge --per-class 20 --cfg 3 \
             --max-images 1000 --out $R/ablation-${p#cifar10-}.json
     done ;;
 long)        # continue the chosen candidate (WINNER=cifar10-s|m|l) to the end of its schedule
     $(var_cmd ${WINNER:?set WINNER to the ablation winner}) ;;
 evaluate)    # 1,000 samples (100 per class, class c with seed c) at the recommended settings, judged
-    $PY -m varlite evaluate --var $R/var-${WINNER#cifar10-} $COMMON --classifier $R/judge --per-class 100 \
+    $PY -m varlite evaluate --var $R/var-${WINNER#cifar10-} $DATASET --classifier $R/judge --per-class 100 \
         --batch-classes 1 --cfg ${CFG:-3} --top-k ${TOPK:-0} --top-p ${TOPP:-0} --grid $R/samples.png \
         --out $R/eval.json ;;
 export)      # ship it (float16) with its recommended sampling

@@ -37,7 +37,7 @@ from .checkpoint import CheckpointError, check_same_config, load_checkpoint, sav
 CHECKPOINT_NAME = "checkpoint.pt"
 # fields of a config that may change between a run and its resumption (they do not change the maths)
 RESUMABLE_CHANGES = {"run_dir", "device", "threads", "log_every", "eval_every", "sample_every", "ckpt_every",
-                     "steps", "stop_at", "progress", "eval_images"}
+                     "steps", "stop_at", "progress", "eval_images", "encode_first", "judge", "judge_per_class"}
 
 
 @dataclass
