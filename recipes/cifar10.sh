@@ -47,8 +47,9 @@ ablation)    # each candidate for ABLATION_SECONDS of training (Ctrl-C = save an
         $PY -m varlite evaluate --var $R/var-${p#cifar10-} $DATASET --classifier $R/judge --per-class 20 --cfg 3 \
             --max-images 1000 --out $R/ablation-${p#cifar10-}.json
     done ;;
-long)        # continue the chosen candidate (WINNER=cifar10-s|m|l) to the end of its schedule
-    $(var_cmd ${WINNER:?set WINNER to the ablation winner}) ;;
+long)        # continue the chosen candidate (WINNER=cifar10-s|m|l) to the end of its schedule (LONG_STEPS: shorten it)
+    STEPS[${WINNER:?set WINNER to the ablation winner}]=${LONG_STEPS:-${STEPS[$WINNER]}}
+    $(var_cmd $WINNER) ;;
 evaluate)    # 1,000 samples (100 per class, class c with seed c) at the recommended settings, judged
     $PY -m varlite evaluate --var $R/var-${WINNER#cifar10-} $DATASET --classifier $R/judge --per-class 100 \
         --batch-classes 1 --cfg ${CFG:-3} --top-k ${TOPK:-0} --top-p ${TOPP:-0} --grid $R/samples.png \
