@@ -12,7 +12,7 @@ R=${RUNS:-$HOME_DIR/runs/cifar10}
 DATA=${DATA:-$HOME_DIR/cifar10/cifar-10-python.tar.gz}
 PY=${PY:-python}
 DATASET="--dataset cifar10 --data-root $DATA"
-COMMON="$DATASET --precision bf16 --threads 2"
+COMMON="$DATASET --precision bf16 --threads ${THREADS:-2} --device ${DEVICE:-auto}"   # DEVICE=cuda on a GPU machine
 ABLATION_SECONDS=${ABLATION_SECONDS:-360}      # equal budget per candidate: 6 wall-minutes on 2 cores
 
 # steps of each candidate's full schedule (about 65 minutes of an idle 2-core CPU each) and its learning rate
