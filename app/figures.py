@@ -4,6 +4,8 @@ The figures themselves are built by ``varlite.viz`` (shared with the lessons); t
 PNG (``fig_png``) and caches them by settings and scale. The panels shown at every step must render in a few
 milliseconds, so they are plain images instead: decoded images, token maps in ``viz.codebook_colors``, channel-norm
 heat maps and the block-causal mask from ``varlite.var.block_causal_bias``, enlarged and cached as PNG bytes.
+
+Bounds: every cache here is ``st.cache_data`` with ``max_entries`` (and a one-hour ``ttl`` where keyed by settings).
 """
 from __future__ import annotations
 
@@ -12,8 +14,13 @@ import io
 import matplotlib
 import numpy as np
 import streamlit as st
+from PIL import Image
 
-from app import core
+from app import traces
+from app.models import load_model
+from app.traces import GenSettings
+from varlite import complexity, viz
+from varlite.var import block_causal_bias
 
 DPI = 80
 
@@ -34,7 +41,6 @@ DISPLAY_PX = 192
 
 def png(rgb: np.ndarray) -> bytes:
     """uint8 (h, w, 3) -> PNG bytes (lossless: token maps must stay crisp; fast compression)."""
-    from PIL import Image
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
@@ -85,7 +91,6 @@ def channel_norm(x_CvHW: np.ndarray, px: int = DISPLAY_PX, vmax: float | None = 
 @st.cache_data(show_spinner=False, max_entries=64)
 def block_mask(patch_nums: tuple[int, ...], scale: int, px: int = 240) -> bytes:
     """The full L x L block-causal mask (grey = may attend), the current scale's rows highlighted in orange."""
-    from varlite.var import block_causal_bias
     allowed = (block_causal_bias(patch_nums)[0, 0] == 0).numpy()
     L = allowed.shape[0]
     rgb = np.where(allowed[..., None], np.array([150, 150, 150], np.uint8), np.array([255, 255, 255], np.uint8))
@@ -102,32 +107,56 @@ def block_mask(patch_nums: tuple[int, ...], scale: int, px: int = 240) -> bytes:
 
 # ------------------------------------------------------------------------------------------------ step panels
 # Everything a step shows is cached as PNG bytes per (settings, scale): stepping back and forth, by any session,
-# only looks bytes up.
-@st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
-def step_panels(settings: core.GenSettings, k: int) -> list[tuple[str, bytes]]:
-    """The three panels of scale k: its token map, the residual it adds, and the image decoded so far."""
-    trace = core.generation_trace(settings)
-    s = trace["scales"][k]
-    vmax = max(float(np.linalg.norm(x["residual"], axis=0).max()) for x in trace["scales"])
-    return [(f"tokens r{k + 1} ({s['side']}x{s['side']})", png(token_map(s["tokens"], codebook_colors(settings.model_key)))),
-            ("residual added by this scale", png(channel_norm(s["residual"], vmax=vmax))),
-            ("decoded so far", png(enlarge(s["image"])))]
+# only looks bytes up. ``computed`` (how many scales exist) is part of the keys that depend on later scales.
+PENDING_GREY = 235
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def codebook_colors(model_key: str) -> np.ndarray:
+    return viz.codebook_colors(load_model(model_key).vqvae.quantize.embedding.weight)
 
 
 @st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
-def overview_strip(settings: core.GenSettings, k: int, thumb: int = 96, gap: int = 6) -> bytes:
-    """Every scale's decoded image in one row: scales after k faded, scale k framed in orange."""
-    from PIL import Image
-    scales = core.generation_trace(settings)["scales"]
-    n = len(scales)
-    strip = np.full((thumb + 2 * gap, n * (thumb + gap) + gap, 3), 255, np.uint8)
-    for i, s in enumerate(scales):
-        img = np.asarray(Image.fromarray(s["image"]).resize((thumb, thumb), Image.NEAREST if s["image"].shape[0] < thumb
-                                                            else Image.BILINEAR))
-        if i > k:
-            img = (img // 4 + 190).astype(np.uint8)
+def step_panels(settings: GenSettings, si: int, computed: int) -> list[tuple[str, bytes]]:
+    """The three panels of scale si: its token map, its contribution to f_hat (one colour scale for all the scales
+    computed so far) and the image decoded from f_hat so far."""
+    model = load_model(settings.model_key)
+    run = traces.generation(settings)
+    steps = run.steps[:computed]
+    step = steps[si]
+    vmax = max(float(s.contribution[0].norm(dim=0).max()) for s in steps)
+    return [(f"tokens r{si + 1} ({step.side}x{step.side})",
+             png(token_map(step.tokens[0].numpy(), codebook_colors(settings.model_key)))),
+            ("contribution of this scale to f_hat", png(channel_norm(step.contribution[0].numpy(), vmax=vmax))),
+            ("decoded so far", png(enlarge(run.image(si, model))))]
+
+
+def overview_strip(settings: GenSettings, si: int) -> bytes:
+    """Every scale's decoded image in one row: scales after si faded, scale si framed in orange; scales not computed
+    (or, for large models, not displayed yet: they are decoded only when shown) are grey."""
+    model = load_model(settings.model_key)
+    run = traces.generation(settings)
+    if model.image_size <= traces.DECODE_ALL_UP_TO:        # cheap: decode every computed scale now
+        for i in range(len(run.steps)):
+            run.image(i, model)
+    return _strip(settings, si, run.num_scales, tuple(sorted(run.decoded())))
+
+
+@st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
+def _strip(settings: GenSettings, si: int, K: int, decoded: tuple[int, ...], thumb: int = 96, gap: int = 6) -> bytes:
+    images = traces.generation(settings).decoded()
+    strip = np.full((thumb + 2 * gap, K * (thumb + gap) + gap, 3), 255, np.uint8)
+    for i in range(K):
+        if i in decoded:
+            img = images[i]
+            resample = Image.NEAREST if img.shape[0] < thumb else Image.BILINEAR
+            img = np.asarray(Image.fromarray(img).resize((thumb, thumb), resample))
+            if i > si:
+                img = (img // 4 + 190).astype(np.uint8)
+        else:
+            img = np.full((thumb, thumb, 3), PENDING_GREY, np.uint8)
         x = gap + i * (thumb + gap)
-        if i == k:
+        if i == si:
             strip[gap // 2:gap + thumb + gap // 2, x - gap // 2:x + thumb + gap // 2] = (240, 120, 20)
         strip[gap:gap + thumb, x:x + thumb] = img
     return png(strip)
@@ -135,74 +164,55 @@ def overview_strip(settings: core.GenSettings, k: int, thumb: int = 96, gap: int
 
 # ------------------------------------------------------------------------------------------------ varlite.viz figures
 # Drill-down figures (the same as in the lessons), rendered once per settings and cached as PNG bytes.
-@st.cache_data(show_spinner=False, max_entries=8)
-def codebook_colors(model_key: str) -> np.ndarray:
-    from varlite import viz as _viz
-    return _viz.codebook_colors(core.load_model(model_key).vqvae.quantize.embedding.weight)
-
-
 @st.cache_data(show_spinner="Drawing...", max_entries=256, ttl=3600)
-def generation_figure(kind: str, settings: core.GenSettings, k: int, row: int = 0, col: int = 0) -> bytes:
-    """One of varlite.viz's figures for scale k of a cached generation trace, as PNG."""
-    from varlite import viz as _viz
-    model = core.load_model(settings.model_key)
-    steps = core.trace_steps(core.generation_trace(settings), model)
+def generation_figure(kind: str, settings: GenSettings, si: int, row: int = 0, col: int = 0) -> bytes:
+    """One of varlite.viz's figures for scale si of a generation (its scales 1..si+1 are computed)."""
+    model = load_model(settings.model_key)
+    steps = traces.generation(settings).steps[:si + 1]
     if kind == "tokens":
-        fig = _viz.token_map_figure(steps[:k + 1], model.vqvae.quantize.embedding.weight)
+        fig = viz.token_map_figure(steps, model.vqvae.quantize.embedding.weight)
     elif kind == "latents":
-        fig = _viz.latent_figure(steps[:k + 1], fields=("residual", "f_hat"))
+        fig = viz.latent_figure(steps, fields=("contribution", "f_hat"))
     elif kind == "probability":
-        fig = _viz.probability_figure(steps[k])
+        fig = viz.probability_figure(steps[si])
     elif kind == "topk":
-        fig = _viz.topk_figure(steps[k], row, col)
-    elif kind == "pyramid":
-        fig = _viz.pyramid_figure(steps[:k + 1])
+        fig = viz.topk_figure(steps[si], row, col)
     else:
         raise ValueError(f"unknown figure {kind!r}")
     return fig_png(fig)
 
 
 @st.cache_data(show_spinner="Drawing...", max_entries=64)
-def mask_figure(patch_nums: tuple[int, ...], k: int) -> bytes:
-    from varlite import viz as _viz
-    return fig_png(_viz.attention_mask_figure(patch_nums, k))
+def mask_figure(patch_nums: tuple[int, ...], si: int) -> bytes:
+    return fig_png(viz.attention_mask_figure(patch_nums, si))
 
 
 @st.cache_data(show_spinner="Drawing...", max_entries=256, ttl=3600)
-def attention_figure(settings: core.GenSettings, k: int, row: int, col: int, layer: int, head: int | None) -> bytes:
-    from varlite import viz as _viz
-    model = core.load_model(settings.model_key)
-    step = core.trace_steps(core.generation_trace(settings), model)[k]
-    step.attention = core.attention_rows(core.attention_at(settings, k, row, col), step.side, row, col)
-    return fig_png(_viz.attention_figure(step, model.patch_nums, layer, head, row, col))
+def attention_figure(settings: GenSettings, si: int, row: int, col: int, layer: int, head: int | None) -> bytes:
+    model = load_model(settings.model_key)
+    step = traces.step_with_attention_row(traces.generation(settings).steps[si],
+                                          traces.attention_at(settings, si, row, col), row, col)
+    return fig_png(viz.attention_figure(step, model.patch_nums, layer, head, row, col))
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def complexity_png(sides: tuple[int, ...], cfg) -> bytes:
+def complexity_png(sides: tuple[int, ...], config) -> bytes:
     """viz.complexity_figure of complexity.scaling_rows for this model's width/depth."""
-    from varlite import complexity, viz as _viz
-    return fig_png(_viz.complexity_figure(complexity.scaling_rows(sides, cfg)))
+    return fig_png(viz.complexity_figure(complexity.scaling_rows(sides, config)))
 
 
 @st.cache_data(show_spinner="Drawing...", max_entries=128, ttl=3600)
-def encoding_figure(kind: str, model_key: str, data: bytes, name: str, k: int) -> bytes:
-    """One of varlite.viz's figures for the first k+1 scales of a cached encoding trace, as PNG."""
-    from varlite import viz as _viz
-    model = core.load_model(model_key)
-    trace = core.encode_trace(model_key, data, name)
-    steps = core.trace_steps(trace, model)[:k + 1]
+def encoding_figure(kind: str, model_key: str, data: bytes, name: str, si: int) -> bytes:
+    """One of varlite.viz's figures for the first si+1 scales of an encoding, as PNG."""
+    model = load_model(model_key)
+    trace = traces.encode_trace(model_key, data, name)
+    steps = trace.steps[:si + 1]
     if kind == "tokens":
-        fig = _viz.token_map_figure(steps, model.vqvae.quantize.embedding.weight)
+        fig = viz.token_map_figure(steps, model.vqvae.quantize.embedding.weight)
     elif kind == "latents":
-        fig = _viz.latent_figure(steps, fields=("residual", "f_hat", "remaining"))
+        fig = viz.latent_figure(steps, fields=("contribution", "f_hat", "rest"))
     elif kind == "pyramid":
-        inp = torch_image(trace["input"])
-        fig = _viz.pyramid_figure(steps, input_image=inp)
+        fig = viz.pyramid_figure(steps, input_image=steps[0].input_image)
     else:
         raise ValueError(f"unknown figure {kind!r}")
     return fig_png(fig)
-
-
-def torch_image(rgb: np.ndarray):
-    import torch
-    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div(255).unsqueeze(0)

@@ -1,7 +1,8 @@
 """varlite walkthrough: VAR's next-scale prediction, one scale at a time.
 
-Run from the repository root:  streamlit run app/streamlit_app.py   (or `make app`)
-Pages: Generate, Encode, Edit, Cost, Models. The model picked in the sidebar is shared by all pages.
+Run from the repository root:  streamlit run app/streamlit_app.py   (or `make app`; `make serve` for a class)
+Pages: Generate, Encode, Edit, Cost, Models. The model picked in the sidebar, the sampling settings and the scale
+live in one settings object per session (app/state.py), shared by all pages.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ if str(ROOT) not in sys.path:        # `streamlit run app/streamlit_app.py` puts
 
 import streamlit as st  # noqa: E402
 
-from app import core  # noqa: E402
+from app import ui  # noqa: E402
 
 st.set_page_config(page_title="varlite: VAR, scale by scale", page_icon=":material/stacks:", layout="wide")
 
@@ -27,27 +28,6 @@ PAGES = [
     st.Page(HERE / "views" / "models.py", title="Models", icon=":material/inventory_2:", url_path="models"),
 ]
 
-
-def model_picker() -> None:
-    """Sidebar: which model every page uses (kept in session_state['model_key'])."""
-    choices = core.available_models(st.session_state.get("custom_paths", []))
-    keys = [c.key for c in choices]
-    labels = {c.key: c.label for c in choices}
-    current = st.session_state.get("model_key")
-    if current is None and st.query_params.get("model") in keys:      # a link may pick the model: ?model=<key>
-        current = st.query_params["model"]
-    if current not in keys:
-        current = core.DEFAULT_MODEL if core.DEFAULT_MODEL in keys else keys[0]
-    st.session_state["model_key"] = current
-    with st.sidebar:
-        st.selectbox("Model", keys, index=keys.index(current), format_func=labels.get, key="model_picker",
-                     on_change=lambda: st.session_state.update(model_key=st.session_state["model_picker"]),
-                     help="Built-in models are small and shipped with varlite. Official models appear here once "
-                          "their weights are in the cache (see the Models page).")
-        st.caption("VAR (Tian et al., NeurIPS 2024) generates an image coarse-to-fine: one whole token map per "
-                   "step, 1x1 first, each conditioned on all coarser ones.")
-
-
 page = st.navigation(PAGES)
-model_picker()
+ui.model_picker()
 page.run()

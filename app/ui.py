@@ -1,88 +1,129 @@
-"""Small UI pieces every page uses: the current model, the sampling settings, explanations, safe error display."""
+"""Small UI pieces every page uses: the model picker, the current model, the sampling controls, explanations."""
 from __future__ import annotations
+
+from pathlib import Path
 
 import streamlit as st
 
-from app import core
+from app import models, state
+from app.models import LoadedModel
+from app.traces import GenSettings
+
+LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
+
+
+def lesson_links(*keywords: str) -> str:
+    """Markdown pointing at the lessons whose file names contain a keyword (or at the folder)."""
+    found = [f"`lessons/{nb.name}`" for nb in sorted(LESSONS_DIR.glob("*.ipynb"))
+             if any(k.lower() in nb.stem.lower() for k in keywords)] if LESSONS_DIR.is_dir() else []
+    where = " (open them with `jupyter lab lessons/`)"
+    return ("Lessons: " + ", ".join(found) + where) if found else "Lessons: the notebooks in `lessons/`" + where
 
 
 def explain(what: str, notice: str, lessons: tuple[str, ...] = ()) -> None:
     """The top of a page: 'what am I looking at' one click away, 'what to notice' always in view."""
     with st.expander("What am I looking at?", expanded=False):
         st.markdown(what)
-        st.caption(core.lesson_links(*lessons))
+        st.caption(lesson_links(*lessons))
     st.caption(f"**What to notice.** {notice}")
 
 
-def current_model() -> core.LoadedModel:
-    """The model picked in the sidebar, loaded once per server; on failure an explanation and st.stop()."""
-    key = st.session_state.get("model_key", core.DEFAULT_MODEL)
+def model_picker() -> None:
+    """Sidebar: which model every page uses. A link may pick it (``?model=<key>``); a key that is no longer offered
+    (e.g. official files deleted) falls back to the default."""
+    s = state.get()
+    choices = models.available_models(s.custom_pairs)
+    keys = [c.key for c in choices]
+    labels = {c.key: c.label for c in choices}
+    if not s.model_key and st.query_params.get("model") in keys:
+        s.model_key = st.query_params["model"]
+    if s.model_key not in keys:
+        s.model_key = models.DEFAULT_MODEL if models.DEFAULT_MODEL in keys else keys[0]
+    with st.sidebar:
+        state.bound(st.selectbox, "Model", "model_picker", field="model_key", options=keys, format_func=labels.get,
+                    help="Built-in models are small and shipped with varlite. Official models appear here once "
+                         "their weights are in the cache (see the Models page).")
+        try:
+            load_current_model()          # adopt it now, so the notes below are about this model
+        except Exception:                 # noqa: BLE001 -- the page explains the failure (and the Models page fixes it)
+            pass
+        for note in s.notes:
+            st.info(note, icon=":material/tune:")
+        st.caption("VAR (Tian et al., NeurIPS 2024) generates an image coarse-to-fine: one whole token map per "
+                   "step, 1x1 first, each conditioned on all coarser ones.")
+
+
+def load_current_model() -> LoadedModel:
+    """The model picked in the sidebar, loaded (once per server) and adopted by the settings; raises on failure."""
+    model = models.load_model(state.get().model_key)
+    state.adopt_model(model)
+    return model
+
+
+def current_model() -> LoadedModel:
+    """``load_current_model()``; on failure an explanation, a pointer to the Models page, and ``st.stop()``."""
     try:
-        return core.load_model(key)
+        return load_current_model()
     except Exception as err:     # noqa: BLE001 -- every failure becomes a message, never a traceback
-        st.error(f"Could not load the model **{key}**.\n\n{core.friendly_error(err)}")
-        st.info("Pick another model in the sidebar, or see the **Models** page for how to get the weights.")
+        show_load_error(state.get().model_key, err)
+        st.info("Pick another model in the sidebar. The **Models** page names the files and can delete or "
+                "download them again.")
         st.stop()
 
 
-def class_picker(model: core.LoadedModel, key: str, label: str = "Class", default: int = 0) -> int:
-    options = list(range(model.num_classes + 1))
-    return st.selectbox(label, options, index=min(default, model.num_classes), format_func=model.class_label, key=key,
-                        help="What to draw. The last entry is 'unconditional' (the class VAR learned to use when "
-                             "the label was dropped in training).")
+def show_load_error(key: str, err: BaseException) -> None:
+    st.error(f"Could not load the model **{key}**.\n\n{models.friendly_error(err)}")
 
 
-def sampling_settings(model: core.LoadedModel, prefix: str, *, default_seed: int = 0, default_class: int = 0,
-                      compact: bool = False) -> core.GenSettings:
-    """Class, seed, cfg, top-k, top-p and smoothing widgets -> GenSettings (keys prefixed, so pages can have two)."""
-    V = model.var.config.vocab_size
-    cols = st.columns(3 if compact else 6)
+def class_picker(model: LoadedModel, key: str, field: str | None = None, label: str = "Class",
+                 options: list[int] | None = None, default: int = 0) -> int:
+    """A class selectbox ('3: cat'; the last entry is 'unconditional'), bound to ``settings.<field>``. The widget
+    key carries the model, so a new model starts with its own options and names at once."""
+    options = list(range(model.num_classes + 1)) if options is None else options
+    return state.bound(st.selectbox, label, f"{key}@{model.key}", field=field, default=default, options=options,
+                       format_func=model.class_label,
+                       help="What to draw. The last entry is 'unconditional' (the class VAR learned to use when "
+                            "the label was dropped in training).")
+
+
+def sampling_controls(model: LoadedModel, b: bool = False) -> GenSettings:
+    """Class, seed and cfg (and, for setting A, top-k, top-p and smoothing), bound to the session's settings."""
+    sfx = "_b" if b else ""
+    cols = st.columns(3 if b else 6)
     with cols[0]:
-        label = class_picker(model, f"{prefix}_class", default=default_class)
+        class_picker(model, f"gen_class{sfx}", field=f"label{sfx}")
     with cols[1]:
-        seed = st.number_input("Seed", 0, 2**31 - 1, default_seed, step=1, key=f"{prefix}_seed",
-                               help="The only source of randomness: the same seed gives the same image.")
+        state.bound(st.number_input, "Seed", f"gen_seed{sfx}", field=f"seed{sfx}", min_value=0, max_value=2**31 - 1,
+                    step=1, help="The only source of randomness: the same seed gives the same image.")
     with cols[2]:
-        cfg = st.slider("Guidance (cfg)", 0.0, 8.0, model.default("cfg"), 0.5, key=f"{prefix}_cfg",
-                        help="Classifier-free guidance: 0 = off. Its strength ramps up linearly from the first "
-                             "scale (no guidance) to the last (full strength).")
-    if compact:
-        top_k = st.session_state.get("gen_top_k", model.default("top_k"))
-        top_p = st.session_state.get("gen_top_p", model.default("top_p"))
-        smooth = st.session_state.get("gen_smooth", False)
-    else:
+        state.bound(st.slider, "Guidance (cfg)", f"gen_cfg{sfx}", field=f"cfg{sfx}", min_value=0.0, max_value=8.0,
+                    step=0.5, help="Classifier-free guidance: 0 = off. Its strength ramps up linearly from the first "
+                                   "scale (no guidance) to the last (full strength).")
+    if not b:
+        V = model.vocab_size
         with cols[3]:
-            top_k = st.number_input("Top-k", 0, V, model.default("top_k"), step=1, key=f"{prefix}_top_k",
-                                    help=f"Sample only among the k most likely tokens (0 = off, max {V}).")
+            state.bound(st.number_input, "Top-k", "gen_top_k", field="top_k", min_value=0, max_value=V, step=1,
+                        help=f"Sample only among the k most likely tokens (0 = off, max {V}).")
         with cols[4]:
-            top_p = st.slider("Top-p", 0.0, 1.0, model.default("top_p"), 0.01, key=f"{prefix}_top_p",
-                              help="Sample only from the smallest set of tokens whose probability reaches p (0 = off).")
+            state.bound(st.slider, "Top-p", "gen_top_p", field="top_p", min_value=0.0, max_value=1.0, step=0.01,
+                        help="Sample only from the smallest set of tokens whose probability reaches p (0 = off).")
         with cols[5]:
-            smooth = st.toggle("Smoothing", False, key=f"{prefix}_smooth",
-                               help="Gumbel smoothing ('more_smooth'): mixes codebook vectors instead of picking one; "
-                                    "nicer pictures, not used for FID.")
-    return core.GenSettings(model.key, int(label), int(seed), float(cfg), int(top_k), float(top_p), bool(smooth))
+            state.bound(st.toggle, "Smoothing", "gen_smooth", field="smooth",
+                        help="Gumbel smoothing ('more_smooth'): mixes codebook vectors instead of picking one; "
+                             "nicer pictures, not used for FID.")
+    return generation_settings(model, b)
 
 
-def get_trace(settings: core.GenSettings) -> dict | None:
-    """The cached trace for these settings; computed with a progress bar the first time; None (with an error shown)
-    when the settings are invalid or generation fails."""
-    try:
-        core.validate(settings)
-    except ValueError as err:
-        st.error(f"These settings cannot be used: {err}")
-        return None
-    bar = st.empty()
-    progress = bar.progress(0.0, text="starting...")
+def generation_settings(model: LoadedModel, b: bool = False) -> GenSettings:
+    """The cache key of setting A (or B) from the session's settings."""
+    s = state.get().sampling(b)
+    return GenSettings(model.key, int(s["label"]), int(s["seed"]), float(s["cfg"]), int(s["top_k"]),
+                       float(s["top_p"]), bool(s["smooth"]))
 
-    def report(frac: float, text: str) -> None:
-        progress.progress(min(max(frac, 0.0), 1.0), text=text)
 
-    try:
-        trace = core.trace_with_progress(settings, report)
-    except Exception as err:      # noqa: BLE001
-        bar.empty()
-        st.error(f"Generation failed: {core.friendly_error(err)}")
-        return None
-    bar.empty()
-    return trace
+def settings_caption(model: LoadedModel, settings: GenSettings) -> str:
+    """'class 3: cat, seed 0, cfg 1.5, top-k 20, top-p 0 (off), no smoothing' -- which settings a table used."""
+    return (f"{model.class_label(settings.label)}, seed {settings.seed}, cfg {settings.cfg:g}, "
+            f"top-k {settings.top_k}{' (off)' if settings.top_k == 0 else ''}, "
+            f"top-p {settings.top_p:g}{' (off)' if settings.top_p == 0 else ''}, "
+            f"{'smoothing' if settings.smooth else 'no smoothing'}")

@@ -36,9 +36,10 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def streamlit_server(port: int | None = None, env: dict | None = None, log_path: Path | None = None,
-                     timeout_s: float = 180.0):
-    """Run ``streamlit run app/streamlit_app.py`` headless on a free port; yield its base URL; stop it afterwards."""
+def streamlit_process(port: int | None = None, env: dict | None = None, log_path: Path | None = None,
+                      timeout_s: float = 180.0):
+    """Run ``streamlit run app/streamlit_app.py`` headless on a free port; yield (base URL, the server process);
+    stop it afterwards."""
     port = port or free_port()
     cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
            "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
@@ -61,7 +62,7 @@ def streamlit_server(port: int | None = None, env: dict | None = None, log_path:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"streamlit did not answer on {url} within {timeout_s:.0f} s")
             time.sleep(0.3)
-        yield url
+        yield url, proc
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)       # the server's own process group, started above
@@ -73,6 +74,22 @@ def streamlit_server(port: int | None = None, env: dict | None = None, log_path:
             proc.wait(timeout=5)
         if log_path:
             log.close()
+
+
+@contextlib.contextmanager
+def streamlit_server(port: int | None = None, env: dict | None = None, log_path: Path | None = None,
+                     timeout_s: float = 180.0):
+    """``streamlit_process`` yielding only the base URL."""
+    with streamlit_process(port, env, log_path, timeout_s) as (url, _):
+        yield url
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, in MiB (Linux: /proc/<pid>/status)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 # JavaScript run in the page: true once Streamlit has finished a (re)run and nothing is stale or running.

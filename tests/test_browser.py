@@ -107,6 +107,28 @@ def test_step_through_a_generation(page, server):
     screenshot(page, "generate")
 
 
+def slider_value(pg) -> int:
+    return int(pg.locator('input[type="range"][aria-label="Scale"]').input_value())
+
+
+def test_every_click_counts(page, server):
+    """Issue 14 item 1: clicks faster than the page redraws are all applied, and slider and heading agree."""
+    open_page(page, server, "", "Scale 1 of")
+    _, K = current_scale(page)
+    for _ in range(K - 1):
+        page.get_by_role("button", name="Next").click()
+        page.wait_for_timeout(300)
+    page.get_by_text(f"Scale {K} of {K}:").wait_for()
+    settle(page)
+    assert current_scale(page) == (K, K) and slider_value(page) == K
+    for _ in range(3):
+        page.get_by_role("button", name="Previous").click()
+        page.wait_for_timeout(100)
+    page.get_by_text(f"Scale {K - 3} of {K}:").wait_for()
+    settle(page)
+    assert current_scale(page) == (K - 3, K) and slider_value(page) == K - 3
+
+
 def test_play_steps_by_itself_and_stops_at_the_last_scale(page, server):
     open_page(page, server, "", "Scale 1 of")
     _, K = current_scale(page)
@@ -116,6 +138,7 @@ def test_play_steps_by_itself_and_stops_at_the_last_scale(page, server):
     page.get_by_role("button", name="Play", exact=True).wait_for()                # stopped by itself
     settle(page)
     check_page(page)
+    assert current_scale(page) == (K, K) and slider_value(page) == K
 
 
 def test_compare_mode_is_step_locked(page, server):
@@ -144,7 +167,7 @@ def test_edit_outpainting(page, server):
     screenshot(page, "edit")
 
 
-@pytest.mark.parametrize("path,ready", [("encode", "Residual left after this scale"),
+@pytest.mark.parametrize("path,ready", [("encode", "Rest left after this scale"),
                                         ("cost", "Measured, on this machine"),
                                         ("models", "Official weights")])
 def test_other_pages_render(page, server, path, ready):

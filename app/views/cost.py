@@ -1,13 +1,12 @@
 """Cost: VAR's K parallel steps against a raster-scan AR transformer's n^2 sequential steps, counted and measured."""
 from __future__ import annotations
 
-from types import SimpleNamespace
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import core, figures, ui
+from app import figures, models, state, traces, ui
+from varlite import complexity
 
 st.title("Cost: K steps instead of n² steps")
 ui.explain(
@@ -21,14 +20,10 @@ ui.explain(
     ("cost_and_scale",))
 
 model = ui.current_model()
-complexity = core.optional_module("complexity")
-if complexity is None:
-    st.error("This version of varlite has no complexity module (varlite.complexity); counts are unavailable.")
-    st.stop()
-cfg = model.var.config
+config = model.var.config
 
 st.subheader("Counted, for this model")
-rows = complexity.compare(cfg)
+rows = complexity.compare(config)
 df = pd.DataFrame(rows)
 st.dataframe(df, hide_index=True, column_config={c: st.column_config.NumberColumn(format="localized")
                                                  for c in df.columns if c != "model"})
@@ -43,40 +38,39 @@ m[2].metric("Attention FLOPs without a cache", f"{var_row['attn FLOPs (no cache)
 
 st.subheader("How it grows with the final side n")
 sides = [4, 8, 16, 32, 64]
-rows_n = complexity.scaling_rows(sides, cfg)
-st.image(figures.complexity_png(tuple(sides), cfg), width="stretch")
+rows_n = complexity.scaling_rows(sides, config)
+st.image(figures.complexity_png(tuple(sides), config), width="stretch")
 with st.expander("The numbers behind the curves"):
     st.dataframe(pd.DataFrame(rows_n), hide_index=True)
 st.caption("Log-log axes: a slope of 2 is n², 4 is n⁴, 6 is n⁶. VAR here uses a halving schedule ending at n.")
 
 st.subheader("Measured, on this machine")
-settings = core.GenSettings(model.key, int(st.session_state.get("gen_class", 0)), int(st.session_state.get("gen_seed", 0)),
-                            float(st.session_state.get("gen_cfg", model.default("cfg"))),
-                            int(st.session_state.get("gen_top_k", model.default("top_k"))),
-                            float(st.session_state.get("gen_top_p", model.default("top_p"))), bool(st.session_state.get("gen_smooth", False)))
-if st.session_state.get("cost_timing_model") != model.key:      # a measurement of another model is stale
-    st.session_state.pop("cost_timing", None)
+s = state.get()
+settings = ui.generation_settings(model)
+st.caption(f"Settings (those of the Generate page): {ui.settings_caption(model, settings)}.")
+try:
+    traces.validate(model, settings)
+except ValueError as err:
+    st.error(f"These settings cannot be used: {err}")
+    st.stop()
+fresh = s.view.get("cost_fresh")
 if st.button("Measure a fresh generation", key="cost_measure",
-             help="Runs generate_steps once more without tracing (the Generate page's trace also records probabilities"
-                  ", so its times are a little higher)."):
+             help="Runs generate_steps once more, on its own (the Generate page's generation may have shared the "
+                  "machine with other work, e.g. another session)."):
+    with st.spinner("Generating..."):
+        steps = list(model.var.generate_steps([settings.label], **settings.args()))
+    fresh = s.view["cost_fresh"] = (settings, complexity.timing_rows(steps))
+if fresh is not None and fresh[0] == settings:
+    timing, source = fresh[1], "a fresh generation"
+else:
     try:
-        core.validate(settings)
-        with st.spinner("Generating..."):
-            steps = list(model.var.generate_steps([settings.label], **settings.args()))
-        st.session_state.update(cost_timing=complexity.timing_rows(steps), cost_timing_model=model.key,
-                                cost_timing_source="a fresh generation (not traced)")
-    except ValueError as err:
-        st.error(f"These settings cannot be used: {err}")
-timing = st.session_state.get("cost_timing")
-if timing is None:
-    trace = ui.get_trace(settings)
-    if trace is None:
+        with st.spinner("Generating (the Generate page's generation, shared with it)..."):
+            run = traces.finished_generation(settings)
+    except Exception as err:      # noqa: BLE001
+        st.error(f"Generation failed: {models.friendly_error(err)}")
         st.stop()
-    steps = [SimpleNamespace(scale=s["scale"], side=s["side"], end=s["end"], timings=s["timings"])
-             for s in trace["scales"]]
-    timing = complexity.timing_rows(steps)
-    st.session_state["cost_timing_source"] = "the Generate page's traced generation (cached)"
-st.caption(f"Source: {st.session_state['cost_timing_source']}, class {settings.label}, seed {settings.seed}.")
+    timing, source = complexity.timing_rows(run.steps), "the Generate page's generation (computed once, shared)"
+st.caption(f"Times from {source}.")
 tdf = pd.DataFrame(timing[:-1])                      # the last row is the total
 tdf["scale"] = tdf["scale"].astype(int) + 1
 total = timing[-1]

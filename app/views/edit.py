@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from app import core, figures, ui
+from app import edits, figures, inputs, models, state, traces, ui
+from app.edits import EDIT_OPS
+from varlite.images import prepare_image
 
 st.title("Edit: fix some tokens, let VAR generate the rest")
 ui.explain(
@@ -19,98 +21,110 @@ ui.explain(
     ("editing",))
 
 model = ui.current_model()
-H, K, V = model.patch_nums[-1], len(model.patch_nums), model.var.config.vocab_size
-if core.optional_module("editing") is None:
-    st.error("This version of varlite has no editing module (varlite.editing); editing is unavailable.")
-    st.stop()
+s = state.get()
+H, K, V = model.patch_nums[-1], len(model.patch_nums), model.vocab_size
 
 left, right = st.columns([2, 3])
 with left:
     st.markdown("**1. The image to edit**")
-    src_kind = st.radio("Source", ["A generated image", "A sample image", "Upload"], horizontal=True,
-                        key="edit_source")
+    src_kind = state.bound(st.radio, "Source", "edit_source", default="A generated image",
+                           options=["A generated image", "A sample image", "Upload"], horizontal=True)
     source_settings, source_image, source_name = None, None, ""
     if src_kind == "A generated image":
         a, b = st.columns(2)
         with a:
-            src_label = ui.class_picker(model, "edit_src_class", "Class of the source")
+            ui.class_picker(model, "edit_src_class", field="label", label="Class of the source")
         with b:
-            src_seed = st.number_input("Seed of the source", 0, 2**31 - 1, 0, key="edit_src_seed")
-        source_settings = core.GenSettings(model.key, int(src_label), int(src_seed), model.default("cfg"),
-                                           model.default("top_k"), model.default("top_p"), False)
-        if ui.get_trace(source_settings) is None:
+            state.bound(st.number_input, "Seed of the source", "edit_src_seed", field="seed", min_value=0,
+                        max_value=2**31 - 1)
+        source_settings = ui.generation_settings(model)
+        st.caption(f"The Generate page's image: {ui.settings_caption(model, source_settings)}.")
+        try:
+            traces.finished_generation(source_settings)
+        except Exception as err:      # noqa: BLE001
+            st.error(f"The source could not be generated: {models.friendly_error(err)}")
             st.stop()
     elif src_kind == "A sample image":
-        sample = st.selectbox("Sample", core.sample_names(model), key="edit_sample")
-        source_image, source_name = core.sample_image_png(sample, model.image_size), sample
+        sample = state.bound(st.selectbox, "Sample", "edit_sample", options=inputs.sample_names(model))
+        source_image, source_name = inputs.sample_image_png(sample, model.image_size), sample
     else:
-        up = st.file_uploader(f"An image (up to {core.MAX_UPLOAD_MB} MB)", key="edit_upload",
-                              max_upload_size=core.MAX_UPLOAD_MB)
+        up = st.file_uploader(f"An image (up to {inputs.MAX_UPLOAD_MB} MB)", key="edit_upload",
+                              max_upload_size=inputs.MAX_UPLOAD_MB)
         if up is None:
-            st.info("Upload an image to edit, or pick another source.")
+            st.info(f"Upload an image to edit (up to {inputs.MAX_UPLOAD_MB} MB), or pick another source.")
             st.stop()
         source_image, source_name = up.getvalue(), up.name
         try:
-            _, notes = core.prepared_image(model, source_image, source_name)
-        except core.ImageInputError as err:
+            notes = prepare_image(inputs.read_image_bytes(source_image, source_name), model.image_size)[1]
+        except inputs.ImageInputError as err:
             st.error(str(err))
             st.stop()
         for note in notes:
             st.warning(f"Your image was {note}.")
 
     st.markdown("**2. What to do**")
-    op = st.radio("Edit", list(core.EDIT_OPS), format_func=core.EDIT_OPS.get, key="edit_op")
+    op = state.bound(st.radio, "Edit", "edit_op", default="inpaint", options=list(EDIT_OPS), format_func=EDIT_OPS.get)
     st.markdown("**3. The box** (fractions of the image)")
-    ys = st.slider("Rows (top → bottom)", 0.0, 1.0, (0.25, 0.75), 0.05, key="edit_rows")
-    xs = st.slider("Columns (left → right)", 0.0, 1.0, (0.25, 0.75), 0.05, key="edit_cols")
+    ys = state.bound(st.slider, "Rows (top → bottom)", "edit_rows", default=(0.25, 0.75), min_value=0.0,
+                     max_value=1.0, step=0.05)
+    xs = state.bound(st.slider, "Columns (left → right)", "edit_cols", default=(0.25, 0.75), min_value=0.0,
+                     max_value=1.0, step=0.05)
     surgery_scale, surgery_token = 0, 0
     if op == "surgery":
         a, b = st.columns(2)
-        surgery_scale = a.selectbox("Scale to paint", list(range(K)), index=min(2, K - 1), key="edit_surgery_scale",
-                                    format_func=lambda i: f"{i + 1}: {model.patch_nums[i]}x{model.patch_nums[i]}")
-        surgery_token = b.number_input("Token to paint", 0, V - 1, 0, key="edit_surgery_token")
-    default_label = model.num_classes if op in ("inpaint", "outpaint") else 0
+        with a:
+            surgery_scale = state.bound(st.selectbox, "Scale to paint", "edit_surgery_scale", default=min(2, K - 1),
+                                        options=list(range(K)),
+                                        format_func=lambda i: f"{i + 1}: {model.patch_nums[i]}x{model.patch_nums[i]}")
+        with b:
+            surgery_token = state.bound(st.number_input, "Token to paint", "edit_surgery_token", default=0,
+                                        min_value=0, max_value=V - 1)
     if op == "class":
-        label = st.selectbox("New class for the box", list(range(model.num_classes)), format_func=model.class_label,
-                             key="edit_class_label")
+        label = ui.class_picker(model, "edit_class_label", label="New class for the box",
+                                options=list(range(model.num_classes)))
     else:
-        label = ui.class_picker(model, f"edit_label_{op}", "Class for the generated part", default=default_label)
+        default_label = model.num_classes if op in ("inpaint", "outpaint") else 0
+        label = ui.class_picker(model, f"edit_label_{op}", label="Class for the generated part", default=default_label)
     a, b = st.columns(2)
-    seed = a.number_input("Seed of the edit", 0, 2**31 - 1, 0, key="edit_seed")
-    cfg = b.slider("Guidance (cfg)", 0.0, 8.0, model.default("cfg"), 0.5, key="edit_cfg")
+    with a:
+        seed = state.bound(st.number_input, "Seed of the edit", "edit_seed", default=0, min_value=0,
+                           max_value=2**31 - 1)
+    with b:
+        cfg = state.bound(st.slider, "Guidance (cfg)", "edit_cfg", default=model.default("cfg"), min_value=0.0,
+                          max_value=8.0, step=0.5)
 
 box = (ys[0], xs[0], ys[1], xs[1])
 if ys[1] <= ys[0] or xs[1] <= xs[0]:
     st.warning("The box is empty: widen the row and column ranges.")
     st.stop()
-req = core.EditRequest(model.key, op, box, int(label), int(seed), float(cfg), model.default("top_k"), model.default("top_p"),
-                       int(surgery_scale), int(surgery_token), source_settings, source_image, source_name)
+req = edits.EditRequest(model.key, op, box, int(label), int(seed), float(cfg), s.top_k, s.top_p,
+                        int(surgery_scale), int(surgery_token), source_settings, source_image, source_name)
 try:
     with st.spinner("Editing..."):
-        res = core.edit_result(req)
-except (ValueError, core.ImageInputError) as err:
+        res = edits.edit_result(req)
+except (ValueError, inputs.ImageInputError) as err:
     st.error(f"This edit cannot be done: {err}")
     st.stop()
 except Exception as err:      # noqa: BLE001
-    st.error(f"The edit failed: {core.friendly_error(err)}")
+    st.error(f"The edit failed: {models.friendly_error(err)}")
     st.stop()
 
 with right:
     st.markdown("**Before / after**")
-    side = res["box"].shape[0]
-    idx = np.arange(res["before"].shape[0]) * side // res["before"].shape[0]     # pixel -> token of the box's grid
-    shade = res["box"][idx][:, idx][..., None]
-    marked = np.where(shade, (res["before"] * 0.55 + np.array([255, 140, 0]) * 0.45), res["before"]).astype(np.uint8)
+    side = res.box.shape[0]
+    idx = np.arange(res.before.shape[0]) * side // res.before.shape[0]     # pixel -> token of the box's grid
+    shade = res.box[idx][:, idx][..., None]
+    marked = np.where(shade, (res.before * 0.55 + np.array([255, 140, 0]) * 0.45), res.before).astype(np.uint8)
     c = st.columns(3)
-    c[0].image(figures.enlarge(res["before"], 256), caption="before (the source's tokens, decoded)", width="stretch")
+    c[0].image(figures.enlarge(res.before, 256), caption="before (the source's tokens, decoded)", width="stretch")
     c[1].image(figures.enlarge(marked, 256), caption="the box" + (f" at scale {surgery_scale + 1}"
                                                                    if op == "surgery" else ""), width="stretch")
-    c[2].image(figures.enlarge(res["after"], 256), caption="after", width="stretch")
+    c[2].image(figures.enlarge(res.after, 256), caption="after", width="stretch")
     st.markdown("**Kept tokens at every scale** (white = kept from the source, dark = generated) **and the result "
                 "after each scale**")
     strip = st.columns(K)
     for i, col in enumerate(strip):
-        col.image(figures.png(figures.colorize(res["keep"][i].astype(float), "gray", 0, 1, 64)), width="stretch",
+        col.image(figures.png(figures.colorize(res.keep[i].astype(float), "gray", 0, 1, 64)), width="stretch",
                   caption=f"{model.patch_nums[i]}x{model.patch_nums[i]}")
-        if res["steps"] is not None:
-            col.image(res["steps"][i], width="stretch")
+        if res.steps is not None:
+            col.image(res.steps[i], width="stretch")

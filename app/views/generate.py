@@ -1,4 +1,9 @@
-"""Generate: watch VAR draw an image coarse to fine, one scale per step."""
+"""Generate: watch VAR draw an image coarse to fine, one scale per step.
+
+The scale shown is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
+server's value, so every click counts and the slider, the heading and the panels are drawn from one number in one
+run. The generation streams: scales appear as the worker thread computes them (app/traces.py).
+"""
 from __future__ import annotations
 
 import time
@@ -7,9 +12,13 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import core, figures, ui
+from app import figures, models, state, traces, ui
+from app.traces import GenerationRun, GenSettings
 
 PLAY_INTERVAL_S = 1.0
+POLL_S = 0.5             # while scales are still being computed, the step viewer looks again this often
+WAIT_SLICE_S = 0.2       # waiting for a scale, the page redraws its progress bar (where a click can stop it) this often
+WHOLE_WAIT_S = 2.0       # a generation that ends within this is waited for (small models): no streaming, no timer
 
 st.title("Generate: next-scale prediction, step by step")
 ui.explain(
@@ -17,175 +26,262 @@ ui.explain(
     "2x2, 3x3, ... up to the final grid. Every token of a scale is sampled at once, conditioned on the class and on "
     "all coarser scales. Each scale's tokens are looked up in the codebook, upsampled and added to `f_hat`, the "
     "running latent; decoding `f_hat` after k scales gives the picture so far.\n\n"
-    "Panels for the current scale: **tokens** (one colour per codebook entry), **residual** (how much this scale "
-    "adds at each position of the latent), **decoded so far**, and the **attention mask** (rows = queries, "
+    "Panels for the current scale: **tokens** (one colour per codebook entry), **contribution** (how much this "
+    "scale adds at each position of the latent), **decoded so far**, and the **attention mask** (rows = queries, "
     "columns = keys; orange = this scale's rows: they see every coarser scale and their own).",
-    "The first few scales fix the layout and colours, the last ones only add detail: the residual panel gets "
+    "The first few scales fix the layout and colours, the last ones only add detail: the contribution panel gets "
     "fainter as the picture stops changing. Raise the guidance (cfg) and watch the class become clearer; "
     "select a position to see how sure the model was.",
     ("next_scale", "inside_the_transformer", "sampling"))
 
 model = ui.current_model()
+s = state.get()
 K = len(model.patch_nums)
 colors = figures.codebook_colors(model.key)
 st.caption(f"Model **{model.name}**: {K} scales {' → '.join(f'{p}x{p}' for p in model.patch_nums)}, "
-           f"L = {model.var.L} tokens, codebook of {model.var.config.vocab_size} entries, "
+           f"L = {model.var.L} tokens, codebook of {model.vocab_size} entries, "
            f"{model.image_size}x{model.image_size} px images.")
 
-settings_a = ui.sampling_settings(model, "gen")
-compare = st.toggle("Compare with a second setting (side by side, same scale)", key="gen_compare")
+settings_a = ui.sampling_controls(model)
+state.bound(st.toggle, "Compare with a second setting (side by side, same scale)", "gen_compare", field="compare")
 settings_b = None
-if compare:
+if s.compare:
     st.markdown("**Setting B** (top-k, top-p and smoothing as above)")
-    settings_b = ui.sampling_settings(model, "genb", default_seed=1, compact=True)
-
-trace_a = ui.get_trace(settings_a)
-trace_b = ui.get_trace(settings_b) if settings_b is not None else None
-if trace_a is None or (compare and trace_b is None):
-    st.stop()
-
-# ------------------------------------------------------------------------------------------------ step state
-ss = st.session_state
-ss.setdefault("gen_scale", 1)
-ss.setdefault("gen_playing", False)
-ss["gen_scale"] = int(min(max(ss["gen_scale"], 1), K))
-
-
-def _go(delta: int | None = None, to: int | None = None) -> None:
-    ss["gen_playing"] = False
-    ss["gen_scale"] = int(min(max((to if to is not None else ss["gen_scale"] + delta), 1), K))
+    settings_b = ui.sampling_controls(model, b=True)
+for settings in filter(None, (settings_a, settings_b)):
+    try:
+        traces.validate(model, settings)
+    except ValueError as err:
+        st.error(f"These settings cannot be used: {err}")
+        st.stop()
+runs = [("A", settings_a, traces.generation(settings_a))]
+if settings_b is not None:
+    runs.append(("B", settings_b, traces.generation(settings_b)))
+s.scale = int(min(max(s.scale, 1), K))
 
 
-def _overview(settings: core.GenSettings, trace: dict, k: int, name: str) -> None:
-    sides = " · ".join(f"**{p}x{p}**" if i == k else f"{p}x{p}" for i, p in enumerate(trace["patch_nums"]))
-    st.image(figures.overview_strip(settings, k), output_format="PNG",
-             caption=f"{name + ': ' if name else ''}decoded image after every scale ({sides.replace('**', '')}; "
-                     f"scale {k + 1} framed, later scales faded)")
+def _wait_for_small_generations() -> None:
+    """Wait up to WHOLE_WAIT_S for the generations to end (interruptibly, redrawing a progress bar), so that a
+    small model's page is drawn once, complete; a larger one streams in the step viewer instead."""
+    deadline = time.monotonic() + WHOLE_WAIT_S
+    bar = None
+    while time.monotonic() < deadline and not all(run.done.is_set() for _, _, run in runs):
+        bar = bar or st.progress(0.0)
+        done = sum(len(run.steps) for _, _, run in runs)
+        bar.progress(done / (K * len(runs)), text=f"generating: {done} of {K * len(runs)} scales...")
+        for _, _, run in runs:
+            run.done.wait(WAIT_SLICE_S / len(runs))
+    if bar is not None:
+        bar.empty()
 
 
-@st.fragment(run_every=PLAY_INTERVAL_S if ss.get("gen_playing") else None)
-def step_viewer(trace_a: dict, trace_b: dict | None, settings_b: core.GenSettings | None) -> None:
-    t0 = time.perf_counter()
-    # advance while playing (before the slider exists, so its state may be changed)
-    if ss["gen_playing"]:
-        now = time.monotonic()
-        if now - ss.get("gen_last_tick", 0.0) >= 0.8 * PLAY_INTERVAL_S:
-            ss["gen_last_tick"] = now
-            if ss["gen_scale"] < K:
-                ss["gen_scale"] += 1
-            if ss["gen_scale"] >= K:
-                ss["gen_playing"] = False
-                st.rerun()          # whole page: drop the timer
+_wait_for_small_generations()
+
+
+# ------------------------------------------------------------------------------------------------ controls
+def _go(k: int) -> None:
+    s.playing = False
+    s.scale = int(min(max(k, 1), K))
+
+
+def _step(delta: int) -> None:
+    """Next / Previous: one scale from the server's current scale (not from what the browser last showed)."""
+    _go(s.scale + delta)
+
+
+def _slide(key: str, drawn_at: int) -> None:
+    """The slider moved. A browser that has not drawn the latest scale yet sends its old slider back with the
+    value it was drawn at (Streamlit then reports a change); that is no move and is ignored."""
+    if st.session_state[key] != drawn_at:
+        _go(st.session_state[key])
+
+
+def _play() -> None:
+    s.playing, s.last_tick = True, time.monotonic()
+    if s.scale >= K:
+        s.scale = 1
+
+
+def _pause() -> None:
+    s.playing = False
+
+
+def _tick(all_runs: list[GenerationRun]) -> None:
+    """While playing: one scale further every PLAY_INTERVAL_S, once that scale is computed; stop at the last."""
+    now = time.monotonic()
+    if now - s.last_tick < 0.8 * PLAY_INTERVAL_S:
+        return
+    if s.scale < K and all(len(r.steps) > s.scale for r in all_runs):
+        s.scale += 1
+        s.last_tick = now
+    if s.scale >= K or any(r.error is not None for r in all_runs):
+        s.playing = False
+
+
+def _timer_s() -> float | None:
+    """How often the step viewer reruns by itself: while scales are being computed, while playing, else never."""
+    if not all(run.done.is_set() for _, _, run in runs):
+        return POLL_S
+    return PLAY_INTERVAL_S if s.playing else None
+
+
+def _controls() -> None:
     left, right = st.columns([1, 1], vertical_alignment="bottom")
     with left, st.container(horizontal=True, gap="small"):        # buttons as wide as their labels
-        st.button("Reset", icon=":material/first_page:", on_click=_go, kwargs=dict(to=1), key="gen_reset",
+        st.button("Reset", icon=":material/first_page:", on_click=_go, args=(1,), key="gen_reset",
                   help="Back to the first scale")
-        st.button("Previous", icon=":material/chevron_left:", on_click=_go, kwargs=dict(delta=-1), key="gen_prev",
-                  disabled=ss["gen_scale"] <= 1)
-        st.button("Next", icon=":material/chevron_right:", on_click=_go, kwargs=dict(delta=1), key="gen_next",
-                  disabled=ss["gen_scale"] >= K, type="primary")
-        if ss["gen_playing"]:
-            if st.button("Pause", icon=":material/pause:", key="gen_pause"):
-                ss["gen_playing"] = False
-                st.rerun()
-        elif st.button("Play", icon=":material/play_arrow:", key="gen_play",
-                       help=f"One scale every {PLAY_INTERVAL_S:.0f} s"):
-            ss["gen_playing"] = True
-            ss["gen_last_tick"] = time.monotonic()
-            if ss["gen_scale"] >= K:
-                ss["gen_scale"] = 1
-            st.rerun()
+        st.button("Previous", icon=":material/chevron_left:", on_click=_step, args=(-1,), key="gen_prev",
+                  disabled=s.scale <= 1)
+        st.button("Next", icon=":material/chevron_right:", on_click=_step, args=(1,), key="gen_next",
+                  disabled=s.scale >= K, type="primary")
+        if s.playing:
+            st.button("Pause", icon=":material/pause:", key="gen_pause", on_click=_pause)
+        else:
+            st.button("Play", icon=":material/play_arrow:", key="gen_play", on_click=_play,
+                      help=f"One scale every {PLAY_INTERVAL_S:.0f} s")
     with right:
-        st.slider("Scale", 1, K, key="gen_scale", help="Scrub through the scales")
-    k = ss["gen_scale"] - 1
+        key = f"gen_scale_{s.scale}"          # a new widget per scale, drawn at the server's scale
+        st.slider("Scale", 1, K, s.scale, key=key, on_change=_slide, args=(key, s.scale),
+                  help="Scrub through the scales")
 
-    traces = [("A", trace_a, settings_a)] + ([("B", trace_b, settings_b)] if trace_b is not None else [])
+
+def _wait_for_scale(k: int) -> bool:
+    """Wait (interruptibly: the progress bar is redrawn every WAIT_SLICE_S) until scale k of every run is computed."""
+    bar = None
+    for name, _, run in runs:
+        while not run.wait_for(k, WAIT_SLICE_S):
+            if run.done.is_set():
+                break
+            bar = bar or st.progress(0.0)
+            bar.progress(len(run.steps) / K, text=f"{name + ': ' if len(runs) > 1 else ''}computing scale "
+                                                  f"{len(run.steps) + 1} of {K}...")
+    if bar is not None:
+        bar.empty()
+    for name, _, run in runs:
+        if run.error is not None:
+            st.error(f"Generation failed: {models.friendly_error(run.error)}")
+            return False
+    return True
+
+
+def _status() -> None:
+    """How far the generation is: shown while scales are still being computed."""
+    for name, _, run in runs:
+        if not run.done.is_set():
+            st.caption(f":material/hourglass_top: {name + ': ' if len(runs) > 1 else ''}computed "
+                       f"{len(run.steps)} of {K} scales ({run.ready_s[-1] if run.ready_s else 0:.1f} s); "
+                       f"step through them while the rest are computed.")
+
+
+# ------------------------------------------------------------------------------------------------ the step viewer
+@st.fragment(run_every=_timer_s())
+def step_viewer(timer_s: float | None) -> None:
+    t0 = time.perf_counter()
+    if s.playing:
+        _tick([run for _, _, run in runs])
+    if _timer_s() != timer_s:          # Play pressed, or playing / computing ended: redraw with the right timer
+        st.rerun(scope="app")
+    _controls()
+    k = s.scale                                # everything below is drawn from this one number
+    if not _wait_for_scale(k):
+        return
+    si = k - 1
+    _status()
+    for _, _, run in runs:
+        run.image(si, model)                   # decode this prefix (once) before the strip shows it
     with st.container(key="gen_overview"):          # sticky (see the CSS below): stays in view while scrolling
-        for name, tr, settings in traces:
-            _overview(settings, tr, k, name if trace_b is not None else "")
-    s_a = trace_a["scales"][k]
-    st.subheader(f"Scale {k + 1} of {K}: {s_a['side']}x{s_a['side']} = {s_a['side'] ** 2} tokens, "
-                 f"predicted in one step (guidance here t = {s_a['cfg']:.2f})")
-    cols = st.columns([3, 1] if trace_b is None else [3, 3, 1])
-    for (name, tr, settings), col in zip(traces, cols):
+        for name, settings, run in runs:
+            sides = " · ".join(f"{p}x{p}" for p in model.patch_nums)
+            st.image(figures.overview_strip(settings, si), output_format="PNG",
+                     caption=f"{name + ': ' if len(runs) > 1 else ''}decoded image after every scale ({sides}; "
+                             f"scale {k} framed, later scales faded)")
+    step_a = runs[0][2].steps[si]
+    tokens = step_a.side * step_a.side
+    st.subheader(f"Scale {k} of {K}: {step_a.side}x{step_a.side} = {tokens} token{'s' if tokens > 1 else ''}, "
+                 f"predicted in one step (guidance here t = {step_a.cfg:.2f})")
+    cols = st.columns([3, 1] if len(runs) == 1 else [3, 3, 1])
+    for (name, settings, run), col in zip(runs, cols):
         with col:
-            pc = st.columns(3)
-            for pcol, (cap, img) in zip(pc, figures.step_panels(settings, k)):
-                pcol.image(img, caption=cap if trace_b is None else f"{name}: {cap}", width="stretch",
+            for pcol, (cap, img) in zip(st.columns(3), figures.step_panels(settings, si, len(run.steps))):
+                pcol.image(img, caption=cap if len(runs) == 1 else f"{name}: {cap}", width="stretch",
                            output_format="PNG")
     with cols[-1]:
-        st.image(figures.block_mask(model.patch_nums, k), width="stretch", output_format="PNG",
-                 caption=f"attention mask, L={trace_a['total_tokens']}: scale {k + 1}'s rows in orange")
-
-    inspector(trace_a, k, settings_a)
-    details(settings_a, k)
-    ss["gen_render_ms"] = (time.perf_counter() - t0) * 1000
-    st.caption(f"step rendered in {ss['gen_render_ms']:.0f} ms on the server")
+        st.image(figures.block_mask(model.patch_nums, si), width="stretch", output_format="PNG",
+                 caption=f"attention mask, L={step_a.total_tokens}: scale {k}'s rows in orange")
+    inspector(runs[0][2], si, settings_a)
+    details(settings_a, si)
+    st.caption(f"step rendered in {(time.perf_counter() - t0) * 1000:.0f} ms on the server")
 
 
-def inspector(trace: dict, k: int, settings: core.GenSettings) -> None:
-    """One position of the current scale: its top-k candidates and, on request, its attention."""
-    s = trace["scales"][k]
-    side = s["side"]
+def inspector(run: GenerationRun, si: int, settings: GenSettings) -> None:
+    """One position of the current scale: its top candidates and, on request, its attention."""
+    step = run.steps[si]
+    side = step.side
+    s.row, s.col = min(s.row, side - 1), min(s.col, side - 1)
     with st.expander("Inspect a position of this scale (A)", expanded=True):
         c = st.columns([1, 1, 2, 3])
-        row = c[0].number_input("Row", 0, side - 1, min(ss.get("gen_row", 0), side - 1), key=f"gen_row_{side}")
-        col = c[1].number_input("Column", 0, side - 1, min(ss.get("gen_col", 0), side - 1), key=f"gen_col_{side}")
-        ss["gen_row"], ss["gen_col"] = row, col
+        with c[0]:
+            row = state.bound(st.number_input, "Row", f"gen_row_{side}", field="row", min_value=0, max_value=side - 1)
+        with c[1]:
+            col = state.bound(st.number_input, "Column", f"gen_col_{side}", field="col", min_value=0,
+                              max_value=side - 1)
         with c[2]:
-            st.image(figures.png(figures.mark_cell(figures.token_map(s["tokens"], colors), side, row, col)),
+            st.image(figures.png(figures.mark_cell(figures.token_map(step.tokens[0].numpy(), colors), side, row, col)),
                      caption=f"position ({row}, {col})", width=160, output_format="PNG")
         with c[3]:
-            if s["topk_probs"] is not None:
-                chosen = int(s["tokens"][row, col])
-                st.markdown(f"Chosen token **{chosen}** with probability **{s['token_prob'][row, col]:.1%}**; "
-                            f"entropy {s['entropy'][row, col]:.2f} nats "
-                            f"(uniform over {model.var.config.vocab_size} would be "
-                            f"{np.log(model.var.config.vocab_size):.2f}).")
-                df = pd.DataFrame({"token": [int(t) for t in s["topk_tokens"][row, col]],
-                                   "probability": s["topk_probs"][row, col].astype(float)})
-                df["chosen"] = df["token"] == chosen
-                st.dataframe(df, hide_index=True, height=38 + 35 * len(df), column_config={
-                    "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0,
-                                                                   format="percent"),
-                    "chosen": st.column_config.CheckboxColumn("chosen")})
-        show_att = st.toggle("Show its attention over the scales it can see", key="gen_show_att",
-                             help="Computed on demand for this position (generation is re-run with attention "
-                                  "capture, then cached).")
-        if show_att:
+            chosen = int(step.tokens[0, row, col])
+            V = model.vocab_size
+            st.markdown(f"Chosen token **{chosen}** with probability **{float(step.token_prob[0, row, col]):.1%}**; "
+                        f"entropy {float(step.entropy[0, row, col]):.2f} nats "
+                        f"(uniform over {V} would be {np.log(V):.2f}).")
+            cand_tokens, cand_probs = step.candidates()
+            df = pd.DataFrame({"token": [int(t) for t in cand_tokens[0, row, col]],
+                               "probability": cand_probs[0, row, col].numpy().astype(float)})
+            df["chosen"] = df["token"] == chosen
+            st.dataframe(df, hide_index=True, height=38 + 35 * len(df), column_config={
+                "probability": st.column_config.ProgressColumn("probability", min_value=0.0, max_value=1.0,
+                                                               format="percent"),
+                "chosen": st.column_config.CheckboxColumn("chosen")})
+        show = state.bound(st.toggle, "Show its attention over the scales it can see", "gen_show_att", default=False,
+                           help="Computed on demand for this position (for large models generation is re-run "
+                                "with attention capture, then cached).")
+        if show:
             try:
-                att = core.attention_at(settings, k, int(row), int(col))
+                att = traces.attention_at(settings, si, int(row), int(col))
             except Exception as err:     # noqa: BLE001
-                st.error(f"Could not capture attention: {core.friendly_error(err)}")
+                st.error(f"Could not capture attention: {models.friendly_error(err)}")
                 return
             n_layers, n_heads = att.shape[:2]
             a, b = st.columns(2)
-            layer = a.selectbox("Layer", list(range(n_layers)), index=n_layers - 1, key="gen_att_layer")
-            head = b.selectbox("Head", [None] + list(range(n_heads)), key="gen_att_head",
-                               format_func=lambda h: "mean over heads" if h is None else f"head {h}")
-            st.image(figures.attention_figure(settings, k, int(row), int(col), int(layer), head), width="stretch")
+            with a:
+                layer = state.bound(st.selectbox, "Layer", "gen_att_layer", default=n_layers - 1,
+                                    options=list(range(n_layers)))
+            with b:
+                head = state.bound(st.selectbox, "Head", "gen_att_head", default=None, options=[None] + list(range(n_heads)),
+                                   format_func=lambda h: "mean over heads" if h is None else f"head {h}")
+            st.image(figures.attention_figure(settings, si, int(row), int(col), int(layer), head), width="stretch")
             st.caption("One map per scale this token can see (its own included, the token outlined); the titles "
                        "give each scale's share of the attention. Brighter = more attention.")
 
 
-DETAILS = {"none": "none", "tokens": "token maps so far", "latents": "residual and f_hat so far",
-           "probability": "probability and entropy maps", "topk": "top-k candidates (figure)",
+DETAILS = {"none": "none", "tokens": "token maps so far", "latents": "contribution and f_hat so far",
+           "probability": "probability and entropy maps", "topk": "top candidates (figure)",
            "mask": "attention mask (figure)"}
 
 
-def details(settings: core.GenSettings, k: int) -> None:
+def details(settings: GenSettings, si: int) -> None:
     """The lessons' matplotlib figures for this scale, drawn on request (each is cached once drawn)."""
-    kind = st.segmented_control("Detailed figure (as in the lessons)", list(DETAILS), format_func=DETAILS.get,
-                                default="none", key="gen_detail")
+    kind = state.bound(st.segmented_control, "Detailed figure (as in the lessons)", "gen_detail", default="none",
+                       options=list(DETAILS), format_func=DETAILS.get)
     if kind in (None, "none"):
         return
     try:
         if kind == "mask":
-            png = figures.mask_figure(model.patch_nums, k)
+            png = figures.mask_figure(model.patch_nums, si)
         else:
-            png = figures.generation_figure(kind, settings, k, int(ss.get("gen_row", 0)), int(ss.get("gen_col", 0)))
+            png = figures.generation_figure(kind, settings, si, s.row, s.col)
     except Exception as err:      # noqa: BLE001
-        st.error(f"Could not draw this figure: {core.friendly_error(err)}")
+        st.error(f"Could not draw this figure: {models.friendly_error(err)}")
         return
     st.image(png, width="stretch" if kind in ("tokens", "latents") else 720)
 
@@ -195,4 +291,4 @@ st.html("""<style>
 div:has(> .st-key-gen_overview) { position: sticky; top: 3.75rem; z-index: 99; }
 .st-key-gen_overview { background: white; padding-bottom: 0.25rem; border-bottom: 1px solid rgba(128, 128, 128, 0.3); }
 </style>""")
-step_viewer(trace_a, trace_b, settings_b)
+step_viewer(_timer_s())

@@ -1,13 +1,16 @@
 """Models: what is loaded, where its weights came from, and how to get the official ones."""
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
-from app import core, ui
+from app import models, state, ui
+from varlite import builtin, pretrained
+from varlite.download import varlite_home
 
 
 def show_model_card(card: str, folder) -> None:
@@ -34,64 +37,102 @@ ui.explain(
     "files are read with `torch.load(weights_only=True)`, so a corrupt or foreign file is refused with a message.",
     ("training", "the_real_thing"))
 
-model = ui.current_model()
+s = state.get()
+try:
+    model, load_error = ui.load_current_model(), None
+except Exception as err:      # noqa: BLE001 -- this page still renders: it is where a broken file is fixed
+    model, load_error = None, err
+    ui.show_load_error(s.model_key, err)
 
-st.subheader(f"Loaded: {model.name}")
-counts = model.param_counts()
-c = st.columns(3)
-c[0].metric("VQVAE parameters", f"{counts['VQVAE (tokenizer)'] / 1e6:.2f} M")
-c[1].metric("VAR parameters", f"{counts['VAR (transformer)'] / 1e6:.2f} M")
-c[2].metric("Scales K / tokens L", f"{len(model.patch_nums)} / {model.var.L}")
-st.markdown(f"**Weights from:** {model.source}  \n**Verification:** {model.verified}")
-for f in model.files:
-    st.caption(f"file: `{f}`")
-a, b = st.columns(2)
-with a:
-    st.markdown("**VAR config**")
-    st.json(core.asdict_config(model.var.config), expanded=False)
-with b:
-    st.markdown("**VQVAE config**")
-    st.json(core.asdict_config(model.vqvae.config), expanded=False)
-if model.card:
-    with st.expander("Model card", expanded=True):
-        show_model_card(model.card, core.optional_module("builtin").WEIGHTS_DIR)   # only built-ins have cards
+
+def config_dict(config) -> dict:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
+
+
+if model is not None:
+    st.subheader(f"Loaded: {model.name}")
+    counts = model.param_counts()
+    c = st.columns(3)
+    c[0].metric("VQVAE parameters", f"{counts['VQVAE (tokenizer)'] / 1e6:.2f} M")
+    c[1].metric("VAR parameters", f"{counts['VAR (transformer)'] / 1e6:.2f} M")
+    c[2].metric("Scales K / tokens L", f"{len(model.patch_nums)} / {model.var.L}")
+    st.markdown(f"**Weights from:** {model.source}  \n**Verification:** {model.verified}")
+    for f in model.files:
+        st.caption(f"file: `{f}`")
+    a, b = st.columns(2)
+    with a:
+        st.markdown("**VAR config**")
+        st.json(config_dict(model.var.config), expanded=False)
+    with b:
+        st.markdown("**VQVAE config**")
+        st.json(config_dict(model.vqvae.config), expanded=False)
+    if model.card:
+        with st.expander("Model card", expanded=True):
+            show_model_card(model.card, builtin.WEIGHTS_DIR)      # only built-in models have cards
 
 # ------------------------------------------------------------------------------------------------ built-in cards
-builtin = core.optional_module("builtin")
-names = core.builtin_names()
+names = builtin.list_builtin()
 if names:
     st.subheader("Model cards of the shipped weights")
     for name in names:
         with st.expander(f"Built-in: {name}"):
             try:
                 show_model_card(builtin.model_card(name), builtin.WEIGHTS_DIR)
-            except Exception as err:      # noqa: BLE001
+            except builtin.BuiltinError as err:
                 st.warning(f"No model card for {name}: {err}")
 
 # ------------------------------------------------------------------------------------------------ official weights
 st.subheader("Official weights")
-pretrained = core.optional_module("pretrained")
-if pretrained is None:
-    st.error("This version of varlite cannot load official checkpoints (varlite.pretrained is missing).")
-    st.stop()
 try:
-    from varlite.download import varlite_home
     home = varlite_home()
 except OSError as err:
     st.error(f"The cache folder cannot be used: {err}")
     st.stop()
+problems = models.official_file_problems()
+if load_error is not None:
+    for name in models.files_named_in(load_error):
+        problems.setdefault(name, models.friendly_error(load_error))
 rows = []
 for name, entry in pretrained.OFFICIAL_FILES.items():
     path = pretrained.official_path(name)
-    rows.append({"name": name, "file": entry.filename, "size (MB)": entry.approx_mb,
-                 "in the cache": "yes" if path.exists() else "no"})
+    status = "no" if not path.is_file() else ("yes, damaged" if name in problems else "yes")
+    rows.append({"name": name, "file": entry.filename, "size (MB)": entry.approx_mb, "in the cache": status})
 st.dataframe(pd.DataFrame(rows), hide_index=True)
 st.markdown(f"Cache folder: `{home}` (set `VARLITE_HOME` to change it). From a terminal: "
             "`python -m varlite download vae d16`. Each VAR file needs the `vae` file too.")
 
+
+def _forget_official() -> None:
+    """Drop loaded official models and the picker's stale choice after files changed."""
+    models.reset_official()
+    s.model_key = ""
+
+
+for name, problem in problems.items():
+    path = pretrained.official_path(name)
+    with st.container(border=True):
+        st.error(f"**{name}**: `{path}` cannot be used: {problem}")
+        a, b = st.columns(2)
+        if a.button(f"Delete {path.name}", key=f"models_delete_{name}", icon=":material/delete:"):
+            path.unlink(missing_ok=True)
+            _forget_official()
+            st.rerun()
+        if b.button(f"Download {name} again", key=f"models_redownload_{name}", icon=":material/download:",
+                    help="Deletes the damaged file, then downloads it (needs internet)."):
+            path.unlink(missing_ok=True)
+            _forget_official()
+            try:
+                with st.spinner(f"Downloading {name} (~{pretrained.OFFICIAL_FILES[name].approx_mb} MB)..."):
+                    pretrained.download_official(name, progress=False)
+            except Exception as err:      # noqa: BLE001 -- offline, HTTP errors, corrupt files: all explained
+                st.error(f"{name}: {err}")
+            else:
+                st.rerun()
+
 choices = [n for n in pretrained.OFFICIAL_FILES if n != "d36"]
 a, b = st.columns([2, 3])
-want = a.multiselect("Download into the cache", choices, default=["vae", "d16"], key="models_download_choice")
+want = state.bound(a.multiselect, "Download into the cache", "models_download_choice", default=["vae", "d16"],
+                   options=choices)
 if a.button("Download", key="models_download", help="Needs internet; resumes where a previous try stopped."):
     for name in want:
         try:
@@ -102,29 +143,30 @@ if a.button("Download", key="models_download", help="Needs internet; resumes whe
             st.error(f"{name}: {err}")
             break
     else:
+        _forget_official()
         st.rerun()
 
 with b:
+    folders = ", ".join(f"`{f}`" for f in pretrained.model_folders())
     st.markdown("**Or use files you already have**")
-    vae_path = st.text_input("VQVAE file (e.g. vae_ch160v4096z32.pth)", key="models_vae_path")
-    var_path = st.text_input("VAR file (e.g. var_d16.pth)", key="models_var_path")
+    st.caption(f"Files are read only from the model folders: {folders} (add folders with `VARLITE_MODEL_DIRS`). "
+               "A name without a folder is looked up in the cache folder.")
+    vae_text = state.bound(st.text_input, "VQVAE file (e.g. vae_ch160v4096z32.pth)", "models_vae_path", default="")
+    var_text = state.bound(st.text_input, "VAR file (e.g. var_d16.pth)", "models_var_path", default="")
     if st.button("Load these files", key="models_load_paths"):
-        from pathlib import Path
-        missing = [p for p in (vae_path, var_path) if not p or not Path(p).expanduser().is_file()]
-        if missing:
-            st.error("No such file: " + ", ".join(f"`{p or '(empty)'}`" for p in missing))
+        try:
+            vae_path, var_path = (pretrained.resolve_model_path(t) for t in (vae_text, var_text))
+        except pretrained.NotInModelFolderError as err:
+            st.error(str(err))
         else:
-            key = f"path:{Path(vae_path).expanduser()}|{Path(var_path).expanduser()}"
+            key = f"path:{vae_path}|{var_path}"
             try:
                 with st.spinner("Loading and verifying..."):
-                    core.load_model(key)
-            except Exception as err:      # noqa: BLE001 -- corrupt / foreign / unsafe checkpoints
-                st.error(f"These files cannot be loaded: {core.friendly_error(err)}")
+                    models.load_model(key)
+            except Exception as err:      # noqa: BLE001 -- missing / corrupt / foreign / unsafe checkpoints
+                st.error(f"These files cannot be loaded: {models.friendly_error(err)}")
             else:
-                paths = st.session_state.setdefault("custom_paths", [])
-                pair = tuple(key[len("path:"):].split("|", 1))
-                if pair not in paths:
-                    paths.append(pair)
-                st.session_state["model_key"] = key
-                st.session_state.pop("model_picker", None)
+                if (str(vae_path), str(var_path)) not in s.custom_pairs:
+                    s.custom_pairs.append((str(vae_path), str(var_path)))
+                s.model_key = key
                 st.rerun()

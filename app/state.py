@@ -1,0 +1,113 @@
+"""One settings object per browser session, shared by every page: the model, the sampling settings, the scale.
+
+Streamlit forgets a keyed widget's value when a page that does not draw it runs, so no page reads another page's
+widget keys. Every control is drawn by ``bound(...)`` instead: its value is put back from the settings object
+before the widget is drawn and copied into the object by the widget's ``on_change`` callback (callbacks run before
+the script, so the page always draws from the new value). The object lives in ``st.session_state["settings"]``.
+
+When the model changes, ``adopt_model`` resets what belongs to the old model at once (class, scale, inspected
+position, the other pages' controls) and clamps the sampling settings the user chose to what the new model can
+take, with a note saying so; settings the user never touched follow the new model's recommendation.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import streamlit as st
+
+from app.models import LoadedModel
+
+SAMPLING_FIELDS = ("cfg", "top_k", "top_p")
+
+
+@dataclass
+class Settings:
+    model_key: str                       # the model picked in the sidebar
+    adopted_key: str | None = None       # the model the per-model fields below belong to
+    label: int = 0                       # class of setting A (num_classes = unconditional)
+    seed: int = 0
+    cfg: float = 1.5                     # classifier-free guidance strength
+    top_k: int = 0
+    top_p: float = 0.0
+    smooth: bool = False
+    compare: bool = False                # Generate: show setting B beside A
+    label_b: int = 0
+    seed_b: int = 1
+    cfg_b: float = 1.5
+    scale: int = 1                       # Generate: the scale shown, k = 1..K
+    playing: bool = False
+    last_tick: float = 0.0               # Generate: time.monotonic() of the last Play step
+    row: int = 0                         # Generate: the inspected position on the current scale's grid
+    col: int = 0
+    view: dict[str, Any] = field(default_factory=dict)    # the other pages' controls, by widget key
+    custom_pairs: list[tuple[str, str]] = field(default_factory=list)   # (vae, var) files loaded on the Models page
+    touched: set[str] = field(default_factory=set)        # sampling fields the user changed
+    notes: list[str] = field(default_factory=list)        # what the last model change clamped
+
+    def sampling(self, b: bool = False) -> dict:
+        """The generation settings of A (or B, which shares A's top-k, top-p and smoothing)."""
+        return dict(label=self.label_b if b else self.label, seed=self.seed_b if b else self.seed,
+                    cfg=self.cfg_b if b else self.cfg, top_k=self.top_k, top_p=self.top_p, smooth=self.smooth)
+
+
+def get(default_model: str | None = None) -> Settings:
+    """This session's settings (created on first use, picking ``default_model``)."""
+    ss = st.session_state
+    if "settings" not in ss:
+        ss["settings"] = Settings(model_key=default_model or "")
+    return ss["settings"]
+
+
+def adopt_model(model: LoadedModel) -> None:
+    """Make the settings belong to ``model`` (a no-op when they already do); see the module docstring."""
+    s = get()
+    if s.adopted_key == model.key:
+        return
+    first = s.adopted_key is None
+    notes = []
+    for name in SAMPLING_FIELDS:
+        if name not in s.touched:
+            setattr(s, name, model.default(name))
+    if "cfg" not in s.touched:
+        s.cfg_b = s.cfg
+    if s.top_k > model.vocab_size:
+        notes.append(f"top-k {s.top_k} is more than this model's {model.vocab_size} codebook entries: "
+                     f"now {model.vocab_size}.")
+        s.top_k = model.vocab_size
+    if not first and (s.label, s.label_b) != (0, 0):
+        notes.append(f"The class was reset to {model.class_label(0)} (classes differ between models).")
+    s.label = s.label_b = 0
+    s.scale, s.playing, s.row, s.col = 1, False, 0, 0
+    s.view.clear()
+    s.notes = notes
+    s.adopted_key = s.model_key = model.key
+
+
+def bound(widget: Callable, label: str, key: str, *, field: str | None = None, default: Any = None,
+          **kwargs) -> Any:
+    """Draw ``widget(label, key=key, **kwargs)`` bound to ``settings.<field>`` (or, without a field, to
+    ``settings.view[key]``, starting at ``default``) and return its value. A stored value that is not among the
+    widget's ``options`` falls back to ``default`` (or the first option)."""
+    s = get()
+    value = getattr(s, field) if field else s.view.setdefault(key, default)
+    options = kwargs.get("options")
+    if options is not None and not isinstance(value, list) and value not in list(options):
+        value = default if default in list(options) else list(options)[0]
+    _store(s, key, field, value)
+    st.session_state[key] = value
+    return widget(label, key=key, on_change=_copy_back, args=(key, field), **kwargs)
+
+
+def _store(s: Settings, key: str, field: str | None, value: Any) -> None:
+    if field:
+        setattr(s, field, value)
+    else:
+        s.view[key] = value
+
+
+def _copy_back(key: str, field: str | None) -> None:
+    s = get()
+    _store(s, key, field, st.session_state[key])
+    if field:
+        s.touched.add(field)
