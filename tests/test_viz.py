@@ -144,14 +144,16 @@ def test_probability_and_topk_figures(steps):
     assert h_ax.images[0].get_clim() == pytest.approx((0, np.log(64)))
     fig = viz.topk_figure(step, 1, 2, b=1)
     (ax,) = panels(fig)
+    topk_tokens, topk_probs = step.candidates(5)
     heights = [bar.get_height() for bar in ax.patches]
-    np.testing.assert_allclose(heights, step.topk_probs[1, 1, 2].numpy())
-    assert [t.get_text() for t in ax.get_xticklabels()] == [str(int(t)) for t in step.topk_tokens[1, 1, 2]]
+    np.testing.assert_allclose(heights, topk_probs[1, 1, 2].numpy())
+    assert [t.get_text() for t in ax.get_xticklabels()] == [str(int(t)) for t in topk_tokens[1, 1, 2]]
     assert ax.get_xlabel().startswith("token index") and ax.get_ylabel() == "probability"
     chosen = int(step.tokens[1, 1, 2])
-    orange = [t for t, bar in zip(step.topk_tokens[1, 1, 2].tolist(), ax.patches)
+    orange = [t for t, bar in zip(topk_tokens[1, 1, 2].tolist(), ax.patches)
               if matplotlib.colors.to_hex(bar.get_facecolor()) == viz.OKABE_ITO["orange"].lower()]
-    assert orange == ([chosen] if chosen in step.topk_tokens[1, 1, 2].tolist() else [])
+    assert orange == ([chosen] if chosen in topk_tokens[1, 1, 2].tolist() else [])
+    assert len(panels(viz.topk_figure(step, 1, 2, b=1, k=8))[0].patches) == 8
 
 
 def test_complexity_figure():

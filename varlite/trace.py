@@ -25,7 +25,7 @@ from typing import Callable, Iterator
 
 import torch
 
-NUM_CANDIDATES = 5      # top-k candidates the compatibility properties ``topk_tokens`` / ``topk_probs`` show
+NUM_CANDIDATES = 5      # how many most likely tokens ``ScaleStep.candidates`` gives by default
 
 
 class Stopwatch:
@@ -120,21 +120,6 @@ class ScaleStep:
         shape = (-1, self.side, self.side, probs_Blk.shape[-1])
         return tokens_Blk.view(shape), probs_Blk.view(shape)
 
-    @property
-    def topk_tokens(self) -> torch.Tensor:
-        """Compatibility name: ``candidates()[0]``, (B, h, w, 5)."""
-        return self.candidates()[0]
-
-    @property
-    def topk_probs(self) -> torch.Tensor:
-        """Compatibility name: ``candidates()[1]``, (B, h, w, 5)."""
-        return self.candidates()[1]
-
-    @property
-    def residual(self) -> torch.Tensor:
-        """Compatibility name of ``contribution`` (kept until the app and lessons use the new name)."""
-        return self.contribution
-
     # ------------------------------------------------------------------ structure and pictures
     def mask_rows(self) -> torch.Tensor:
         """(l, L) bool: row i says which of the L tokens this scale's i-th token may attend to (block-causal).
@@ -187,26 +172,6 @@ class EncodeStep:
     def codes_used(self) -> int:
         """Distinct codebook entries used at this scale (whole batch)."""
         return int(self.tokens.unique().numel())
-
-    @property
-    def residual(self) -> torch.Tensor:
-        """Compatibility name of ``contribution`` (kept until the app uses the new name)."""
-        return self.contribution
-
-    @property
-    def remaining(self) -> torch.Tensor:
-        """Compatibility name of ``rest`` (kept until the app and lessons use the new name)."""
-        return self.rest
-
-    @property
-    def remaining_norm(self) -> torch.Tensor:
-        """Compatibility name of ``rest_norm`` (kept until the app and lessons use the new name)."""
-        return self.rest_norm
-
-    @property
-    def target_BCvhw(self) -> torch.Tensor:
-        """Compatibility name of ``target`` (kept until varlite/train/tokenizer.py uses the new name)."""
-        return self.target
 
     def image(self) -> torch.Tensor:
         """The image decoded from this prefix of scales, (B, 3, Hi, Wi) float in [0, 1]; decoded once, on first use."""

@@ -156,10 +156,6 @@ class VAR(nn.Module):
         if not 0 <= top_p <= 1:
             raise ValueError(f"top_p must be in [0, 1] (0 = off); got {top_p}")
 
-    def decode_f_hat(self, f_hat_BCvHW: torch.Tensor) -> torch.Tensor:
-        """Compatibility name of ``VQVAE.decode_f_hat`` (kept until app/core.py calls the VQVAE's)."""
-        return self.vqvae.decode_f_hat(f_hat_BCvHW)
-
     def start_tokens(self, cond_BD: torch.Tensor) -> torch.Tensor:
         """The first scale's input (B, pn_1^2, C): the class embedding plus the start position ``pos_start``."""
         B = cond_BD.shape[0]
@@ -168,8 +164,7 @@ class VAR(nn.Module):
     @torch.inference_mode()
     def generate_steps(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
                        seed: int | None = None, generator: torch.Generator | None = None,
-                       capture_attention: bool = False, overrides: dict | None = None,
-                       trace: bool | None = None) -> Iterator[ScaleStep]:
+                       capture_attention: bool = False, overrides: dict | None = None) -> Iterator[ScaleStep]:
         """Generate images for ``labels`` one scale at a time (Algorithm 2 of the paper), yielding a ``ScaleStep``
         after each scale.
 
@@ -178,7 +173,7 @@ class VAR(nn.Module):
         equal images. capture_attention: keep every layer's attention weights for each scale's queries.
         overrides: {scale si: (tokens, keep)}: at scale si, positions where ``keep`` is True take the given tokens
         instead of sampled ones (token surgery and zero-shot editing; checked by ``editing.check_overrides``).
-        trace: ignored (the step's statistics are computed on demand); kept until its last callers drop it.
+        The step's probabilities, entropy and candidates are computed from its logits when read.
         """
         labels_B = self.check_labels(labels)
         self.check_sampling_args(cfg, top_k, top_p)

@@ -246,12 +246,14 @@ def probability_figure(step, b: int = 0) -> Figure:
     return fig
 
 
-def topk_figure(step, row: int, col: int, b: int = 0) -> Figure:
-    """Bars of the most likely tokens at one position (the chosen token in orange if it is among them)."""
+def topk_figure(step, row: int, col: int, b: int = 0, k: int = 5) -> Figure:
+    """Bars of the k most likely tokens at one position (``step.candidates(k)``; the chosen token in orange if it is
+    among them)."""
     if not (0 <= row < step.side and 0 <= col < step.side):
         raise ValueError(f"position ({row}, {col}) is outside this {step.side}x{step.side} map")
-    tokens_k = _numpy(step.topk_tokens[b, row, col]).astype(np.int64)
-    probs_k = _numpy(step.topk_probs[b, row, col])
+    tokens_Bhwk, probs_Bhwk = step.candidates(k)
+    tokens_k = _numpy(tokens_Bhwk[b, row, col]).astype(np.int64)
+    probs_k = _numpy(probs_Bhwk[b, row, col])
     chosen = int(step.tokens[b, row, col])
     fig = Figure(figsize=(4.8, 3.2), layout="constrained")
     ax = fig.subplots()
