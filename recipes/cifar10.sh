@@ -56,6 +56,6 @@ evaluate)    # 1,000 samples (100 per class, class c with seed c) at the recomme
         --out $R/eval.json ;;
 export)      # ship it (float16) with its recommended sampling
     $PY -m varlite export-builtin --var $R/var-${WINNER#cifar10-} --name cifar10 --preset cifar10 \
-        --cfg ${CFG:-3} --top-k ${TOPK:-0} --top-p ${TOPP:-0} ;;
+        --cfg ${CFG:-3} --top-k ${TOPK:-0} --top-p ${TOPP:-0} --storage int8 ;;
 *) echo "usage: $0 judge|tokenizer|encode|ablation|long|evaluate|export" >&2; exit 2 ;;
 esac

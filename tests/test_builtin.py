@@ -55,3 +55,31 @@ def test_recommended_sampling_is_stored_with_the_weights():
     assert set(settings) == {"cfg", "top_k", "top_p"} and settings["top_k"] == 20
     _, var = load_builtin("shapes")
     assert var.generate([3], seed=0, **settings).shape == (1, 3, 32, 32)
+
+
+def test_int8_storage_is_a_quarter_of_float32_and_loads_within_one_rounding_step(tmp_path, monkeypatch):
+    from varlite import builtin
+    vqvae, var = load_builtin("shapes")
+    path = builtin.save_builtin(tmp_path / "tiny8.pth", "shapes", vqvae, var, {"cfg": 2.0}, storage="int8")
+    params = sum(t.numel() for t in list(vqvae.state_dict().values()) + list(var.state_dict().values()))
+    assert path.stat().st_size < 0.3 * 4 * params                      # int8 + per-row scales + small tensors
+    monkeypatch.setattr(builtin, "WEIGHTS_DIR", tmp_path)
+    vqvae8, var8 = builtin.load_builtin("tiny8")
+    assert builtin.sampling_defaults("tiny8")["cfg"] == 2.0
+    for name, w in var.state_dict().items():
+        w8 = var8.state_dict()[name]
+        assert w8.dtype == w.dtype
+        if w.is_floating_point() and w.ndim >= 2 and w.numel() >= builtin.INT8_MIN_NUMEL and w.isfinite().all():
+            # symmetric int8 per output row: |w - w8| <= scale / 2, scale = max|row| / 127 (float16-rounded)
+            bound_row = w.flatten(1).abs().amax(1) / 127 / 2 * 1.01 + 1e-6
+            assert ((w - w8).flatten(1).abs() <= bound_row[:, None]).all(), name
+        else:
+            assert torch.equal(w8, w.half().float() if w.is_floating_point() else w), name   # float16 or exact
+    assert var8.generate([1], seed=0).shape == (1, 3, 32, 32)
+
+
+def test_unknown_storage_is_refused(tmp_path):
+    from varlite.builtin import save_builtin
+    vqvae, var = load_builtin("shapes")
+    with pytest.raises(ValueError, match="storage must be 'float16' or 'int8', got 'int4'"):
+        save_builtin(tmp_path / "x.pth", "shapes", vqvae, var, storage="int4")

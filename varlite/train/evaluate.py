@@ -137,6 +137,8 @@ def add_export_options(p) -> None:
     p.add_argument("--cfg", type=float, default=1.5, help="recommended guidance, stored with the weights")
     p.add_argument("--top-k", type=int, default=0, help="recommended top-k, stored with the weights")
     p.add_argument("--top-p", type=float, default=0.0, help="recommended top-p, stored with the weights")
+    p.add_argument("--storage", default="float16", choices=("float16", "int8"),
+                   help="float16 (default) or int8 (a quarter of float32; see varlite.builtin)")
     p.add_argument("--preset", default=None, help="store the model under this preset name (default: the run's); "
                    "it must describe exactly the run's configs")
 
@@ -148,7 +150,7 @@ def cmd_export_builtin(args) -> int:
         raise ValueError(f"preset {preset!r} does not describe the configs of {args.var} (trained as preset "
                          f"{configs['train']['preset']!r}); export under that preset or one with equal configs")
     sampling = {"cfg": args.cfg, "top_k": args.top_k, "top_p": args.top_p}
-    path = save_builtin(Path(args.out_dir) / f"{args.name}.pth", preset, var.vqvae, var, sampling)
+    path = save_builtin(Path(args.out_dir) / f"{args.name}.pth", preset, var.vqvae, var, sampling, args.storage)
     print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.2f} MiB); write its model card {path.with_suffix('.md')}",
           file=sys.stderr)
     return 0
