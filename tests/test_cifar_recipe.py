@@ -93,17 +93,19 @@ def test_translate_shifts_each_image_by_at_most_the_given_pixels():
         assert sum(torch.equal(out[b], c) for c in crops) == 1
 
 
-def test_init_from_a_builtin_continues_the_shipped_model(tmp_path):
-    cfg = dict(run_dir=str(tmp_path / "run"), preset="shapes", tokenizer="builtin:shapes", dataset="shapes",
-               steps=2, batch_size=8, eval_every=0, sample_every=0, ckpt_every=2, eval_images=40, progress=False,
-               warmup_steps=1, lr=1e-5, init_from="builtin:shapes")
+@pytest.mark.parametrize("name", ["shapes", "cifar10"])
+def test_init_from_a_builtin_continues_the_shipped_model(name, folder, tmp_path):
     from varlite.train.transformer import VarTrainConfig
+    data = {"dataset": "shapes"} if name == "shapes" else {"dataset": "folder", "data_root": str(folder)}
+    cfg = dict(run_dir=str(tmp_path / "run"), preset=name, tokenizer=f"builtin:{name}", steps=2, batch_size=8,
+               eval_every=0, sample_every=0, ckpt_every=2, eval_images=40, progress=False, warmup_steps=1, lr=1e-5,
+               init_from=f"builtin:{name}", **data)
     trainer = VarTrainer(VarTrainConfig(**cfg))
-    _, shipped = load_builtin("shapes")
+    _, shipped = load_builtin(name)
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), shipped.state_dict().values()))
     continued = trainer.run().metrics["val_loss"]
     fresh = VarTrainer(VarTrainConfig(**{**cfg, "run_dir": str(tmp_path / "fresh"), "init_from": ""})).run()
-    assert continued < fresh.metrics["val_loss"] - 1.0          # the shipped model predicts far better than a new one
+    assert continued < fresh.metrics["val_loss"] - 0.5      # the shipped model predicts far better than a new one
 
 
 def test_init_from_needs_the_same_preset_and_tokenizer(folder, tokenizer_run, tmp_path):
