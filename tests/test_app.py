@@ -137,6 +137,17 @@ def test_switching_the_model_resets_its_classes_and_clamps_top_k():
     assert at.number_input(key="gen_top_k").value == 64
 
 
+def test_switching_to_cifar10_shows_its_class_names_at_once():
+    at = new_app()
+    assert at.selectbox(key=f"gen_class@{SHAPES}").options[0] == "0: red disc"
+    at.sidebar.selectbox(key="model_picker").set_value("builtin:cifar10").run()
+    assert_clean(at)
+    picker = at.selectbox(key="gen_class@builtin:cifar10")
+    assert picker.options[:3] == ["0: airplane", "1: automobile", "2: bird"] and picker.options[9] == "9: truck"
+    assert not any("red disc" in option for option in picker.options)
+    assert at.number_input(key="gen_top_k").value == builtin.sampling_defaults("cifar10")["top_k"] == 100
+
+
 def test_untouched_settings_follow_the_model_recommendation():
     at = new_app()
     assert at.number_input(key="gen_top_k").value == builtin.sampling_defaults("shapes")["top_k"]
