@@ -8,23 +8,11 @@ import os
 import signal
 
 import pytest
-import torch
 
-from tests.test_train import MICRO
-from varlite.configs import PRESETS
+from tests.test_train import micro_preset_one_thread  # noqa: F401 (autouse fixture: the micro preset, one thread)
 from varlite.train.checkpoint import load_checkpoint
 from varlite.train.loop import MetricLog
 from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer
-
-
-@pytest.fixture(autouse=True, scope="module")
-def micro_preset_one_thread():
-    PRESETS[MICRO.name] = MICRO
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    del PRESETS[MICRO.name]
 
 
 def trainer(run_dir, **kw) -> TokenizerTrainer:
