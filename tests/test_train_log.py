@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import signal
 
 import pytest
 
-from tests.test_train import micro_preset_one_thread  # noqa: F401 (autouse fixture: the micro preset, one thread)
+from tests.test_train import InterruptAt, micro_preset_one_thread  # noqa: F401 (autouse fixture: micro preset, one thread)
 from varlite.train.checkpoint import load_checkpoint
 from varlite.train.loop import MetricLog
 from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer
@@ -20,17 +18,6 @@ def trainer(run_dir, **kw) -> TokenizerTrainer:
     cfg = dict(run_dir=str(run_dir), preset="test-micro", dataset="shapes", steps=20, batch_size=8, log_every=5,
                eval_every=0, sample_every=0, ckpt_every=100, eval_images=8, progress=False, warmup_steps=2)
     return TokenizerTrainer(TokenizerTrainConfig(**{**cfg, **kw}))
-
-
-def interrupt_after(t: TokenizerTrainer, step: int) -> None:
-    """SIGINT to this process right after optimizer step ``step`` (0-based), as a user pressing Ctrl-C."""
-    original = t.after_step
-
-    def after_step(s):
-        original(s)
-        if s == step:
-            os.kill(os.getpid(), signal.SIGINT)
-    t.after_step = after_step
 
 
 def rows(path) -> list[dict]:
@@ -47,7 +34,7 @@ def straight_run(tmp_path_factory):
 
 def test_sigint_at_step_19_then_rerun_logs_the_same_step_20_row(straight_run, tmp_path):
     first = trainer(tmp_path)
-    interrupt_after(first, 18)                     # 0-based 18 = the 19th step: 4 steps into the window 16..20
+    InterruptAt(first, 18)                     # 0-based 18 = the 19th step: 4 steps into the window 16..20
     result = first.run()
     assert (result.step, result.interrupted) == (19, True)
     window = load_checkpoint(tmp_path / "checkpoint.pt")["log_window"]
