@@ -5,14 +5,20 @@ PNG (``fig_png``) and caches them by settings and scale. The panels shown at eve
 milliseconds, so they are plain images instead: decoded images, token maps in ``viz.codebook_colors``, channel-norm
 heat maps and the block-causal mask from ``varlite.var.block_causal_bias``, enlarged and cached as PNG bytes.
 
+Maps a user clicks (a token map, probability and entropy, the edit mask) are Altair heat maps (``clickable_map``),
+one rect per token with a tooltip; Streamlit returns a click (point selection) or a dragged box (interval
+selection) to the script, and ``picked_cells`` reads the cells out of that answer. No JavaScript of our own.
+
 Bounds: every cache here is ``st.cache_data`` with ``max_entries`` (and a one-hour ``ttl`` where keyed by settings).
 """
 from __future__ import annotations
 
 import io
 
+import altair as alt
 import matplotlib
 import numpy as np
+import pandas as pd
 import streamlit as st
 from PIL import Image
 
@@ -63,13 +69,16 @@ def enlarge(rgb_hw3: np.ndarray, px: int = DISPLAY_PX) -> np.ndarray:
 
 
 def mark_cell(rgb: np.ndarray, side: int, row: int, col: int) -> np.ndarray:
-    """Draw a white/black frame around token (row, col) of a side x side map enlarged to ``rgb``."""
+    """Draw a black/white frame around the area of token (row, col) of a side x side grid on a picture ``rgb`` of
+    the whole image (a token map, a latent map or the decoded image, any size): the pixels
+    [row/side, (row+1)/side) x [col/side, (col+1)/side) of it, rounded to whole pixels."""
     out = rgb.copy()
-    cell = out.shape[0] // side
-    y0, x0 = row * cell, col * cell
-    t = max(1, cell // 8)
+    n = out.shape[0]
+    y0, y1 = round(row * n / side), round((row + 1) * n / side)
+    x0, x1 = round(col * n / side), round((col + 1) * n / side)
+    t = max(1, min(y1 - y0, x1 - x0) // 8)
     for colour, pad in (((0, 0, 0), 0), ((255, 255, 255), t)):
-        ys, ye, xs, xe = y0 + pad, y0 + cell - pad, x0 + pad, x0 + cell - pad
+        ys, ye, xs, xe = y0 + pad, y1 - pad, x0 + pad, x1 - pad
         out[ys:ys + t, xs:xe] = colour
         out[ye - t:ye, xs:xe] = colour
         out[ys:ye, xs:xs + t] = colour
@@ -88,9 +97,11 @@ def channel_norm(x_CvHW: np.ndarray, px: int = DISPLAY_PX, vmax: float | None = 
     return colorize(np.linalg.norm(x_CvHW, axis=0), "magma", 0, vmax, px)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def block_mask(patch_nums: tuple[int, ...], scale: int, px: int = 240) -> bytes:
-    """The full L x L block-causal mask (grey = may attend), the current scale's rows highlighted in orange."""
+@st.cache_data(show_spinner=False, max_entries=256)
+def block_mask(patch_nums: tuple[int, ...], scale: int, query: int | None = None, px: int = 240) -> bytes:
+    """The full L x L block-causal mask (grey = may attend), the current scale's rows highlighted in orange and, if
+    given, the row of its token number ``query`` (row-major within the scale) in blue, with blue ticks in the
+    margins so that a one-pixel row stays easy to find."""
     allowed = (block_causal_bias(patch_nums)[0, 0] == 0).numpy()
     L = allowed.shape[0]
     rgb = np.where(allowed[..., None], np.array([150, 150, 150], np.uint8), np.array([255, 255, 255], np.uint8))
@@ -99,10 +110,99 @@ def block_mask(patch_nums: tuple[int, ...], scale: int, px: int = 240) -> bytes:
     rows = rgb[begin:end]
     rows[allowed[begin:end]] = (240, 120, 20)
     rows[~allowed[begin:end]] = (255, 225, 200)
+    if query is not None:
+        q = begin + query
+        rgb[q, allowed[q]] = (20, 90, 220)
     rgb = rgb.astype(np.uint8)
     if L < px:
         rgb = enlarge(rgb, px)
+    if query is not None:                      # ticks: a margin of 8 px left and right, blue at the query's row
+        rep = rgb.shape[0] // L
+        margin = np.full((rgb.shape[0], 8, 3), 255, np.uint8)
+        margin[q * rep:(q + 1) * rep] = (20, 90, 220)
+        rgb = np.concatenate([margin, rgb, margin], axis=1)
     return png(rgb)
+
+
+# ------------------------------------------------------------------------------------------------ clickable maps
+PICK, BRUSH = "pick", "brush"          # names of the point and interval selections of every clickable map
+
+
+def hex_colors(rgb_N3: np.ndarray) -> list[str]:
+    """(N, 3) floats in [0, 1] -> ['#rrggbb', ...] (Altair takes colours as strings)."""
+    return ["#%02x%02x%02x" % tuple(c) for c in (np.clip(rgb_N3, 0, 1) * 255).round().astype(int)]
+
+
+def grid_frame(side: int, **columns: np.ndarray) -> pd.DataFrame:
+    """One row per cell of a side x side grid: ``row``, ``col`` and each (side, side) array of ``columns``."""
+    rows, cols = np.divmod(np.arange(side * side), side)
+    return pd.DataFrame({"row": rows, "col": cols, **{k: np.asarray(v).reshape(-1) for k, v in columns.items()}})
+
+
+def clickable_map(df: pd.DataFrame, color: alt.Color, tooltip: list, side: int, marked: set | None = None,
+                  px: int = DISPLAY_PX, brush: bool = False) -> alt.LayerChart | alt.Chart:
+    """A side x side heat map, one rect per row of ``df`` (columns row, col, ...), to draw with
+    ``st.altair_chart(..., on_select="rerun")``: a click selects a cell (point selection ``PICK``, shift-click adds
+    cells); with ``brush``, a drag selects a box of cells (interval selection ``BRUSH``). Cells in ``marked`` (a set
+    of (row, col)) get a black and white frame, as ``mark_cell`` draws on the pictures."""
+    grid = list(range(side))
+    encoding = dict(x=alt.X("col:O", axis=None, scale=alt.Scale(domain=grid, paddingInner=0, paddingOuter=0)),
+                    y=alt.Y("row:O", axis=None, scale=alt.Scale(domain=grid, paddingInner=0, paddingOuter=0)))
+    params = [alt.selection_point(PICK, fields=["row", "col"], on="click", clear=False)]
+    if brush:
+        params.append(alt.selection_interval(BRUSH, encodings=["x", "y"], clear=False))
+    base = alt.Chart(df).mark_rect().encode(color=color, tooltip=tooltip, **encoding).add_params(*params)
+    if not marked:
+        return base.properties(width=px, height=px)
+    frames = alt.Chart(df[[(r, c) in marked for r, c in zip(df["row"], df["col"])]]).encode(**encoding)
+    width = max(2, px // side // 8)
+    return alt.layer(base, frames.mark_rect(fill=None, stroke="black", strokeWidth=2 * width),
+                     frames.mark_rect(fill=None, stroke="white", strokeWidth=width)).properties(width=px, height=px)
+
+
+def picked_cells(event, side: int) -> set[tuple[int, int]]:
+    """The cells a clickable map's selection names: the clicked cells (point selection: [{"row": r, "col": c}, ...])
+    and every cell of a dragged box (interval selection: {"row": [...], "col": [...]}, the rows and columns it
+    covers). ``event`` is what ``st.altair_chart`` returned, or that widget's value in ``st.session_state``; None or
+    an empty selection gives an empty set. Cells outside the grid are dropped."""
+    selection = (event or {}).get("selection") or {}
+    cells = {(int(p["row"]), int(p["col"])) for p in selection.get(PICK) or [] if "row" in p and "col" in p}
+    box = selection.get(BRUSH) or {}
+    if box.get("row") and box.get("col"):
+        cells |= {(int(r), int(c)) for r in box["row"] for c in box["col"]}
+    return {(r, c) for r, c in cells if 0 <= r < side and 0 <= c < side}
+
+
+SURENESS_TOOLTIP = [alt.Tooltip("probability:Q", format=".1%"),
+                    alt.Tooltip("entropy:Q", format=".2f", title="entropy (nats)")]
+
+
+def token_chart(tokens_hw: np.ndarray, colors_V3: np.ndarray, marked: set | None = None,
+                probs_hw: np.ndarray | None = None, entropy_hw: np.ndarray | None = None, brush: bool = False,
+                px: int = DISPLAY_PX) -> alt.Chart:
+    """A clickable token map in the codebook colours (``viz.codebook_colors``); the tooltip gives each token's id and,
+    when given, its probability and the entropy of its position."""
+    side = tokens_hw.shape[0]
+    columns = dict(token=tokens_hw, colour=np.array(hex_colors(colors_V3[tokens_hw.reshape(-1)])))
+    tooltip = [alt.Tooltip("row:O"), alt.Tooltip("col:O", title="column"), alt.Tooltip("token:Q")]
+    if probs_hw is not None:
+        columns.update(probability=probs_hw, entropy=entropy_hw)
+        tooltip += SURENESS_TOOLTIP
+    return clickable_map(grid_frame(side, **columns), alt.Color("colour:N", scale=None), tooltip, side, marked, px,
+                         brush)
+
+
+def step_chart(kind: str, tokens_hw: np.ndarray, probs_hw: np.ndarray, entropy_hw: np.ndarray, vocab_size: int,
+               marked: set, px: int = DISPLAY_PX) -> alt.Chart:
+    """A clickable probability (0..1, viridis) or entropy (0..ln V nats, magma) map of one scale, with the same
+    tooltip as ``token_chart``."""
+    side = tokens_hw.shape[0]
+    df = grid_frame(side, token=tokens_hw, probability=probs_hw, entropy=entropy_hw)
+    field, scheme, top = ("probability", "viridis", 1.0) if kind == "probability" else ("entropy", "magma",
+                                                                                          float(np.log(vocab_size)))
+    color = alt.Color(f"{field}:Q", scale=alt.Scale(scheme=scheme, domain=[0, top]), legend=None)
+    tooltip = [alt.Tooltip("row:O"), alt.Tooltip("col:O", title="column"), alt.Tooltip("token:Q")] + SURENESS_TOOLTIP
+    return clickable_map(df, color, tooltip, side, marked, px)
 
 
 # ------------------------------------------------------------------------------------------------ step panels
@@ -117,18 +217,23 @@ def codebook_colors(model_key: str) -> np.ndarray:
 
 
 @st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
-def step_panels(settings: GenSettings, si: int, computed: int) -> list[tuple[str, bytes]]:
+def step_panels(settings: GenSettings, si: int, computed: int,
+                pick: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
     """The three panels of scale si: its token map, its contribution to f_hat (one colour scale for all the scales
-    computed so far) and the image decoded from f_hat so far."""
+    computed so far) and the image decoded from f_hat so far; with ``pick`` = (row, col), each framed around the
+    area that token covers (on the contribution and the image: the pixels of its cell, ``mark_cell``)."""
     model = load_model(settings.model_key)
     run = traces.generation(settings)
     steps = run.steps[:computed]
     step = steps[si]
     vmax = max(float(s.contribution[0].norm(dim=0).max()) for s in steps)
-    return [(f"tokens r{si + 1} ({step.side}x{step.side})",
-             png(token_map(step.tokens[0].numpy(), codebook_colors(settings.model_key)))),
-            ("contribution of this scale to f_hat", png(channel_norm(step.contribution[0].numpy(), vmax=vmax))),
-            ("decoded so far", png(enlarge(run.image(si, model))))]
+    panels = [(f"tokens r{si + 1} ({step.side}x{step.side})", token_map(step.tokens[0].numpy(),
+                                                                        codebook_colors(settings.model_key))),
+              ("contribution of this scale to f_hat", channel_norm(step.contribution[0].numpy(), vmax=vmax)),
+              ("decoded so far", enlarge(run.image(si, model)))]
+    if pick is not None:
+        panels = [(caption, mark_cell(rgb, step.side, *pick)) for caption, rgb in panels]
+    return [(caption, png(rgb)) for caption, rgb in panels]
 
 
 def overview_strip(settings: GenSettings, si: int) -> bytes:

@@ -38,12 +38,21 @@ class Settings:
     scale: int = 1                       # Generate: the scale shown, k = 1..K
     playing: bool = False
     last_tick: float = 0.0               # Generate: time.monotonic() of the last Play step
-    row: int = 0                         # Generate: the inspected position on the current scale's grid
-    col: int = 0
+    pick_y: float = 0.5                  # Generate: the inspected point, as fractions of the image (row, column);
+    pick_x: float = 0.5                  # each scale inspects the token whose cell contains it (``position``)
     view: dict[str, Any] = field(default_factory=dict)    # the other pages' controls, by widget key
     custom_pairs: list[tuple[str, str]] = field(default_factory=list)   # (vae, var) files loaded on the Models page
     touched: set[str] = field(default_factory=set)        # sampling fields the user changed
     notes: list[str] = field(default_factory=list)        # what the last model change clamped
+
+    def position(self, side: int) -> tuple[int, int]:
+        """(row, col) of the token of a side x side scale whose cell contains the picked point: the same image
+        area on every scale (a click at scale k stays selected, on the new grid, at scale k+1)."""
+        return min(int(self.pick_y * side), side - 1), min(int(self.pick_x * side), side - 1)
+
+    def pick(self, row: int, col: int, side: int) -> None:
+        """Pick the token (row, col) of a side x side scale: the point becomes that cell's centre."""
+        self.pick_y, self.pick_x = (row + 0.5) / side, (col + 0.5) / side
 
     def sampling(self, b: bool = False) -> dict:
         """The generation settings of A (or B, which shares A's top-k, top-p and smoothing)."""
@@ -78,7 +87,7 @@ def adopt_model(model: LoadedModel) -> None:
     if not first and (s.label, s.label_b) != (0, 0):
         notes.append(f"The class was reset to {model.class_label(0)} (classes differ between models).")
     s.label = s.label_b = 0
-    s.scale, s.playing, s.row, s.col = 1, False, 0, 0
+    s.scale, s.playing, s.pick_y, s.pick_x = 1, False, 0.5, 0.5
     s.view.clear()
     s.notes = notes
     s.adopted_key = s.model_key = model.key

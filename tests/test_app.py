@@ -172,8 +172,8 @@ def test_step_controls_move_through_the_scales_and_everything_agrees():
     at.button(key="gen_reset").click().run()
     assert heading_scale(at)[0] == 1 and at.button(key="gen_prev").disabled
     assert_clean(at)
-    # the overview strip + the 3 panels + the mask + the inspector's token map
-    assert len(at.image) == 6
+    # the overview strip, the contribution, the decoded image and the mask (the token map is a clickable chart)
+    assert len(at.image) == 4
 
 
 def test_next_counts_from_the_servers_scale_not_the_browsers():
@@ -228,9 +228,9 @@ def test_sampling_settings_change_the_generation():
 def test_inspector_shows_candidates_and_attention_per_layer_and_head():
     at = new_app()
     at.button(key="gen_next").click().run()
-    at.number_input(key="gen_row_2").set_value(1).run()
-    at.number_input(key="gen_col_2").set_value(1).run()
-    assert any("Chosen token" in m.value for m in at.markdown)
+    at.session_state["gen_pick_tokens_1_1_1"] = {"selection": {"pick": [{"row": 0, "col": 1}]}}   # a click
+    at.run()
+    assert any("Position **(0, 1)**: chosen token" in m.value for m in at.markdown)
     at.toggle(key="gen_show_att").set_value(True).run()
     assert_clean(at)
     at.selectbox(key="gen_att_layer").set_value(0).run()

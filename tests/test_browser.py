@@ -88,9 +88,9 @@ def test_step_through_a_generation(page, server):
     open_page(page, server, "", "Scale 1 of")
     k, K = current_scale(page)
     assert k == 1
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 6")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4")
     images = page.locator('[data-testid="stImage"] img')
-    assert images.count() == 6                        # overview strip, 3 panels, mask, inspector
+    assert images.count() == 4                        # overview strip, contribution, decoded image, mask
     for expected in range(2, K + 1):
         page.get_by_role("button", name="Next").click()
         page.get_by_text(f"Scale {expected} of {K}:").wait_for()
@@ -144,7 +144,7 @@ def test_play_steps_by_itself_and_stops_at_the_last_scale(page, server):
 def test_compare_mode_is_step_locked(page, server):
     open_page(page, server, "", "Scale 1 of")
     _, K = current_scale(page)
-    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 6")
+    page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4")
     single = page.locator('[data-testid="stImage"] img').count()
     page.get_by_text("Compare with a second setting").click()
     page.get_by_text("Setting B").wait_for()

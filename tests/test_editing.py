@@ -229,3 +229,35 @@ def test_other_bad_edit_arguments_get_specific_errors(tiny_models, source):
         editing.inpaint(var, source, hole, labels=11)
     with pytest.raises(ValueError, match="1-D sequence of ints"):
         editing.inpaint(var, source, hole, labels=1.5)
+
+
+def test_replacing_chosen_cells_keeps_the_rest_of_the_scale(tiny_models, source):
+    _, var = tiny_models
+    where_hw = torch.tensor([[True, False, False], [False, False, False], [False, False, True]])
+    result = editing.replace_tokens(var, source, 2, where_hw, 5, [3, 7], seed=2)
+    painted = source[2].clone()
+    painted[:, 0, 0] = painted[:, 2, 2] = 5
+    assert torch.equal(result.tokens[2], painted)
+    assert all(torch.equal(result.tokens[si], source[si]) for si in (0, 1))
+    assert [bool(k.all()) for k in result.keep] == [True, True, True, False]
+    box = editing.paint_tokens(var, source, 2, (0.0, 0.0, 1 / 3, 1 / 3), 5, [3, 7], seed=2)
+    one_cell = editing.replace_tokens(var, source, 2, editing.box_mask(3, 0.0, 0.0, 1 / 3, 1 / 3), 5, [3, 7], seed=2)
+    assert all(torch.equal(a, b) for a, b in zip(box.tokens, one_cell.tokens))    # a box is a set of cells
+    with pytest.raises(ValueError, match=r"keep mask of scale 2 must be True/False or have shape \(3, 3\)"):
+        editing.replace_tokens(var, source, 2, torch.ones(4, 4, dtype=torch.bool), 5, [3, 7])
+
+
+def test_predict_scale_gives_the_models_candidates_given_the_coarser_scales(tiny_models):
+    _, var = tiny_models
+    steps = list(var.generate_steps([6], cfg=1.5, seed=7))
+    original = editing.step_tokens(steps)
+    step = editing.predict_scale(var, original, 2, 6, cfg=1.5, seed=7)
+    assert step.scale == 2 and torch.equal(step.tokens, original[2])        # same label, settings, seed: the source
+    torch.testing.assert_close(step.probs, steps[2].probs)
+    tokens_hwk, probs_hwk = step.candidates(3)
+    assert tokens_hwk.shape == (1, 3, 3, 3) and bool((probs_hwk[..., 0] >= probs_hwk[..., 1]).all())
+    changed = [t.clone() for t in original]
+    changed[1][0, 0, 0] = (changed[1][0, 0, 0] + 1) % var.config.vocab_size
+    assert not torch.allclose(editing.predict_scale(var, changed, 2, 6, cfg=1.5, seed=7).probs, steps[2].probs)
+    with pytest.raises(ValueError, match="scale 4 does not exist"):
+        editing.predict_scale(var, original, 4, 6)

@@ -18,9 +18,10 @@ Zero-shot editing (the VAR paper's "zero-shot task generalization"; official ``d
   of the mask -- for a central hole, 0 -- and let the model redraw the whole image;
 - in-painting keeps everything outside a region, out-painting keeps the inside, and class-conditional editing is
   in-painting with a real class label instead of the unconditional one (label = num_classes).
-Token surgery keeps whole scales (``regenerate_from``: scales before si are kept, si.. resampled), paints a box of
-one scale with one token (``paint_tokens``), or fixes any hand-made set of positions (``make_overrides`` +
-``generate_with_overrides``).
+Token surgery keeps whole scales (``regenerate_from``: scales before si are kept, si.. resampled), paints a box or
+any set of cells of one scale with one token (``paint_tokens``, ``replace_tokens``), or fixes any hand-made set of
+positions (``make_overrides`` + ``generate_with_overrides``); ``predict_scale`` gives the model's candidates for
+a scale of a source, to choose a replacement from.
 
 To stream the steps of an edit one scale at a time, build the overrides here and call
 ``var.generate_steps(labels, overrides=...)`` yourself; the functions below run that loop to the end.
@@ -305,19 +306,50 @@ def regenerate_from(var: VAR, source, from_scale: int, labels, **sampling) -> Ed
     return _run(var, labels, overrides, tokens, sampling)
 
 
-def paint_tokens(var: VAR, source, si: int, box: tuple[float, float, float, float], token: int, labels,
-                 **sampling) -> EditResult:
-    """Token surgery with a brush: at scale ``si`` set every token inside ``box`` = (y0, x0, y1, x1) (fractions of
-    the grid, ``box_mask``'s rule) to ``token``, keep the source's scales < si and the rest of scale si, and
-    generate the finer scales. ``source``: an image batch or K token maps; ``source_image()`` decodes the source.
+def replace_tokens(var: VAR, source, si: int, where_hw, token: int, labels, **sampling) -> EditResult:
+    """Token surgery on chosen cells: at scale ``si`` set every token where ``where_hw`` is True to ``token``, keep
+    the source's scales < si and the rest of scale si, and generate the finer scales.
+
+    ``where_hw``: a bool (h, w) or (B, h, w) mask on scale si's grid (a painted set of cells); ``source``: an image
+    batch or K token maps; ``source_image()`` decodes the source.
     """
     tokens = _source_tokens(var, source)
     K = len(var.patch_nums)
     if not (isinstance(si, int) and 0 <= si < K):
         raise ValueError(f"scale {si!r} does not exist: this model has K={K} scales, numbered 0..{K - 1}")
-    painted_Bhw = torch.where(box_mask(var.patch_nums[si], *box), torch.as_tensor(token), tokens[si])
+    where_Bhw = _keep_map(where_hw, si, var.patch_nums[si])
+    painted_Bhw = torch.where(where_Bhw, torch.as_tensor(token), tokens[si])
     overrides = make_overrides(var, tokens[:si] + [painted_Bhw], True)
     return _run(var, labels, overrides, tokens, sampling)
+
+
+def paint_tokens(var: VAR, source, si: int, box: tuple[float, float, float, float], token: int, labels,
+                 **sampling) -> EditResult:
+    """Token surgery with a brush: ``replace_tokens`` on the cells of scale ``si`` inside ``box`` = (y0, x0, y1,
+    x1) (fractions of the grid, ``box_mask``'s rule)."""
+    K = len(var.patch_nums)
+    if not (isinstance(si, int) and 0 <= si < K):
+        raise ValueError(f"scale {si!r} does not exist: this model has K={K} scales, numbered 0..{K - 1}")
+    return replace_tokens(var, source, si, box_mask(var.patch_nums[si], *box), token, labels, **sampling)
+
+
+def predict_scale(var: VAR, source, si: int, labels, **sampling) -> ScaleStep:
+    """What the model predicts for scale ``si`` of ``source`` given the source's coarser scales: the step of scale
+    si of a generation whose scales < si are forced to the source's tokens (its ``probs`` and ``candidates(k)``
+    are the model's choices for every position of that scale). The loop stops after scale si.
+
+    For a generated source with its own label, sampling settings and seed, the step's tokens are the source's.
+    """
+    tokens = _source_tokens(var, source)
+    K = len(var.patch_nums)
+    if not (isinstance(si, int) and 0 <= si < K):
+        raise ValueError(f"scale {si!r} does not exist: this model has K={K} scales, numbered 0..{K - 1}")
+    if torch.as_tensor(labels).ndim == 0:
+        labels = torch.as_tensor(labels).repeat(tokens[0].shape[0])
+    for step in var.generate_steps(labels, overrides=make_overrides(var, tokens[:si], True), **sampling):
+        if step.scale == si:
+            return step
+    raise AssertionError("generate_steps ended before scale si")     # unreachable: it yields every scale
 
 
 def edit(var: VAR, source, keep_HW, labels, **sampling) -> EditResult:

@@ -196,44 +196,85 @@ def step_viewer(timer_s: float | None) -> None:
                      caption=f"{name + ': ' if len(runs) > 1 else ''}decoded image after every scale ({sides}; "
                              f"scale {k} framed, later scales faded)")
     step_a = runs[0][2].steps[si]
-    tokens = step_a.side * step_a.side
-    st.subheader(f"Scale {k} of {K}: {step_a.side}x{step_a.side} = {tokens} token{'s' if tokens > 1 else ''}, "
+    side = step_a.side
+    _take_clicks(si, side)
+    row, col = s.position(side)                # the picked point's token on this scale (same area on every scale)
+    tokens = side * side
+    st.subheader(f"Scale {k} of {K}: {side}x{side} = {tokens} token{'s' if tokens > 1 else ''}, "
                  f"predicted in one step (guidance here t = {step_a.cfg:.2f})")
     cols = st.columns([3, 1] if len(runs) == 1 else [3, 3, 1])
-    for (name, settings, run), col in zip(runs, cols):
-        with col:
-            for pcol, (cap, img) in zip(st.columns(3), figures.step_panels(settings, si, len(run.steps))):
-                pcol.image(img, caption=cap if len(runs) == 1 else f"{name}: {cap}", width="stretch",
-                           output_format="PNG")
+    for i, ((name, settings, run), col_) in enumerate(zip(runs, cols)):
+        with col_:
+            panels = figures.step_panels(settings, si, len(run.steps), (row, col))
+            for j, (pcol, (cap, img)) in enumerate(zip(st.columns(3), panels)):
+                with pcol:
+                    if i == 0 and j == 0:      # A's token map is the clickable one
+                        _clickable("tokens", step_a, si, row, col)
+                        st.caption(f"{cap}: click a token to inspect it" if len(runs) == 1 else f"A: {cap}")
+                    else:
+                        st.image(img, caption=cap if len(runs) == 1 else f"{name}: {cap}", width="stretch",
+                                 output_format="PNG")
     with cols[-1]:
-        st.image(figures.block_mask(model.patch_nums, si), width="stretch", output_format="PNG",
-                 caption=f"attention mask, L={step_a.total_tokens}: scale {k}'s rows in orange")
-    inspector(runs[0][2], si, settings_a)
-    details(settings_a, si)
+        st.image(figures.block_mask(model.patch_nums, si, row * side + col), width="stretch", output_format="PNG",
+                 caption=f"attention mask, L={step_a.total_tokens}: scale {k}'s rows in orange, the picked token's "
+                         f"row in blue")
+    inspector(runs[0][2], si, settings_a, row, col)
+    details(settings_a, si, row, col)
     st.caption(f"step rendered in {(time.perf_counter() - t0) * 1000:.0f} ms on the server")
 
 
-def inspector(run: GenerationRun, si: int, settings: GenSettings) -> None:
-    """One position of the current scale: its top candidates and, on request, its attention."""
+# ------------------------------------------------------------------------------------------------ picking a position
+# A click on a map reruns the step viewer with the map's selection in st.session_state under the map's key. The
+# key names the scale and the position picked when the map was drawn, so every pick draws fresh maps (with no
+# selection left in them) and a selection found under the current keys is always a new click; it is read before
+# anything is drawn, so every panel of this run shows the new position.
+CLICKABLE = ("tokens", "probability", "entropy")
+
+
+def _pick_key(name: str, si: int, row: int, col: int) -> str:
+    return f"gen_pick_{name}_{si}_{row}_{col}"
+
+
+def _take_clicks(si: int, side: int) -> None:
+    """Apply a click on one of this scale's maps (drawn with the current position) to the picked point."""
+    row, col = s.position(side)
+    for name in CLICKABLE:
+        cells = figures.picked_cells(st.session_state.get(_pick_key(name, si, row, col)), side)
+        if cells - {(row, col)}:
+            s.pick(*sorted(cells - {(row, col)})[0], side)
+            return
+
+
+def _clickable(name: str, step, si: int, row: int, col: int) -> None:
+    """A clickable map of step A's scale si ("tokens", "probability" or "entropy"), the picked token framed."""
+    probs, entropy = step.token_prob[0].numpy(), step.entropy[0].numpy()
+    if name == "tokens":
+        chart = figures.token_chart(step.tokens[0].numpy(), colors, {(row, col)}, probs, entropy)
+    else:
+        chart = figures.step_chart(name, step.tokens[0].numpy(), probs, entropy, model.vocab_size, {(row, col)})
+    st.altair_chart(chart, key=_pick_key(name, si, row, col), on_select="rerun", selection_mode=figures.PICK,
+                    width="content", theme=None)
+
+
+def inspector(run: GenerationRun, si: int, settings: GenSettings, row: int, col: int) -> None:
+    """The picked position of the current scale: how sure the model was there, its top candidates and, on
+    request, its attention."""
     step = run.steps[si]
-    side = step.side
-    s.row, s.col = min(s.row, side - 1), min(s.col, side - 1)
-    with st.expander("Inspect a position of this scale (A)", expanded=True):
-        c = st.columns([1, 1, 2, 3])
+    with st.expander(f"Inspect the picked position ({row}, {col}) of this scale (A)", expanded=True):
+        c = st.columns([1, 1, 2])
         with c[0]:
-            row = state.bound(st.number_input, "Row", f"gen_row_{side}", field="row", min_value=0, max_value=side - 1)
+            _clickable("probability", step, si, row, col)
+            st.caption("probability of the chosen token (dark = unsure)")
         with c[1]:
-            col = state.bound(st.number_input, "Column", f"gen_col_{side}", field="col", min_value=0,
-                              max_value=side - 1)
+            _clickable("entropy", step, si, row, col)
+            st.caption(f"entropy of the distribution (bright = spread; at most ln {model.vocab_size})")
         with c[2]:
-            st.image(figures.png(figures.mark_cell(figures.token_map(step.tokens[0].numpy(), colors), side, row, col)),
-                     caption=f"position ({row}, {col})", width=160, output_format="PNG")
-        with c[3]:
             chosen = int(step.tokens[0, row, col])
             V = model.vocab_size
-            st.markdown(f"Chosen token **{chosen}** with probability **{float(step.token_prob[0, row, col]):.1%}**; "
-                        f"entropy {float(step.entropy[0, row, col]):.2f} nats "
-                        f"(uniform over {V} would be {np.log(V):.2f}).")
+            st.markdown(f"Position **({row}, {col})**: chosen token **{chosen}** with probability "
+                        f"**{float(step.token_prob[0, row, col]):.1%}**; entropy {float(step.entropy[0, row, col]):.2f} "
+                        f"nats (uniform over {V} would be {np.log(V):.2f}). Click any map to pick another position; "
+                        f"the same image area stays picked on the next scale.")
             cand_tokens, cand_probs = step.candidates()
             df = pd.DataFrame({"token": [int(t) for t in cand_tokens[0, row, col]],
                                "probability": cand_probs[0, row, col].numpy().astype(float)})
@@ -269,7 +310,7 @@ DETAILS = {"none": "none", "tokens": "token maps so far", "latents": "contributi
            "mask": "attention mask (figure)"}
 
 
-def details(settings: GenSettings, si: int) -> None:
+def details(settings: GenSettings, si: int, row: int, col: int) -> None:
     """The lessons' matplotlib figures for this scale, drawn on request (each is cached once drawn)."""
     kind = state.bound(st.segmented_control, "Detailed figure (as in the lessons)", "gen_detail", default="none",
                        options=list(DETAILS), format_func=DETAILS.get)
@@ -279,7 +320,7 @@ def details(settings: GenSettings, si: int) -> None:
         if kind == "mask":
             png = figures.mask_figure(model.patch_nums, si)
         else:
-            png = figures.generation_figure(kind, settings, si, s.row, s.col)
+            png = figures.generation_figure(kind, settings, si, row, col)
     except Exception as err:      # noqa: BLE001
         st.error(f"Could not draw this figure: {models.friendly_error(err)}")
         return
