@@ -13,6 +13,7 @@ from varlite import export
 from varlite.builtin import load_builtin
 from varlite.images import prepare_image
 from varlite.viz import codebook_colors
+from tests.test_train import folder, micro_preset_one_thread, tokenizer_run, var_run  # noqa: F401 (fixtures: a tiny run)
 
 PX = 64
 
@@ -149,3 +150,63 @@ def test_a_step_without_its_image_is_refused_by_the_step(shapes):
         steps = [s.detached(decode=False) for s in var.generate_steps([0], seed=0)]
     with pytest.raises(RuntimeError, match="no decoder attached"):
         export.scale_panels(steps, codebook(vqvae))
+
+
+# ------------------------------------------------------------------------------------------------ the figure command
+def test_figure_command_writes_the_library_strip_with_the_recommended_sampling(shapes, tmp_path, capsys):
+    from varlite.builtin import sampling_defaults
+    from varlite.cli import main as cli_main
+    vqvae, _ = shapes
+    out = tmp_path / "strip.png"
+    assert cli_main(["figure", "--model", "shapes", "--class", "yellow ring", "--seed", "0", "--device", "cpu",
+                     "--out", str(out), "--title", ""]) == 0
+    _, var = load_builtin("shapes", "cpu")
+    with torch.inference_mode():
+        steps = [s.detached() for s in var.generate_steps([3], **sampling_defaults("shapes"), seed=0)]
+    expected = export.strip_image(steps, codebook(vqvae))
+    np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), np.asarray(expected))
+    err = capsys.readouterr().err
+    assert "(a strip of 7 scales): built-in shapes, class 3 'yellow ring', cfg 1.5, top-k 20, top-p 0.0, seed 0" in err
+
+
+def test_figure_command_gif_and_unconditional(tmp_path, capsys):
+    from varlite.cli import main as cli_main
+    out = tmp_path / "anim.gif"
+    assert cli_main(["figure", "--class", "unconditional", "--cfg", "0", "--device", "cpu", "--out", str(out),
+                     "--panel-px", "48", "--frame-ms", "300"]) == 0
+    gif = Image.open(out)
+    assert gif.n_frames == 7 and gif.info["duration"] == 300
+    assert gif.width == export.GAP + 3 * (48 + export.GAP)
+    assert "class 10 'unconditional', cfg 0.0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--out", "slide.jpg"], "the export must be a .gif file"),
+    (["--model", "no/such/run", "--out", "a.gif"], "--model 'no/such/run' is neither a built-in model"),
+    (["--class", "zebra", "--out", "a.png"], "--class 'zebra' is not a class of this model"),
+    (["--class", "10", "--out", "a.png"], "--class 10 is outside this model's classes 0..9"),
+])
+def test_figure_mistakes_are_one_line_with_exit_code_2(tmp_path, capsys, argv, message):
+    from varlite.cli import main as cli_main
+    argv = [a if not a.endswith((".gif", ".png", ".jpg")) else str(tmp_path / a) for a in argv]
+    assert cli_main(["figure", "--device", "cpu", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_figure_from_a_training_run_on_an_image_folder_has_its_folder_names(var_run, tmp_path, capsys):
+    """A train-var run (micro preset) on an image folder: the classes are the folder's sub-folder names."""
+    from varlite.cli import main as cli_main
+    assert cli_main(["figure", "--model", str(var_run), "--list-classes"]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{i}: class{i:02d}" for i in range(10)]
+    out = tmp_path / "run.png"
+    assert cli_main(["figure", "--model", str(var_run), "--class", "class03", "--device", "cpu", "--out", str(out),
+                     "--title", ""]) == 0
+    assert f"training run {var_run}, class 3 'class03', cfg 1.5, top-k 0, top-p 0.0" in capsys.readouterr().err
+    from varlite.train.transformer import load_var_run
+    var, _ = load_var_run(var_run)
+    with torch.inference_mode():
+        steps = [s.detached() for s in var.generate_steps([3], cfg=1.5, seed=0)]
+    expected = export.strip_image(steps, codebook(var.vqvae))
+    np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), np.asarray(expected))

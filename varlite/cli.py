@@ -1,4 +1,5 @@
-"""The ``python -m varlite`` command line: download official weights or CIFAR-10, check parity, train, inspect.
+"""The ``python -m varlite`` command line: download official weights or CIFAR-10, check parity, train, generate,
+export a step-through (``figure``), inspect.
 
 A mistake a user can make (a wrong path, name, dataset folder or file) prints one line ``error: <what, why, what to
 do>`` on stderr and exits with code 2; ``--debug`` shows the full traceback instead. Anything else is a bug and
@@ -23,6 +24,7 @@ from .data import DATASET_NAMES, DatasetError, download_cifar10
 from .data import class_names as dataset_class_names
 from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .download import DownloadError, varlite_home
+from .export import check_export_path, save_step_through
 from .pretrained import (HF_BASE_URL, OFFICIAL_FILES, OFFICIAL_SAMPLING, CheckpointError, download_official,
                          load_official, load_pair, official_path)
 from .train import cli as train_cli
@@ -98,10 +100,24 @@ class GenerationModel:
     class_names: list[str]
 
 
-def class_names_for(dataset: str | None, num_classes: int) -> list[str]:
-    """A dataset's names (shapes, cifar10; a built-in model is named after its dataset), ImageNet names for
-    1,000 classes, else blanks."""
+def folder_class_names(data_root: str | Path) -> list[str] | None:
+    """The class names of a ``folder`` dataset, by ``ImageFolder``'s rule without reading any image: the sorted
+    names of the non-hidden sub-folders of ``<data_root>/train`` (or of ``data_root`` when it has no train/);
+    None when the folder is not there."""
+    root = Path(data_root).expanduser()
+    split = root / "train" if (root / "train").is_dir() else root
+    if not split.is_dir():
+        return None
+    return sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def class_names_for(dataset: str | None, num_classes: int, data_root: str | Path | None = None) -> list[str]:
+    """A dataset's names (shapes, cifar10; a built-in model is named after its dataset; a ``folder`` dataset's
+    from its sub-folders when ``data_root`` is given and still there), ImageNet names for 1,000 classes, else
+    blanks."""
     names = dataset_class_names(dataset) if dataset in DATASET_NAMES else None
+    if names is None and dataset == "folder" and data_root:
+        names = folder_class_names(data_root)
     if names is None and num_classes == imagenet.NUM_CLASSES:
         names = imagenet.class_names()
     return list(names) if names is not None and len(names) == num_classes else [""] * num_classes
@@ -128,7 +144,7 @@ def load_generation_model(model: str, vae: str | None, cache_dir: str | None, de
         var, configs = load_var_run(path, device)
         train = configs["train"]
         return GenerationModel(var.vqvae, var, f"training run {path}", {**DEFAULT_SAMPLING, "cfg": train["sample_cfg"]},
-                               class_names_for(train["dataset"], var.num_classes))
+                               class_names_for(train["dataset"], var.num_classes, train.get("data_root")))
     if path.is_file():
         raise ValueError(f"{path} is a single weights file: give the VQVAE file it was trained with as --vae "
                          f"(official files, or VQVAE + VAR state_dicts saved by varlite), or pass a train-var run "
@@ -231,18 +247,76 @@ def cmd_generate(args) -> int:
     return 0
 
 
-def add_generate_options(p: argparse.ArgumentParser) -> None:
+# ------------------------------------------------------------------------------------------------ figure
+def parse_one_class(value: str | None, names: list[str]) -> int:
+    """The label of ``figure --class``: one number or name (``parse_classes``), or "unconditional" (the class
+    index ``num_classes``); without it, class 0."""
+    if value is None:
+        return 0
+    if value.strip().lower() == "unconditional":
+        return len(names)
+    return parse_classes([value], names)[0]
+
+
+def cmd_figure(args) -> int:
+    """Export one generation's step-through for a slide: an animated GIF (one frame per scale: token map,
+    contribution, image so far) or a PNG strip of every scale, chosen by the suffix of --out."""
+    kind = check_export_path(args.out)            # before loading or sampling anything
+    device = pick_device(args.device)
+    model = load_generation_model(args.model, args.vae, args.cache_dir, device)
+    if args.list_classes:
+        for i, name in enumerate(model.class_names):
+            print(f"{i}: {name}" if name else str(i))
+        return 0
+    label = parse_one_class(args.class_, model.class_names)
+    sampling = {key: getattr(args, key) if getattr(args, key) is not None else model.sampling[key]
+                for key in ("cfg", "top_k", "top_p")}
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        steps = [step.detached() for step in model.var.generate_steps([label], **sampling, seed=args.seed,
+                                                                        more_smooth=args.more_smooth)]
+    name = "unconditional" if label == len(model.class_names) else (model.class_names[label] or f"class {label}")
+    title = (f"{model.description}: {name}, seed {args.seed}, cfg {sampling['cfg']:g}, top-k {sampling['top_k']}, "
+             f"top-p {sampling['top_p']:g}" if args.title is None else args.title)
+    out = save_step_through(args.out, steps, model.vqvae.quantize.embedding.weight, title=title,
+                            panel_px=args.panel_px, frame_ms=args.frame_ms)
+    what = f"{len(steps)} frames" if kind == "gif" else f"a strip of {len(steps)} scales"
+    print(f"wrote {out} ({what}): {model.description}, class {label} {name!r}, cfg {sampling['cfg']}, "
+          f"top-k {sampling['top_k']}, top-p {sampling['top_p']}, seed {args.seed}, {device}, "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return 0
+
+
+def add_figure_options(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    p.add_argument("--class", dest="class_", default=None, metavar="CLASS",
+                   help='one class number or name, e.g. 3 or "red disc", or "unconditional" (default: class 0)')
+    add_sampling_options(p)
+    p.add_argument("--out", default="step_through.gif",
+                   help="a .gif (one frame per scale) or a .png (a strip of every scale) (default step_through.gif)")
+    p.add_argument("--title", default=None, help="the text above the panels (default: model, class and settings; "
+                                                  "'' for none)")
+    p.add_argument("--panel-px", type=int, default=None,
+                   help="side of each panel in pixels (default: 128 in a GIF, 96 in a strip)")
+    p.add_argument("--frame-ms", type=int, default=800,
+                   help="GIF: milliseconds per frame (the last one is held 2.5 s; default 800)")
+
+
+def add_model_options(p: argparse.ArgumentParser) -> None:
+    """Which model (and where), shared by generate and figure."""
     p.add_argument("--model", default="shapes",
                    help="a built-in model (shapes, cifar10), an official depth (d16, d20, d24, d30; download it "
                         "first), a train-var run folder or checkpoint.pt, or a VAR .pth with --vae (default: shapes)")
     p.add_argument("--vae", default=None, help="the VQVAE .pth file of a VAR .pth given as --model")
     p.add_argument("--cache-dir", default=None, help="where official files are (default: $VARLITE_HOME or "
                                                       "~/.cache/varlite)")
-    p.add_argument("--class", dest="classes", nargs="+", default=None, metavar="CLASS",
-                   help='class numbers or names, e.g. 3 or "red disc" (default: every class, for a model with at '
-                        f'most {ALL_CLASSES_UP_TO} classes)')
     p.add_argument("--list-classes", action="store_true", help="print the model's classes and stop")
-    p.add_argument("--n", type=int, default=8, help="images per class (default 8)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: cuda, else mps, "
+                                                     "else cpu)")
+
+
+def add_sampling_options(p: argparse.ArgumentParser) -> None:
+    """Guidance, filters, smoothing and seed, shared by generate and figure."""
     p.add_argument("--cfg", type=float, default=None, help="guidance strength (default: the model's recommendation)")
     p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = off; default: the "
                                                             "model's recommendation)")
@@ -250,12 +324,19 @@ def add_generate_options(p: argparse.ArgumentParser) -> None:
                                                               "recommendation)")
     p.add_argument("--more-smooth", action="store_true", help="Gumbel smoothing of the token embeddings")
     p.add_argument("--seed", type=int, default=0, help="the only source of randomness (default 0)")
+
+
+def add_generate_options(p: argparse.ArgumentParser) -> None:
+    add_model_options(p)
+    p.add_argument("--class", dest="classes", nargs="+", default=None, metavar="CLASS",
+                   help='class numbers or names, e.g. 3 or "red disc" (default: every class, for a model with at '
+                        f'most {ALL_CLASSES_UP_TO} classes)')
+    p.add_argument("--n", type=int, default=8, help="images per class (default 8)")
+    add_sampling_options(p)
     p.add_argument("--out", default="samples.png", help="the grid PNG: one row per class (default samples.png)")
     p.add_argument("--labels", action="store_true", help="write each row's class left of it in the grid")
     p.add_argument("--steps-out", default=None, metavar="DIR",
                    help="also write each scale's token map, contribution and partial image as PNGs into DIR")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: cuda, else mps, "
-                                                     "else cpu)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -285,6 +366,11 @@ def build_parser() -> argparse.ArgumentParser:
                        description=cmd_generate.__doc__)
     add_generate_options(p)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("figure", help="export one generation's step-through: an animated GIF or a PNG strip",
+                       description=cmd_figure.__doc__)
+    add_figure_options(p)
+    p.set_defaults(func=cmd_figure)
 
     train_cli.add_subcommands(sub)    # train-tokenizer, train-var, train-classifier, evaluate, export-builtin
     add_debug_option(parser, sub)

@@ -42,6 +42,17 @@ def _font(px: int) -> ImageFont.ImageFont:
     return ImageFont.load_default(size=px)
 
 
+def _wrap(text: str, font: ImageFont.ImageFont, width: int) -> list[str]:
+    """``text`` in lines no wider than ``width`` pixels where it can be, broken at spaces."""
+    lines: list[str] = []
+    for word in text.replace(" ", " \0").split("\0"):
+        if lines and font.getlength(lines[-1] + word) <= width:
+            lines[-1] += word
+        else:
+            lines.append(word)
+    return [line.strip() for line in lines] if text else []
+
+
 def _u8(rgb01: np.ndarray) -> np.ndarray:
     return (np.clip(rgb01, 0.0, 1.0) * 255).round().astype(np.uint8)
 
@@ -89,24 +100,22 @@ def _scale_title(step, K: int) -> str:
 
 def step_frames(steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0, panel_px: int = 128,
                 title: str = "") -> list[Image.Image]:
-    """One RGB frame per scale: a heading ('scale k of K: h x w = l tokens', after ``title`` when given), the
-    three panels side by side with their names above them."""
+    """One RGB frame per scale: ``title`` (wrapped to the frame's width) when given, then 'scale k of K: h x w =
+    l tokens', then the three panels side by side with their names above them."""
     panels = scale_panels(steps, codebook_VCv, b, panel_px)
     text_px = max(10, panel_px // 10)
     font, small = _font(text_px + 2), _font(text_px)
-    head = GAP + (text_px + 6) * (2 if title else 1)
-    label = text_px + 6
     width = GAP + 3 * (panel_px + GAP)
+    lines = _wrap(title, font, width - 2 * GAP)
+    head = GAP + (text_px + 6) * (len(lines) + 1)
+    label = text_px + 6
     height = head + label + panel_px + GAP
     frames = []
     for step, row in zip(steps, panels):
         frame = Image.new("RGB", (width, height), BACKGROUND)
         draw = ImageDraw.Draw(frame)
-        y = GAP
-        if title:
-            draw.text((GAP, y), title, fill=TEXT, font=font)
-            y += text_px + 6
-        draw.text((GAP, y), _scale_title(step, len(steps)), fill=TEXT, font=font)
+        for i, line in enumerate(lines + [_scale_title(step, len(steps))]):
+            draw.text((GAP, GAP + i * (text_px + 6)), line, fill=TEXT, font=font)
         for i, (name, panel) in enumerate(zip(PANEL_TITLES, row)):
             x = GAP + i * (panel_px + GAP)
             draw.text((x, head), name, fill=TEXT, font=small)
@@ -118,17 +127,20 @@ def step_frames(steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0, panel_p
 def strip_image(steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0, panel_px: int = 96,
                 title: str = "") -> Image.Image:
     """Every scale in one picture: column k = scale k ('k: h x w' above it), rows = tokens, contribution, image so
-    far (named on the left); ``title`` above everything when given."""
+    far (named on the left); ``title`` (wrapped to the strip's width) above everything when given."""
     panels = scale_panels(steps, codebook_VCv, b, panel_px)
     text_px = max(10, panel_px // 8)
     font = _font(text_px)
     left = GAP + int(font.getlength(max(PANEL_TITLES, key=len))) + 2 * GAP
-    head = GAP + (text_px + 6) * (2 if title else 1)
     K = len(steps)
-    strip = Image.new("RGB", (left + K * (panel_px + GAP), head + 3 * (panel_px + GAP)), BACKGROUND)
+    width = left + K * (panel_px + GAP)
+    title_font = _font(text_px + 2)
+    lines = _wrap(title, title_font, width - 2 * GAP)
+    head = GAP + (text_px + 6) * (len(lines) + 1)
+    strip = Image.new("RGB", (width, head + 3 * (panel_px + GAP)), BACKGROUND)
     draw = ImageDraw.Draw(strip)
-    if title:
-        draw.text((GAP, GAP), title, fill=TEXT, font=_font(text_px + 2))
+    for i, line in enumerate(lines):
+        draw.text((GAP, GAP + i * (text_px + 6)), line, fill=TEXT, font=title_font)
     for r, name in enumerate(PANEL_TITLES):
         draw.text((GAP, head + r * (panel_px + GAP) + panel_px // 2 - text_px // 2), name, fill=TEXT, font=font)
     for k, (step, row) in enumerate(zip(steps, panels)):
