@@ -164,3 +164,113 @@ def test_complexity_figure():
     assert len(steps_ax.lines) == 2 and len(flops_ax.lines) == 4
     np.testing.assert_array_equal(steps_ax.lines[1].get_ydata(), [1, 4, 16, 64, 256])
     assert flops_ax.get_xlabel() == "final token-grid side n" and flops_ax.get_legend() is not None
+
+
+# ------------------------------------------------------------------------------------------ concept figures
+def box_texts(fig: Figure) -> dict:
+    """{gid: text} of the boxes of a box diagram, and the arrows' gids ("from->to")."""
+    ax = panels(fig)[0]
+    boxes = {t.get_gid(): t.get_text() for t in ax.texts if t.get_gid() and "->" not in t.get_gid()}
+    arrows = {t.get_gid() for t in ax.texts if t.get_gid() and "->" in t.get_gid()}
+    return boxes, arrows
+
+
+def test_quantization_concept_figure_colours_the_plane_by_nearest_code():
+    vectors = torch.tensor([[0.0, 0.0], [2.0, 2.1], [-1.0, 0.2]])
+    codebook = torch.tensor([[0.1, 0.0], [2.0, 2.0], [-3.0, -3.0]])
+    fig = viz.quantization_concept_figure(vectors, codebook)
+    ax = panels(fig)[0]
+    regions = ax.images[0].get_array()
+    assert regions.shape == (200, 200) and set(np.unique(regions)) <= {0, 1, 2}
+    assert regions[0, 0] == 2 and regions[-1, -1] == 1                  # corners: nearest to codes 2 and 1
+    segments = [line for line in ax.lines if line.get_gid() == "assignment"]
+    np.testing.assert_allclose([np.asarray(s.get_xydata())[1] for s in segments], [[0.1, 0.0], [2.0, 2.0], [0.1, 0.0]],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="2-D, to draw"):
+        viz.quantization_concept_figure(torch.zeros(3, 4), codebook)
+
+
+def test_pyramid_concept_figure_draws_each_token_map_and_the_area_it_covers():
+    fig = viz.pyramid_concept_figure((1, 2, 4))
+    axes = panels(fig)
+    assert len(axes) == 6 and [ax.get_title() for ax in axes[:3]] == ["r_1: 1x1", "r_2: 2x2", "r_3: 4x4"]
+    assert [ax.images[0].get_array().shape for ax in axes] == [(1, 1), (2, 2), (4, 4), (4, 4), (4, 4), (4, 4)]
+    np.testing.assert_array_equal(axes[1].images[0].get_array(), [[0, 1], [1, 0]])
+    np.testing.assert_array_equal(axes[4].images[0].get_array(), np.kron([[0, 1], [1, 0]], np.ones((2, 2))))
+    assert "L = 21 tokens" in fig._suptitle.get_text()
+
+
+def test_generation_order_figure_raster_steps_and_scale_steps():
+    fig = viz.generation_order_figure((1, 2, 3))
+    axes = panels(fig)
+    assert len(axes) == 4
+    np.testing.assert_array_equal(axes[0].images[0].get_array(), np.arange(1, 10).reshape(3, 3))
+    for k, ax in enumerate(axes[1:], 1):
+        assert ax.get_title() == f"step {k}: {[1, 4, 9][k - 1]}"
+        assert (ax.images[0].get_array() == k).all()
+    assert "9 sequential steps vs 3" in fig._suptitle.get_text()
+
+
+def test_adaln_block_figure_wires_the_six_modulations():
+    boxes, arrows = box_texts(viz.adaln_block_figure())
+    assert "exp(s_h)" in boxes["attn"] and "6C" in boxes["ada"]
+    assert {"six->mod1", "six->gate1", "six->ln2", "six->gate2", "class->ada", "x->ln1"} <= arrows
+
+
+def test_cfg_ramp_figure_plots_the_samplers_guidance_scale():
+    from varlite.sampling import cfg_strength
+    fig = viz.cfg_ramp_figure(10, cfgs=(1.5, 4.0))
+    ax = panels(fig)[0]
+    ramp = ax.lines[0].get_ydata()
+    np.testing.assert_allclose(ramp, [1 + cfg_strength(1.5, si, 10) for si in range(10)])
+    assert ramp[0] == 1.0 and ramp[-1] == pytest.approx(2.5)                  # cfg 1.5 = guidance 2.5 at the last scale
+    assert list(ax.lines[2].get_ydata()) == [1.5, 1.5] and ax.get_xlabel() == "scale k"
+
+
+def test_training_stages_and_pipeline_and_capstone_diagrams():
+    boxes, arrows = box_texts(viz.training_stages_figure())
+    assert "vq loss" in boxes["loss1"] and "OWN samples" in boxes["own"] and {"own->var", "tokens->input"} <= arrows
+    d16 = get_preset("d16")
+    boxes, _ = box_texts(viz.official_pipeline_figure(d16.vqvae, d16.var))
+    assert "L = 680 tokens" in boxes["tok"] and "C = 1024, 16 heads" in boxes["var"] and "16x16x32" in boxes["f"]
+    boxes, arrows = box_texts(viz.capstone_map_figure())
+    assert sorted(boxes) == sorted(viz.CAPSTONE_PIECES) and boxes["generate"] == "12. generate"
+    assert len(arrows) == 12
+
+
+def test_exposure_bias_figure_blanks_scales_that_do_not_depend_on_the_sampled_one():
+    rise = torch.arange(12, dtype=torch.float32).view(3, 4) / 10
+    fig = viz.exposure_bias_figure(rise, torch.tensor([0.5, 0.25, 1.0]))
+    ax = panels(fig)[0]
+    shown = np.asarray(ax.images[0].get_array().filled(np.nan), dtype=float)
+    assert shown.shape == (3, 4)
+    assert np.isnan(shown[0, 0]) and np.isnan(shown[2, 2]) and shown[0, 1] == pytest.approx(0.1)
+    assert shown[2, 3] == pytest.approx(1.1)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["1 (50% same)", "2 (25% same)", "3 (100% same)"]
+
+
+def test_keep_masks_figure_shows_the_editing_masks():
+    from varlite import editing
+    keeps = editing.scale_keep_masks(editing.box_mask(4, 0.0, 0.0, 0.5, 0.5), (1, 2, 4))
+    fig = viz.keep_masks_figure(keeps)
+    axes = panels(fig)
+    for ax, keep in zip(axes, keeps):
+        np.testing.assert_array_equal(ax.images[0].get_array(), keep[0].float().numpy())
+    assert axes[2].get_title() == "scale 3: 4/16 kept"
+
+
+def test_scale_cost_figure_counts_tokens_and_cached_pairs():
+    fig = viz.scale_cost_figure((1, 2, 3))
+    tokens_ax, pairs_ax = panels(fig)
+    assert [p.get_height() for p in tokens_ax.patches] == [1, 4, 9]
+    assert [p.get_height() for p in pairs_ax.patches] == [1 * 1, 4 * 5, 9 * 14]
+    assert tokens_ax.get_title().endswith("last scale 64%")
+
+
+def test_independence_figure_compares_joint_and_product_of_marginals():
+    fig = viz.independence_figure([[0.5, 0.0], [0.0, 0.5]])
+    joint_ax, product_ax = panels(fig)
+    np.testing.assert_allclose(product_ax.images[0].get_array(), np.full((2, 2), 0.25))
+    assert joint_ax.get_title().endswith("P(a != b) = 0.00") and product_ax.get_title().endswith("P(a != b) = 0.50")
+    with pytest.raises(ValueError, match="joint distribution"):
+        viz.independence_figure([[0.5, 0.5], [0.5, 0.5]])
