@@ -228,6 +228,8 @@ for _piece in ("phi_of_scale", "encode_tokens", "var_input", "attention", "adaln
                "guided_logits", "generate"):
     SHORTCUTS[_piece] = _capstone_shortcut(_piece)
 SHORTCUTS["train_step"] = _train_step_shortcut
+SHORTCUTS["tokenizer_loss"] = lambda vqvae, img, vq_loss: (lambda out: (F.mse_loss(out[0], img) + out[1], out[0]))(
+    vqvae(img))
 SHORTCUTS.update(adaln=_adaln_shortcut, l2_attention_weights=_attention_shortcut, vq_loss=_vq_shortcut,
                  attention_pairs=_attention_pairs_shortcut, var_param_count=_param_count_shortcut)
 
@@ -573,6 +575,55 @@ def test_vq_loss_reference_is_what_the_quantizer_trains_with():
     decoder_input, loss, _ = q(f)
     mine_input, mine_loss = _vq_reference(f, q.f_to_f_hats(f), q.beta)
     assert torch.allclose(decoder_input, mine_input) and torch.allclose(loss, mine_loss)
+
+
+def test_tokenizer_loss_reference_is_what_the_tokenizer_trainer_computes(tmp_path, monkeypatch):
+    """On the same seed and batch, the check's reference (the learner's path: encode, f_hats, vq_loss, decode) gives
+    TokenizerTrainer.compute_loss's loss and the same gradient for every parameter; the check's model is the trainer's
+    initial model (same seed)."""
+    from varlite.exercises.lesson06 import _tokenizer_case, _tokenizer_reference, _vq_reference
+    from varlite.train import tokenizer as tokenizer_module
+    from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, images_at
+
+    class Images:                      # four random 64-px images (the tiny preset's size), in memory
+        images_u8 = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+        labels = torch.tensor([0, 1, 0, 1])
+
+        def __len__(self):
+            return 4
+    monkeypatch.setattr(tokenizer_module, "load_checked", lambda *args, **kw: Images())
+    trainer = TokenizerTrainer(TokenizerTrainConfig(run_dir=str(tmp_path / "run"), preset="tiny", dataset="folder",
+                                                    data_root=str(tmp_path), steps=1, batch_size=2, progress=False,
+                                                    seed=0))
+    vqvae, _ = _tokenizer_case(0, 2)
+    for (name, mine), theirs in zip(vqvae.state_dict().items(), trainer.model.state_dict().values()):
+        assert torch.equal(mine, theirs), name
+    idx_b = torch.tensor([0, 3])
+    trainer.model.train().zero_grad()
+    loss, _ = trainer.compute_loss(idx_b, step=1)
+    loss.backward()
+    img = images_at(trainer.train_set, idx_b, "cpu")
+    vqvae.train().zero_grad()
+    mine, _ = _tokenizer_reference(vqvae, img, _vq_reference)
+    mine.backward()
+    assert torch.allclose(mine, loss, rtol=1e-6, atol=0)
+    for (name, p), q in zip(vqvae.named_parameters(), trainer.model.parameters()):
+        assert torch.allclose(p.grad, q.grad, rtol=1e-4, atol=1e-7), name
+
+
+def test_tokenizer_loss_mistakes():
+    def loss_of(vqvae, img, vq_loss, st=True, post=True, with_vq=True):
+        f = vqvae.quant_conv(vqvae.encoder(img))
+        f_hats = vqvae.quantize.f_to_f_hats(f)
+        x, vq = vq_loss(f, f_hats, vqvae.quantize.beta)
+        x = x if st else f_hats[-1]
+        recon = vqvae.decoder(vqvae.post_quant_conv(x) if post else x)
+        return F.mse_loss(recon, img) + (vq if with_vq else 0), recon
+    assert check("tokenizer_loss", loss_of).passed
+    assert_wrong(check("tokenizer_loss", lambda *a: loss_of(*a, st=False)), "not the straight-through input")
+    assert_wrong(check("tokenizer_loss", lambda *a: loss_of(*a, post=False)), "post_quant_conv left out")
+    assert_wrong(check("tokenizer_loss", lambda *a: loss_of(*a, with_vq=False)), "the vq loss left out")
+    assert_wrong(check("tokenizer_loss", lambda *a: (lambda l, r: (l.item(), r))(*loss_of(*a))), "expected a torch.Tensor")
 
 
 def test_train_step_mistakes():

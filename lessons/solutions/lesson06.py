@@ -1,4 +1,4 @@
-"""Lesson 6 -- training: the teacher-forced loss per scale and the tokenizer's vq loss."""
+"""Lesson 6 -- training: the teacher-forced loss per scale, the tokenizer's vq loss and whole loss, one VAR step."""
 import torch
 import torch.nn.functional as F
 
@@ -21,6 +21,15 @@ def vq_loss(f_BCvHW, f_hats, beta):
     terms = [beta * F.mse_loss(f_hat.detach(), f_BCvHW) + F.mse_loss(f_hat, f_no_grad) for f_hat in f_hats]
     decoder_input = (f_hats[-1].detach() - f_no_grad) + f_BCvHW      # value of f_hat, gradient of f
     return decoder_input, sum(terms) / len(terms)
+
+
+def tokenizer_loss(vqvae, img_B3HW, vq_loss):
+    """(reconstruction MSE + vq loss, reconstruction): the tokenizer trainer's loss, with exercise 6.2's vq_loss."""
+    f_BCvHW = vqvae.encode(img_B3HW)                               # encoder, then quant_conv
+    f_hats = vqvae.quantize.f_to_f_hats(f_BCvHW)                   # f_hat after every scale (codebook, phi)
+    decoder_input, vq = vq_loss(f_BCvHW, f_hats, vqvae.quantize.beta)
+    recon_B3HW = vqvae.decoder(vqvae.post_quant_conv(decoder_input))
+    return F.mse_loss(recon_B3HW, img_B3HW) + vq, recon_B3HW
 
 
 def train_step(var, vqvae, token_maps, labels_B, optimizer, label_smoothing):

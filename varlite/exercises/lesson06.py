@@ -1,4 +1,5 @@
-"""Checks of lesson 6 -- training: the per-scale loss of the transformer and the tokenizer's vq loss."""
+"""Checks of lesson 6 -- training: the per-scale loss of the transformer, the tokenizer's vq loss, the tokenizer's
+whole loss and one training step of the transformer."""
 from __future__ import annotations
 
 import copy
@@ -9,6 +10,7 @@ import torch.nn.functional as F
 from ..quantizer import MultiScaleQuantizer
 from ..configs import get_preset
 from ..train import metrics
+from ..train import tokenizer as tokenizer_trainer
 from ..train import transformer as transformer_trainer
 from ..var import VAR
 from ..vqvae import VQVAE
@@ -22,7 +24,7 @@ exercise("per_scale_cross_entropy", "6.1",
          code="loss_BL = F.cross_entropy(logits.reshape(-1, V), target.reshape(-1), reduction='none').view(B, L); "
               "for pn in patch_nums: out.append(loss_BL[:, begin:begin + pn * pn].mean()); begin += pn * pn",
          shortcuts=[Shortcut(metrics, "per_scale_loss_acc")])
-exercise("train_step", "6.3",
+exercise("train_step", "6.4",
          concept="One teacher-forced step: the true token maps give both the input (f_hat of the coarser scales, "
                  "exercise 3.1) and the target (the tokens themselves); one forward pass scores all L tokens; the mean "
                  "cross-entropy is back-propagated and the optimizer takes one step -- after forgetting the previous "
@@ -44,6 +46,21 @@ exercise("vq_loss", "6.2",
          code="loss = sum(beta * F.mse_loss(h.detach(), f) + F.mse_loss(h, f.detach()) for h in f_hats) / len(f_hats); "
               "return (f_hats[-1].detach() - f.detach()) + f, loss",
          shortcuts=[Shortcut(MultiScaleQuantizer, "forward"), Shortcut(VQVAE, "forward")])
+
+
+exercise("tokenizer_loss", "6.3",
+         concept="The tokenizer's whole loss is the reconstruction error of the image decoded from the quantized "
+                 "latent, plus the vq loss of exercise 6.2. The path is the one of lesson 1, with both 1x1-style convs: "
+                 "f = quant_conv(encoder(x)); the decoder sees post_quant_conv of the straight-through input, so the "
+                 "reconstruction error reaches the encoder too.",
+         approach="f = vqvae.encode(img) (encoder + quant_conv); f_hats = vqvae.quantize.f_to_f_hats(f); decoder_input, "
+                  "vq = vq_loss(f, f_hats, vqvae.quantize.beta); recon = vqvae.decoder(vqvae.post_quant_conv("
+                  "decoder_input)) (not clamped); loss = F.mse_loss(recon, img) + vq.",
+         code="f = vqvae.encode(img_B3HW); f_hats = vqvae.quantize.f_to_f_hats(f); x, vq = vq_loss(f, f_hats, "
+              "vqvae.quantize.beta); recon = vqvae.decoder(vqvae.post_quant_conv(x)); "
+              "return F.mse_loss(recon, img_B3HW) + vq, recon",
+         shortcuts=[Shortcut(VQVAE, "forward"), Shortcut(MultiScaleQuantizer, "forward"),
+                    Shortcut(tokenizer_trainer.TokenizerTrainer, "compute_loss")])
 
 
 def _ce_case(seed: int, B: int, patch_nums, V: int):
@@ -255,3 +272,85 @@ def check_train_step(train_step, verbose: bool = True) -> CheckResult:
     return _run("train_step", train_step, outcome_of(), cases, compare, mistakes,
                 success="This is the step VarTrainer repeats, plus its schedule, clipping and data order.",
                 verbose=verbose, call=lambda fn, var, vqvae, batches, ls: _train_outcome(fn, var, vqvae, batches, ls))
+
+
+def _tokenizer_case(seed: int, B: int):
+    """A seeded ``tiny`` VQVAE (training mode) and a batch of images in [-1, 1]."""
+    preset = get_preset("tiny")
+    torch.manual_seed(seed)
+    vqvae = VQVAE(preset.vqvae).train()
+    S = preset.vqvae.image_size
+    img_B3HW = torch.rand(B, 3, S, S, generator=_gen(600 + seed)) * 2 - 1
+    return vqvae, img_B3HW
+
+
+def _tokenizer_reference(vqvae, img_B3HW, vq_loss, *, straight_through=True, quantize=True, vq=True,
+                         post_quant_conv=True, quant_conv=True):
+    """The loss ``TokenizerTrainer.compute_loss`` trains with (its defaults: MSE reconstruction, no edge loss),
+    written out; the keywords give known mistakes. ``vq_loss`` is exercise 6.2's function."""
+    f = vqvae.encode(img_B3HW) if quant_conv else vqvae.encoder(img_B3HW)
+    f_hats = vqvae.quantize.f_to_f_hats(f)
+    decoder_input, vq_term = vq_loss(f, f_hats, vqvae.quantize.beta)
+    if not straight_through:
+        decoder_input = f_hats[-1]
+    if not quantize:
+        decoder_input = f
+    recon = vqvae.decoder(vqvae.post_quant_conv(decoder_input) if post_quant_conv else decoder_input)
+    loss = F.mse_loss(recon, img_B3HW) + (vq_term if vq else 0.0)
+    return loss, recon
+
+
+def _tokenizer_outcome(fn, vqvae, img_B3HW):
+    """Run a tokenizer_loss implementation on a copy of the model with the reference vq_loss, back-propagate the
+    loss: (loss, reconstruction, {parameter name: gradient})."""
+    vqvae = copy.deepcopy(vqvae)
+    out = fn(vqvae, img_B3HW, lambda f, f_hats, beta: _vq_reference(f, f_hats, beta))
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise _Mismatch(f"tokenizer_loss must return (loss, reconstruction), got {type(out).__name__}")
+    loss, recon = out
+    for value, what in ((loss, "the loss"), (recon, "the reconstruction")):
+        if not isinstance(value, torch.Tensor):
+            raise _Mismatch(f"{what}: expected a torch.Tensor, got {type(value).__name__}")
+    if not loss.requires_grad:
+        raise _Mismatch("the loss carries no gradient (did you call .detach() or .item(), or work under "
+                        "torch.no_grad()?)")
+    loss.sum().backward()
+    grads = {name: (p.grad if p.grad is not None else torch.zeros_like(p)).detach()
+             for name, p in vqvae.named_parameters()}
+    return loss.detach().reshape(()) if loss.numel() == 1 else loss.detach(), recon.detach(), grads
+
+
+def check_tokenizer_loss(tokenizer_loss, verbose: bool = True) -> CheckResult:
+    """``tokenizer_loss(vqvae, img_B3HW, vq_loss) -> (loss, reconstruction)``: the multi-scale VQVAE's training loss,
+    ||x' - x||^2 + vq loss, with x' = decoder(post_quant_conv(straight-through f_hat)) and f = quant_conv(encoder(x)),
+    using the given ``vq_loss`` (exercise 6.2). Checked on the loss, the reconstruction and the gradient of every
+    parameter of a seeded tiny VQVAE. Reference: what ``TokenizerTrainer.compute_loss`` computes (refused, with
+    ``VQVAE.forward``); tests/test_exercises.py proves the two agree on the same seed."""
+    cases = [_Case("tiny VQVAE, B=2 images", _tokenizer_case(0, 2)),
+             _Case("tiny VQVAE, B=3 images", _tokenizer_case(1, 3), hidden=True)]
+
+    def outcome_of(**mistake):
+        return lambda vqvae, img: _tokenizer_outcome(lambda *a: _tokenizer_reference(*a, **mistake), vqvae, img)
+
+    def compare(got, exp):
+        _compare_tensor(got[0], exp[0], "the loss", atol=1e-6, rtol=1e-5)
+        _compare_tensor(got[1], exp[1], "the reconstruction (decoder output, not clamped)", atol=1e-5, rtol=1e-4)
+        for name, grad in exp[2].items():
+            _compare_tensor(got[2][name], grad, f"the gradient of {name}", atol=1e-6, rtol=1e-3)
+
+    mistakes = [
+        _Mistake("the decoder gets f_hat itself, not the straight-through input", outcome_of(straight_through=False),
+                 "Decode the first value vq_loss returns: it has f_hat's value and f's gradient, so the "
+                 "reconstruction error also trains the encoder."),
+        _Mistake("no quantization (the decoder gets f)", outcome_of(quantize=False),
+                 "The decoder must see what the tokens can represent: the straight-through f_hat, not the encoder's f."),
+        _Mistake("the vq loss left out", outcome_of(vq=False),
+                 "Add the vq loss of exercise 6.2: without it the codebook and phi never learn."),
+        _Mistake("post_quant_conv left out", outcome_of(post_quant_conv=False),
+                 "The decoder's input goes through vqvae.post_quant_conv first (lesson 1)."),
+        _Mistake("quant_conv left out (f = encoder(x))", outcome_of(quant_conv=False),
+                 "The latent the quantizer sees is vqvae.encode(x) = quant_conv(encoder(x)) (lesson 1)."),
+    ]
+    return _run("tokenizer_loss", tokenizer_loss, outcome_of(), cases, compare, mistakes,
+                success="Reconstruction + vq loss + straight-through: the tokenizer trainer's whole loss.",
+                verbose=verbose, call=lambda fn, vqvae, img: _tokenizer_outcome(fn, vqvae, img))
