@@ -40,6 +40,13 @@ def read_image_bytes(data: bytes, name: str = "upload") -> Image.Image:
     return img
 
 
+def fit_note(model: LoadedModel) -> str:
+    """What happens to an uploaded image before the tokenizer sees it (said before the upload, not only after)."""
+    size = model.image_size
+    return (f"it will be converted to RGB, centre-cropped to a square and resized to {size}x{size} (the model's "
+            f"size)")
+
+
 def _cifar10_available() -> bool:
     try:
         find_cifar10()

@@ -2,16 +2,29 @@
 
 A picker key names a model: ``builtin:<name>`` (shipped with varlite), ``official:d<depth>`` (official files in the
 cache folder), ``path:<vae file>|<var file>`` (files a user named, resolved inside the model folders by
-``varlite.pretrained.resolve_model_path``), ``untrained:<preset>``.
+``varlite.pretrained.resolve_model_path``), ``run:<folder>`` (a ``train-var`` run inside the model folders),
+``upload:<sha256 of the VAR file>[|<sha256 of the VQVAE file>]`` (weights uploaded on the Models page: a train-var
+``checkpoint.pt``, or a VAR state_dict with its VQVAE state_dict), ``untrained:<preset>``. Runs and uploads loaded
+on the Models page join this session's picker (``own_models``, in ``st.session_state``).
+
+Uploaded files are kept in a private temporary folder of the server (``UploadStore``: at most ``MAX_UPLOADS``
+files, named by their SHA-256, the oldest deleted first) and loaded exactly like files on disk: ``torch.load``
+with ``weights_only=True`` and the strict checks of ``varlite.pretrained`` / ``load_var_run``; messages name the
+uploaded file, never the temporary path, and never quote its bytes.
 
 Memory bound (issue 14 item 8): ``st.cache_resource`` keeps at most one model per kind -- one official model, one
-pair of files, two built-in models (each a few MB) and two untrained ones -- shared by every session. Loading a
-second official model evicts the first. Sharing is safe: generation keeps its KV cache in an object owned by the
-call, never in the model.
+pair of files, two runs, two uploads, two built-in models (each a few MB) and two untrained ones -- shared by every
+session. Loading a second official model evicts the first. Sharing is safe: generation keeps its KV cache in an
+object owned by the call, never in the model.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import re
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,8 +32,12 @@ import streamlit as st
 import torch
 
 from varlite import builtin, imagenet, pretrained
+from varlite.cli import class_names_for
 from varlite.configs import PRESETS, get_preset
 from varlite.data import cifar10, shapes
+from varlite.train.checkpoint import FORMAT as TRAIN_CHECKPOINT_FORMAT
+from varlite.train.loop import pick_device
+from varlite.train.transformer import load_var_run
 from varlite.var import VAR
 from varlite.vqvae import VQVAE
 
@@ -30,6 +47,10 @@ OFFICIAL_DEPTHS = (16, 20, 24, 30)
 DEV_PRESETS = ("shapes", "cifar10", "d16")      # VARLITE_APP_DEV=1 offers untrained models of these presets
 GENERIC_SAMPLING = {"cfg": 1.5, "top_k": 0, "top_p": 0.0}
 CLASS_NAMES = {"shapes": shapes.CLASS_NAMES, "cifar10": cifar10.CLASSES}
+OWN_MODELS = "own_models"          # st.session_state key: {picker key: label} of the runs and uploads loaded here
+MAX_WEIGHTS_UPLOAD_MB = 200        # per uploaded weights file, at most; the server's maxUploadSize may allow less
+MAX_UPLOADS = 4                    # uploaded weights files kept on the server at once
+MAX_RUNS_LISTED = 50               # training runs offered from the model folders
 
 
 @dataclass(frozen=True)
@@ -51,6 +72,7 @@ def available_models(custom_pairs: list[tuple[str, str]] | None = None) -> list[
     out = [ModelChoice(f"builtin:{n}", f"Built-in: {n}") for n in builtin.list_builtin()]
     out += [ModelChoice(f"official:d{d}", f"Official VAR-d{d} (ImageNet 256)") for d in official_in_cache()]
     out += [ModelChoice(f"path:{vae}|{var}", f"From files: {Path(var).name}") for vae, var in custom_pairs or []]
+    out += [ModelChoice(key, label) for key, label in own_models().items()]
     out.append(ModelChoice(UNTRAINED_TINY, "Untrained tiny (random weights)"))
     if os.environ.get("VARLITE_APP_DEV"):      # offline checks of the app with other configs (untrained weights)
         out += [ModelChoice(f"untrained:{p}", f"Untrained {p} (random weights, dev)") for p in DEV_PRESETS
@@ -67,7 +89,8 @@ class LoadedModel:
     source: str                   # where the weights came from, in words
     verified: str                 # how they were checked, in words
     class_names: tuple[str, ...]  # one per class; "" where unknown
-    card: str = ""                # markdown model card (built-in models)
+    card: str = ""                # markdown model card (built-in models, training runs)
+    card_folder: str = ""         # the folder of the files a card's image lines name
     files: list[str] = field(default_factory=list)
     sampling: dict = field(default_factory=dict)   # recommended cfg / top_k / top_p
 
@@ -165,6 +188,174 @@ def _load_files(vae_path: str, var_path: str) -> LoadedModel:
                        _imagenet_or_blank(var.num_classes), files=[vae_path, var_path], sampling=pretrained.OFFICIAL_SAMPLING)
 
 
+# ------------------------------------------------------------------------------------------------ your own models
+def own_models() -> dict[str, str]:
+    """{picker key: label} of the training runs and uploads this session loaded on the Models page."""
+    return st.session_state.setdefault(OWN_MODELS, {})
+
+
+def remember_own_model(model: LoadedModel, label: str) -> None:
+    """Offer ``model`` in this session's picker from now on, under ``label``."""
+    own_models()[model.key] = label
+
+
+def weights_upload_limit_mb() -> int:
+    """The largest weights file an upload may be: the server's ``server.maxUploadSize`` (the project's Streamlit
+    config sets 10 MB; ``--server.maxUploadSize 200`` raises it), at most ``MAX_WEIGHTS_UPLOAD_MB``."""
+    return min(MAX_WEIGHTS_UPLOAD_MB, int(st.get_option("server.maxUploadSize")))
+
+
+class UploadedFileError(ValueError):
+    """An uploaded weights file that cannot be used; the message names the upload, says why and what to do."""
+
+
+class UploadStore:
+    """Uploaded weights files of this server, in a private temporary folder, each named by the SHA-256 of its
+    bytes; at most ``max_files`` kept, the least recently stored deleted first. (A model loaded from a deleted file
+    keeps working: its tensors are in memory or mapped from the still-open file.)"""
+
+    def __init__(self, folder: Path, max_files: int = MAX_UPLOADS):
+        self.folder, self.max_files = folder, max_files
+        self.names: dict[str, str] = {}          # sha256 -> the name the file was uploaded under
+        self._lock = threading.Lock()
+
+    def put(self, data: bytes, name: str) -> str:
+        """Store the bytes (if new) and return their SHA-256; refuse files over ``weights_upload_limit_mb()``."""
+        limit_mb = weights_upload_limit_mb()
+        if len(data) > limit_mb * 2**20:
+            raise UploadedFileError(f"{name} is {len(data) / 2**20:.1f} MB; weights uploads are limited to "
+                                    f"{limit_mb} MB here. Larger files (training runs, the official files) are "
+                                    f"loaded from the model folder: copy them there and give their names.")
+        sha = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            path = self.folder / f"{sha}.pth"
+            if not path.exists():
+                tmp = path.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            os.utime(path)
+            self.names[sha] = name
+            for old in sorted(self.folder.glob("*.pth"), key=lambda p: p.stat().st_mtime_ns)[:-self.max_files]:
+                old.unlink(missing_ok=True)
+                self.names.pop(old.stem, None)
+        return sha
+
+    def path(self, sha: str) -> Path:
+        """The stored file of a hash; UploadedFileError when it is no longer kept (or the hash is malformed)."""
+        path = self.folder / f"{sha}.pth"
+        if not re.fullmatch(r"[0-9a-f]{64}", sha) or not path.is_file():
+            raise UploadedFileError(f"the uploaded file is no longer on the server (it keeps the last "
+                                    f"{self.max_files} uploads): upload it again on the Models page")
+        return path
+
+    def name(self, sha: str) -> str:
+        return self.names.get(sha, "the uploaded file")
+
+
+@st.cache_resource
+def upload_store() -> UploadStore:
+    """The server's one ``UploadStore`` (a new private folder per server process)."""
+    return UploadStore(Path(tempfile.mkdtemp(prefix="varlite-uploads-")))
+
+
+def run_card(run_dir: Path, configs: dict) -> str:
+    """A short markdown card of a training run: preset, dataset, schedule, the last validation row, the latest
+    sample grid (an image line of a file in the run folder)."""
+    train = configs["train"]
+    lines = [f"**Training run** `{run_dir.name}`: preset `{train.get('preset')}`, dataset `{train.get('dataset')}`, "
+             f"{train.get('steps')} steps of batch {train.get('batch_size')}, guidance of its samples "
+             f"{train.get('sample_cfg')}."]
+    val = run_dir / "metrics_val.csv"
+    if val.is_file():
+        rows = val.read_text().strip().splitlines()
+        if len(rows) > 1:
+            head, last = rows[0].split(","), rows[-1].split(",")
+            shown = [f"{k} {v}" for k, v in zip(head, last) if k in ("step", "val_loss", "val_acc", "val_acc_last")]
+            lines.append("Last validation: " + ", ".join(shown) + ".")
+    samples = sorted(run_dir.glob("samples_*.png"))
+    if samples:
+        lines.append(f"![its latest samples, one row per class ({samples[-1].name})]({samples[-1].name})")
+    return "\n\n".join(lines)
+
+
+def training_runs() -> list[Path]:
+    """train-var run folders inside the model folders (their ``config.json`` names a VAR config and a
+    ``checkpoint.pt`` is beside it), up to two levels down, resolved, at most ``MAX_RUNS_LISTED``."""
+    runs = []
+    for folder in pretrained.model_folders():
+        for config in sorted([*folder.glob("*/config.json"), *folder.glob("*/*/config.json")]):
+            try:
+                is_var = "var" in json.loads(config.read_text())
+            except (OSError, ValueError):
+                continue
+            if is_var and (config.parent / "checkpoint.pt").is_file():
+                runs.append(config.parent.resolve())       # a run reached through a link is listed once
+    return list(dict.fromkeys(runs))[:MAX_RUNS_LISTED]
+
+
+def _run_model(key: str, var: VAR, configs: dict, source: str, run_dir: Path | None, files: list[str],
+               read_folder_names: bool) -> LoadedModel:
+    """A LoadedModel from ``load_var_run``'s (var, configs). A ``folder`` dataset's class names are read from its
+    sub-folders only when ``read_folder_names`` (runs on the server, never uploads: their configs could name any
+    server folder)."""
+    train = configs["train"]
+    names = class_names_for(train.get("dataset"), var.num_classes,
+                            train.get("data_root") if read_folder_names else None)
+    return LoadedModel(key, run_dir.name if run_dir else Path(files[0]).stem, var.vqvae.eval(), var.eval(), source,
+                       f"loaded strictly: every tensor of preset `{train.get('preset')}` present, with its shape "
+                       f"(torch.load weights_only)", tuple(names), card=run_card(run_dir, configs) if run_dir else "",
+                       card_folder=str(run_dir or ""), files=files,
+                       sampling={"cfg": train.get("sample_cfg", GENERIC_SAMPLING["cfg"]), "top_k": 0, "top_p": 0.0})
+
+
+@st.cache_resource(show_spinner="Loading the training run (once per server)...", max_entries=2)
+def _load_run(run_path: str) -> LoadedModel:
+    path = Path(run_path)
+    var, configs = load_var_run(path, pick_device("auto"))
+    run_dir = path if path.is_dir() else path.parent
+    return _run_model(f"run:{run_path}", var, configs, f"training run `{run_dir}` (`python -m varlite train-var`)",
+                      run_dir, [str(path / "checkpoint.pt" if path.is_dir() else path)], read_folder_names=True)
+
+
+def is_training_checkpoint(path: Path) -> bool:
+    """Whether a file is a varlite training checkpoint (read safely; tensors memory-mapped, not loaded)."""
+    obj = pretrained.read_torch_file(path, remedy="upload the file again, or another one", mmap=True)
+    return isinstance(obj, dict) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT
+
+
+@st.cache_resource(show_spinner="Checking and loading the uploaded files (once per server)...", max_entries=2)
+def _load_upload(var_sha: str, vae_sha: str) -> LoadedModel:
+    """An upload: a train-var ``checkpoint.pt`` alone, or a VAR state_dict with its VQVAE state_dict."""
+    store = upload_store()
+    var_path, var_name = store.path(var_sha), store.name(var_sha)
+    vae_path, vae_name = (store.path(vae_sha), store.name(vae_sha)) if vae_sha else (None, "")
+    key = f"upload:{var_sha}" + (f"|{vae_sha}" if vae_sha else "")
+    try:
+        if is_training_checkpoint(var_path):
+            var, configs = load_var_run(var_path, pick_device("auto"))
+            return _run_model(key, var, configs, f"uploaded training checkpoint `{var_name}`", None, [var_name],
+                              read_folder_names=False)
+        pretrained.check_is_var(pretrained.load_state_dict(var_path), var_name)
+        if vae_path is None:
+            raise UploadedFileError(f"{var_name} is the state_dict of a VAR transformer alone: it needs the VQVAE "
+                                    f"(tokenizer) it was trained with. Upload that .pth too, or upload the train-var "
+                                    f"run's checkpoint.pt, which holds both.")
+        vqvae, var = pretrained.load_pair(vae_path, var_path)
+    except UploadedFileError:
+        raise
+    except Exception as err:      # noqa: BLE001 -- every loader error, with the upload's names for the paths
+        text = str(err).replace(str(var_path), var_name)
+        text = text.replace(str(vae_path), vae_name) if vae_path else text
+        raise UploadedFileError(f"{type(err).__name__}: {text}") from None
+    source, verified = _source_words(var, f"uploaded files `{vae_name}` + `{var_name}`")
+    for path, name in ((var_path, var_name), (vae_path, vae_name)):
+        source = source.replace(str(path), name)
+    return LoadedModel(key, Path(var_name).stem, vqvae.eval(), var.eval(), source, verified,
+                       _imagenet_or_blank(var.num_classes), files=[vae_name, var_name],
+                       sampling=pretrained.OFFICIAL_SAMPLING if var.num_classes == imagenet.NUM_CLASSES
+                       else builtin.DEFAULT_SAMPLING)
+
+
 def load_model(key: str) -> LoadedModel:
     """The model of a picker key, loaded once per server (see the module docstring for the bound). Raises with a
     clear message when it cannot be loaded; callers show the error."""
@@ -178,14 +369,21 @@ def load_model(key: str) -> LoadedModel:
     if kind == "path":
         vae_path, _, var_path = rest.partition("|")
         return _load_files(vae_path, var_path)
-    raise ValueError(f"unknown model key {key!r}: expected builtin:<name>, official:d<depth>, path:<vae>|<var> "
-                     f"or untrained:<preset>")
+    if kind == "run":
+        return _load_run(str(pretrained.resolve_model_path(rest)))     # inside the model folders, or refused
+    if kind == "upload":
+        var_sha, _, vae_sha = rest.partition("|")
+        return _load_upload(var_sha, vae_sha)
+    raise ValueError(f"unknown model key {key!r}: expected builtin:<name>, official:d<depth>, path:<vae>|<var>, "
+                     f"run:<folder>, upload:<sha256>[|<sha256>] or untrained:<preset>")
 
 
 def reset_official() -> None:
-    """Forget the loaded official models and file pairs (after files in the cache were deleted or downloaded)."""
+    """Forget the loaded official models, file pairs and runs (after files in the folders were deleted or
+    downloaded)."""
     _load_official.clear()
     _load_files.clear()
+    _load_run.clear()
 
 
 def official_file_problems() -> dict[str, str]:
@@ -220,6 +418,8 @@ def files_named_in(err: BaseException) -> list[str]:
 
 def friendly_error(err: BaseException) -> str:
     """One paragraph for the page: what went wrong and (from the library's message) what to do."""
+    if isinstance(err, UploadedFileError):
+        return str(err)
     if isinstance(err, FileNotFoundError):
         return (f"A file is missing: {err}. Download the official weights on the **Models** page "
                 f"(or `python -m varlite download d16`), or give the paths of files you have.")

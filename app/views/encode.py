@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import figures, inputs, models, state, traces, ui
+from app import downloads, figures, inputs, models, state, traces, ui
 
 st.title("Encode: an image becomes a pyramid of token maps")
 ui.explain(
@@ -38,8 +38,7 @@ with left:
         if up is not None:
             data, name = up.getvalue(), up.name
         else:
-            st.info(f"Upload an image (up to {inputs.MAX_UPLOAD_MB} MB); it will be converted to RGB, centre-cropped "
-                    f"to a square and resized to {size}x{size} (the model's size).")
+            st.info(f"Upload an image (up to {inputs.MAX_UPLOAD_MB} MB); {inputs.fit_note(model)}.")
 if data is None:
     st.stop()
 
@@ -88,6 +87,7 @@ for col, (cap, img) in zip(cols, pics):
     col.image(img, caption=cap, width="stretch")
 st.caption(f"Rest left after this scale: {rest_share[si]:.1%} of ||f||. Heat maps show the vector norm over the "
            "latent channels at each position.")
+downloads.encoding_downloads(model, data, name)
 DETAILS = {"none": "none", "tokens": "token maps so far", "latents": "contribution, f_hat and rest, so far",
            "pyramid": "decoded prefixes and the input"}
 kind = state.bound(st.segmented_control, "Detailed figure (as in the lessons)", "enc_detail", default="none",

@@ -1,4 +1,5 @@
-"""Models: what is loaded, where its weights came from, and how to get the official ones."""
+"""Models: what is loaded, where its weights came from, your own model (a training run or uploaded weights), and how
+to get the official ones."""
 from __future__ import annotations
 
 import dataclasses
@@ -66,9 +67,77 @@ if model is not None:
     with b:
         st.markdown("**VQVAE config**")
         st.json(config_dict(model.vqvae.config), expanded=False)
+    named = [model.class_label(i) for i in range(model.num_classes) if model.class_names[i]]
+    st.caption(f"{model.num_classes} classes" + (f": {', '.join(named[:12])}{' ...' if len(named) > 12 else ''}"
+                                                 if named else " (no names known: the pages show numbers)"))
     if model.card:
         with st.expander("Model card", expanded=True):
-            show_model_card(model.card, builtin.WEIGHTS_DIR)      # only built-in models have cards
+            show_model_card(model.card, model.card_folder or builtin.WEIGHTS_DIR)
+
+# ------------------------------------------------------------------------------------------------ your own model
+
+def _adopt_own(key: str, label: str) -> None:
+    """Load ``key`` (errors shown in the page), offer it in this session's picker and switch every page to it."""
+    try:
+        with st.spinner("Loading and verifying..."):
+            loaded = models.load_model(key)
+    except Exception as err:      # noqa: BLE001 -- missing / damaged / foreign / unsafe files: all explained
+        st.error(f"This model cannot be loaded: {models.friendly_error(err)}")
+        return
+    models.remember_own_model(loaded, label)
+    s.model_key = loaded.key
+    st.rerun()
+
+
+st.subheader("Your own model")
+st.markdown("A model you trained with `python -m varlite train-tokenizer ...` then `python -m varlite train-var "
+            "--tokenizer <its run> ...` loads here from its **run folder** (the `checkpoint.pt` of a train-var run "
+            "holds the transformer and its tokenizer) or as **uploaded weights**. Class names come with it when "
+            "its dataset has them (Shapes, CIFAR-10, or the sub-folders of an image folder). Once loaded it is in "
+            "the sidebar's model picker and every page uses it.")
+run_tab, upload_tab = st.tabs(["A training run on this server", "Upload weights files"])
+with run_tab:
+    try:
+        folders = ", ".join(f"`{f}`" for f in pretrained.model_folders())
+        runs = models.training_runs()
+    except OSError as err:
+        folders, runs = f"(unusable: {err})", []
+    st.caption(f"Runs are read only from the model folders: {folders}. Train into one "
+               "(`--run-dir $VARLITE_HOME/runs/mine`) or add your runs folder to `VARLITE_MODEL_DIRS`.")
+    if runs:
+        found = state.bound(st.selectbox, "Training runs found in the model folders", "models_run_found",
+                            options=[str(r) for r in runs])
+        if st.button("Load this run", key="models_load_found_run", type="primary"):
+            _adopt_own(f"run:{found}", f"Your run: {Path(found).name}")
+    else:
+        st.info("No train-var run in the model folders yet (a run folder holds config.json and checkpoint.pt).")
+    run_text = state.bound(st.text_input, "Or type a run folder (or its checkpoint.pt)", "models_run_path",
+                           default="", placeholder="runs/mine")
+    if st.button("Load the typed run", key="models_load_run"):
+        try:
+            run_path = pretrained.resolve_model_path(run_text)
+        except pretrained.NotInModelFolderError as err:
+            st.error(str(err))
+        else:
+            _adopt_own(f"run:{run_path}", f"Your run: {run_path.name if run_path.is_dir() else run_path.parent.name}")
+with upload_tab:
+    limit = models.weights_upload_limit_mb()
+    st.caption(f"Up to {limit} MB per file (the server's `maxUploadSize`; larger files load from a run folder). "
+               "Files are read with `torch.load(weights_only=True)` and checked strictly: every tensor name and "
+               f"shape must match the model they describe. The server keeps the last {models.MAX_UPLOADS} uploads.")
+    up_var = st.file_uploader("The VAR: a train-var `checkpoint.pt`, or a VAR state_dict `.pth`",
+                              key="models_upload_var", type=["pt", "pth"], max_upload_size=limit)
+    up_vae = st.file_uploader("Its VQVAE state_dict `.pth` (only needed with a VAR state_dict)",
+                              key="models_upload_vae", type=["pt", "pth"], max_upload_size=limit)
+    if st.button("Load the uploaded files", key="models_load_upload", disabled=up_var is None):
+        try:
+            store = models.upload_store()
+            var_sha = store.put(up_var.getvalue(), up_var.name)
+            vae_sha = store.put(up_vae.getvalue(), up_vae.name) if up_vae is not None else ""
+        except models.UploadedFileError as err:
+            st.error(str(err))
+        else:
+            _adopt_own(f"upload:{var_sha}" + (f"|{vae_sha}" if vae_sha else ""), f"Uploaded: {up_var.name}")
 
 # ------------------------------------------------------------------------------------------------ built-in cards
 names = builtin.list_builtin()
