@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.installed-stamp
 # torch is pinned in the same pip command: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 
-.PHONY: app serve screenshots test setup bench parity lessons lessons-html clean
+.PHONY: app serve screenshots test setup bench parity lessons lessons-html reproduce clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,11 @@ bench: $(STAMP)
 
 lessons: $(STAMP)
 	VARLITE_CI=1 $(PY) -m pytest -q --nbmake lessons/*.ipynb
+
+# lesson 12's runs: three claims of the VAR paper on Shapes (about 35 CPU-minutes on one thread; resumes, skips
+# finished stages; writes lessons/data/reproduce/)
+reproduce: $(STAMP)
+	$(PY) recipes/reproduce.py
 
 lessons-html: $(STAMP)
 	$(PY) lessons/render.py
