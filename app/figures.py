@@ -76,7 +76,7 @@ def mark_cell(rgb: np.ndarray, side: int, row: int, col: int) -> np.ndarray:
     n = out.shape[0]
     y0, y1 = round(row * n / side), round((row + 1) * n / side)
     x0, x1 = round(col * n / side), round((col + 1) * n / side)
-    t = max(1, min(y1 - y0, x1 - x0) // 8)
+    t = max(1, min(3, min(y1 - y0, x1 - x0) // 10))
     for colour, pad in (((0, 0, 0), 0), ((255, 255, 255), t)):
         ys, ye, xs, xe = y0 + pad, y1 - pad, x0 + pad, x1 - pad
         out[ys:ys + t, xs:xe] = colour
@@ -155,7 +155,7 @@ def clickable_map(df: pd.DataFrame, color: alt.Color, tooltip: list, side: int, 
     if not marked:
         return base.properties(width=px, height=px)
     frames = alt.Chart(df[[(r, c) in marked for r, c in zip(df["row"], df["col"])]]).encode(**encoding)
-    width = max(2, px // side // 8)
+    width = max(1, min(2, px // side // 12))
     return alt.layer(base, frames.mark_rect(fill=None, stroke="black", strokeWidth=2 * width),
                      frames.mark_rect(fill=None, stroke="white", strokeWidth=width)).properties(width=px, height=px)
 
