@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from varlite.baselines import (RasterAR, ar_loss, count_parameters, fit_power_law, independent_vqvae,
-                               sample_by_refeeding, timed, var_loss)
+                               sample_by_refeeding, save_raster_ar, timed, var_loss)
 from varlite.builtin import load_builtin
 from varlite.configs import get_preset
 from varlite.train.classifier import ClassifierTrainConfig, ClassifierTrainer, accuracy, consistency_of, load_classifier
@@ -292,6 +292,12 @@ def generation_timing(generate, repeats: int = 3) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ the stages
+def finished_or_exit(result) -> None:
+    """A training stopped before its last step (Ctrl-C, SIGTERM) saved a checkpoint: stop here, unfinished."""
+    if not result.finished:
+        raise SystemExit(f"stopped at step {result.step} of {result.run_dir}; run the same command again to resume")
+
+
 class Reproduction:
     def __init__(self, runs: Path, out: Path, steps: int, threads: int, budget: Budget = FULL):
         self.runs, self.out, self.steps, self.threads, self.budget = runs, out, steps, threads, budget
@@ -327,7 +333,7 @@ class Reproduction:
                                     warmup_steps=30, eval_every=0, ckpt_every=100, threads=self.threads,
                                     progress=False)
         cpu0 = time.process_time()
-        ClassifierTrainer(cfg).run()
+        finished_or_exit(ClassifierTrainer(cfg).run())
         judge, _ = load_classifier(self.runs / "judge")
         return {"test_accuracy": accuracy(judge, self.test_set), "train_cpu_s": round(time.process_time() - cpu0, 1)}
 
@@ -338,7 +344,7 @@ class Reproduction:
     def tokenizer(self, name: str, patch_nums, quantizer: str) -> dict:
         trainer = ReproTokenizerTrainer(tokenizer_recipe(self.runs / name, patch_nums, quantizer, self.threads,
                                                           self.budget.tokenizer_steps))
-        trainer.run()
+        finished_or_exit(trainer.run())
         vqvae = load_repro_tokenizer(self.runs / name, patch_nums, quantizer)
         return {"quantizer": quantizer, "patch_nums": list(patch_nums), "train_cpu_s": round(trainer.cpu_seconds(), 1),
                 **tokenizer_report(vqvae, self.test_set)}
@@ -362,7 +368,7 @@ class Reproduction:
         maps = token_maps(vqvae, tokens, self.runs, self.budget.train_images)
         cfg = transformer_recipe(self.runs / stage, model, tokens, depth, steps, self.threads)
         trainer = ReproTransformerTrainer(cfg, vqvae, maps)
-        trainer.run()
+        finished_or_exit(trainer.run())
         net = load_trained(self.runs / stage, cfg, vqvae)
         val = validation_loss(net, model, maps)
         L = maps["test"].shape[1]
@@ -374,8 +380,8 @@ class Reproduction:
         else:
             generate = lambda labels: net.generate(labels, seed=0, **SAMPLING)
         samples, images01 = sample_report(generate, judge, self.test_set, self.budget.per_class)
-        grid = images01.view(10, self.budget.per_class, 3, 32, 32)[:, :8].half()
-        torch.save(grid, self.out / f"{stage}_samples.pt")
+        grid_u8 = images01.view(10, self.budget.per_class, 3, 32, 32)[:, :8].mul(255).round().to(torch.uint8)
+        torch.save(grid_u8, self.out / f"{stage}_samples.pt")        # (classes, 8, 3, 32, 32) uint8
         blocks = sum(p.numel() for p in net.blocks.parameters())
         result = {"model": model, "tokens": tokens, "depth": depth, "width": 128, "heads": 4, "steps": steps,
                   "batch_size": 32, "parameters": count_parameters(net), "block_parameters": blocks,
@@ -383,9 +389,8 @@ class Reproduction:
                   "val_loss": val, "val_nll_per_image": val * L, "train_cpu_s": round(trainer.cpu_seconds(), 1),
                   "samples": samples, "generation": generation_timing(generate),
                   "curve": learning_curve(self.runs / stage), **(extra or {})}
-        if stage in ("var-d4", "ar"):       # the two models of claim 1 ship (float16), for lesson 12's live timing
-            torch.save({k: v.half() if v.is_floating_point() else v for k, v in net.state_dict().items()},
-                       self.out / f"{stage}.pt")
+        if model == "ar":           # ships with its tokenizer (float16, ~4.5 MB), for lesson 12's live timing
+            save_raster_ar(self.out / "ar.pt", net)
         return result
 
     def ar_steps(self) -> dict:

@@ -31,6 +31,7 @@ C width, Cv latent channels, V vocabulary, K scales, H,W latent side, h,w one sc
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass
@@ -247,6 +248,23 @@ def fit_power_law(n_params: Sequence[float], losses: Sequence[float]) -> PowerLa
     a = math.exp(float(y.mean()) - b * float(x.mean()))
     r = float((dx * dy).sum() / (dx.square().sum() * dy.square().sum()).sqrt())
     return PowerLawFit(a=a, b=b, r=r)
+
+
+def save_raster_ar(path, model: RasterAR) -> None:
+    """One small file with the AR model and its single-scale tokenizer: configs and float16 weights."""
+    half = lambda module: {k: v.half() if v.is_floating_point() else v for k, v in module.state_dict().items()}
+    torch.save({"vqvae_config": dataclasses.asdict(model.vqvae.config), "config": dataclasses.asdict(model.config),
+                "vqvae": half(model.vqvae), "model": half(model)}, path)
+
+
+def load_raster_ar(path) -> RasterAR:
+    """The (tokenizer, AR model) pair of ``save_raster_ar``, float32, in eval mode (read with weights_only)."""
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    vqvae = VQVAE(VQVAEConfig(**blob["vqvae_config"]))
+    vqvae.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["vqvae"].items()})
+    model = RasterAR(VARConfig(**blob["config"]), vqvae.eval())
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["model"].items()})
+    return model.eval()
 
 
 def count_parameters(module: nn.Module) -> int:
