@@ -1,6 +1,6 @@
 """Three claims of the VAR paper, reproduced small on Shapes (32x32, 10 classes), on a CPU: the runs behind lesson 12.
 
-Usage: python recipes/reproduce.py [--steps 300] [--runs runs/reproduce] [--out lessons/data/reproduce] [--threads 1]
+Usage: python recipes/reproduce.py [--steps 250] [--runs runs/reproduce] [--out lessons/data/reproduce] [--threads 1]
 (or ``make reproduce``). Each stage writes ``<out>/<stage>.json`` when it is done and is skipped when that file
 exists; a training stage stopped half-way resumes from its checkpoint in ``<runs>/<stage>/``. Delete a JSON file
 (and its run dir) to redo that stage.
@@ -11,9 +11,10 @@ Stages, in the order they run (the most informative first, so an early stop stil
   var-d4           VAR depth 4, width 128 (the ``shapes`` preset's transformer) on the built-in residual tokenizer
   ar               RasterAR depth 4, width 128 on tok-single, trained for as many CPU-seconds as var-d4 (its step
                    count comes from timing both models' steps side by side at the start of the stage)
+  var-d1 ... d3     the depth series for the loss-vs-parameters fit (width 128, 4 heads; var-d4 is its 4th point)
   tok-independent  a tokenizer with independent per-scale tokens (varlite.baselines.IndependentScaleQuantizer)
   var-independent  VAR depth 4, width 128 on tok-independent
-  var-d1 ... var-d5 (but d4) the rest of the depth series for the loss-vs-parameters fit
+  var-d5           the 5th point of the depth series
   summary          everything above in ``summary.json`` (the file lesson 12 reads), with the fits
 
 The tokenizers use the recipe of the built-in ``shapes`` tokenizer (350 steps x 32, lr 1e-3, 50 warm-up steps,
@@ -52,7 +53,7 @@ from varlite.vqvae import VQVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = get_preset("shapes")
-DEPTHS = (1, 2, 3, 4, 5)            # the depth series (width 128, 4 heads): var-d4 is also the VAR of claims 1-2
+DEPTHS = (1, 2, 3, 4, 5)            # the depth series (var-d1..d3 run before claim 2, var-d5 last) (width 128, 4 heads): var-d4 is also the VAR of claims 1-2
 SAMPLING = {"cfg": 1.5, "top_k": 20}
 
 
@@ -423,11 +424,11 @@ class Reproduction:
         self.run("var-d4", lambda: self.transformer("var-d4", "var", "residual", 4, self.steps))
         budget = self.run("ar-budget", self.ar_steps)
         self.run("ar", lambda: self.transformer("ar", "ar", "single", 4, budget["ar_steps"], {"equal_cpu": budget}))
+        for d in DEPTHS[:3]:
+            self.run(f"var-d{d}", lambda d=d: self.transformer(f"var-d{d}", "var", "residual", d, self.steps))
         self.run("tok-independent", lambda: self.tokenizer("tok-independent", SHAPES.vqvae.patch_nums, "independent"))
         self.run("var-independent", lambda: self.transformer("var-independent", "var", "independent", 4, self.steps))
-        for d in DEPTHS:
-            if d != 4:
-                self.run(f"var-d{d}", lambda d=d: self.transformer(f"var-d{d}", "var", "residual", d, self.steps))
+        self.run("var-d5", lambda: self.transformer("var-d5", "var", "residual", 5, self.steps))
         return self.summary()
 
     def summary(self) -> dict:
@@ -449,7 +450,7 @@ class Reproduction:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300, help="training steps of every VAR (default 300)")
+    parser.add_argument("--steps", type=int, default=250, help="training steps of every VAR (default 250)")
     parser.add_argument("--runs", default=str(ROOT / "runs" / "reproduce"), help="checkpoints and token maps")
     parser.add_argument("--out", default=str(ROOT / "lessons" / "data" / "reproduce"), help="the shipped results")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
