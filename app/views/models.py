@@ -8,21 +8,28 @@ from pathlib import Path
 
 import pandas as pd
 import streamlit as st
+from PIL import Image
 
 from app import models, state, ui
 from varlite import builtin, pretrained
 from varlite.download import varlite_home
 
 
+CARD_IMAGE_MAX_PX = 720
+
+
 def show_model_card(card: str, folder) -> None:
-    """A model card in markdown; its image lines (``![alt](file.png)``, files beside the card) become st.image,
-    since the browser cannot fetch files relative to the card."""
+    """A model card in markdown; its image lines (``![alt](file.png)``, files beside the card) become st.image at
+    their own width (at most CARD_IMAGE_MAX_PX), since the browser cannot fetch files relative to the card."""
     text = []
     for line in card.splitlines():
         image = re.fullmatch(r"!\[(.*)\]\(([^)/]+)\)", line.strip())
         if image:
             st.markdown("\n".join(text))
-            st.image(str(Path(folder) / image.group(2)), caption=image.group(1))
+            path = Path(folder) / image.group(2)
+            with Image.open(path) as im:
+                width = min(im.width, CARD_IMAGE_MAX_PX)
+            st.image(str(path), caption=image.group(1), width=width)
             text = []
         else:
             text.append(line)

@@ -1,0 +1,94 @@
+"""Your own model in a real browser (issue 12 sec 3-4): a train-var run in the cache folder is loaded on the Models
+page, becomes the sidebar's model, and its step-through downloads as a GIF (Encode page) -- Chromium through
+Playwright, as tests/test_browser.py (install: `apt-get install -y chromium`; never `playwright install`)."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.browser_harness import CHROMIUM_ARGS, chromium_path, streamlit_server
+from tests.test_browser import ARTIFACTS, SETTLE_MS, check_page, open_page, screenshot, settle
+
+playwright_sync = pytest.importorskip("playwright.sync_api")
+
+SHAPES_K = 7
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory):
+    """A cache folder holding runs/mine: a train-var run of the shapes preset (2 steps, ~10 s) and its tokenizer run.
+    (The server is another process: the run's preset must be one varlite ships.)"""
+    from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer
+    from varlite.train.transformer import VarTrainConfig, VarTrainer
+    home = tmp_path_factory.mktemp("varlite_home_runs")
+    common = dict(preset="shapes", dataset="shapes", steps=2, batch_size=8, eval_every=0, sample_every=0,
+                  eval_images=8, progress=False, warmup_steps=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert TokenizerTrainer(TokenizerTrainConfig(run_dir=str(home / "runs" / "tok"), **common)).run().finished
+        assert VarTrainer(VarTrainConfig(run_dir=str(home / "runs" / "mine"), tokenizer=str(home / "runs" / "tok"),
+                                         samples_per_class=1, **common)).run().finished
+    finally:
+        torch.set_num_threads(threads)
+    return home
+
+
+@pytest.fixture(scope="module")
+def server(home):
+    if chromium_path() is None:
+        message = "Chromium is missing: run `apt-get install -y chromium` (Debian's package, /usr/bin/chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server(env={"VARLITE_HOME": str(home)}, log_path=ARTIFACTS / "streamlit-server-models.log") as url:
+        yield url
+
+
+@pytest.fixture
+def page(server):
+    with playwright_sync.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        pg = context.new_page()
+        pg.set_default_timeout(SETTLE_MS)
+        errors = []
+        pg.on("pageerror", lambda err: errors.append(str(err)))
+        yield pg
+        context.close()
+        browser.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
+
+
+def picked(pg) -> str:
+    """The sidebar model picker's shown choice."""
+    return pg.locator(".st-key-model_picker").get_by_role("combobox").input_value()
+
+
+def test_load_a_training_run_then_export_its_step_through_as_a_gif(page, server, home, tmp_path):
+    open_page(page, server, "models", "Your own model")
+    page.get_by_role("button", name="Load this run").click()
+    page.get_by_text("Loaded: mine").wait_for()
+    settle(page)
+    check_page(page)
+    assert "Your run: mine" in picked(page)
+    assert page.get_by_text("10 classes: 0: red disc, 1: green square").count() == 1      # Shapes' names
+    screenshot(page, "models-own-run")
+
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Encode").click()
+    page.get_by_text("Rest left after this scale").wait_for()
+    settle(page)
+    check_page(page)
+    assert "Your run: mine" in picked(page)        # still the run's model
+    with page.expect_download() as info:
+        page.get_by_role("button", name="Step-through as GIF").click()
+    download = info.value
+    assert download.suggested_filename == "varlite_mine_encoding.gif"
+    saved = tmp_path / download.suggested_filename
+    download.save_as(saved)
+    gif = Image.open(saved)
+    assert gif.format == "GIF" and gif.n_frames == SHAPES_K
