@@ -10,6 +10,7 @@ from PIL import Image, UnidentifiedImageError
 
 from app.models import LoadedModel
 from varlite.data import CIFAR10, find_cifar10
+from varlite.data.cifar10 import CLASSES as CIFAR10_CLASSES
 from varlite.data.shapes import CLASS_NAMES as SHAPE_NAMES, Shapes
 
 MAX_UPLOAD_MB = 10
@@ -60,7 +61,7 @@ def sample_names(model: LoadedModel) -> list[str]:
     names = []
     if model.image_size <= 64:
         names += [f"shapes: {c}" for c in SHAPE_NAMES]
-    if model.name == "cifar10" and _cifar10_available():
+    if model.class_names == tuple(CIFAR10_CLASSES) and _cifar10_available():     # built-in or own CIFAR-10 model
         names += [f"cifar10 test image {i}" for i in range(10)]
     return names + [f"photo: {n}" for n in PHOTOS]
 
