@@ -86,6 +86,12 @@ def test_a_run_in_the_model_folders_is_listed_loaded_and_used_on_every_page(home
     assert_clean(at)
     notes = " ".join(w.value for w in at.warning)
     assert "centre-cropped from 90x60 to 60x60" in notes and "resized from 60x60 to 32x32" in notes
+    at.switch_page("views/edit.py").run()
+    at.radio(key="edit_source").set_value("Upload").run()
+    at.file_uploader(key="edit_upload").set_value(("tall.png", png_bytes("RGBA", (40, 64)), "image/png")).run()
+    assert_clean(at)
+    notes = " ".join(w.value for w in at.warning)
+    assert "converted from RGBA to RGB" in notes and "resized from 40x40 to 32x32" in notes
 
 
 def test_a_typed_run_folder_loads_and_a_path_outside_the_folders_is_refused_unread(homes, tmp_path):
