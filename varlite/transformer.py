@@ -156,7 +156,9 @@ class AdaLNSelfAttn(nn.Module):
             self.ada_lin = nn.Sequential(nn.SiLU(), nn.Linear(embed_dim, 6 * embed_dim))
 
     def modulation(self, cond_BD_or_gss: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """(gamma1, gamma2, scale1, scale2, shift1, shift2), each (B, 1, C)."""
+        """(gamma1, gamma2, scale1, scale2, shift1, shift2), each (B, 1, C). They depend on the class condition
+        only, so generation computes them once per call and reuses them at every scale (``modulated``): at d16 the
+        16 ``ada_lin`` layers are a third of the weights, which each scale would otherwise read again."""
         if self.shared_aln:
             return (self.ada_gss + cond_BD_or_gss).unbind(2)
         return self.ada_lin(cond_BD_or_gss).view(-1, 1, 6, self.C).unbind(2)
@@ -164,7 +166,12 @@ class AdaLNSelfAttn(nn.Module):
     def forward(self, x_BLC: torch.Tensor, cond_BD_or_gss: torch.Tensor, attn_bias: torch.Tensor | None = None,
                 kv_cache: KVCache | None = None) -> torch.Tensor:
         """The two AdaLN-modulated, gated branches of the module docstring (``kv_cache``: see SelfAttention)."""
-        gamma1, gamma2, scale1, scale2, shift1, shift2 = self.modulation(cond_BD_or_gss)
+        return self.modulated(x_BLC, self.modulation(cond_BD_or_gss), attn_bias, kv_cache)
+
+    def modulated(self, x_BLC: torch.Tensor, modulation: tuple[torch.Tensor, ...],
+                  attn_bias: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """``forward`` with the six modulation tensors already computed (``self.modulation(cond)``)."""
+        gamma1, gamma2, scale1, scale2, shift1, shift2 = modulation
         attn_BLC = self.attn(self.ln_wo_grad(x_BLC).mul(scale1.add(1)).add_(shift1), attn_bias, kv_cache)
         x_BLC = x_BLC + drop_path(attn_BLC.mul_(gamma1), self.drop_path_p, self.training)
         ffn_BLC = self.ffn(self.ln_wo_grad(x_BLC).mul(scale2.add(1)).add_(shift2))

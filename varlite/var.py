@@ -187,7 +187,7 @@ class VAR(nn.Module):
         # classifier-free guidance runs 2B rows: the labels, then B rows of the unconditional class
         labels_2B = torch.cat((labels_B, torch.full_like(labels_B, self.num_classes)))
         cond_2BD = self.class_emb(labels_2B)
-        cond_2BD_or_gss = self.shared_ada_lin(cond_2BD)
+        modulation_per_block = [block.modulation(self.shared_ada_lin(cond_2BD)) for block in self.blocks]
         lvl_pos_1LC = self.lvl_embed(self.lvl_1L) + self.pos_1LC
         x_2BlC = self.start_tokens(cond_2BD) + lvl_pos_1LC[:, :self.first_l]
         kv_cache = KVCache(len(self.blocks), capture_attention)    # this call's own: the model stays shared
@@ -196,8 +196,8 @@ class VAR(nn.Module):
         for si, pn in enumerate(self.patch_nums):
             watch = Stopwatch()
             with watch("transformer"):     # this scale's tokens attend to themselves and every coarser scale
-                for block in self.blocks:
-                    x_2BlC = block(x_2BlC, cond_2BD_or_gss, kv_cache=kv_cache)
+                for block, modulation in zip(self.blocks, modulation_per_block):
+                    x_2BlC = block.modulated(x_2BlC, modulation, kv_cache=kv_cache)
                 raw_logits_2BlV = self.logits(x_2BlC, cond_2BD)
                 t = sampling.cfg_strength(cfg, si, K)
                 logits_BlV = sampling.guide(raw_logits_2BlV, t)
