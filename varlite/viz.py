@@ -402,20 +402,21 @@ def generation_order_figure(patch_nums: Sequence[int]) -> Figure:
 
 
 def adaln_block_figure() -> Figure:
-    """One VAR transformer block (lesson 4): the class condition sets, through Linear(SiLU(c)), the scale and shift
-    of both LayerNorms and the gates of both branches; attention uses L2-normalised q, k times exp(s_h)."""
+    """One VAR transformer block (lesson 4): the class condition sets, through Linear(SiLU(c)), the multiplier
+    (1 + s) and shift b of both LayerNorms and the gates gamma of both branches (lesson 4's notation; the code's
+    scale1/shift1/...); attention uses L2-normalised q, k times exp(s_h)."""
     boxes = {
         "x": (0.12, 0.06, "x  (B, L, C)", "sky"),
         "ln1": (0.12, 0.22, "LayerNorm (no affine)", "sky"),
-        "mod1": (0.12, 0.36, "x (1 + scale1) + shift1", "orange"),
+        "mod1": (0.12, 0.36, "LN(x) (1 + s1) + b1", "orange"),
         "attn": (0.12, 0.52, "attention: q/||q|| . k/||k|| x exp(s_h)\n+ block-causal mask", "blue"),
         "gate1": (0.12, 0.67, "x gamma1, add to x", "orange"),
-        "ln2": (0.55, 0.67, "LayerNorm, x (1 + scale2) + shift2", "orange"),
+        "ln2": (0.55, 0.67, "LayerNorm: LN(x) (1 + s2) + b2", "orange"),
         "ffn": (0.55, 0.82, "FFN: Linear 4C, GELU, Linear C", "blue"),
         "gate2": (0.55, 0.95, "x gamma2, add to x  ->  next block", "orange"),
         "class": (0.85, 0.06, "class y -> embedding c  (B, C)", "green"),
         "ada": (0.85, 0.26, "Linear(SiLU(c)) -> 6C", "green"),
-        "six": (0.85, 0.44, "gamma1 gamma2 scale1\nscale2 shift1 shift2", "green"),
+        "six": (0.85, 0.44, "gamma1 gamma2 s1\ns2 b1 b2", "green"),
     }
     arrows = [("x", "ln1"), ("ln1", "mod1"), ("mod1", "attn"), ("attn", "gate1"), ("gate1", "ln2"), ("ln2", "ffn"),
               ("ffn", "gate2"), ("class", "ada"), ("ada", "six"), ("six", "mod1"), ("six", "gate1"), ("six", "ln2"),
