@@ -84,6 +84,7 @@ class StreamlitSession:
         self.views: list[RunView] = []                # views waiting for a settled page
         self.errors: list[str] = []
         self.image_bytes = 0
+        self.log: list[tuple[float, str]] = []        # (time.perf_counter(), text) of every heading and markdown
         self._ws = None
         self._reader: asyncio.Task | None = None
         self._timers: dict[str, asyncio.Task] = {}
@@ -156,6 +157,8 @@ class StreamlitSession:
 
     def _element(self, el, fragment_id: str) -> None:
         kind = el.WhichOneof("type")
+        if kind in ("heading", "markdown"):
+            self.log.append((time.perf_counter(), getattr(el, kind).body))
         if kind == "heading":
             for view in self.views:
                 view.headings.append(el.heading.body)
