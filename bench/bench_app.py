@@ -11,6 +11,9 @@ fast as the page allows. A step's latency is measured in the browser: from the c
 is shown and nothing on the page is stale or loading. The server-side render time of each step is read from the
 page's own "step rendered in ... ms" caption. Prints p50 / p95 / max of both and the number of errors (exception
 elements in a page, timeouts).
+
+The browsers run on the same machine as the server and cost more CPU than it does: for many sessions use
+bench/bench_app_load.py (one protocol-level client, no browser); this script checks what only a browser shows.
 """
 from __future__ import annotations
 
