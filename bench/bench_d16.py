@@ -15,7 +15,7 @@ It checks that every scale's token map is identical and prints the largest image
 Usage:
     python bench/bench_d16.py                                 # varlite only
     python bench/bench_d16.py --upstream PATH/TO/VAR          # side by side with a checkout of FoundationVision/VAR
-    options: --threads 2 --rounds 3 --batch 2 --cfg 4 --top-k 1
+    options: --threads 2 --rounds 3 --batch 2 --cfg 4 --top-k 1 --bf16 (also varlite under a bfloat16 autocast)
 
 The official code needs ``huggingface_hub`` importable (``pip install huggingface_hub``); nothing is downloaded.
 """
@@ -33,11 +33,11 @@ from torch.utils.flop_counter import FlopCounterMode
 CLASSES = (207, 980, 1, 88, 360, 387, 417, 812)
 
 
-def matmul_peak(seconds: float = 1.0) -> float:
-    """Best float32 FLOP/s of an (n x n) @ (n x n) matmul over n in 512, 1024, 2048."""
+def matmul_peak(dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
+    """Best FLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` over n in 512, 1024, 2048."""
     best = 0.0
     for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n), torch.randn(n, n)
+        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
         for _ in range(2):
             a @ b
         t0, runs = time.perf_counter(), 0
@@ -104,11 +104,12 @@ class PhaseClock:
         self.transformer, self.decode, self.tokens = [], [], []
 
 
-def run_varlite(var, labels, cfg, top_k):
-    """One generation with varlite: (seconds, per-scale transformer s, per-scale rest s, decode s, tokens, image)."""
+def run_varlite(var, labels, cfg, top_k, bf16: bool = False):
+    """One generation with varlite: (seconds, per-scale transformer s, per-scale rest s, decode s, tokens, image);
+    ``bf16``: under a bfloat16 autocast."""
     t0 = time.perf_counter()
     transformer, rest, tokens = [], [], []
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         for step in var.generate_steps(labels, cfg=cfg, top_k=top_k, seed=0):
             transformer.append(step.timings["transformer"])
             rest.append(step.timings["sampling"] + step.timings["quantizer"])
@@ -150,16 +151,16 @@ def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def report(results: dict, flops_per_scale: list[float], flops_decode: float, peak: float, patch_nums, args) -> None:
-    """Print the per-phase table (medians over rounds) and the round-by-round totals and ratios."""
+def report(results: dict, flops_per_scale: list[float], flops_decode: float, peaks: dict, patch_nums, args) -> None:
+    """Print the per-phase table (medians over rounds) and the round-by-round totals and ratios. ``peaks``: the
+    matmul peak (FLOP/s) each implementation's "% of peak" is taken against."""
     names = list(results)
-    pct = lambda flops, s: f"{100 * flops / s / peak:>6.0f} %" if s == s and s > 0 else f"{'':>8}"
-    print(f"d16 generation, synthetic weights, float32, {args.threads} threads, batch {args.batch}, cfg {args.cfg}, "
-          f"top-k {args.top_k}, {args.rounds} rounds (medians); torch {torch.__version__}; "
-          f"matmul peak {peak / 1e9:.0f} GFLOP/s")
-    header = f"{'phase':<24}" + "".join(f"{n + ' s':>12}" for n in names) + f"{'GFLOP':>9}"
-    header += "".join(f"{n[:8] + ' %pk':>13}" for n in names)
-    print(header)
+    pct = lambda name, flops, s: f"{100 * flops / s / peaks[name]:>5.0f} %"
+    print(f"d16 generation, synthetic weights, {args.threads} threads, batch {args.batch}, cfg {args.cfg}, "
+          f"top-k {args.top_k}, {args.rounds} rounds (medians); torch {torch.__version__}; matmul peak "
+          + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
+    print(f"{'phase':<30}" + "".join(f"{n + ' s':>16}" for n in names) + f"{'GFLOP':>8}"
+          + "".join(f"{n + ' %':>16}" for n in names))
     rows = []
     for si, pn in enumerate(patch_nums):
         times = [median([r[1][si] for r in results[n]]) for n in names]
@@ -169,10 +170,15 @@ def report(results: dict, flops_per_scale: list[float], flops_decode: float, pea
     rows.append((f"decode ({args.batch} x 256 px)", [median([r[3] for r in results[n]]) for n in names], flops_decode))
     rows.append(("total", [median([r[0] for r in results[n]]) for n in names], sum(flops_per_scale) + flops_decode))
     for label, times, flops in rows:
-        line = f"{label:<24}" + "".join(f"{t:>12.3f}" for t in times)
-        line += f"{flops / 1e9:>9.1f}" if flops == flops else f"{'':>9}"
-        line += "".join(f"{pct(flops, t):>13}" if flops == flops else f"{'':>13}" for t in times)
+        line = f"{label:<30}" + "".join(f"{t:>16.3f}" for t in times)
+        if flops == flops:       # not NaN: the phase has a FLOP count
+            line += f"{flops / 1e9:>8.1f}" + "".join(f"{pct(n, flops, t):>16}" for n, t in zip(names, times))
         print(line)
+    if "varlite-bf16" in results:
+        for i, (v, h) in enumerate(zip(results["varlite"], results["varlite-bf16"])):
+            agree = [100 * (a == b).float().mean().item() for a, b in zip(v[4], h[4])]
+            print(f"round {i + 1}: varlite-bf16 {h[0]:.2f} s = {v[0] / h[0]:.2f}x faster than float32; tokens equal "
+                  f"to float32's per scale: " + " ".join(f"{x:.0f}%" for x in agree))
     if "official" in results:
         ratios = [v[0] / o[0] for v, o in zip(results["varlite"], results["official"])]
         for i, (v, o) in enumerate(zip(results["varlite"], results["official"])):
@@ -191,18 +197,27 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=2, choices=range(1, len(CLASSES) + 1))
     parser.add_argument("--cfg", type=float, default=4.0)
     parser.add_argument("--top-k", type=int, default=1)
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time varlite under a bfloat16 autocast (`generate --precision bf16`): faster on "
+                             "CPUs with AMX/AVX-512-BF16, tokens not identical to float32")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     labels = list(CLASSES[:args.batch])
 
     vqvae, var, vq_sd, var_sd = synthetic_d16()
     impls = {"varlite": lambda: run_varlite(var, labels, args.cfg, args.top_k)}
+    if args.bf16:
+        impls["varlite-bf16"] = lambda: run_varlite(var, labels, args.cfg, args.top_k, bf16=True)
     if args.upstream:
         off_vqvae, off_var = official_d16(args.upstream, vq_sd, var_sd)
         clock = PhaseClock(off_vqvae, off_var)
         impls["official"] = lambda: run_official(off_var, clock, labels, args.cfg, args.top_k)
 
-    peak = matmul_peak()
+    peaks = {"varlite": matmul_peak()}
+    if args.bf16:
+        peaks["varlite-bf16"] = matmul_peak(torch.bfloat16)
+    if args.upstream:
+        peaks["official"] = peaks["varlite"]
     flops_per_scale, flops_decode = count_flops(var, labels, args.cfg, args.top_k)
     for run in impls.values():      # warm-up (first touch of the weights, oneDNN's kernels)
         run()
@@ -210,7 +225,7 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, run in impls.items():
             results[name].append(run())
-    report(results, flops_per_scale, flops_decode, peak, var.patch_nums, args)
+    report(results, flops_per_scale, flops_decode, peaks, var.patch_nums, args)
 
 
 if __name__ == "__main__":
