@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from varlite.configs import get_preset
+from varlite import pretrained
+from varlite.configs import OFFICIAL_PATCH_NUMS, get_preset
 from varlite.synthetic import synthetic_state_dict
 from varlite.var import VAR
 from varlite.vqvae import VQVAE
@@ -43,3 +44,17 @@ def tiny_models(ref_state_dicts) -> tuple[VQVAE, VAR]:
     var = VAR(preset.var, vqvae)
     var.load_state_dict(ref_state_dicts[1], strict=True)
     return vqvae.eval(), var.eval()
+
+
+@pytest.fixture(scope="session")
+def synthetic_official_home(tmp_path_factory) -> Path:
+    """A cache folder ($VARLITE_HOME) holding the official vae and d16 files, synthetic weights in the official
+    layout (the upstream rule, seed 0); written once per test session (~5 s, 1.7 GB on disk)."""
+    home = tmp_path_factory.mktemp("official_synthetic")
+    layouts = pretrained.official_layouts()
+    for name in ("vae", "d16"):
+        entry = pretrained.OFFICIAL_FILES[name]
+        sd = synthetic_state_dict(layouts[entry.layout]["tensors"], seed=0, patch_nums=OFFICIAL_PATCH_NUMS)
+        torch.save(sd, home / entry.filename)
+        del sd
+    return home

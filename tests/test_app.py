@@ -19,8 +19,7 @@ from streamlit.testing.v1 import AppTest  # noqa: E402
 from app import edits, models, traces  # noqa: E402
 from app.traces import GenSettings, GenerationRun, TraceStore  # noqa: E402
 from varlite import builtin, imagenet, pretrained  # noqa: E402
-from varlite.configs import OFFICIAL_PATCH_NUMS, get_preset  # noqa: E402
-from varlite.synthetic import synthetic_state_dict  # noqa: E402
+from varlite.configs import get_preset  # noqa: E402
 from varlite.var import VAR  # noqa: E402
 from varlite.vqvae import VQVAE  # noqa: E402
 
@@ -555,21 +554,8 @@ def test_a_broken_cached_official_file_is_named_and_can_be_deleted(tmp_path, mon
 
 
 # ------------------------------------------------------------------------------------------------ official d16
-@pytest.fixture(scope="module")
-def synthetic_d16_home(tmp_path_factory):
-    """A cache folder holding official-layout d16 files with synthetic weights (the upstream rule)."""
-    home = tmp_path_factory.mktemp("d16_home")
-    layouts = pretrained.official_layouts()
-    for name in ("vae", "d16"):
-        entry = pretrained.OFFICIAL_FILES[name]
-        sd = synthetic_state_dict(layouts[entry.layout]["tensors"], seed=0, patch_nums=OFFICIAL_PATCH_NUMS)
-        torch.save(sd, home / entry.filename)
-        del sd
-    return home
-
-
-def test_official_d16_switches_at_once_with_imagenet_names_and_streams(synthetic_d16_home, monkeypatch):
-    monkeypatch.setenv("VARLITE_HOME", str(synthetic_d16_home))
+def test_official_d16_switches_at_once_with_imagenet_names_and_streams(synthetic_official_home, monkeypatch):
+    monkeypatch.setenv("VARLITE_HOME", str(synthetic_official_home))     # official-layout files (tests/conftest.py)
     at = new_app()
     at.selectbox(key=f"gen_class@{SHAPES}").set_value(1).run()
     at.sidebar.selectbox(key="model_picker").set_value("official:d16").run()

@@ -14,12 +14,8 @@ import os
 import re
 
 import pytest
-import torch
 
 from tests.browser_harness import BROKEN_IMAGES_JS, CHROMIUM_ARGS, ROOT, SETTLED_JS, chromium_path, streamlit_server
-from varlite import pretrained
-from varlite.configs import OFFICIAL_PATCH_NUMS
-from varlite.synthetic import synthetic_state_dict
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -29,22 +25,8 @@ D16_LABEL = "Official VAR-d16 (ImageNet 256)"
 COMPUTED = re.compile(r"computed (\d+) of 10 scales")
 
 
-@pytest.fixture(scope="session")
-def synthetic_official_home(tmp_path_factory):
-    """A cache folder ($VARLITE_HOME) holding the official vae and d16 files, synthetic weights in the official
-    layout (seed 0); written once per test session (~5 s, 1.7 GB on disk)."""
-    home = tmp_path_factory.mktemp("official_synthetic")
-    layouts = pretrained.official_layouts()
-    for name in ("vae", "d16"):
-        entry = pretrained.OFFICIAL_FILES[name]
-        sd = synthetic_state_dict(layouts[entry.layout]["tensors"], seed=0, patch_nums=OFFICIAL_PATCH_NUMS)
-        torch.save(sd, home / entry.filename)
-        del sd
-    return home
-
-
 @pytest.fixture(scope="module")
-def server(synthetic_official_home):
+def server(synthetic_official_home):          # the official files with synthetic weights (tests/conftest.py)
     if chromium_path() is None:
         message = "Chromium is missing: run `apt-get install -y chromium` (Debian's package, /usr/bin/chromium)"
         if os.environ.get("CI"):
