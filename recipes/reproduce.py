@@ -12,6 +12,7 @@ Stages, in the order they run (the most informative first, so an early stop stil
   ar               RasterAR depth 4, width 128 on tok-single, trained for as many CPU-seconds as var-d4 (its step
                    count comes from timing both models' steps side by side at the start of the stage)
   var-d1 ... d3     the depth series for the loss-vs-parameters fit (width 128, 4 heads; var-d4 is its 4th point)
+  var-builtin      the built-in shapes VAR (var-d4's recipe, 700 steps: about the AR model's step count), evaluated
   tok-independent  a tokenizer with independent per-scale tokens (varlite.baselines.IndependentScaleQuantizer)
   var-independent  VAR depth 4, width 128 on tok-independent
   var-d5           the 5th point of the depth series
@@ -371,6 +372,22 @@ class Reproduction:
         trainer = ReproTransformerTrainer(cfg, vqvae, maps)
         finished_or_exit(trainer.run())
         net = load_trained(self.runs / stage, cfg, vqvae)
+        result = {"steps": steps, "train_cpu_s": round(trainer.cpu_seconds(), 1),
+                  "curve": learning_curve(self.runs / stage), **(extra or {})}
+        if model == "ar":           # ships with its tokenizer (float16, ~4.5 MB), for lesson 12's live timing
+            save_raster_ar(self.out / "ar.pt", net)
+        return {**self.evaluate_transformer(stage, net, model, tokens, maps), **result}
+
+    def builtin_var(self) -> dict:
+        """The built-in shapes VAR, evaluated like the others: the var-d4 recipe (same tokenizer, size, optimiser,
+        schedule shape) trained for 700 steps instead of 250, i.e. about as many steps as the AR model had."""
+        vqvae, net = load_builtin("shapes")
+        maps = token_maps(vqvae, "residual", self.runs, self.budget.train_images)
+        return {**self.evaluate_transformer("var-builtin", net, "var", "residual", maps), "steps": 700,
+                "train_cpu_s": 636.0, "note": "varlite/weights/shapes.pth; steps and CPU time from its model card"}
+
+    def evaluate_transformer(self, stage: str, net, model: str, tokens: str, maps: dict) -> dict:
+        """Validation loss, 200 judged samples (a grid of them saved as <stage>_samples.pt) and generation times."""
         val = validation_loss(net, model, maps)
         L = maps["test"].shape[1]
         judge = self.load_judge()
@@ -384,15 +401,12 @@ class Reproduction:
         grid_u8 = images01.view(10, self.budget.per_class, 3, 32, 32)[:, :8].mul(255).round().to(torch.uint8)
         torch.save(grid_u8, self.out / f"{stage}_samples.pt")        # (classes, 8, 3, 32, 32) uint8
         blocks = sum(p.numel() for p in net.blocks.parameters())
-        result = {"model": model, "tokens": tokens, "depth": depth, "width": 128, "heads": 4, "steps": steps,
-                  "batch_size": 32, "parameters": count_parameters(net), "block_parameters": blocks,
-                  "tokens_per_image": L, "generation_steps": len(vqvae.patch_nums) if model == "var" else L,
-                  "val_loss": val, "val_nll_per_image": val * L, "train_cpu_s": round(trainer.cpu_seconds(), 1),
-                  "samples": samples, "generation": generation_timing(generate),
-                  "curve": learning_curve(self.runs / stage), **(extra or {})}
-        if model == "ar":           # ships with its tokenizer (float16, ~4.5 MB), for lesson 12's live timing
-            save_raster_ar(self.out / "ar.pt", net)
-        return result
+        return {"model": model, "tokens": tokens, "depth": net.config.depth, "width": net.config.embed_dim,
+                "heads": net.config.num_heads, "batch_size": 32, "parameters": count_parameters(net),
+                "block_parameters": blocks, "tokens_per_image": L,
+                "generation_steps": len(net.vqvae.patch_nums) if model == "var" else L,
+                "val_loss": val, "val_nll_per_image": val * L, "samples": samples,
+                "generation": generation_timing(generate)}
 
     def ar_steps(self) -> dict:
         """Equal CPU budget: time a few training steps of both claim-1 models side by side (interleaved, same
@@ -424,6 +438,7 @@ class Reproduction:
         self.run("var-d4", lambda: self.transformer("var-d4", "var", "residual", 4, self.steps))
         budget = self.run("ar-budget", self.ar_steps)
         self.run("ar", lambda: self.transformer("ar", "ar", "single", 4, budget["ar_steps"], {"equal_cpu": budget}))
+        self.run("var-builtin", self.builtin_var)
         for d in DEPTHS[:3]:
             self.run(f"var-d{d}", lambda d=d: self.transformer(f"var-d{d}", "var", "residual", d, self.steps))
         self.run("tok-independent", lambda: self.tokenizer("tok-independent", SHAPES.vqvae.patch_nums, "independent"))
