@@ -297,6 +297,14 @@ async def step_through(url: str, query: str, idx: int, args, results: dict) -> N
         await session.close()
 
 
+def cpu_s(pid: int | None) -> float:
+    """User + system CPU seconds a process (all its threads) has used so far (Linux: /proc/<pid>/stat)."""
+    if pid is None:
+        return float("nan")
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def sample_rss(pid: int | None, samples: list, done: asyncio.Event, every_s: float = 2.0) -> None:
     start = time.monotonic()
     while pid is not None and not done.is_set():
@@ -318,9 +326,10 @@ async def run(url: str, pid: int | None, args) -> dict:
     done = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(pid, results["rss"], done))
     t0 = time.perf_counter()
-    cpu0 = time.process_time()
+    cpu0, server_cpu0 = time.process_time(), cpu_s(pid)
     await asyncio.gather(*(step_through(url, query, i, args, results) for i in range(args.sessions)))
     results["wall_s"], results["client_cpu_s"] = time.perf_counter() - t0, time.process_time() - cpu0
+    results["server_cpu_s"] = cpu_s(pid) - server_cpu0
     done.set()
     await sampler
     return results
@@ -344,6 +353,9 @@ def report(results: dict, args, pid: int | None) -> None:
     print(f"\nsessions completed: {results['complete']} of {args.sessions}; steps: {len(steps)} in "
           f"{results['wall_s']:.1f} s ({len(steps) / results['wall_s']:.1f} steps/s); images fetched: "
           f"{results['image_bytes'] / 2**20:.1f} MiB; client CPU {results['client_cpu_s']:.1f} s")
+    if steps and pid is not None:
+        print(f"server CPU: {results['server_cpu_s']:.1f} s in all, {1000 * results['server_cpu_s'] / len(steps):.0f} ms "
+              f"per step (page loads included; a figure that does not depend on the machine's load)")
     print(f"errors: {len(results['errors'])}")
     for err in results["errors"][:10]:
         print("  " + err)
