@@ -190,3 +190,26 @@ def test_raster_ar_file_round_trip(tmp_path):
     for (name, a), (_, b) in zip(ar.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a.half().float() if a.is_floating_point() else a, b), name     # float16 storage
     assert loaded.generate([3], cfg=0.0, top_k=1, seed=0)[1].shape == (1, 16)
+
+
+# ------------------------------------------------------------------------------------------ reading the results
+def test_results_table_and_cpu_total():
+    from varlite.reproduction import cpu_report, format_table
+    assert format_table([{"model": "VAR", "parameters": 1279376}, {"model": "AR", "parameters": 64}]).splitlines() == [
+        "model  parameters", "-----  ----------", "  VAR   1,279,376", "   AR          64"]
+    load = {"loadavg_1_5_15": [3.0, 2.0, 1.0]}
+    results = {"stages": {
+        "tok-single": {"train_cpu_s": 180.0, "stage_cpu_s_this_segment": 95.5, "stage_wall_s": 236.0,
+                       "load_at_start": load},                            # resumed: training spans 3 segments
+        "var-builtin": {"train_cpu_s": 636.0, "note": "built-in", "stage_cpu_s_this_segment": 20.0,
+                        "stage_wall_s": 30.0, "load_at_start": load},     # evaluated only: its training not counted
+        "summary-like": {"fits": {}}}}
+    table, total = cpu_report(results)
+    assert total == 200.0
+    assert table.splitlines()[3].split() == ["var-builtin", "-", "20.0", "30.0", "3.0"]
+
+
+def test_missing_results_say_how_to_make_them(tmp_path):
+    from varlite.reproduction import load_results
+    with pytest.raises(FileNotFoundError, match="make reproduce"):
+        load_results(tmp_path)
