@@ -140,24 +140,27 @@ def grid_frame(side: int, **columns: np.ndarray) -> pd.DataFrame:
 
 
 def clickable_map(df: pd.DataFrame, color: alt.Color, tooltip: list, side: int, marked: set | None = None,
-                  px: int = DISPLAY_PX, brush: bool = False) -> alt.LayerChart | alt.Chart:
+                  px: int = DISPLAY_PX, brush: bool = False, outline: str = "black") -> alt.Chart:
     """A side x side heat map, one rect per row of ``df`` (columns row, col, ...), to draw with
     ``st.altair_chart(..., on_select="rerun")``: a click selects a cell (point selection ``PICK``, shift-click adds
     cells); with ``brush``, a drag selects a box of cells (interval selection ``BRUSH``). Cells in ``marked`` (a set
-    of (row, col)) get a black and white frame, as ``mark_cell`` draws on the pictures."""
+    of (row, col)) are outlined (in ``outline``) and drawn last, so that no neighbour covers the outline (an outline
+    of the rect itself: a second layer on top would catch the clicks meant for the cell). Autosize "pad" keeps the
+    cells square (Streamlit's default "fit" squeezes the plot's height)."""
+    marked = marked or set()
+    df = df.assign(marked=[(r, c) in marked for r, c in zip(df["row"], df["col"])]).sort_values("marked",
+                                                                                               kind="stable")
     grid = list(range(side))
-    encoding = dict(x=alt.X("col:O", axis=None, scale=alt.Scale(domain=grid, paddingInner=0, paddingOuter=0)),
-                    y=alt.Y("row:O", axis=None, scale=alt.Scale(domain=grid, paddingInner=0, paddingOuter=0)))
     params = [alt.selection_point(PICK, fields=["row", "col"], on="click", clear=False)]
     if brush:
         params.append(alt.selection_interval(BRUSH, encodings=["x", "y"], clear=False))
-    base = alt.Chart(df).mark_rect().encode(color=color, tooltip=tooltip, **encoding).add_params(*params)
-    if not marked:
-        return base.properties(width=px, height=px)
-    frames = alt.Chart(df[[(r, c) in marked for r, c in zip(df["row"], df["col"])]]).encode(**encoding)
-    width = max(1, min(2, px // side // 12))
-    return alt.layer(base, frames.mark_rect(fill=None, stroke="black", strokeWidth=2 * width),
-                     frames.mark_rect(fill=None, stroke="white", strokeWidth=width)).properties(width=px, height=px)
+    return alt.Chart(df).mark_rect().encode(
+        x=alt.X("col:O", axis=None, scale=alt.Scale(domain=grid, paddingInner=0, paddingOuter=0)),
+        y=alt.Y("row:O", axis=None, scale=alt.Scale(domain=grid, paddingInner=0, paddingOuter=0)),
+        color=color, tooltip=tooltip,
+        stroke=alt.condition("datum.marked", alt.value(outline), alt.value(None)),
+        strokeWidth=alt.condition("datum.marked", alt.value(max(2, min(3, px // side // 12))), alt.value(0)),
+    ).add_params(*params).properties(width=px, height=px, autosize=alt.AutoSizeParams(type="pad"))
 
 
 def picked_cells(event, side: int) -> set[tuple[int, int]]:
@@ -195,14 +198,14 @@ def token_chart(tokens_hw: np.ndarray, colors_V3: np.ndarray, marked: set | None
 def step_chart(kind: str, tokens_hw: np.ndarray, probs_hw: np.ndarray, entropy_hw: np.ndarray, vocab_size: int,
                marked: set, px: int = DISPLAY_PX) -> alt.Chart:
     """A clickable probability (0..1, viridis) or entropy (0..ln V nats, magma) map of one scale, with the same
-    tooltip as ``token_chart``."""
+    tooltip as ``token_chart``; the marked cell is outlined in cyan, which neither colour map contains."""
     side = tokens_hw.shape[0]
     df = grid_frame(side, token=tokens_hw, probability=probs_hw, entropy=entropy_hw)
     field, scheme, top = ("probability", "viridis", 1.0) if kind == "probability" else ("entropy", "magma",
                                                                                           float(np.log(vocab_size)))
     color = alt.Color(f"{field}:Q", scale=alt.Scale(scheme=scheme, domain=[0, top]), legend=None)
     tooltip = [alt.Tooltip("row:O"), alt.Tooltip("col:O", title="column"), alt.Tooltip("token:Q")] + SURENESS_TOOLTIP
-    return clickable_map(df, color, tooltip, side, marked, px)
+    return clickable_map(df, color, tooltip, side, marked, px, outline="#00e5ff")
 
 
 # ------------------------------------------------------------------------------------------------ step panels

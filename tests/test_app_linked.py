@@ -44,13 +44,13 @@ def test_picked_cells_reads_clicks_and_boxes_and_drops_cells_outside_the_grid():
 def test_a_clickable_map_has_one_rect_per_cell_a_tooltip_and_both_selections():
     chart = figures.token_chart(np.arange(9).reshape(3, 3), np.random.default_rng(0).random((9, 3)), {(1, 2)},
                                 np.full((3, 3), 0.5), np.ones((3, 3)), brush=True).to_dict()
-    base, outer, inner = chart["layer"]
-    assert {p["name"]: p["select"]["type"] for p in chart.get("params", base.get("params", []))} == {
-        "pick": "point", "brush": "interval"}
-    assert [t["field"] for t in base["encoding"]["tooltip"]] == ["row", "col", "token", "probability", "entropy"]
-    frames = chart["datasets"][outer["data"]["name"]]
-    assert [(f["row"], f["col"]) for f in frames] == [(1, 2)]             # the picked cell is framed
-    assert len(chart["datasets"][base["data"]["name"]]) == 9
+    assert {p["name"]: p["select"]["type"] for p in chart["params"]} == {"pick": "point", "brush": "interval"}
+    assert [t["field"] for t in chart["encoding"]["tooltip"]] == ["row", "col", "token", "probability", "entropy"]
+    cells = chart["datasets"][chart["data"]["name"]]
+    assert len(cells) == 9
+    assert [(c["row"], c["col"]) for c in cells if c["marked"]] == [(1, 2)]    # the picked cell is outlined ...
+    assert (cells[-1]["row"], cells[-1]["col"]) == (1, 2)                       # ... and drawn last, on top
+    assert chart["encoding"]["stroke"]["condition"] == {"test": "datum.marked", "value": "black"}
 
 
 def test_mark_cell_frames_the_pixels_of_the_cell_on_any_picture():
@@ -188,3 +188,14 @@ def test_token_surgery_picks_tokens_by_click_and_a_replacement_from_the_candidat
     at.selectbox(key="edit_codebook_token").set_value(17).run()
     assert_clean(at)
     assert any("become token **17**" in c.value for c in at.caption)
+
+
+def test_a_click_that_also_leaves_a_one_cell_box_is_a_click():
+    """In the browser a click on the paint grid sends the clicked cell and a one-cell box (the interval selection
+    starts on the same press): it switches the cell, it does not add it."""
+    at = new_app("views/edit.py")
+    at.session_state["edit_paint_0"] = {"selection": {figures.PICK: [{"row": 7, "col": 0}],
+                                                      figures.BRUSH: {"row": [7], "col": [0]}}}
+    at.run()
+    assert (7, 0) not in settings(at).view["edit_cells"][1]       # it was in the preset (the lower half)
+    assert_clean(at)

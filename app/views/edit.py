@@ -46,13 +46,16 @@ def _version(key: str) -> int:
 
 def _apply_paint(chart_key: str, cells: frozenset, side: int, erase: bool) -> tuple[frozenset, bool]:
     """(the cells after the gesture found under ``chart_key``, whether there was one): a click switches the clicked
-    cell; a dragged box adds its cells (removes them with ``erase``)."""
+    cell; a dragged box adds its cells (removes them with ``erase``). A click also leaves a one-cell box (the
+    interval selection starts on the same pointer press), so a box inside the clicked cells is a click."""
     selection = (st.session_state.get(chart_key) or {}).get("selection") or {}
     clicked = figures.picked_cells({"selection": {figures.PICK: selection.get(figures.PICK)}}, side)
     boxed = figures.picked_cells({"selection": {figures.BRUSH: selection.get(figures.BRUSH)}}, side)
+    if clicked and boxed <= clicked:
+        return cells ^ clicked, True
     if boxed:
         return (cells - boxed if erase else cells | boxed), True
-    return cells ^ clicked, bool(clicked)
+    return cells, False
 
 
 def _cells(mask: np.ndarray) -> frozenset:
@@ -80,14 +83,17 @@ def paint_grid(key: str, side: int, picture: np.ndarray, cells: frozenset, toolt
                     theme=None)
 
 
+def keep_picture(keep_hw: np.ndarray) -> bytes:
+    """A keep mask as a small framed picture: white = the source's token is kept, orange = generated."""
+    rgb = np.where(keep_hw.astype(bool)[..., None], np.array([255, 255, 255], np.uint8), REGENERATE.astype(np.uint8))
+    return figures.png(np.pad(figures.enlarge(rgb, 60), ((1, 1), (1, 1), (0, 0)), constant_values=120))
+
+
 def mask_strip(keeps: list[np.ndarray], caption: str) -> None:
-    """One small picture per scale: white = the source's token is kept, orange = generated."""
+    """One keep mask per scale (``keep_picture``), under a caption."""
     st.caption(caption)
     for i, col in enumerate(st.columns(K)):
-        keep = keeps[i].astype(bool)[..., None]
-        rgb = np.where(keep, np.array([255, 255, 255], np.uint8), REGENERATE.astype(np.uint8))
-        framed = np.pad(figures.enlarge(rgb, 60), ((1, 1), (1, 1), (0, 0)), constant_values=120)
-        col.image(framed, width="stretch", caption=f"{model.patch_nums[i]}x{model.patch_nums[i]}")
+        col.image(keep_picture(keeps[i]), width="stretch", caption=f"{model.patch_nums[i]}x{model.patch_nums[i]}")
 
 
 left, right = st.columns([2, 3])
@@ -264,10 +270,7 @@ with right:
                 "after each scale**")
     strip = st.columns(K)
     for i, col in enumerate(strip):
-        keep = res.keep[i].astype(bool)[..., None]
-        rgb = np.where(keep, np.array([255, 255, 255], np.uint8), REGENERATE.astype(np.uint8))
-        col.image(figures.png(figures.enlarge(rgb, 64)), width="stretch",
-                  caption=f"{model.patch_nums[i]}x{model.patch_nums[i]}")
+        col.image(keep_picture(res.keep[i]), width="stretch", caption=f"{model.patch_nums[i]}x{model.patch_nums[i]}")
         if res.steps is not None:
             col.image(res.steps[i], width="stretch")
     with st.expander("Why does keeping a centred box lose what is in it? (the old default out-painting)"):
