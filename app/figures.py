@@ -5,7 +5,7 @@ PNG (``fig_png``) and caches them by settings and scale. The panels shown at eve
 milliseconds, so they are plain images instead: decoded images, token maps in ``viz.codebook_colors``, channel-norm
 heat maps and the block-causal mask from ``varlite.var.block_causal_bias``, enlarged and cached as PNG bytes.
 
-Maps a user clicks (a token map, probability and entropy, the edit mask) are Altair heat maps (``clickable_map``),
+Maps a user clicks (a token map, probability and entropy, the edit mask) are Vega-Lite heat maps (``clickable_map``),
 one rect per token with a tooltip; Streamlit returns a click (point selection) or a dragged box (interval
 selection) to the script, and ``picked_cells`` reads the cells out of that answer. No JavaScript of our own.
 
@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import io
 
-import altair as alt
+from dataclasses import dataclass
+
 import matplotlib
 import numpy as np
 import pandas as pd
@@ -139,28 +140,40 @@ def grid_frame(side: int, **columns: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame({"row": rows, "col": cols, **{k: np.asarray(v).reshape(-1) for k, v in columns.items()}})
 
 
-def clickable_map(df: pd.DataFrame, color: alt.Color, tooltip: list, side: int, marked: set | None = None,
-                  px: int = DISPLAY_PX, brush: bool = False, outline: str = "black") -> alt.Chart:
-    """A side x side heat map, one rect per row of ``df`` (columns row, col, ...), to draw with
-    ``st.altair_chart(..., on_select="rerun")``: a click selects a cell (point selection ``PICK``, shift-click adds
-    cells); with ``brush``, a drag selects a box of cells (interval selection ``BRUSH``). Cells in ``marked`` (a set
-    of (row, col)) are outlined (in ``outline``) and drawn last, so that no neighbour covers the outline (an outline
-    of the rect itself: a second layer on top would catch the clicks meant for the cell). Autosize "pad" keeps the
-    cells square (Streamlit's default "fit" squeezes the plot's height)."""
+@dataclass
+class ClickableMap:
+    """A Vega-Lite heat map to draw with ``st.vega_lite_chart(m.data, m.spec, on_select="rerun", ...)``."""
+    data: pd.DataFrame
+    spec: dict
+
+
+def clickable_map(df: pd.DataFrame, color: dict, tooltip: list[dict], side: int, marked: set | None = None,
+                  px: int = DISPLAY_PX, brush: bool = False, outline: str = "black") -> ClickableMap:
+    """A side x side heat map, one rect per row of ``df`` (columns row, col, ...): a click selects a cell (point
+    selection ``PICK``, shift-click adds cells); with ``brush``, a drag selects a box of cells (interval selection
+    ``BRUSH``). ``color`` and ``tooltip`` are Vega-Lite encodings. Cells in ``marked`` (a set of (row, col)) are
+    outlined (in ``outline``) and drawn last, so that no neighbour covers the outline (an outline of the rect itself:
+    a second layer on top would catch the clicks meant for the cell). Autosize "pad" keeps the cells square
+    (Streamlit's default "fit" squeezes the plot's height).
+
+    The spec is written as a plain Vega-Lite dict rather than built with Altair: Altair validates every encoding
+    against the schema, about 80 ms of server CPU per map, three maps per step (measured by helper E's profile)."""
     marked = marked or set()
     df = df.assign(marked=[(r, c) in marked for r, c in zip(df["row"], df["col"])]).sort_values("marked",
                                                                                                kind="stable")
     grid = list(range(side))
-    params = [alt.selection_point(PICK, fields=["row", "col"], on="click", clear=False)]
+    params = [{"name": PICK, "select": {"type": "point", "fields": ["row", "col"], "on": "click", "clear": False}}]
     if brush:
-        params.append(alt.selection_interval(BRUSH, encodings=["x", "y"], clear=False))
-    return alt.Chart(df).mark_rect().encode(
-        x=alt.X("col:O", axis=None, scale=alt.Scale(domain=grid, paddingInner=0, paddingOuter=0)),
-        y=alt.Y("row:O", axis=None, scale=alt.Scale(domain=grid, paddingInner=0, paddingOuter=0)),
-        color=color, tooltip=tooltip,
-        stroke=alt.condition("datum.marked", alt.value(outline), alt.value(None)),
-        strokeWidth=alt.condition("datum.marked", alt.value(max(2, min(3, px // side // 12))), alt.value(0)),
-    ).add_params(*params).properties(width=px, height=px, autosize=alt.AutoSizeParams(type="pad"))
+        params.append({"name": BRUSH, "select": {"type": "interval", "encodings": ["x", "y"], "clear": False}})
+    axis = {"axis": None, "scale": {"domain": grid, "paddingInner": 0, "paddingOuter": 0}}
+    spec = {"width": px, "height": px, "autosize": {"type": "pad"}, "params": params, "mark": {"type": "rect"},
+            "encoding": {"x": {"field": "col", "type": "ordinal", **axis},
+                         "y": {"field": "row", "type": "ordinal", **axis},
+                         "color": color, "tooltip": tooltip,
+                         "stroke": {"condition": {"test": "datum.marked", "value": outline}, "value": None},
+                         "strokeWidth": {"condition": {"test": "datum.marked",
+                                                       "value": max(2, min(3, px // side // 12))}, "value": 0}}}
+    return ClickableMap(df, spec)
 
 
 def picked_cells(event, side: int) -> set[tuple[int, int]]:
@@ -176,36 +189,37 @@ def picked_cells(event, side: int) -> set[tuple[int, int]]:
     return {(r, c) for r, c in cells if 0 <= r < side and 0 <= c < side}
 
 
-SURENESS_TOOLTIP = [alt.Tooltip("probability:Q", format=".1%"),
-                    alt.Tooltip("entropy:Q", format=".2f", title="entropy (nats)")]
+CELL_TOOLTIP = [{"field": "row", "type": "ordinal"}, {"field": "col", "type": "ordinal", "title": "column"},
+                {"field": "token", "type": "quantitative"}]
+SURENESS_TOOLTIP = [{"field": "probability", "type": "quantitative", "format": ".1%"},
+                    {"field": "entropy", "type": "quantitative", "format": ".2f", "title": "entropy (nats)"}]
+COLOUR_FIELD = {"field": "colour", "type": "nominal", "scale": None}      # cells coloured by a '#rrggbb' column
 
 
 def token_chart(tokens_hw: np.ndarray, colors_V3: np.ndarray, marked: set | None = None,
                 probs_hw: np.ndarray | None = None, entropy_hw: np.ndarray | None = None, brush: bool = False,
-                px: int = DISPLAY_PX) -> alt.Chart:
+                px: int = DISPLAY_PX) -> ClickableMap:
     """A clickable token map in the codebook colours (``viz.codebook_colors``); the tooltip gives each token's id and,
     when given, its probability and the entropy of its position."""
     side = tokens_hw.shape[0]
     columns = dict(token=tokens_hw, colour=np.array(hex_colors(colors_V3[tokens_hw.reshape(-1)])))
-    tooltip = [alt.Tooltip("row:O"), alt.Tooltip("col:O", title="column"), alt.Tooltip("token:Q")]
+    tooltip = CELL_TOOLTIP
     if probs_hw is not None:
         columns.update(probability=probs_hw, entropy=entropy_hw)
-        tooltip += SURENESS_TOOLTIP
-    return clickable_map(grid_frame(side, **columns), alt.Color("colour:N", scale=None), tooltip, side, marked, px,
-                         brush)
+        tooltip = CELL_TOOLTIP + SURENESS_TOOLTIP
+    return clickable_map(grid_frame(side, **columns), COLOUR_FIELD, tooltip, side, marked, px, brush)
 
 
 def step_chart(kind: str, tokens_hw: np.ndarray, probs_hw: np.ndarray, entropy_hw: np.ndarray, vocab_size: int,
-               marked: set, px: int = DISPLAY_PX) -> alt.Chart:
+               marked: set, px: int = DISPLAY_PX) -> ClickableMap:
     """A clickable probability (0..1, viridis) or entropy (0..ln V nats, magma) map of one scale, with the same
     tooltip as ``token_chart``; the marked cell is outlined in cyan, which neither colour map contains."""
     side = tokens_hw.shape[0]
     df = grid_frame(side, token=tokens_hw, probability=probs_hw, entropy=entropy_hw)
     field, scheme, top = ("probability", "viridis", 1.0) if kind == "probability" else ("entropy", "magma",
                                                                                           float(np.log(vocab_size)))
-    color = alt.Color(f"{field}:Q", scale=alt.Scale(scheme=scheme, domain=[0, top]), legend=None)
-    tooltip = [alt.Tooltip("row:O"), alt.Tooltip("col:O", title="column"), alt.Tooltip("token:Q")] + SURENESS_TOOLTIP
-    return clickable_map(df, color, tooltip, side, marked, px, outline="#00e5ff")
+    color = {"field": field, "type": "quantitative", "scale": {"scheme": scheme, "domain": [0, top]}, "legend": None}
+    return clickable_map(df, color, CELL_TOOLTIP + SURENESS_TOOLTIP, side, marked, px, outline="#00e5ff")
 
 
 # ------------------------------------------------------------------------------------------------ step panels

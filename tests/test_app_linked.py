@@ -43,14 +43,16 @@ def test_picked_cells_reads_clicks_and_boxes_and_drops_cells_outside_the_grid():
 
 def test_a_clickable_map_has_one_rect_per_cell_a_tooltip_and_both_selections():
     chart = figures.token_chart(np.arange(9).reshape(3, 3), np.random.default_rng(0).random((9, 3)), {(1, 2)},
-                                np.full((3, 3), 0.5), np.ones((3, 3)), brush=True).to_dict()
-    assert {p["name"]: p["select"]["type"] for p in chart["params"]} == {"pick": "point", "brush": "interval"}
-    assert [t["field"] for t in chart["encoding"]["tooltip"]] == ["row", "col", "token", "probability", "entropy"]
-    cells = chart["datasets"][chart["data"]["name"]]
-    assert len(cells) == 9
-    assert [(c["row"], c["col"]) for c in cells if c["marked"]] == [(1, 2)]    # the picked cell is outlined ...
-    assert (cells[-1]["row"], cells[-1]["col"]) == (1, 2)                       # ... and drawn last, on top
-    assert chart["encoding"]["stroke"]["condition"] == {"test": "datum.marked", "value": "black"}
+                                np.full((3, 3), 0.5), np.ones((3, 3)), brush=True)
+    spec = chart.spec
+    assert {p["name"]: p["select"]["type"] for p in spec["params"]} == {"pick": "point", "brush": "interval"}
+    assert [t["field"] for t in spec["encoding"]["tooltip"]] == ["row", "col", "token", "probability", "entropy"]
+    assert len(chart.data) == 9
+    assert [(r.row, r.col) for r in chart.data.itertuples() if r.marked] == [(1, 2)]   # the picked cell is outlined
+    assert (chart.data.iloc[-1]["row"], chart.data.iloc[-1]["col"]) == (1, 2)          # ... and drawn last, on top
+    assert spec["encoding"]["stroke"]["condition"] == {"test": "datum.marked", "value": "black"}
+    assert figures.step_chart("entropy", np.zeros((2, 2), int), np.ones((2, 2)), np.zeros((2, 2)), 256,
+                              set()).spec["encoding"]["color"]["scale"]["domain"] == [0, float(np.log(256))]
 
 
 def test_mark_cell_frames_the_pixels_of_the_cell_on_any_picture():

@@ -8,7 +8,6 @@ before anything is drawn. The rectangle sliders are a preset: moving them replac
 """
 from __future__ import annotations
 
-import altair as alt
 import numpy as np
 import streamlit as st
 import torch
@@ -72,15 +71,14 @@ def paint_grid(key: str, side: int, picture: np.ndarray, cells: frozenset, toolt
         painted = edits.region_mask(frozenset(cells), side)[..., None]
         rgb = np.where(painted, 0.45 * means + 0.55 * REGENERATE / 255, means)
         df = figures.grid_frame(side, colour=np.array(figures.hex_colors(rgb.reshape(-1, 3))), painted=painted[..., 0])
-        tooltip = [alt.Tooltip("row:O"), alt.Tooltip("col:O", title="column"), alt.Tooltip("painted:N")]
+        tooltip = figures.CELL_TOOLTIP[:2] + [{"field": "painted", "type": "nominal"}]
     else:
         df = figures.grid_frame(side, token=tokens_hw, colour=np.array(figures.hex_colors(colors[tokens_hw.reshape(-1)])),
                                 **(tooltip_extra or {}))
-        tooltip = ([alt.Tooltip("row:O"), alt.Tooltip("col:O", title="column"), alt.Tooltip("token:Q")]
-                   + (figures.SURENESS_TOOLTIP if tooltip_extra else []))
-    chart = figures.clickable_map(df, alt.Color("colour:N", scale=None), tooltip, side, set(cells), px=256, brush=True)
-    st.altair_chart(chart, key=key, on_select="rerun", selection_mode=[figures.PICK, figures.BRUSH], width="content",
-                    theme=None)
+        tooltip = figures.CELL_TOOLTIP + (figures.SURENESS_TOOLTIP if tooltip_extra else [])
+    chart = figures.clickable_map(df, figures.COLOUR_FIELD, tooltip, side, set(cells), px=256, brush=True)
+    st.vega_lite_chart(chart.data, chart.spec, key=key, on_select="rerun",
+                       selection_mode=[figures.PICK, figures.BRUSH], width="content", theme=None)
 
 
 def keep_picture(keep_hw: np.ndarray) -> bytes:

@@ -1,8 +1,20 @@
 """Generate: watch VAR draw an image coarse to fine, one scale per step.
 
 The scale shown is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
-server's value, so every click counts and the slider, the heading and the panels are drawn from one number in one
-run. The generation streams: scales appear as the worker thread computes them (app/traces.py).
+server's value, so every click the server receives counts and the slider, the heading and the panels are drawn from
+one number in one run. The generation streams: scales appear as the worker thread computes them (app/traces.py).
+
+The limit (issue 14 item 1): two clicks on the same button less than ~100 ms apart can still become one step.
+A Streamlit button is a trigger (a boolean, not a counter); when a second rerun request arrives while the first is
+still queued, Streamlit merges the two requests and keeps one "clicked" for that button
+(``_coalesce_widget_states`` in streamlit/runtime/scriptrunner_utils/script_requests.py), so the script never sees
+the second click. No server-side code can recover it. Counting clicks in the browser would need a widget whose
+value the browser itself increments (a custom component, i.e. our own JavaScript, or a number input's +/- in place
+of the Next button, which trades this for steps computed from a possibly stale displayed scale); neither was
+judged worth it for clicks faster than the eye can follow a step. Clicks 300 ms apart all count
+(tests/test_browser.py::test_every_click_counts).
+
+A click on the token, probability or entropy map picks a position (see "picking a position" below).
 """
 from __future__ import annotations
 
@@ -12,7 +24,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import figures, models, state, traces, ui
+from app import downloads, figures, models, state, traces, ui
 from app.traces import GenerationRun, GenSettings
 
 PLAY_INTERVAL_S = 1.0
@@ -62,7 +74,10 @@ s.scale = int(min(max(s.scale, 1), K))
 
 def _wait_for_small_generations() -> None:
     """Wait up to WHOLE_WAIT_S for the generations to end (interruptibly, redrawing a progress bar), so that a
-    small model's page is drawn once, complete; a larger one streams in the step viewer instead."""
+    small model's page is drawn once, complete; a larger one (images above traces.DECODE_ALL_UP_TO px) streams in
+    the step viewer at once instead: waiting could only delay its first scale."""
+    if model.image_size > traces.DECODE_ALL_UP_TO:
+        return
     deadline = time.monotonic() + WHOLE_WAIT_S
     bar = None
     while time.monotonic() < deadline and not all(run.done.is_set() for _, _, run in runs):
@@ -220,6 +235,7 @@ def step_viewer(timer_s: float | None) -> None:
                          f"row in blue")
     inspector(runs[0][2], si, settings_a, row, col)
     details(settings_a, si, row, col)
+    downloads.generation_downloads(model, settings_a)
     st.caption(f"step rendered in {(time.perf_counter() - t0) * 1000:.0f} ms on the server")
 
 
@@ -252,8 +268,8 @@ def _clickable(name: str, step, si: int, row: int, col: int) -> None:
         chart = figures.token_chart(step.tokens[0].numpy(), colors, {(row, col)}, probs, entropy)
     else:
         chart = figures.step_chart(name, step.tokens[0].numpy(), probs, entropy, model.vocab_size, {(row, col)})
-    st.altair_chart(chart, key=_pick_key(name, si, row, col), on_select="rerun", selection_mode=figures.PICK,
-                    width="content", theme=None)
+    st.vega_lite_chart(chart.data, chart.spec, key=_pick_key(name, si, row, col), on_select="rerun",
+                       selection_mode=figures.PICK, width="content", theme=None)
 
 
 def inspector(run: GenerationRun, si: int, settings: GenSettings, row: int, col: int) -> None:
