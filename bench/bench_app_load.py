@@ -71,7 +71,8 @@ class StreamlitSession:
     ``rerun(...)`` sends what a click sends (the clicked button's trigger, in its fragment when it is in one) and
     returns once the page drew what ``until`` asks for and every image of those runs was fetched. ``auto_rerun``
     messages (``st.fragment(run_every=...)``) are honoured as the web page does: a timer per fragment that sends an
-    automatic fragment rerun, cleared when a full run starts or the server says stop."""
+    automatic fragment rerun, cleared when a full-app run starts (a ``new_session`` without fragment ids) or the
+    server says stop."""
 
     def __init__(self, url: str, query: str = ""):
         parts = urlsplit(url)
@@ -133,11 +134,12 @@ class StreamlitSession:
 
     def _handle(self, msg: ForwardMsg) -> None:
         kind = msg.WhichOneof("type")
-        if kind == "new_session":                     # a full run starts: the page drops its fragment timers
+        if kind == "new_session":                     # a run starts; a full run drops the fragment timers
             self.page_hash = msg.new_session.page_script_hash
-            for timer in self._timers.values():
-                timer.cancel()
-            self._timers.clear()
+            if not msg.metadata.run.fragment_ids:
+                for timer in self._timers.values():
+                    timer.cancel()
+                self._timers.clear()
         elif kind == "auto_rerun":
             fid = msg.auto_rerun.fragment_id
             if fid in self._timers:
