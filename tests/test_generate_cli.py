@@ -173,3 +173,15 @@ def test_a_training_run_generates_with_its_dataset_names(tmp_path_factory, tmp_p
     assert grid.shape == ((SHAPES_SIDE + 4) * SHAPES_ZOOM, (3 * SHAPES_SIDE + 8) * SHAPES_ZOOM, 3)
     assert (f"training run {runs / 'var'}, classes 1 'green square' (one row each, 3 images), cfg 2.5, top-k 0, "
             f"top-p 0.0, seed 0, cpu") in capsys.readouterr().err
+
+
+def test_bf16_precision_is_the_library_generation_under_a_bfloat16_autocast(tmp_path, shapes_models, capsys):
+    grid = generate(tmp_path, "--model", "shapes", "--class", "2", "--n", "2", "--seed", "4", "--precision", "bf16")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected_images = shapes_models[1].generate([2, 2], **sampling_defaults("shapes"), seed=4)
+    assert expected_images.dtype == torch.bfloat16          # the decoder did run in bfloat16
+    assert np.array_equal(grid, png(save_grid(expected_images, 2, tmp_path / "e.png", scale=SHAPES_ZOOM)))
+    assert ", seed 4, cpu, bf16, " in capsys.readouterr().err
+    fp32 = generate(tmp_path, "--model", "shapes", "--class", "2", "--n", "2", "--seed", "4", name="fp32.png")
+    assert fp32.shape == grid.shape and not np.array_equal(fp32, grid)
+    assert ", seed 4, cpu, fp32, " in capsys.readouterr().err
