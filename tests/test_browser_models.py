@@ -64,6 +64,16 @@ def page(server):
     assert not errors, f"JavaScript errors in the page: {errors}"
 
 
+def download(pg, button: str, file_name: str, folder) -> Image.Image:
+    """Click a download button; check the file's suggested name and open the file."""
+    with pg.expect_download() as info:
+        pg.get_by_role("button", name=button).click()
+    assert info.value.suggested_filename == file_name
+    saved = folder / file_name
+    info.value.save_as(saved)
+    return Image.open(saved)
+
+
 def picked(pg) -> str:
     """The sidebar model picker's shown choice."""
     return pg.locator(".st-key-model_picker").get_by_role("combobox").input_value()
@@ -84,11 +94,15 @@ def test_load_a_training_run_then_export_its_step_through_as_a_gif(page, server,
     settle(page)
     check_page(page)
     assert "Your run: mine" in picked(page)        # still the run's model
-    with page.expect_download() as info:
-        page.get_by_role("button", name="Step-through as GIF").click()
-    download = info.value
-    assert download.suggested_filename == "varlite_mine_encoding.gif"
-    saved = tmp_path / download.suggested_filename
-    download.save_as(saved)
-    gif = Image.open(saved)
+    gif = download(page, "Step-through as GIF", "varlite_mine_encoding.gif", tmp_path)
     assert gif.format == "GIF" and gif.n_frames == SHAPES_K
+
+    page.locator('[data-testid="stSidebarNav"]').get_by_text("Generate").click()
+    page.get_by_text(f"Scale 1 of {SHAPES_K}:").wait_for()
+    settle(page)
+    check_page(page)
+    assert page.get_by_text("Model mine:").count() == 1                              # the run's model generates
+    gif = download(page, "Step-through as GIF", "varlite_mine_class0_seed0.gif", tmp_path)
+    assert gif.format == "GIF" and gif.n_frames == SHAPES_K
+    strip = download(page, "Step-through as PNG strip", "varlite_mine_class0_seed0.png", tmp_path)
+    assert strip.format == "PNG" and strip.width > strip.height                     # scales side by side

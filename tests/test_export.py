@@ -169,15 +169,15 @@ def test_figure_command_writes_the_library_strip_with_the_recommended_sampling(s
     assert "(a strip of 7 scales): built-in shapes, class 3 'yellow ring', cfg 1.5, top-k 20, top-p 0.0, seed 0" in err
 
 
-def test_figure_command_gif_and_unconditional(tmp_path, capsys):
+def test_figure_command_gif_unconditional_in_bfloat16(tmp_path, capsys):
     from varlite.cli import main as cli_main
     out = tmp_path / "anim.gif"
     assert cli_main(["figure", "--class", "unconditional", "--cfg", "0", "--device", "cpu", "--out", str(out),
-                     "--panel-px", "48", "--frame-ms", "300"]) == 0
+                     "--panel-px", "48", "--frame-ms", "300", "--precision", "bf16"]) == 0
     gif = Image.open(out)
     assert gif.n_frames == 7 and gif.info["duration"] == 300
     assert gif.width == export.GAP + 3 * (48 + export.GAP)
-    assert "class 10 'unconditional', cfg 0.0" in capsys.readouterr().err
+    assert "class 10 'unconditional', cfg 0.0, top-k 20, top-p 0.0, seed 0, cpu, bf16," in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [
