@@ -80,6 +80,8 @@ def test_a_run_in_the_model_folders_is_listed_loaded_and_used_on_every_page(home
         at.switch_page(page).run()
         assert_clean(at)
         assert settings(at).model_key == key, page
+        if page == "views/generate.py":
+            assert [b.key for b in at.get("download_button")] == ["gen_export_gif", "gen_export_png"]
     at.switch_page("views/encode.py").run()
     at.radio(key="enc_source").set_value("Upload").run()
     at.file_uploader(key="enc_upload").set_value(("wide.png", png_bytes("RGB", (90, 60)), "image/png")).run()
