@@ -9,8 +9,8 @@ No browser: each session is one websocket speaking Streamlit's own protocol (the
 per image the page shows (the browser fetches every ``/media/...`` URL too). So the client costs little CPU and
 the figures are the server's, not the browsers' (the Chromium-based bench/bench_app.py measured mostly browsers).
 
-A session opens the Generate page (``?model=...``), waits until "Scale 1 of K" is drawn, then clicks Next to the
-last scale and Previous back to the first, waiting ``--think`` seconds between clicks (a person reading the page;
+A session opens the Generate page (``?model=...``), waits until "Scale 1 of K" is drawn and every other session
+has its page too, then clicks Next to the last scale and Previous back to the first, waiting ``--think`` seconds between clicks (a person reading the page;
 0 = as fast as the server answers). A step's latency runs from sending the click until the new scale's heading
 has arrived, the run has finished and every image it shows has been fetched. A click inside the step viewer is
 a fragment rerun, exactly as the browser sends it. Errors: an exception or error box in a page, a run that does
@@ -273,26 +273,36 @@ def percentile(values: list[float], q: float) -> float:
 
 
 # -------------------------------------------------------------------------------------------------- the load
-async def step_through(url: str, query: str, idx: int, args, results: dict) -> None:
+async def step_through(url: str, query: str, idx: int, args, results: dict,
+                       all_open: asyncio.Barrier | None = None) -> None:
+    """One session: open the page, wait at ``all_open`` until every session has opened it (so that the steps
+    of all sessions overlap, and the page loads' cost is counted apart), then step through every scale."""
     await asyncio.sleep(idx * args.ramp)
     session = StreamlitSession(url, query)
+    view = None
     try:
         t0 = time.perf_counter()
         await session.open(args.timeout)
         view = await session.rerun(shows_scale(1), timeout_s=args.timeout)
         results["load_s"].append(time.perf_counter() - t0)
-        K = scale_count(view)
-        plan = [("Next", k) for k in range(2, K + 1)] + [("Previous", k) for k in range(K - 1, 0, -1)]
-        for label, k in plan:
-            await asyncio.sleep(args.think)
-            t = time.perf_counter()
-            view = await session.click(label, shows_scale(k), args.timeout)
-            results["step_ms"].append((time.perf_counter() - t) * 1000)
-            ms = server_ms(view)
-            if ms is not None:
-                results["server_ms"].append(ms)
-        results["complete"] += 1
     except Exception as err:      # noqa: BLE001 -- a failed session is counted, the others go on
+        results["errors"].append(f"session {idx} (opening): {type(err).__name__}: {str(err).splitlines()[0][:200]}")
+    if all_open is not None:
+        await all_open.wait()
+    try:
+        if view is not None:
+            K = scale_count(view)
+            plan = [("Next", k) for k in range(2, K + 1)] + [("Previous", k) for k in range(K - 1, 0, -1)]
+            for label, k in plan:
+                await asyncio.sleep(args.think)
+                t = time.perf_counter()
+                view = await session.click(label, shows_scale(k), args.timeout)
+                results["step_ms"].append((time.perf_counter() - t) * 1000)
+                ms = server_ms(view)
+                if ms is not None:
+                    results["server_ms"].append(ms)
+            results["complete"] += 1
+    except Exception as err:      # noqa: BLE001
         results["errors"].append(f"session {idx}: {type(err).__name__}: {str(err).splitlines()[0][:200]}")
     finally:
         results["image_bytes"] += session.image_bytes
@@ -327,9 +337,14 @@ async def run(url: str, pid: int | None, args) -> dict:
     results["first_s"], results["warm_errors"] = time.perf_counter() - t0, warm["errors"]
     done = asyncio.Event()
     sampler = asyncio.create_task(sample_rss(pid, results["rss"], done))
+    all_open = asyncio.Barrier(args.sessions + 1)          # the sessions, and this coroutine
+    load_cpu0 = cpu_s(pid)
+    sessions = asyncio.gather(*(step_through(url, query, i, args, results, all_open) for i in range(args.sessions)))
+    await all_open.wait()
     t0 = time.perf_counter()
     cpu0, server_cpu0 = time.process_time(), cpu_s(pid)
-    await asyncio.gather(*(step_through(url, query, i, args, results) for i in range(args.sessions)))
+    results["load_cpu_s"] = server_cpu0 - load_cpu0
+    await sessions
     results["wall_s"], results["client_cpu_s"] = time.perf_counter() - t0, time.process_time() - cpu0
     results["server_cpu_s"] = cpu_s(pid) - server_cpu0
     done.set()
@@ -352,12 +367,13 @@ def report(results: dict, args, pid: int | None) -> None:
         if values:
             print(f"| {name:48} | {len(values):5d} | {percentile(values, 50):7.0f} | {percentile(values, 95):7.0f} "
                   f"| {max(values):7.0f} | {statistics.fmean(values):7.0f} |")
-    print(f"\nsessions completed: {results['complete']} of {args.sessions}; steps: {len(steps)} in "
+    print(f"\nsessions completed: {results['complete']} of {args.sessions}; steps (after all pages opened): {len(steps)} in "
           f"{results['wall_s']:.1f} s ({len(steps) / results['wall_s']:.1f} steps/s); images fetched: "
           f"{results['image_bytes'] / 2**20:.1f} MiB; client CPU {results['client_cpu_s']:.1f} s")
     if steps and pid is not None:
-        print(f"server CPU: {results['server_cpu_s']:.1f} s in all, {1000 * results['server_cpu_s'] / len(steps):.0f} ms "
-              f"per step (page loads included; a figure that does not depend on the machine's load)")
+        print(f"server CPU (a figure that does not depend on the machine's load): {1000 * results['server_cpu_s'] / len(steps):.0f} ms "
+              f"per step ({results['server_cpu_s']:.1f} s for the steps), "
+              f"{1000 * results['load_cpu_s'] / max(1, len(results['load_s'])):.0f} ms per page load")
     print(f"errors: {len(results['errors'])}")
     for err in results["errors"][:10]:
         print("  " + err)
