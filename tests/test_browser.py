@@ -159,7 +159,7 @@ def test_compare_mode_is_step_locked(page, server):
 
 def test_edit_outpainting(page, server):
     open_page(page, server, "edit", "Before / after")
-    page.get_by_text("Out-painting: keep the box").click()
+    page.get_by_text("Out-painting: keep the region").click()
     settle(page)
     check_page(page)
     captions = page.locator('[data-testid="stImageCaption"], [data-testid="stCaptionContainer"]').all_inner_texts()
