@@ -255,7 +255,7 @@ def test_compare_mode_shows_two_settings_step_locked():
     at.button(key="gen_next").click().run()
     assert_clean(at)
     assert heading_scale(at)[0] == 2
-    assert len(at.image) == single + 1 + 3        # B's overview strip and B's three panels
+    assert len(at.image) == single + 1 + 4     # B's strip and 3 panels; A's token map becomes a picture
     captions = [c for img in at.image for c in img.captions]
     assert any(c.startswith("A: decoded image after every scale") for c in captions)
     assert any(c.startswith("B: tokens r2") for c in captions)

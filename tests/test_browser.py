@@ -149,7 +149,7 @@ def test_compare_mode_is_step_locked(page, server):
     page.get_by_text("Compare with a second setting").click()
     page.get_by_text("Setting B").wait_for()
     settle(page)
-    assert page.locator('[data-testid="stImage"] img').count() == single + 1 + 3
+    assert page.locator('[data-testid="stImage"] img').count() == single + 1 + 4      # A's token map: a picture
     page.get_by_role("button", name="Next").click()
     page.get_by_text(f"Scale 2 of {K}:").wait_for()
     settle(page)

@@ -223,9 +223,9 @@ def step_viewer(timer_s: float | None) -> None:
             panels = figures.step_panels(settings, si, len(run.steps), (row, col))
             for j, (pcol, (cap, img)) in enumerate(zip(st.columns(3), panels)):
                 with pcol:
-                    if i == 0 and j == 0:      # A's token map is the clickable one
-                        _clickable("tokens", step_a, si, row, col)
-                        st.caption(f"{cap}: click a token to inspect it" if len(runs) == 1 else f"A: {cap}")
+                    if len(runs) == 1 and j == 0:      # the token map is clickable (with B: in the inspector,
+                        _clickable("tokens", step_a, si, row, col, PANEL_PX)     # the panels are too narrow)
+                        st.caption(f"{cap}: click a token to inspect it")
                     else:
                         st.image(img, caption=cap if len(runs) == 1 else f"{name}: {cap}", width="stretch",
                                  output_format="PNG")
@@ -233,7 +233,7 @@ def step_viewer(timer_s: float | None) -> None:
         st.image(figures.block_mask(model.patch_nums, si, row * side + col), width="stretch", output_format="PNG",
                  caption=f"attention mask, L={step_a.total_tokens}: scale {k}'s rows in orange, the picked token's "
                          f"row in blue")
-    inspector(runs[0][2], si, settings_a, row, col)
+    inspector(runs[0][2], si, settings_a, row, col, with_tokens=len(runs) > 1)
     details(settings_a, si, row, col)
     downloads.generation_downloads(model, settings_a)
     st.caption(f"step rendered in {(time.perf_counter() - t0) * 1000:.0f} ms on the server")
@@ -245,6 +245,8 @@ def step_viewer(timer_s: float | None) -> None:
 # selection left in them) and a selection found under the current keys is always a new click; it is read before
 # anything is drawn, so every panel of this run shows the new position.
 CLICKABLE = ("tokens", "probability", "entropy")
+PANEL_PX = 160          # the clickable token map among the panels (fits their column on a 1000 px wide window)
+INSPECTOR_PX = 150
 
 
 def _pick_key(name: str, si: int, row: int, col: int) -> str:
@@ -261,28 +263,32 @@ def _take_clicks(si: int, side: int) -> None:
             return
 
 
-def _clickable(name: str, step, si: int, row: int, col: int) -> None:
+def _clickable(name: str, step, si: int, row: int, col: int, px: int = figures.DISPLAY_PX) -> None:
     """A clickable map of step A's scale si ("tokens", "probability" or "entropy"), the picked token framed."""
     probs, entropy = step.token_prob[0].numpy(), step.entropy[0].numpy()
     if name == "tokens":
-        chart = figures.token_chart(step.tokens[0].numpy(), colors, {(row, col)}, probs, entropy)
+        chart = figures.token_chart(step.tokens[0].numpy(), colors, {(row, col)}, probs, entropy, px=px)
     else:
-        chart = figures.step_chart(name, step.tokens[0].numpy(), probs, entropy, model.vocab_size, {(row, col)})
+        chart = figures.step_chart(name, step.tokens[0].numpy(), probs, entropy, model.vocab_size, {(row, col)}, px)
     st.vega_lite_chart(chart.data, chart.spec, key=_pick_key(name, si, row, col), on_select="rerun",
                        selection_mode=figures.PICK, width="content", theme=None)
 
 
-def inspector(run: GenerationRun, si: int, settings: GenSettings, row: int, col: int) -> None:
+def inspector(run: GenerationRun, si: int, settings: GenSettings, row: int, col: int, with_tokens: bool) -> None:
     """The picked position of the current scale: how sure the model was there, its top candidates and, on
-    request, its attention."""
+    request, its attention; ``with_tokens`` adds the clickable token map (when the panels above cannot hold it)."""
     step = run.steps[si]
     with st.expander(f"Inspect the picked position ({row}, {col}) of this scale (A)", expanded=True):
-        c = st.columns([1, 1, 2])
+        c = st.columns([1, 1, 1, 2] if with_tokens else [1, 1, 2])
+        if with_tokens:
+            with c.pop(0):
+                _clickable("tokens", step, si, row, col, INSPECTOR_PX)
+                st.caption("tokens (codebook colours)")
         with c[0]:
-            _clickable("probability", step, si, row, col)
+            _clickable("probability", step, si, row, col, INSPECTOR_PX)
             st.caption("probability of the chosen token (dark = unsure)")
         with c[1]:
-            _clickable("entropy", step, si, row, col)
+            _clickable("entropy", step, si, row, col, INSPECTOR_PX)
             st.caption(f"entropy of the distribution (bright = spread; at most ln {model.vocab_size})")
         with c[2]:
             chosen = int(step.tokens[0, row, col])
