@@ -40,10 +40,13 @@ ui.explain(
     "running latent; decoding `f_hat` after k scales gives the picture so far.\n\n"
     "Panels for the current scale: **tokens** (one colour per codebook entry), **contribution** (how much this "
     "scale adds at each position of the latent), **decoded so far**, and the **attention mask** (rows = queries, "
-    "columns = keys; orange = this scale's rows: they see every coarser scale and their own).",
+    "columns = keys; orange = this scale's rows: they see every coarser scale and their own).\n\n"
+    "The views are linked: click a token (or a cell of the probability or entropy map) and that position is "
+    "framed on every panel, its row of the attention mask turns blue, and the inspector shows its candidates and, "
+    "on request, its attention. The same image area stays picked when you step to the next scale.",
     "The first few scales fix the layout and colours, the last ones only add detail: the contribution panel gets "
     "fainter as the picture stops changing. Raise the guidance (cfg) and watch the class become clearer; "
-    "select a position to see how sure the model was.",
+    "click a token (or the probability or entropy map) to see how sure the model was there.",
     ("next_scale", "inside_the_transformer", "sampling"))
 
 model = ui.current_model()
