@@ -14,9 +14,10 @@ from typing import Sequence
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import FormatStrFormatter
 
 RESULTS_DIR = Path(__file__).resolve().parents[1] / "lessons" / "data" / "reproduce"
-NAMES = {"var-d4": "VAR (next scale)", "ar": "AR (raster order)", "var-builtin": "VAR, built-in (longer)",
+NAMES = {"var-d4": "VAR (next scale)", "ar": "AR (raster order)", "var-builtin": "VAR (built-in)",
          "var-independent": "VAR, independent tokens"}
 
 
@@ -156,6 +157,8 @@ def scaling_figure(results: dict, key: str = "parameters") -> Figure:
               label=f"fit: loss = {fit['a']:.3g} N^({fit['b']:.3f}),  r = {fit['r']:.4f}")
     for s, x, y in zip(series, n, loss):
         ax.annotate(f"d{s['depth']}", (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+        axis(FormatStrFormatter("%.2f"))
     ax.set_xlabel("parameters N" if key == "parameters" else "parameters of the blocks only")
     ax.set_ylabel("validation loss (nats/token)")
     ax.set_title(f"loss vs size after {series[0]['steps']} steps x {series[0]['batch_size']} (one seed each)")
