@@ -29,10 +29,12 @@ PORT ?= 8501
 serve: $(STAMP)
 	$(PY) -m streamlit run app/streamlit_app.py --server.address 0.0.0.0 --server.port $(PORT) --server.headless true
 
-# the browser test saves its screenshots under test-artifacts/; this copies them over the README's pictures
+# the browser tests save their screenshots under test-artifacts/; this copies the README's pictures over docs/
+# (not models-own-run.png: it shows the test's temporary paths)
+SCREENSHOTS := generate generate-linked generate-compare encode edit edit-paint edit-surgery cost models
 screenshots: $(STAMP)
-	$(PY) -m pytest -q tests/test_browser.py
-	cp test-artifacts/screenshots/*.png docs/screenshots/
+	$(PY) -m pytest -q tests/test_browser.py tests/test_browser_linked.py
+	for name in $(SCREENSHOTS); do cp test-artifacts/screenshots/$$name.png docs/screenshots/; done
 
 test: $(STAMP)
 	$(PY) -m pytest -q
