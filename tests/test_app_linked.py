@@ -110,6 +110,34 @@ def test_the_picked_token_is_framed_on_the_panels_and_the_strip_stays_plain():
     assert all(a != b for (_, a), (_, b) in zip(plain, framed))
 
 
+# ------------------------------------------------------------------------------------------------ Encode
+def encode_caption(at) -> str:
+    return next(c.value for c in at.caption if c.value.startswith("Picked position"))
+
+
+def test_a_click_on_the_encode_token_map_picks_the_position_and_the_area_follows_the_scales():
+    from app import inputs
+    at = new_app("views/encode.py")
+    sample = settings(at).view["enc_sample"]
+    steps = traces.encode_trace(SHAPES, inputs.sample_image_png(sample, 32), sample).steps
+    at.slider(key="enc_scale").set_value(2).run()              # scale 2 (2x2): the centre point is token (1, 1)
+    assert encode_caption(at).startswith(f"Picked position **(1, 1)**: token **{int(steps[1].tokens[0, 1, 1])}**")
+    click(at, "enc_pick_1_1_1", 0, 1)
+    assert_clean(at)
+    assert encode_caption(at).startswith(f"Picked position **(0, 1)**: token **{int(steps[1].tokens[0, 0, 1])}**")
+    assert (settings(at).pick_y, settings(at).pick_x) == (0.25, 0.75)
+    at.slider(key="enc_scale").set_value(3).run()              # 3x3: the centre of cell (0, 1) of 2x2 is in (0, 2)
+    assert encode_caption(at).startswith(f"Picked position **(0, 2)**: token **{int(steps[2].tokens[0, 0, 2])}**")
+    click(at, "enc_pick_2_0_2", 2, 0)                           # a click on scale 3's map
+    assert encode_caption(at).startswith("Picked position **(2, 0)**")
+    assert [e.key for e in at.get("vega_lite_chart") if e.key] == ["enc_pick_2_2_0"]    # redrawn at the new pick
+    at.switch_page("views/generate.py").run()                  # the picked point is shared with Generate
+    at.button(key="gen_next").click().run()
+    at.button(key="gen_next").click().run()                    # 3x3 there too: the same cell
+    assert "Position **(2, 0)**" in position_text(at)
+    assert_clean(at)
+
+
 # ------------------------------------------------------------------------------------------------ Edit
 def test_the_default_edit_adds_a_blue_triangle_and_keeps_the_disc():
     """The page opens on an edit that works on the built-in model: class editing of the lower half as 'blue

@@ -13,10 +13,33 @@ ui.explain(
     "(the **rest**, f − f_hat), shrink it to the k-th side, snap every vector to its nearest codebook entry (the "
     "**tokens**), enlarge the chosen entries back and pass them through a small conv φ: that is the scale's "
     "**contribution**, added to `f_hat` and taken from the rest. `f_hat` after k scales decodes to a coarse "
-    "version of the image.",
+    "version of the image. Click a token to pick its position: it is framed on every panel, and the same image "
+    "area stays picked on every scale (hover over a token for its id).",
     "The rest shrinks scale after scale, and PSNR rises: the first scales capture layout and colour, the "
     "last ones fine detail. VAR's transformer is trained to predict exactly these token maps, coarse to fine.",
     ("images_as_tokens", "multiscale_residual"))
+
+# A click on the token map picks a position (as on the Generate page). The map's key names the scale and the
+# position picked when it was drawn, so every pick draws a fresh map with no selection left in it, and a selection
+# found under the current key is always a new click; it is applied before anything of the scale is drawn, so every
+# panel shows the new position. The point is kept as fractions of the image (state.Settings.pick_y / pick_x, shared
+# with Generate), so the same image area stays picked on every scale.
+PANEL_PX = 120          # the clickable token map, one of six panels in a row (fits a 1000 px wide window)
+
+
+def _pick_key(si: int, row: int, col: int) -> str:
+    return f"enc_pick_{si}_{row}_{col}"
+
+
+def _take_click(si: int, side: int) -> tuple[int, int]:
+    """Apply a click on scale si's token map (drawn with the current position) and return the picked (row, col)."""
+    s = state.get()
+    row, col = s.position(side)
+    cells = figures.picked_cells(st.session_state.get(_pick_key(si, row, col)), side) - {(row, col)}
+    if cells:
+        s.pick(*sorted(cells)[0], side)
+    return s.position(side)
+
 
 model = ui.current_model()
 size = model.image_size
@@ -71,22 +94,34 @@ with right:
 k = state.bound(st.slider, "Scale", "enc_scale", default=1, min_value=1, max_value=K)
 si = k - 1
 step = steps[si]
+side = step.side
+row, col = _take_click(si, side)
 vmax = max(float(s.contribution[0].norm(dim=0).max()) for s in steps)
-st.subheader(f"Scale {k} of {K}: {step.side}x{step.side} tokens, {step.codes_used} distinct codebook entries "
+st.subheader(f"Scale {k} of {K}: {side}x{side} tokens, {step.codes_used} distinct codebook entries "
              f"(of {step.vocab_size})")
 cols = st.columns(6)
 pics = [
-    (f"rest before, shrunk to {step.side}x{step.side}", figures.channel_norm(step.target[0].numpy())),
-    (f"tokens r{k}", figures.token_map(step.tokens[0].numpy(), figures.codebook_colors(model.key))),
+    (f"rest before, shrunk to {side}x{side}", figures.channel_norm(step.target[0].numpy())),
+    None,                                                      # the token map: clickable, drawn below
     ("this scale's contribution", figures.channel_norm(step.contribution[0].numpy(), vmax=vmax)),
     ("rest after", figures.channel_norm(step.rest[0].numpy(), vmax=float(steps[0].rest[0].norm(dim=0).max()))),
     ("f_hat so far", figures.channel_norm(step.f_hat[0].numpy())),
     (f"decoded prefix: {psnr[si]:.1f} dB", figures.enlarge(traces.to_uint8(step.image())[0])),
 ]
-for col, (cap, img) in zip(cols, pics):
-    col.image(img, caption=cap, width="stretch")
-st.caption(f"Rest left after this scale: {rest_share[si]:.1%} of ||f||. Heat maps show the vector norm over the "
-           "latent channels at each position.")
+for pcol, pic in zip(cols, pics):
+    with pcol:
+        if pic is None:
+            chart = figures.token_chart(step.tokens[0].numpy(), figures.codebook_colors(model.key), {(row, col)},
+                                        px=PANEL_PX)
+            st.vega_lite_chart(chart.data, chart.spec, key=_pick_key(si, row, col), on_select="rerun",
+                               selection_mode=figures.PICK, width="content", theme=None)
+            st.caption(f"tokens r{k}: click a token to pick it")
+        else:
+            cap, img = pic
+            st.image(figures.mark_cell(img, side, row, col), caption=cap, width="stretch")
+st.caption(f"Picked position **({row}, {col})**: token **{int(step.tokens[0, row, col])}**, framed on every panel; "
+           f"the same image area stays picked on the other scales. Rest left after this scale: {rest_share[si]:.1%} "
+           "of ||f||. Heat maps show the vector norm over the latent channels at each position.")
 downloads.encoding_downloads(model, data, name)
 DETAILS = {"none": "none", "tokens": "token maps so far", "latents": "contribution, f_hat and rest, so far",
            "pyramid": "decoded prefixes and the input"}
