@@ -48,7 +48,7 @@ bench: $(STAMP)
 lessons: $(STAMP)
 	VARLITE_CI=1 $(PY) -m pytest -q --nbmake lessons/*.ipynb
 
-# lesson 12's runs: three claims of the VAR paper on Shapes (about 35 CPU-minutes on one thread; resumes, skips
+# lesson 12's runs: three claims of the VAR paper on Shapes (about 30 CPU-minutes on one thread; resumes, skips
 # finished stages; writes lessons/data/reproduce/)
 reproduce: $(STAMP)
 	$(PY) recipes/reproduce.py

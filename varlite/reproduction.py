@@ -120,18 +120,20 @@ def samples_figure(grids: Sequence[torch.Tensor], titles: Sequence[str], class_n
 
 
 def prefix_psnr_figure(results: dict) -> Figure:
-    """PSNR of the image decoded after scales 1..k, for residual and independent tokens; the single-scale
-    tokenizer's one point at its 64 tokens for reference. x: tokens spent so far."""
+    """PSNR of the image decoded after scales 1..k, for residual (the built-in tokenizer and its rerun by the
+    recipe) and independent tokens; the single-scale tokenizer's one point at its 64 tokens for reference.
+    x: tokens spent so far."""
     fig = Figure(figsize=(6.2, 3.4))
     ax = fig.subplots()
-    for name, style in (("tok-residual", "o-"), ("tok-independent", "s-")):
+    for name, style in (("tok-residual", "o-"), ("tok-residual-rerun", "o--"), ("tok-independent", "s-")):
         stage = results["stages"].get(name)
         if stage is None:
             continue
         spent = np.cumsum([pn * pn for pn in stage["patch_nums"]])
         ax.plot(spent, stage["prefix_psnr"], style, label=f"{name.removeprefix('tok-')} ({len(spent)} scales)")
-        for k, (x, y) in enumerate(zip(spent, stage["prefix_psnr"]), start=1):
-            ax.annotate(f"k={k}", (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
+        if name == "tok-residual":
+            for k, (x, y) in enumerate(zip(spent, stage["prefix_psnr"]), start=1):
+                ax.annotate(f"k={k}", (x, y), textcoords="offset points", xytext=(3, -10), fontsize=7)
     single = results["stages"].get("tok-single")
     if single is not None:
         ax.plot([single["tokens_per_image"]], [single["psnr"]], "k*", markersize=11, label="single scale (8x8)")
