@@ -233,24 +233,41 @@ def codebook_colors(model_key: str) -> np.ndarray:
     return viz.codebook_colors(load_model(model_key).vqvae.quantize.embedding.weight)
 
 
-@st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
 def step_panels(settings: GenSettings, si: int, computed: int,
                 pick: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
-    """The three panels of scale si: its token map, its contribution to f_hat (one colour scale for all the scales
-    computed so far) and the image decoded from f_hat so far; with ``pick`` = (row, col), each framed around the
-    area that token covers (on the contribution and the image: the pixels of its cell, ``mark_cell``)."""
-    model = load_model(settings.model_key)
+    """The three panels of scale si: ``latent_panels`` (its token map and its contribution) and ``decoded_panel``
+    (the image decoded from f_hat so far); with ``pick`` = (row, col), each framed around the area that token
+    covers (``mark_cell``)."""
+    return latent_panels(settings, si, computed, pick) + [decoded_panel(settings, si, pick)]
+
+
+@st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
+def latent_panels(settings: GenSettings, si: int, computed: int,
+                  pick: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
+    """Scale si's token map and its contribution to f_hat (one colour scale for all the scales computed so far),
+    framed at ``pick``: no decoding, so they can be shown as soon as the scale is computed."""
     run = traces.generation(settings)
     steps = run.steps[:computed]
     step = steps[si]
     vmax = max(float(s.contribution[0].norm(dim=0).max()) for s in steps)
     panels = [(f"tokens r{si + 1} ({step.side}x{step.side})", token_map(step.tokens[0].numpy(),
                                                                         codebook_colors(settings.model_key))),
-              ("contribution of this scale to f_hat", channel_norm(step.contribution[0].numpy(), vmax=vmax)),
-              ("decoded so far", enlarge(run.image(si, model)))]
+              ("contribution of this scale to f_hat", channel_norm(step.contribution[0].numpy(), vmax=vmax))]
     if pick is not None:
         panels = [(caption, mark_cell(rgb, step.side, *pick)) for caption, rgb in panels]
     return [(caption, png(rgb)) for caption, rgb in panels]
+
+
+@st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
+def decoded_panel(settings: GenSettings, si: int, pick: tuple[int, int] | None = None) -> tuple[str, bytes]:
+    """The image decoded from f_hat after scale si (decoded on first request, which takes seconds for a 256-px d16
+    image on a CPU), framed at ``pick``."""
+    model = load_model(settings.model_key)
+    run = traces.generation(settings)
+    rgb = enlarge(run.image(si, model))
+    if pick is not None:
+        rgb = mark_cell(rgb, run.steps[si].side, *pick)
+    return "decoded so far", png(rgb)
 
 
 def overview_strip(settings: GenSettings, si: int) -> bytes:

@@ -574,5 +574,11 @@ def test_official_d16_switches_at_once_with_imagenet_names_and_streams(synthetic
     at.button(key="gen_next").click().run()           # the next scale: waited for, then decoded, once
     assert heading_scale(at) == (2, 10) and set(run.decoded()) == {0, 1}
     assert run.decoded()[0] is decoded[0]
+    assert "decoded so far" in [c for img in at.image for c in img.captions]     # the prefix image, drawn last,
+    assert not any("decoding the image" in c.value for c in at.caption)         # replaced the note in its place
+    at.number_input(key="gen_seed").set_value(1).run()   # new settings: back to scale 1, where the new image streams
+    assert_clean(at)
+    assert heading_scale(at) == (1, 10) and settings(at).scale == 1
+    assert set(traces.generation(GenSettings("official:d16", 0, 1, 4.0, 900, 0.96)).decoded()) == {0}
     traces.trace_store().clear()                      # stop the rest of the d16 generation
     models.reset_official()

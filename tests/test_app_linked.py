@@ -110,6 +110,16 @@ def test_the_picked_token_is_framed_on_the_panels_and_the_strip_stays_plain():
     assert all(a != b for (_, a), (_, b) in zip(plain, framed))
 
 
+def test_a_small_model_keeps_its_scale_when_the_settings_change():
+    """Only a streaming (large) model goes back to scale 1 on new settings (tests/test_app.py, the d16 test)."""
+    at = new_app()
+    at.button(key="gen_next").click().run()
+    at.button(key="gen_next").click().run()
+    at.number_input(key="gen_seed").set_value(3).run()
+    assert_clean(at)
+    assert heading_scale(at)[0] == 3 and settings(at).seed == 3
+
+
 # ------------------------------------------------------------------------------------------------ Encode
 def encode_caption(at) -> str:
     return next(c.value for c in at.caption if c.value.startswith("Picked position"))

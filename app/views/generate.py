@@ -3,6 +3,9 @@
 The scale shown is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
 server's value, so every click the server receives counts and the slider, the heading and the panels are drawn from
 one number in one run. The generation streams: scales appear as the worker thread computes them (app/traces.py).
+For a large model (images above traces.DECODE_ALL_UP_TO px, e.g. d16 at 256 px) a scale's heading, token map and
+contribution are drawn as soon as it is computed and its decoded image (seconds on a CPU) last, in the place kept for
+it; new settings on such a model go back to scale 1, so that the new image streams in as after a model switch.
 
 The limit (issue 14 item 1): two clicks on the same button less than ~100 ms apart can still become one step.
 A Streamlit button is a trigger (a boolean, not a counter); when a second rerun request arrives while the first is
@@ -73,6 +76,21 @@ runs = [("A", settings_a, traces.generation(settings_a))]
 if settings_b is not None:
     runs.append(("B", settings_b, traces.generation(settings_b)))
 s.scale = int(min(max(s.scale, 1), K))
+
+
+def _back_to_scale_1_on_new_settings() -> None:
+    """A large model streams its scales (images above traces.DECODE_ALL_UP_TO px): when the settings change (seed,
+    class, cfg, ...) and the new generation has not computed the scale shown yet, go back to scale 1, so that the
+    new image streams in as after a model switch instead of showing nothing but a progress bar until every scale
+    up to the one shown is computed. A small model keeps its scale (its generation ends within WHOLE_WAIT_S)."""
+    shown = tuple(settings for _, settings, _ in runs)
+    if (s.generated and s.generated != shown and model.image_size > traces.DECODE_ALL_UP_TO
+            and not all(len(run.steps) >= s.scale for _, _, run in runs)):
+        s.scale = 1
+    s.generated = shown
+
+
+_back_to_scale_1_on_new_settings()
 
 
 def _wait_for_small_generations() -> None:
@@ -205,14 +223,13 @@ def step_viewer(timer_s: float | None) -> None:
         return
     si = k - 1
     _status()
-    for _, _, run in runs:
-        run.image(si, model)                   # decode this prefix (once) before the strip shows it
+    streaming = model.image_size > traces.DECODE_ALL_UP_TO
+    if not streaming:                          # small: decode this prefix (once, milliseconds) before drawing
+        for _, _, run in runs:
+            run.image(si, model)
     with st.container(key="gen_overview"):          # sticky (see the CSS below): stays in view while scrolling
-        for name, settings, run in runs:
-            sides = " · ".join(f"{p}x{p}" for p in model.patch_nums)
-            st.image(figures.overview_strip(settings, si), output_format="PNG",
-                     caption=f"{name + ': ' if len(runs) > 1 else ''}decoded image after every scale ({sides}; "
-                             f"scale {k} framed, later scales faded)")
+        strips = [st.empty() for _ in runs]
+    _draw_strips(strips, si)
     step_a = runs[0][2].steps[si]
     side = step_a.side
     _take_clicks(si, side)
@@ -221,17 +238,25 @@ def step_viewer(timer_s: float | None) -> None:
     st.subheader(f"Scale {k} of {K}: {side}x{side} = {tokens} token{'s' if tokens > 1 else ''}, "
                  f"predicted in one step (guidance here t = {step_a.cfg:.2f})")
     cols = st.columns([3, 1] if len(runs) == 1 else [3, 3, 1])
-    for i, ((name, settings, run), col_) in enumerate(zip(runs, cols)):
+    decoded_slots = []                         # (slot, name, settings): the decoded images, drawn last if streaming
+    for (name, settings, run), col_ in zip(runs, cols):
         with col_:
-            panels = figures.step_panels(settings, si, len(run.steps), (row, col))
-            for j, (pcol, (cap, img)) in enumerate(zip(st.columns(3), panels)):
+            panels = figures.latent_panels(settings, si, len(run.steps), (row, col))
+            pcols = st.columns(3)
+            for j, (pcol, (cap, img)) in enumerate(zip(pcols, panels)):
                 with pcol:
                     if len(runs) == 1 and j == 0:      # the token map is clickable (with B: in the inspector,
                         _clickable("tokens", step_a, si, row, col, PANEL_PX)     # the panels are too narrow)
                         st.caption(f"{cap}: click a token to inspect it")
                     else:
-                        st.image(img, caption=cap if len(runs) == 1 else f"{name}: {cap}", width="stretch",
-                                 output_format="PNG")
+                        st.image(img, caption=_panel_caption(name, cap), width="stretch", output_format="PNG")
+            with pcols[2]:
+                slot = st.empty()
+                if streaming and si not in run.decoded():
+                    slot.caption(":material/hourglass_top: decoding the image so far...")
+                else:
+                    _draw_decoded(slot, name, settings, si, (row, col))
+                decoded_slots.append((slot, name, settings))
     with cols[-1]:
         st.image(figures.block_mask(model.patch_nums, si, row * side + col), width="stretch", output_format="PNG",
                  caption=f"attention mask, L={step_a.total_tokens}: scale {k}'s rows in orange, the picked token's "
@@ -239,7 +264,29 @@ def step_viewer(timer_s: float | None) -> None:
     inspector(runs[0][2], si, settings_a, row, col, with_tokens=len(runs) > 1)
     details(settings_a, si, row, col)
     downloads.generation_downloads(model, settings_a)
+    if streaming:                              # large: everything else is on screen; now decode (seconds)
+        for slot, name, settings in decoded_slots:
+            _draw_decoded(slot, name, settings, si, (row, col))
+        _draw_strips(strips, si)
     st.caption(f"step rendered in {(time.perf_counter() - t0) * 1000:.0f} ms on the server")
+
+
+def _panel_caption(name: str, cap: str) -> str:
+    return cap if len(runs) == 1 else f"{name}: {cap}"
+
+
+def _draw_decoded(slot, name: str, settings: GenSettings, si: int, pick: tuple[int, int]) -> None:
+    cap, img = figures.decoded_panel(settings, si, pick)
+    slot.image(img, caption=_panel_caption(name, cap), width="stretch", output_format="PNG")
+
+
+def _draw_strips(strips: list, si: int) -> None:
+    """The overview strip of every run (a large model's strip shows the scales decoded so far)."""
+    sides = " · ".join(f"{p}x{p}" for p in model.patch_nums)
+    for slot, (name, settings, run) in zip(strips, runs):
+        slot.image(figures.overview_strip(settings, si), output_format="PNG",
+                   caption=f"{name + ': ' if len(runs) > 1 else ''}decoded image after every scale ({sides}; "
+                           f"scale {si + 1} framed, later scales faded)")
 
 
 # ------------------------------------------------------------------------------------------------ picking a position
