@@ -1,7 +1,7 @@
 """Three claims of the VAR paper, reproduced small on Shapes (32x32, 10 classes), on a CPU: the runs behind lesson 12.
 
 Usage: python recipes/reproduce.py [--steps 250] [--runs runs/reproduce] [--out lessons/data/reproduce] [--threads 1]
-(or ``make reproduce``). Each stage writes ``<out>/<stage>.json`` when it is done and is skipped when that file
+(or ``make reproduce``); ``--quick`` runs every stage for a few steps into runs/reproduce-quick/ (a smoke test). Each stage writes ``<out>/<stage>.json`` when it is done and is skipped when that file
 exists; a training stage stopped half-way resumes from its checkpoint in ``<runs>/<stage>/``. Delete a JSON file
 (and its run dir) to redo that stage.
 
@@ -469,15 +469,18 @@ class Reproduction:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=250, help="training steps of every VAR (default 250)")
-    parser.add_argument("--runs", default=str(ROOT / "runs" / "reproduce"), help="checkpoints and token maps")
-    parser.add_argument("--out", default=str(ROOT / "lessons" / "data" / "reproduce"), help="the shipped results")
+    parser.add_argument("--runs", default=None, help="checkpoints and token maps (default runs/reproduce; with --quick "
+                        "runs/reproduce-quick)")
+    parser.add_argument("--out", default=None, help="the results (default lessons/data/reproduce, the shipped ones; "
+                        "with --quick runs/reproduce-quick/out)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     parser.add_argument("--quick", action="store_true", help="a few steps per stage: checks that every stage runs")
     parser.add_argument("--summary-only", action="store_true", help="only rewrite summary.json from the stages")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    reproduction = Reproduction(Path(args.runs), Path(args.out), args.steps, args.threads,
-                                 QUICK if args.quick else FULL)
+    runs = Path(args.runs) if args.runs else ROOT / "runs" / ("reproduce-quick" if args.quick else "reproduce")
+    out = Path(args.out) if args.out else (runs / "out" if args.quick else ROOT / "lessons" / "data" / "reproduce")
+    reproduction = Reproduction(runs, out, args.steps, args.threads, QUICK if args.quick else FULL)
     t0, c0 = time.time(), time.process_time()
     reproduction.summary() if args.summary_only else reproduction.all()
     print(f"[reproduce] this invocation: {time.time() - t0:.0f} s wall, {time.process_time() - c0:.0f} s CPU "
