@@ -16,7 +16,7 @@ from PIL import Image
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from app import edits, models, traces  # noqa: E402
+from app import edits, figures, models, traces  # noqa: E402
 from app.traces import GenSettings, GenerationRun, TraceStore  # noqa: E402
 from varlite import builtin, imagenet, pretrained  # noqa: E402
 from varlite.configs import get_preset  # noqa: E402
@@ -579,6 +579,15 @@ def test_official_d16_switches_at_once_with_imagenet_names_and_streams(synthetic
     at.number_input(key="gen_seed").set_value(1).run()   # new settings: back to scale 1, where the new image streams
     assert_clean(at)
     assert heading_scale(at) == (1, 10) and settings(at).scale == 1
-    assert set(traces.generation(GenSettings("official:d16", 0, 1, 4.0, 900, 0.96)).decoded()) == {0}
+    run = traces.generation(GenSettings("official:d16", 0, 1, 4.0, 900, 0.96))
+    assert set(run.decoded()) == {0}
+
+    def no_decoding(*args):
+        raise RuntimeError("the decoder was stopped here")
+    monkeypatch.setattr(figures, "decoded_panel", no_decoding)   # everything before the decode is on the page:
+    at.button(key="gen_next").click().run()
+    assert heading_scale(at) == (2, 10) and "the decoder was stopped here" in at.exception[0].message
+    assert "contribution of this scale to f_hat" in [c for img in at.image for c in img.captions]
+    assert any("decoding the image so far" in c.value for c in at.caption) and set(run.decoded()) == {0}
     traces.trace_store().clear()                      # stop the rest of the d16 generation
     models.reset_official()
