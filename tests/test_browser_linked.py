@@ -1,7 +1,7 @@
 """Linked views and paint-to-edit in a real browser (issue 12 sections 1 and 2): a click on a token map moves the
 picked position on every panel, a dragged box and clicks paint an edit region, and token surgery replaces a clicked
 token. Uses the server and browser of tests/test_browser.py; saves screenshots of each interaction to
-test-artifacts/screenshots/ (generate-linked.png, edit-paint.png, edit-surgery.png)."""
+test-artifacts/screenshots/ (generate-linked.png, encode-linked.png, edit-paint.png, edit-surgery.png)."""
 from __future__ import annotations
 
 import re
@@ -84,6 +84,30 @@ def test_click_a_token_and_the_highlight_moves_on_every_panel(page, server):  # 
     settle(page)
     check_page(page)
     screenshot(page, "generate-linked")
+
+
+def test_click_a_token_on_encode_and_the_frame_moves_on_every_panel(page, server):  # noqa: F811
+    open_page(page, server, "encode", "Rest left after this scale")
+    page.get_by_role("slider").first.focus()
+    page.keyboard.press("ArrowRight")                       # scale 2 (2x2): the centre point is token (1, 1)
+    page.get_by_text(re.compile(r"^Scale 2 of \d+:")).wait_for()
+    settle(page)
+    page.get_by_text(re.compile(r"^Picked position \(1, 1\)")).wait_for()
+    before = image_sources(page, 6)
+    page.mouse.click(*cell_xy(page, 2, 0, 1))               # the token map (after the two line charts)
+    page.get_by_text(re.compile(r"^Picked position \(0, 1\)")).wait_for()
+    settle(page)
+    check_page(page)
+    after = image_sources(page, 6)
+    assert after[0] == before[0]                            # the input image does not change
+    assert all(a != b for a, b in zip(after[1:6], before[1:6]))    # the five picture panels: re-framed
+    screenshot(page, "encode-linked")
+    for width in (1000, 1400):                              # the map fits its column: it does not cover the next panel
+        page.set_viewport_size({"width": width, "height": 1000})
+        settle(page)
+        map_right = page.locator('[data-testid="stVegaLiteChart"] svg').nth(2).bounding_box()
+        next_panel = page.locator('[data-testid="stImage"] img').nth(2).bounding_box()   # the contribution
+        assert map_right["x"] + map_right["width"] <= next_panel["x"], (width, map_right, next_panel)
 
 
 def test_paint_a_mask_and_run_an_edit_then_replace_a_token(page, server):  # noqa: F811

@@ -24,7 +24,7 @@ ui.explain(
 # found under the current key is always a new click; it is applied before anything of the scale is drawn, so every
 # panel shows the new position. The point is kept as fractions of the image (state.Settings.pick_y / pick_x, shared
 # with Generate), so the same image area stays picked on every scale.
-PANEL_PX = 120          # the clickable token map, one of six panels in a row (fits a 1000 px wide window)
+PANEL_PX = 160          # every panel (three in a row: the clickable token map fits its column in a 1000 px window)
 
 
 def _pick_key(si: int, row: int, col: int) -> str:
@@ -99,7 +99,6 @@ row, col = _take_click(si, side)
 vmax = max(float(s.contribution[0].norm(dim=0).max()) for s in steps)
 st.subheader(f"Scale {k} of {K}: {side}x{side} tokens, {step.codes_used} distinct codebook entries "
              f"(of {step.vocab_size})")
-cols = st.columns(6)
 pics = [
     (f"rest before, shrunk to {side}x{side}", figures.channel_norm(step.target[0].numpy())),
     None,                                                      # the token map: clickable, drawn below
@@ -108,8 +107,10 @@ pics = [
     ("f_hat so far", figures.channel_norm(step.f_hat[0].numpy())),
     (f"decoded prefix: {psnr[si]:.1f} dB", figures.enlarge(traces.to_uint8(step.image())[0])),
 ]
-for pcol, pic in zip(cols, pics):
-    with pcol:
+for i, pic in enumerate(pics):                                 # two rows of three panels
+    if i % 3 == 0:
+        cols = st.columns(3)
+    with cols[i % 3]:
         if pic is None:
             chart = figures.token_chart(step.tokens[0].numpy(), figures.codebook_colors(model.key), {(row, col)},
                                         px=PANEL_PX)
@@ -118,7 +119,7 @@ for pcol, pic in zip(cols, pics):
             st.caption(f"tokens r{k}: click a token to pick it")
         else:
             cap, img = pic
-            st.image(figures.mark_cell(img, side, row, col), caption=cap, width="stretch")
+            st.image(figures.mark_cell(img, side, row, col), caption=cap, width=PANEL_PX)
 st.caption(f"Picked position **({row}, {col})**: token **{int(step.tokens[0, row, col])}**, framed on every panel; "
            f"the same image area stays picked on the other scales. Rest left after this scale: {rest_share[si]:.1%} "
            "of ||f||. Heat maps show the vector norm over the latent channels at each position.")
