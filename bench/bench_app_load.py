@@ -10,9 +10,10 @@ per image the page shows (the browser fetches every ``/media/...`` URL too). So 
 the figures are the server's, not the browsers' (the Chromium-based bench/bench_app.py measured mostly browsers).
 
 A session opens the Generate page (``?model=...``), waits until "Scale 1 of K" is drawn and every other session
-has its page too, then clicks Next to the last scale and Previous back to the first, waiting ``--think`` seconds between clicks (a person reading the page;
-0 = as fast as the server answers). A step's latency runs from sending the click until the new scale's heading
-has arrived, the run has finished and every image it shows has been fetched. A click inside the step viewer is
+has its page too, then clicks Next to the last scale and Previous back to the first, waiting ``--think`` seconds
+on average between clicks (a person reading the page: each pause 0.5-1.5 x think, and a random start, so that the
+sessions do not click in step; 0 = as fast as the server answers). A step's latency runs from sending the click
+until the new scale's heading has arrived, the run has finished and every image it shows has been fetched. A click inside the step viewer is
 a fragment rerun, exactly as the browser sends it. Errors: an exception or error box in a page, a run that does
 not end in ``--timeout`` seconds, a closed connection. The server's resident memory (RSS) is sampled every 2 s.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import re
 import statistics
 import sys
@@ -289,12 +291,14 @@ async def step_through(url: str, query: str, idx: int, args, results: dict,
         results["errors"].append(f"session {idx} (opening): {type(err).__name__}: {str(err).splitlines()[0][:200]}")
     if all_open is not None:
         await all_open.wait()
+    rng = random.Random(idx)             # people do not click in step: each pause is 0.5-1.5 x think, a random start
     try:
         if view is not None:
             K = scale_count(view)
             plan = [("Next", k) for k in range(2, K + 1)] + [("Previous", k) for k in range(K - 1, 0, -1)]
+            await asyncio.sleep(rng.uniform(0, args.think))
             for label, k in plan:
-                await asyncio.sleep(args.think)
+                await asyncio.sleep(args.think * rng.uniform(0.5, 1.5))
                 t = time.perf_counter()
                 view = await session.click(label, shows_scale(k), args.timeout)
                 results["step_ms"].append((time.perf_counter() - t) * 1000)
@@ -391,7 +395,7 @@ def report(results: dict, args, pid: int | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=30, help="concurrent sessions (default 30)")
-    parser.add_argument("--think", type=float, default=1.0, help="seconds between a session's clicks (default 1)")
+    parser.add_argument("--think", type=float, default=1.0, help="mean seconds between a session's clicks (default 1)")
     parser.add_argument("--ramp", type=float, default=0.1, help="seconds between session starts (default 0.1)")
     parser.add_argument("--model", default="builtin:shapes", help="model key (default builtin:shapes)")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds a page may take to settle")
