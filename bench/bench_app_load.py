@@ -13,9 +13,10 @@ A session opens the Generate page (``?model=...``), waits until "Scale 1 of K" i
 has its page too, then clicks Next to the last scale and Previous back to the first, waiting ``--think`` seconds
 on average between clicks (a person reading the page: each pause 0.5-1.5 x think, and a random start, so that the
 sessions do not click in step; 0 = as fast as the server answers). A step's latency runs from sending the click
-until the new scale's heading has arrived, the run has finished and every image it shows has been fetched. A click inside the step viewer is
-a fragment rerun, exactly as the browser sends it. Errors: an exception or error box in a page, a run that does
-not end in ``--timeout`` seconds, a closed connection. The server's resident memory (RSS) is sampled every 2 s.
+until the new scale's heading has arrived, the run has finished and every image it shows has been fetched. A
+click inside the step viewer is a fragment rerun, exactly as the browser sends it. Errors: an exception or error
+box in a page, a run that does not end in ``--timeout`` seconds, a closed connection. The server's resident
+memory (RSS) is sampled every 2 s, its CPU time read before and after the steps.
 
 ``StreamlitSession`` is reused by bench/bench_app_d16.py.
 """
