@@ -233,19 +233,12 @@ def codebook_colors(model_key: str) -> np.ndarray:
     return viz.codebook_colors(load_model(model_key).vqvae.quantize.embedding.weight)
 
 
-def step_panels(settings: GenSettings, si: int, computed: int,
-                pick: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
-    """The three panels of scale si: ``latent_panels`` (its token map and its contribution) and ``decoded_panel``
-    (the image decoded from f_hat so far); with ``pick`` = (row, col), each framed around the area that token
-    covers (``mark_cell``)."""
-    return latent_panels(settings, si, computed, pick) + [decoded_panel(settings, si, pick)]
-
-
 @st.cache_data(show_spinner=False, max_entries=2048, ttl=3600)
 def latent_panels(settings: GenSettings, si: int, computed: int,
                   pick: tuple[int, int] | None = None) -> list[tuple[str, bytes]]:
-    """Scale si's token map and its contribution to f_hat (one colour scale for all the scales computed so far),
-    framed at ``pick``: no decoding, so they can be shown as soon as the scale is computed."""
+    """Scale si's token map and its contribution to f_hat (one colour scale for all the scales computed so far);
+    with ``pick`` = (row, col), each framed around the area that token covers (``mark_cell``). No decoding: they
+    can be shown as soon as the scale is computed (the image so far is ``decoded_panel``)."""
     run = traces.generation(settings)
     steps = run.steps[:computed]
     step = steps[si]

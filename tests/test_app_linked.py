@@ -104,8 +104,8 @@ def test_the_picked_token_is_framed_on_the_panels_and_the_strip_stays_plain():
     model = models.load_model(SHAPES)
     gen = GenSettings(SHAPES, 0, 0, model.default("cfg"), model.default("top_k"), model.default("top_p"))
     K = len(traces.finished_generation(gen).steps)
-    plain = figures.step_panels(gen, 2, K)
-    framed = figures.step_panels(gen, 2, K, (0, 2))
+    plain = figures.latent_panels(gen, 2, K) + [figures.decoded_panel(gen, 2)]
+    framed = figures.latent_panels(gen, 2, K, (0, 2)) + [figures.decoded_panel(gen, 2, (0, 2))]
     assert [c for c, _ in plain] == [c for c, _ in framed]
     assert all(a != b for (_, a), (_, b) in zip(plain, framed))
 
