@@ -86,6 +86,18 @@ def test_notebook_structure(path):
     assert "Exercises (written)" in nb.cells[-1].source
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_lesson_opens_with_its_picture(path):
+    """Right after the setup cell: "The lesson in one picture", a conceptual figure drawn by ``varlite.viz``
+    before any of the lesson's own code (issue 13 sec 5)."""
+    cells = read(path).cells
+    setup = next(i for i, c in enumerate(cells) if "setup" in tags(c))
+    assert cells[setup + 1].cell_type == "markdown"
+    assert cells[setup + 1].source.startswith("### The lesson in one picture")
+    first_code = next(c for c in cells[setup + 2:] if c.cell_type == "code")
+    assert "viz." in first_code.source
+
+
 def solution_function(spec: str):
     module, name = spec.rsplit(".", 1)
     sys.path.insert(0, str(LESSONS))
