@@ -118,6 +118,8 @@ def _store(s: Settings, key: str, field: str | None, value: Any) -> None:
 
 def _copy_back(key: str, field: str | None) -> None:
     s = get()
+    if "@" in key and key.rsplit("@", 1)[1] != s.model_key:
+        return     # a widget of the previous model (a class picked just before the switch): not this model's value
     _store(s, key, field, st.session_state[key])
     if field:
         s.touched.add(field)

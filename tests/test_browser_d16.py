@@ -103,9 +103,8 @@ def test_official_d16_switches_at_once_and_streams(page, server):
     expect = playwright_sync.expect
     expect(page.get_by_text(re.compile("green square|red disc"))).to_have_count(0, timeout=30_000)
     expect(page.get_by_text(re.compile(r"^Scale \d+ of (?!10:)\d+:"))).to_have_count(0, timeout=30_000)
-    main.get_by_test_id("stSelectbox").first.click()
-    assert page.get_by_role("option", name="1: goldfish", exact=True).count() == 1
-    page.keyboard.press("Escape")
+    # (the list of 1,000 names is not opened here: a hovered option could become a new class, which rightly sends
+    # a streaming model back to scale 1; the AppTest checks the options)
     check_page(page)
 
     # the page follows the generation by itself: the count grows without a click
