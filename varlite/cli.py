@@ -207,6 +207,18 @@ def write_overview_figures(steps: list, codebook_VCv: torch.Tensor, folder: Path
         fig.savefig(folder / f"{name}.png", dpi=80)
 
 
+def print_classes(model) -> None:
+    """--list-classes: one "index: name" line per class of the model."""
+    for i, name in enumerate(model.class_names):
+        print(f"{i}: {name}" if name else str(i))
+
+
+def sampling_of(args, model) -> dict:
+    """cfg, top_k and top_p: the command line's where given, else the model's recommendation."""
+    return {key: getattr(args, key) if getattr(args, key) is not None else model.sampling[key]
+            for key in ("cfg", "top_k", "top_p")}
+
+
 def autocast_for(precision: str, device: torch.device):
     """The context generation runs in: nothing for "fp32" (the exact path: the official numbers), a bfloat16
     autocast for "bf16" (transformer and decoder in bfloat16; 2.8x faster d16 on a CPU with AMX, measured by
@@ -219,16 +231,14 @@ def cmd_generate(args) -> int:
     device = pick_device(args.device)
     model = load_generation_model(args.model, args.vae, args.cache_dir, device)
     if args.list_classes:
-        for i, name in enumerate(model.class_names):
-            print(f"{i}: {name}" if name else str(i))
+        print_classes(model)
         return 0
     if args.n < 1:
         raise ValueError(f"--n must be at least 1 (images per class); got {args.n}")
     if Path(args.out).suffix.lower() != ".png" or Path(args.out).is_dir():
         raise ValueError(f"--out must name a .png file (the grid is written as PNG); got {args.out!r}")
     classes = parse_classes(args.classes, model.class_names)
-    sampling = {key: getattr(args, key) if getattr(args, key) is not None else model.sampling[key]
-                for key in ("cfg", "top_k", "top_p")}
+    sampling = sampling_of(args, model)
     labels_B = torch.tensor([c for c in classes for _ in range(args.n)], device=device)
     steps_out = Path(args.steps_out) if args.steps_out else None
     if steps_out is not None:
@@ -274,12 +284,10 @@ def cmd_figure(args) -> int:
     device = pick_device(args.device)
     model = load_generation_model(args.model, args.vae, args.cache_dir, device)
     if args.list_classes:
-        for i, name in enumerate(model.class_names):
-            print(f"{i}: {name}" if name else str(i))
+        print_classes(model)
         return 0
     label = parse_one_class(args.class_, model.class_names)
-    sampling = {key: getattr(args, key) if getattr(args, key) is not None else model.sampling[key]
-                for key in ("cfg", "top_k", "top_p")}
+    sampling = sampling_of(args, model)
     t0 = time.perf_counter()
     with torch.inference_mode(), autocast_for(args.precision, device):
         steps = [step.detached() for step in model.var.generate_steps([label], **sampling, seed=args.seed,
