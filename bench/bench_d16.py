@@ -30,22 +30,9 @@ import time
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from bench_train import matmul_peak      # the same measurement as the training benchmark's
+
 CLASSES = (207, 980, 1, 88, 360, 387, 417, 812)
-
-
-def matmul_peak(dtype: torch.dtype = torch.float32, seconds: float = 1.0) -> float:
-    """Best FLOP/s of an (n x n) @ (n x n) matmul in ``dtype`` over n in 512, 1024, 2048."""
-    best = 0.0
-    for n in (512, 1024, 2048):
-        a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-        for _ in range(2):
-            a @ b
-        t0, runs = time.perf_counter(), 0
-        while time.perf_counter() - t0 < seconds:
-            a @ b
-            runs += 1
-        best = max(best, 2 * n ** 3 * runs / (time.perf_counter() - t0))
-    return best
 
 
 def synthetic_d16():
@@ -213,7 +200,7 @@ def main() -> None:
         clock = PhaseClock(off_vqvae, off_var)
         impls["official"] = lambda: run_official(off_var, clock, labels, args.cfg, args.top_k)
 
-    peaks = {"varlite": matmul_peak()}
+    peaks = {"varlite": matmul_peak(torch.float32)}
     if args.bf16:
         peaks["varlite-bf16"] = matmul_peak(torch.bfloat16)
     if args.upstream:
