@@ -36,22 +36,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402
 
 from bench_app_load import StreamlitSession, percentile, shows_scale  # noqa: E402
-from tests.browser_harness import rss_mib, streamlit_process  # noqa: E402
-from varlite import pretrained  # noqa: E402
+from tests.browser_harness import rss_mib, streamlit_process, write_synthetic_official  # noqa: E402
 from varlite.configs import OFFICIAL_PATCH_NUMS  # noqa: E402
-from varlite.synthetic import synthetic_state_dict  # noqa: E402
 
 COMPUTED = re.compile(r"computed (\d+) of (\d+) scales \(([\d.]+) s\)")
-
-
-def write_synthetic_official(home: Path) -> None:
-    """The official vae and d16 files, synthetic weights in the official layout (seed 0)."""
-    layouts = pretrained.official_layouts()
-    for name in ("vae", "d16"):
-        entry = pretrained.OFFICIAL_FILES[name]
-        sd = synthetic_state_dict(layouts[entry.layout]["tensors"], seed=0, patch_nums=OFFICIAL_PATCH_NUMS)
-        torch.save(sd, home / entry.filename)
-        del sd
 
 
 def peak_rss_mib(pid: int) -> float:

@@ -15,6 +15,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import torch
+
+from varlite import pretrained
+from varlite.configs import OFFICIAL_PATCH_NUMS
+from varlite.synthetic import synthetic_state_dict
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app" / "streamlit_app.py"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -124,3 +130,13 @@ def full_page_screenshot(page, path: Path) -> None:
         page.wait_for_timeout(400)
     path.parent.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(path), full_page=True)
+
+
+def write_synthetic_official(home: Path) -> None:
+    """The official vae and d16 files, synthetic weights in the official layout (seed 0)."""
+    layouts = pretrained.official_layouts()
+    for name in ("vae", "d16"):
+        entry = pretrained.OFFICIAL_FILES[name]
+        sd = synthetic_state_dict(layouts[entry.layout]["tensors"], seed=0, patch_nums=OFFICIAL_PATCH_NUMS)
+        torch.save(sd, home / entry.filename)
+        del sd

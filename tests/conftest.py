@@ -6,10 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
-from varlite import pretrained
-from varlite.configs import OFFICIAL_PATCH_NUMS, get_preset
+from tests.browser_harness import write_synthetic_official
+from varlite.configs import get_preset
 from varlite.synthetic import synthetic_state_dict
 from varlite.var import VAR
 from varlite.vqvae import VQVAE
@@ -51,10 +50,5 @@ def synthetic_official_home(tmp_path_factory) -> Path:
     """A cache folder ($VARLITE_HOME) holding the official vae and d16 files, synthetic weights in the official
     layout (the upstream rule, seed 0); written once per test session (~5 s, 1.7 GB on disk)."""
     home = tmp_path_factory.mktemp("official_synthetic")
-    layouts = pretrained.official_layouts()
-    for name in ("vae", "d16"):
-        entry = pretrained.OFFICIAL_FILES[name]
-        sd = synthetic_state_dict(layouts[entry.layout]["tensors"], seed=0, patch_nums=OFFICIAL_PATCH_NUMS)
-        torch.save(sd, home / entry.filename)
-        del sd
+    write_synthetic_official(home)
     return home
