@@ -133,7 +133,12 @@ class FFN(nn.Module):
         self.fc2 = nn.Linear(hidden, embed_dim)
 
     def forward(self, x_BLC: torch.Tensor) -> torch.Tensor:
-        return self.fc2(F.gelu(self.fc1(x_BLC), approximate="tanh"))
+        hidden_BLh = self.fc1(x_BLC)
+        if torch.is_grad_enabled():     # training: autograd keeps fc1's output for GELU's backward
+            return self.fc2(F.gelu(hidden_BLh, approximate="tanh"))
+        # inference: GELU in place (aten's gelu_; F.gelu has no inplace flag), the same values without allocating
+        # and first-touching a second (B, L, 4C) tensor, the largest of a block
+        return self.fc2(torch.ops.aten.gelu_(hidden_BLh, approximate="tanh"))
 
 
 class AdaLNSelfAttn(nn.Module):

@@ -174,6 +174,9 @@ class VAR(nn.Module):
         overrides: {scale si: (tokens, keep)}: at scale si, positions where ``keep`` is True take the given tokens
         instead of sampled ones (token surgery and zero-shot editing; checked by ``editing.check_overrides``).
         The step's probabilities, entropy and candidates are computed from its logits when read.
+        top_k=1 (greedy) takes the argmax instead of a draw from the one-token distribution the official code samples
+        from: the same token (between exactly tied logits, the first), without drawing V random numbers per token;
+        with more_smooth the draw is kept, since the smoothing noise that follows comes from the same generator.
         """
         labels_B = self.check_labels(labels)
         self.check_sampling_args(cfg, top_k, top_p)
@@ -203,7 +206,10 @@ class VAR(nn.Module):
                 logits_BlV = sampling.guide(raw_logits_2BlV, t)
             with watch("sampling"):        # r_k ~ filtered softmax; its codebook vectors (or a smoothed mix)
                 filtered_BlV = sampling.filter_top_k_top_p(logits_BlV, top_k, top_p)
-                idx_Bl = sampling.sample_tokens(filtered_BlV, generator)
+                if top_k == 1 and not more_smooth:    # greedy: one token per row is left, the draw is its argmax
+                    idx_Bl = filtered_BlV.argmax(dim=-1)
+                else:
+                    idx_Bl = sampling.sample_tokens(filtered_BlV, generator)
                 emb_BlCv = (sampling.smoothed_embedding(filtered_BlV, si, K, quantizer.embedding.weight, generator)
                             if more_smooth else quantizer.embedding(idx_Bl))
                 if si in overrides:
