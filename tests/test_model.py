@@ -121,3 +121,66 @@ def test_tokenizer_training_pass_has_straight_through_gradients():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
+
+
+def test_upsample_as_four_2x2_convs_equals_nearest_upsampling_then_3x3_conv():
+    """Upsample2x computes conv3x3(nearest 2x upsampling) as four 2x2 convs of the small map: the same values and
+    gradients as the literal formula (to float rounding), in the input's memory format."""
+    from varlite.vqvae import Upsample2x
+    torch.manual_seed(0)
+    up = Upsample2x(16)
+    x = torch.randn(2, 16, 5, 7, requires_grad=True)
+    literal = up.conv(torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest"))
+    weights = torch.randn_like(literal)
+    grads_literal = torch.autograd.grad((literal * weights).sum(), (x, up.conv.weight, up.conv.bias))
+    fast = up(x)
+    grads_fast = torch.autograd.grad((fast * weights).sum(), (x, up.conv.weight, up.conv.bias))
+    assert fast.shape == (2, 16, 10, 14)
+    torch.testing.assert_close(fast, literal, rtol=0, atol=2e-6)
+    for g_fast, g_literal in zip(grads_fast, grads_literal):
+        torch.testing.assert_close(g_fast, g_literal, rtol=1e-5, atol=1e-5)
+    with torch.no_grad():
+        fast_cl = up(x.contiguous(memory_format=torch.channels_last))
+    assert fast_cl.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(fast_cl, fast.detach(), rtol=0, atol=2e-6)
+    # the 3x3 kernel's nine taps are folded into 2x2 per output phase: every tap lands once in each phase's rows
+    assert Upsample2x.FOLD.sum(dim=1).tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_in_place_inference_ops_give_the_training_path_values(tiny_models):
+    """The decoder's in-place SiLU / skip add and the FFN's in-place GELU (inference only) change no value: the
+    tokenizer's reconstruction and VAR's logits are equal with and without autograd, and the decoder's backward
+    still runs (autograd keeps none of the overwritten tensors)."""
+    vqvae, var = tiny_models
+    torch.manual_seed(0)
+    img = torch.rand(2, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        recon_no_grad = vqvae.reconstruct(img)
+        x_in = vqvae.idx_to_var_input(vqvae.img_to_idx(img))
+        logits_no_grad = var(torch.tensor([3, 7]), x_in)
+    with torch.enable_grad():
+        f_hat = vqvae.img_to_f_hats(img)[-1].detach().requires_grad_(True)
+        recon = vqvae.f_hat_to_img(f_hat)
+        recon.sum().backward()
+        logits = var(torch.tensor([3, 7]), x_in)
+    assert torch.equal(recon.detach(), recon_no_grad)
+    assert torch.equal(logits.detach(), logits_no_grad)
+    assert f_hat.grad is not None and f_hat.grad.abs().sum() > 0
+
+
+def test_greedy_generation_takes_the_argmax_without_drawing(tiny_models, monkeypatch):
+    """top_k=1: the token is the argmax (what a draw from the one-token distribution gives), and no random draw is
+    made; with more_smooth the draw stays (the smoothing noise comes from the same generator)."""
+    from varlite import sampling
+    _, var = tiny_models
+    draws = []
+    real_sample = sampling.sample_tokens
+    monkeypatch.setattr(sampling, "sample_tokens", lambda logits, g: draws.append(1) or real_sample(logits, g))
+    steps = list(var.generate_steps([3, 7], cfg=1.5, top_k=1, seed=0))
+    assert draws == []
+    for step in steps:
+        filtered = sampling.filter_top_k_top_p(step.logits, top_k=1)
+        drawn = real_sample(filtered, torch.Generator().manual_seed(123))
+        assert torch.equal(step.tokens.flatten(1), drawn)
+    list(var.generate_steps([3, 7], cfg=1.5, top_k=1, more_smooth=True, seed=0))
+    assert len(draws) == len(var.patch_nums)
