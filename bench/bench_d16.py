@@ -5,9 +5,10 @@ batch (default: 2 images, classes 207 and 980, cfg 4, top-k 1 = greedy, so the t
 run in turn, A B A B ..., so a change in the machine's load hits both; the ratio is taken round by round.
 
 Per phase (each scale's transformer pass, the rest of the scale: guidance, sampling, quantizer, next input; the
-final decode) it prints the median time of each implementation, the FLOPs of that phase (counted once on varlite
-with ``torch.utils.flop_counter.FlopCounterMode``: both run the same maths) and the fraction of the measured matmul
-peak (float32, same threads) that the time corresponds to. The official code's phases are timed with forward hooks
+final decode) it prints the median time of each implementation, the FLOPs of that phase (counted with
+``torch.utils.flop_counter.FlopCounterMode``: the transformer on varlite, as both run the same maths there; the
+decode on each, since varlite's upsampling convs do 16 instead of 36 multiply-adds per value) and the fraction of the
+measured matmul peak (float32, same threads) that the time corresponds to. The official code's phases are timed with forward hooks
 (first block -> head: transformer; the decoder's input conv -> decoder: decode).
 
 It checks that every scale's token map is identical and prints the largest image difference.
@@ -134,13 +135,21 @@ def count_flops(var, labels, cfg, top_k) -> tuple[list[float], float]:
     return per_scale, counter.get_total_flops()
 
 
+def count_decode_flops(decode, batch: int) -> float:
+    """FLOPs of one decode of ``batch`` latents, ``decode``: f_hat (B, 32, 16, 16) -> image."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        decode(torch.zeros(batch, 32, 16, 16))
+    return counter.get_total_flops()
+
+
 def median(xs):
     return statistics.median(xs) if xs else float("nan")
 
 
-def report(results: dict, flops_per_scale: list[float], flops_decode: float, peaks: dict, patch_nums, args) -> None:
+def report(results: dict, flops_per_scale: list[float], flops_decode: dict, peaks: dict, patch_nums, args) -> None:
     """Print the per-phase table (medians over rounds) and the round-by-round totals and ratios. ``peaks``: the
-    matmul peak (FLOP/s) each implementation's "% of peak" is taken against."""
+    matmul peak (FLOP/s) each implementation's "% of peak" is taken against; ``flops_decode``: each one's decode
+    FLOPs (the GFLOP column shows varlite's)."""
     names = list(results)
     pct = lambda name, flops, s: f"{100 * flops / s / peaks[name]:>5.0f} %"
     print(f"d16 generation, synthetic weights, {args.threads} threads, batch {args.batch}, cfg {args.cfg}, "
@@ -148,19 +157,25 @@ def report(results: dict, flops_per_scale: list[float], flops_decode: float, pea
           + ", ".join(f"{name} {peak / 1e9:.0f} GFLOP/s" for name, peak in peaks.items()))
     print(f"{'phase':<30}" + "".join(f"{n + ' s':>16}" for n in names) + f"{'GFLOP':>8}"
           + "".join(f"{n + ' %':>16}" for n in names))
-    rows = []
+    rows = []          # (label, time per implementation, FLOPs per implementation or None)
     for si, pn in enumerate(patch_nums):
         times = [median([r[1][si] for r in results[n]]) for n in names]
-        rows.append((f"scale {si + 1} transformer ({pn}x{pn})", times, flops_per_scale[si]))
+        rows.append((f"scale {si + 1} transformer ({pn}x{pn})", times, [flops_per_scale[si]] * len(names)))
     rest = [median([r[0] - sum(r[1]) - r[3] for r in results[n]]) for n in names]
-    rows.append(("rest (sampling, phi, ...)", rest, float("nan")))
-    rows.append((f"decode ({args.batch} x 256 px)", [median([r[3] for r in results[n]]) for n in names], flops_decode))
-    rows.append(("total", [median([r[0] for r in results[n]]) for n in names], sum(flops_per_scale) + flops_decode))
+    rows.append(("rest (sampling, phi, ...)", rest, None))
+    rows.append((f"decode ({args.batch} x 256 px)", [median([r[3] for r in results[n]]) for n in names],
+                 [flops_decode[n] for n in names]))
+    rows.append(("total", [median([r[0] for r in results[n]]) for n in names],
+                 [sum(flops_per_scale) + flops_decode[n] for n in names]))
     for label, times, flops in rows:
         line = f"{label:<30}" + "".join(f"{t:>16.3f}" for t in times)
-        if flops == flops:       # not NaN: the phase has a FLOP count
-            line += f"{flops / 1e9:>8.1f}" + "".join(f"{pct(n, flops, t):>16}" for n, t in zip(names, times))
+        if flops is not None:
+            line += f"{flops[0] / 1e9:>8.1f}" + "".join(f"{pct(n, f, t):>16}" for n, f, t in zip(names, flops, times))
         print(line)
+    if "official" in flops_decode:
+        print(f"(decode FLOPs: varlite {flops_decode['varlite'] / 1e9:.1f} G, official "
+              f"{flops_decode['official'] / 1e9:.1f} G: nearest upsampling then a 3x3 conv, where varlite runs four "
+              f"2x2 convs of the small map)")
     if "varlite-bf16" in results:
         for i, (v, h) in enumerate(zip(results["varlite"], results["varlite-bf16"])):
             agree = [100 * (a == b).float().mean().item() for a, b in zip(v[4], h[4])]
@@ -205,7 +220,10 @@ def main() -> None:
         peaks["varlite-bf16"] = matmul_peak(torch.bfloat16)
     if args.upstream:
         peaks["official"] = peaks["varlite"]
-    flops_per_scale, flops_decode = count_flops(var, labels, args.cfg, args.top_k)
+    flops_per_scale, varlite_decode_flops = count_flops(var, labels, args.cfg, args.top_k)
+    flops_decode = {name: varlite_decode_flops for name in impls}
+    if args.upstream:
+        flops_decode["official"] = count_decode_flops(off_vqvae.fhat_to_img, args.batch)
     for run in impls.values():      # warm-up (first touch of the weights, oneDNN's kernels)
         run()
     results = {name: [] for name in impls}
