@@ -104,8 +104,9 @@ class Upsample2x(nn.Module):
         w_abOIpq = torch.einsum("apk,bql,oikl->aboipq", fold, fold, self.conv.weight)    # 4 kernels of 2x2
         y_BabOhw = F.conv2d(x_BCHW, w_abOIpq.reshape(4 * C, C, 2, 2), self.conv.bias.repeat(4), padding=1)
         y_BabOhw = y_BabOhw.view(B, 2, 2, C, H + 1, W + 1)
-        layout = torch.channels_last if x_BCHW.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
-        out_BCHW = torch.empty((B, C, 2 * H, 2 * W), dtype=y_BabOhw.dtype, device=y_BabOhw.device, memory_format=layout)
+        channels_last = x_BCHW.is_contiguous(memory_format=torch.channels_last)
+        out_BCHW = torch.empty((B, C, 2 * H, 2 * W), dtype=y_BabOhw.dtype, device=y_BabOhw.device,
+                               memory_format=torch.channels_last if channels_last else torch.contiguous_format)
         for a in (0, 1):
             for b in (0, 1):
                 out_BCHW[:, :, a::2, b::2] = y_BabOhw[:, a, b, :, a:a + H, b:b + W]
