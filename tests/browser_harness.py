@@ -23,6 +23,7 @@ from varlite.synthetic import synthetic_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "app" / "streamlit_app.py"
+ARTIFACTS = ROOT / "test-artifacts"      # server logs and screenshots of the browser tests
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
 
@@ -88,6 +89,35 @@ def streamlit_server(port: int | None = None, env: dict | None = None, log_path:
     """``streamlit_process`` yielding only the base URL."""
     with streamlit_process(port, env, log_path, timeout_s) as (url, _):
         yield url
+
+
+@contextlib.contextmanager
+def serve_app_for_tests(home: Path, log_name: str):
+    """The walkthrough served from the cache folder ``home`` for a browser test module, its log in
+    test-artifacts/``log_name``. Skips the tests where Chromium is missing, and fails them under CI (where the
+    browser tests must run)."""
+    import pytest
+    if chromium_path() is None:
+        message = "Chromium is missing: run `apt-get install -y chromium` (Debian's package, /usr/bin/chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_server(env={"VARLITE_HOME": str(home)}, log_path=ARTIFACTS / log_name) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def checked_page(browser, timeout_ms: int, **context_options):
+    """A page (1400 x 1000) in a browser context of its own; a JavaScript error in it fails the test at the end."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000}, **context_options)
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    errors = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors in the page: {errors}"
 
 
 def rss_mib(pid: int) -> float:

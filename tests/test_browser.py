@@ -6,31 +6,22 @@ this file and copies them to docs/screenshots/ for the README; a plain test run 
 """
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.browser_harness import BROKEN_IMAGES_JS, CHROMIUM_ARGS, ROOT, SETTLED_JS, chromium_path, full_page_screenshot, \
-    streamlit_server
+from tests.browser_harness import ARTIFACTS, BROKEN_IMAGES_JS, CHROMIUM_ARGS, SETTLED_JS, checked_page, chromium_path, \
+    full_page_screenshot, serve_app_for_tests
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOTS = ARTIFACTS / "screenshots"
 SETTLE_MS = 120_000      # the first page load imports torch and builds the first trace
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    if chromium_path() is None:
-        message = "Chromium is missing: run `apt-get install -y chromium` (Debian's package, /usr/bin/chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)          # in CI the browser tests must run, not skip
-        pytest.skip(message)
-    ARTIFACTS.mkdir(exist_ok=True)
-    home = tmp_path_factory.mktemp("varlite_home")
-    with streamlit_server(env={"VARLITE_HOME": str(home)}, log_path=ARTIFACTS / "streamlit-server.log") as url:
+    with serve_app_for_tests(tmp_path_factory.mktemp("varlite_home"), "streamlit-server.log") as url:
         yield url
 
 
@@ -44,14 +35,8 @@ def browser(server):
 
 @pytest.fixture
 def page(browser):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    pg = context.new_page()
-    pg.set_default_timeout(SETTLE_MS)
-    errors = []
-    pg.on("pageerror", lambda err: errors.append(str(err)))
-    yield pg
-    context.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
+    with checked_page(browser, SETTLE_MS) as pg:
+        yield pg
 
 
 def settle(pg) -> None:

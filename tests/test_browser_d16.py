@@ -10,16 +10,15 @@ decodes two prefix images only.
 """
 from __future__ import annotations
 
-import os
 import re
 
 import pytest
 
-from tests.browser_harness import BROKEN_IMAGES_JS, CHROMIUM_ARGS, ROOT, SETTLED_JS, chromium_path, streamlit_server
+from tests.browser_harness import BROKEN_IMAGES_JS, CHROMIUM_ARGS, SETTLED_JS, checked_page, chromium_path, \
+    serve_app_for_tests
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 240_000           # loading 1.6 GB of weights and the first d16 passes on a busy 2-core machine
 D16_LABEL = "Official VAR-d16 (ImageNet 256)"
 COMPUTED = re.compile(r"computed (\d+) of 10 scales")
@@ -27,14 +26,7 @@ COMPUTED = re.compile(r"computed (\d+) of 10 scales")
 
 @pytest.fixture(scope="module")
 def server(synthetic_official_home):          # the official files with synthetic weights (tests/conftest.py)
-    if chromium_path() is None:
-        message = "Chromium is missing: run `apt-get install -y chromium` (Debian's package, /usr/bin/chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)          # in CI the browser tests must run, not skip
-        pytest.skip(message)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(env={"VARLITE_HOME": str(synthetic_official_home)},
-                          log_path=ARTIFACTS / "streamlit-server-d16.log") as url:
+    with serve_app_for_tests(synthetic_official_home, "streamlit-server-d16.log") as url:
         yield url
 
 
@@ -42,13 +34,9 @@ def server(synthetic_official_home):          # the official files with syntheti
 def page(server):
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
-        pg.set_default_timeout(TIMEOUT_MS)
-        errors = []
-        pg.on("pageerror", lambda err: errors.append(str(err)))
-        yield pg
+        with checked_page(browser, TIMEOUT_MS) as pg:
+            yield pg
         browser.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
 
 
 def settle(pg) -> None:

@@ -3,14 +3,13 @@ page, becomes the sidebar's model, and its step-through downloads as a GIF (Enco
 Playwright, as tests/test_browser.py (install: `apt-get install -y chromium`; never `playwright install`)."""
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 from PIL import Image
 
-from tests.browser_harness import CHROMIUM_ARGS, chromium_path, streamlit_server
-from tests.test_browser import ARTIFACTS, SETTLE_MS, check_page, open_page, screenshot, settle
+from tests.browser_harness import CHROMIUM_ARGS, checked_page, chromium_path, serve_app_for_tests
+from tests.test_browser import SETTLE_MS, check_page, open_page, screenshot, settle
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
@@ -39,13 +38,7 @@ def home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(home):
-    if chromium_path() is None:
-        message = "Chromium is missing: run `apt-get install -y chromium` (Debian's package, /usr/bin/chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    ARTIFACTS.mkdir(exist_ok=True)
-    with streamlit_server(env={"VARLITE_HOME": str(home)}, log_path=ARTIFACTS / "streamlit-server-models.log") as url:
+    with serve_app_for_tests(home, "streamlit-server-models.log") as url:
         yield url
 
 
@@ -53,15 +46,9 @@ def server(home):
 def page(server):
     with playwright_sync.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
-        context = browser.new_context(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
-        pg = context.new_page()
-        pg.set_default_timeout(SETTLE_MS)
-        errors = []
-        pg.on("pageerror", lambda err: errors.append(str(err)))
-        yield pg
-        context.close()
+        with checked_page(browser, SETTLE_MS, accept_downloads=True) as pg:
+            yield pg
         browser.close()
-    assert not errors, f"JavaScript errors in the page: {errors}"
 
 
 def download(pg, button: str, file_name: str, folder) -> Image.Image:
