@@ -157,7 +157,8 @@ def clickable_map(df: pd.DataFrame, color: dict, tooltip: list[dict], side: int,
     (Streamlit's default "fit" squeezes the plot's height).
 
     The spec is written as a plain Vega-Lite dict rather than built with Altair: Altair validates every encoding
-    against the schema, about 80 ms of server CPU per map, three maps per step (measured by helper E's profile)."""
+    against the schema, about 80 ms of server CPU per map, three maps per step (measured by
+    profiling the server under bench/bench_app_load.py)."""
     marked = marked or set()
     df = df.assign(marked=[(r, c) in marked for r, c in zip(df["row"], df["col"])]).sort_values("marked",
                                                                                                kind="stable")
@@ -268,7 +269,7 @@ def overview_strip(settings: GenSettings, si: int) -> bytes:
     (or, for large models, not displayed yet: they are decoded only when shown) are grey."""
     model = load_model(settings.model_key)
     run = traces.generation(settings)
-    if model.image_size <= traces.DECODE_ALL_UP_TO:        # cheap: decode every computed scale now
+    if not traces.streams(model):        # small: decoding every computed scale now is cheap
         for i in range(len(run.steps)):
             run.image(i, model)
     return _strip(settings, si, run.num_scales, tuple(sorted(run.decoded())))

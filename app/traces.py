@@ -37,6 +37,12 @@ WORKERS = 2                              # generations computed at the same time
 DECODE_ALL_UP_TO = 64                    # models with images up to this side decode every scale at once (cheap)
 
 
+def streams(model) -> bool:
+    """A large model (images above DECODE_ALL_UP_TO px, e.g. d16 at 256 px) streams on the Generate page: each
+    scale is drawn as soon as it is computed and a prefix image is decoded (seconds on a CPU) only when shown."""
+    return model.image_size > DECODE_ALL_UP_TO
+
+
 @dataclass(frozen=True)
 class GenSettings:
     """Everything a generation depends on; hashable, so it keys the store and the figure caches."""

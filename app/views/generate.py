@@ -3,7 +3,7 @@
 The scale shown is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
 server's value, so every click the server receives counts and the slider, the heading and the panels are drawn from
 one number in one run. The generation streams: scales appear as the worker thread computes them (app/traces.py).
-For a large model (images above traces.DECODE_ALL_UP_TO px, e.g. d16 at 256 px) a scale's heading, token map and
+For a large model (``traces.streams``: images above 64 px, e.g. d16 at 256 px) a scale's heading, token map and
 contribution are drawn as soon as it is computed and its decoded image (seconds on a CPU) last, in the place kept for
 it; new settings on such a model go back to scale 1, so that the new image streams in as after a model switch.
 
@@ -55,6 +55,7 @@ ui.explain(
 model = ui.current_model()
 s = state.get()
 K = len(model.patch_nums)
+STREAMING = traces.streams(model)
 colors = figures.codebook_colors(model.key)
 st.caption(f"Model **{model.name}**: {K} scales {' → '.join(f'{p}x{p}' for p in model.patch_nums)}, "
            f"L = {model.var.L} tokens, codebook of {model.vocab_size} entries, "
@@ -79,12 +80,12 @@ s.scale = int(min(max(s.scale, 1), K))
 
 
 def _back_to_scale_1_on_new_settings() -> None:
-    """A large model streams its scales (images above traces.DECODE_ALL_UP_TO px): when the settings change (seed,
+    """A large model streams its scales (``traces.streams``): when the settings change (seed,
     class, cfg, ...) and the new generation has not computed the scale shown yet, go back to scale 1, so that the
     new image streams in as after a model switch instead of showing nothing but a progress bar until every scale
     up to the one shown is computed. A small model keeps its scale (its generation ends within WHOLE_WAIT_S)."""
     shown = tuple(settings for _, settings, _ in runs)
-    if (s.generated and s.generated != shown and model.image_size > traces.DECODE_ALL_UP_TO
+    if (s.generated and s.generated != shown and STREAMING
             and not all(len(run.steps) >= s.scale for _, _, run in runs)):
         s.scale = 1
     s.generated = shown
@@ -95,9 +96,9 @@ _back_to_scale_1_on_new_settings()
 
 def _wait_for_small_generations() -> None:
     """Wait up to WHOLE_WAIT_S for the generations to end (interruptibly, redrawing a progress bar), so that a
-    small model's page is drawn once, complete; a larger one (images above traces.DECODE_ALL_UP_TO px) streams in
+    small model's page is drawn once, complete; a larger one (``traces.streams``) streams in
     the step viewer at once instead: waiting could only delay its first scale."""
-    if model.image_size > traces.DECODE_ALL_UP_TO:
+    if STREAMING:
         return
     deadline = time.monotonic() + WHOLE_WAIT_S
     bar = None
@@ -223,8 +224,7 @@ def step_viewer(timer_s: float | None) -> None:
         return
     si = k - 1
     _status()
-    streaming = model.image_size > traces.DECODE_ALL_UP_TO
-    if not streaming:                          # small: decode this prefix (once, milliseconds) before drawing
+    if not STREAMING:                          # small: decode this prefix (once, milliseconds) before drawing
         for _, _, run in runs:
             run.image(si, model)
     with st.container(key="gen_overview"):          # sticky (see the CSS below): stays in view while scrolling
@@ -252,7 +252,7 @@ def step_viewer(timer_s: float | None) -> None:
                         st.image(img, caption=_panel_caption(name, cap), width="stretch", output_format="PNG")
             with pcols[2]:
                 slot = st.empty()
-                if streaming and si not in run.decoded():
+                if STREAMING and si not in run.decoded():
                     slot.caption(":material/hourglass_top: decoding the image so far...")
                 else:
                     _draw_decoded(slot, name, settings, si, (row, col))
@@ -264,7 +264,7 @@ def step_viewer(timer_s: float | None) -> None:
     inspector(runs[0][2], si, settings_a, row, col, with_tokens=len(runs) > 1)
     details(settings_a, si, row, col)
     downloads.generation_downloads(model, settings_a)
-    if streaming:                              # large: everything else is on screen; now decode (seconds)
+    if STREAMING:                              # large: everything else is on screen; now decode (seconds)
         for slot, name, settings in decoded_slots:
             _draw_decoded(slot, name, settings, si, (row, col))
         _draw_strips(strips, si)
@@ -285,8 +285,8 @@ def _draw_strips(strips: list, si: int) -> None:
     sides = " · ".join(f"{p}x{p}" for p in model.patch_nums)
     for slot, (name, settings, run) in zip(strips, runs):
         slot.image(figures.overview_strip(settings, si), output_format="PNG",
-                   caption=f"{name + ': ' if len(runs) > 1 else ''}decoded image after every scale ({sides}; "
-                           f"scale {si + 1} framed, later scales faded)")
+                   caption=_panel_caption(name, f"decoded image after every scale ({sides}; scale {si + 1} framed, "
+                                                f"later scales faded)"))
 
 
 # ------------------------------------------------------------------------------------------------ picking a position
