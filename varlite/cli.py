@@ -221,7 +221,7 @@ def sampling_of(args, model) -> dict:
 
 def autocast_for(precision: str, device: torch.device):
     """The context generation runs in: nothing for "fp32" (the exact path: the official numbers), a bfloat16
-    autocast for "bf16" (transformer and decoder in bfloat16; 2.8x faster d16 on a CPU with AMX, measured by
+    autocast for "bf16" (transformer and decoder in bfloat16; 2.2x faster d16 on a CPU with AMX, measured by
     bench/bench_d16.py --bf16, but the tokens are no longer those of float32)."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
@@ -315,9 +315,6 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
                                                   "'' for none)")
     p.add_argument("--panel-px", type=int, default=None,
                    help="side of each panel in pixels (default: 128 in a GIF, 96 in a strip)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="fp32: exact (default); bf16: a bfloat16 autocast, faster for d16 on CPUs with AMX and on "
-                        "GPUs, tokens differ from fp32's (as generate --precision)")
     p.add_argument("--frame-ms", type=int, default=800,
                    help="GIF: milliseconds per frame (the last one is held 2.5 s; default 800)")
 
@@ -336,7 +333,7 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
-    """Guidance, filters, smoothing and seed, shared by generate and figure."""
+    """Guidance, filters, smoothing, seed and precision, shared by generate and figure."""
     p.add_argument("--cfg", type=float, default=None, help="guidance strength (default: the model's recommendation)")
     p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = off; default: the "
                                                             "model's recommendation)")
@@ -344,6 +341,9 @@ def add_sampling_options(p: argparse.ArgumentParser) -> None:
                                                               "recommendation)")
     p.add_argument("--more-smooth", action="store_true", help="Gumbel smoothing of the token embeddings")
     p.add_argument("--seed", type=int, default=0, help="the only source of randomness (default 0)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32: exact, the official numbers (default); bf16: a bfloat16 autocast, much faster on "
+                        "CPUs with AMX / AVX-512-BF16 and on GPUs, tokens differ from fp32's")
 
 
 def add_generate_options(p: argparse.ArgumentParser) -> None:
@@ -355,9 +355,6 @@ def add_generate_options(p: argparse.ArgumentParser) -> None:
     add_sampling_options(p)
     p.add_argument("--out", default="samples.png", help="the grid PNG: one row per class (default samples.png)")
     p.add_argument("--labels", action="store_true", help="write each row's class left of it in the grid")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                   help="fp32: exact, the official numbers (default); bf16: a bfloat16 autocast, much faster on "
-                        "CPUs with AMX / AVX-512-BF16 and on GPUs, tokens differ from fp32's")
     p.add_argument("--steps-out", default=None, metavar="DIR",
                    help="also write each scale's token map, contribution and partial image as PNGs into DIR")
 
