@@ -40,6 +40,17 @@ def test_loads_and_infers_the_config(tiny_files, ref_cases):
     assert torch.equal(tokens, torch.from_numpy(ref_cases["idxBl_cat"]))
 
 
+def test_a_loaded_decoder_keeps_the_channels_last_weights_its_activations_use(tiny_files):
+    """Loading assigns the file's (contiguous) tensors; the decoder's conv weights must still be channels-last, as a
+    freshly built decoder's are (else oneDNN converts every weight on every decode)."""
+    decoder = load_vqvae(tiny_files[0], patch_nums=TINY_PN).decoder
+    conv_weights = [m.weight for m in decoder.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(conv_weights) > 10
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
+    built = VQVAE(get_preset("tiny").vqvae).decoder.mid.block_1.conv1.weight
+    assert built.is_contiguous(memory_format=torch.channels_last) and not built.is_contiguous()
+
+
 @pytest.mark.parametrize("depth", [16, 20, 24, 30, 36])
 def test_varlite_classes_have_exactly_the_official_layouts(depth):
     """Keys, order and shapes of the official state_dicts (from the official code) equal ours, d36 shared AdaLN too."""
