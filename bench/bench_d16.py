@@ -2,7 +2,8 @@
 
 Both models get the same synthetic weights (``varlite.synthetic``, the official d16 layout) and generate the same
 batch (default: 2 images, classes 207 and 980, cfg 4, top-k 1 = greedy, so the tokens must agree exactly). The two
-run in turn, A B A B ..., so a change in the machine's load hits both; the ratio is taken round by round.
+run in turn, A B, B A, A B ... (the order flips every round, so neither always runs first, right after the other has
+freed its memory), and a change in the machine's load hits both; the ratio is taken round by round.
 
 Per phase (each scale's transformer pass, the rest of the scale: guidance, sampling, quantizer, next input; the
 final decode) it prints the median time of each implementation, the FLOPs of that phase (counted with
@@ -229,9 +230,10 @@ def main() -> None:
     for run in impls.values():      # warm-up (first touch of the weights, oneDNN's kernels)
         run()
     results = {name: [] for name in impls}
-    for _ in range(args.rounds):
-        for name, run in impls.items():
-            results[name].append(run())
+    for round_idx in range(args.rounds):
+        order = list(impls) if round_idx % 2 == 0 else list(reversed(impls))   # A B, B A, ...: neither always first
+        for name in order:
+            results[name].append(impls[name]())
     peaks = {"varlite": peak_of(torch.float32)}
     if args.bf16:
         peaks["varlite-bf16"] = peak_of(torch.bfloat16)
