@@ -230,7 +230,8 @@ def expected_layout(model: torch.nn.Module) -> list:
 
 # ------------------------------------------------------------------------------------------------ loaders
 def vqvae_from_state_dict(sd: dict[str, torch.Tensor], patch_nums=OFFICIAL_PATCH_NUMS, what: str = "state_dict") -> VQVAE:
-    """Infer the config, verify the layout strictly, build the VQVAE around the given tensors (no copy)."""
+    """Infer the config, verify the layout strictly, build the VQVAE around the given tensors (no copy, but for the
+    decoder's conv weights, laid out channels-last)."""
     if not looks_like_vqvae(sd):
         if looks_like_var(sd):
             raise WrongModelError(f"{what} is a VAR transformer checkpoint, not a VQVAE; load it with load_var(path, vqvae)")
