@@ -3,7 +3,6 @@ page, becomes the sidebar's model, and its step-through downloads as a GIF (Enco
 Playwright, as tests/test_browser.py (install: `apt-get install -y chromium`; never `playwright install`)."""
 from __future__ import annotations
 
-
 import pytest
 import torch
 from PIL import Image

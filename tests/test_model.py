@@ -121,8 +121,6 @@ def test_tokenizer_training_pass_has_straight_through_gradients():
         assert grad is not None and grad.abs().sum() > 0, name
 
 
-
-
 def test_upsample_as_four_2x2_convs_equals_nearest_upsampling_then_3x3_conv():
     """Upsample2x computes conv3x3(nearest 2x upsampling) as four 2x2 convs of the small map: the same values and
     gradients as the literal formula (to float rounding), in the input's memory format."""

@@ -47,8 +47,12 @@ def test_a_loaded_decoder_keeps_the_channels_last_weights_its_activations_use(ti
     conv_weights = [m.weight for m in decoder.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(conv_weights) > 10
     assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights)
-    built = VQVAE(get_preset("tiny").vqvae).decoder.mid.block_1.conv1.weight
-    assert built.is_contiguous(memory_format=torch.channels_last) and not built.is_contiguous()
+    built = VQVAE(get_preset("tiny").vqvae).decoder
+    assert built.mid.block_1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not built.mid.block_1.conv1.weight.is_contiguous()
+    contiguous_sd = {key: value.contiguous() for key, value in built.state_dict().items()}
+    built.load_state_dict(contiguous_sd, assign=True)          # any load, not only the loader's
+    assert built.mid.block_1.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.parametrize("depth", [16, 20, 24, 30, 36])

@@ -231,7 +231,7 @@ def expected_layout(model: torch.nn.Module) -> list:
 # ------------------------------------------------------------------------------------------------ loaders
 def vqvae_from_state_dict(sd: dict[str, torch.Tensor], patch_nums=OFFICIAL_PATCH_NUMS, what: str = "state_dict") -> VQVAE:
     """Infer the config, verify the layout strictly, build the VQVAE around the given tensors (no copy, but for the
-    decoder's conv weights, laid out channels-last)."""
+    decoder's conv weights, which the Decoder lays out channels-last)."""
     if not looks_like_vqvae(sd):
         if looks_like_var(sd):
             raise WrongModelError(f"{what} is a VAR transformer checkpoint, not a VQVAE; load it with load_var(path, vqvae)")
@@ -247,10 +247,6 @@ def vqvae_from_state_dict(sd: dict[str, torch.Tensor], patch_nums=OFFICIAL_PATCH
     if tuple(sd["quantize.ema_vocab_hit_SV"].shape) != tuple(ema.shape):   # as upstream: keep the model's own
         sd["quantize.ema_vocab_hit_SV"] = torch.zeros(ema.shape)
     model.load_state_dict(sd, strict=True, assign=True)
-    # assign=True hands the module the file's tensors in their own (contiguous) layout; put the decoder's weights
-    # back in the channels-last layout its activations use (VQVAE.f_hat_to_img), or every conv converts its weight
-    # on every call
-    model.decoder.to(memory_format=torch.channels_last)
     model.source = {"what": what, "layout": layout or "varlite (non-official config)", "verified": True}
     return model.eval()
 

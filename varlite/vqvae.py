@@ -162,8 +162,16 @@ class Encoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h), inplace=True))
 
 
+def lay_out_channels_last(module: nn.Module, incompatible_keys=None) -> None:
+    """Put a module's 4-d weights in the channels-last memory format (the decoder's: see ``VQVAE.f_hat_to_img``).
+    Also its load_state_dict post-hook: loading with ``assign=True`` hands over the file's tensors in their own
+    (contiguous) layout, and every conv would then convert its weight on every call."""
+    module.to(memory_format=torch.channels_last)
+
+
 class Decoder(nn.Module):
-    """Latent (B,Cv,H,W) -> image (B,3,Hi,Wi); the mirror of the encoder with one more ResNet block per level."""
+    """Latent (B,Cv,H,W) -> image (B,3,Hi,Wi); the mirror of the encoder with one more ResNet block per level.
+    Its weights are channels-last, like its activations, however it was built or loaded."""
 
     def __init__(self, config: VQVAEConfig):
         super().__init__()
@@ -189,6 +197,8 @@ class Decoder(nn.Module):
         self.up = nn.ModuleList(ups)                  # ... but stored by level, as the official checkpoint is
         self.norm_out = group_norm(block_in)
         self.conv_out = nn.Conv2d(block_in, config.in_channels, kernel_size=3, padding=1)
+        lay_out_channels_last(self)
+        self.register_load_state_dict_post_hook(lay_out_channels_last)
 
     def forward(self, z):
         h = self.mid.block_2(self.mid.attn_1(self.mid.block_1(self.conv_in(z))))
@@ -206,7 +216,7 @@ class VQVAE(nn.Module):
         super().__init__()
         self.config = config
         self.encoder = Encoder(config)
-        self.decoder = Decoder(config).to(memory_format=torch.channels_last)   # see f_hat_to_img
+        self.decoder = Decoder(config)
         self.quantize = MultiScaleQuantizer(config)
         ks = config.quant_conv_ks
         self.quant_conv = nn.Conv2d(config.z_channels, config.z_channels, ks, padding=ks // 2)
