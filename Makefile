@@ -36,11 +36,13 @@ screenshots: $(STAMP)
 	$(PY) -m pytest -q tests/test_browser.py tests/test_browser_linked.py
 	for name in $(SCREENSHOTS); do cp test-artifacts/screenshots/$$name.png docs/screenshots/; done
 
+# lint-imports: the import contracts in pyproject.toml (the core imports nothing else of varlite; no upward import)
 test: $(STAMP)
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest -q
 
 parity: $(STAMP)
-	$(PY) -m varlite.parity tests/data/upstream_tiny
+	$(PY) -m varlite parity tests/data/upstream_tiny
 
 bench: $(STAMP)
 	$(PY) bench/bench_core.py

@@ -3,7 +3,7 @@
 The figures themselves are built by ``varlite.viz`` (shared with the lessons); this module only renders them to
 PNG (``fig_png``) and caches them by settings and scale. The panels shown at every step must render in a few
 milliseconds, so they are plain images instead: decoded images, token maps in ``viz.codebook_colors``, channel-norm
-heat maps and the block-causal mask from ``varlite.var.block_causal_bias``, enlarged and cached as PNG bytes.
+heat maps and the block-causal mask from ``varlite.core.var.block_causal_bias``, enlarged and cached as PNG bytes.
 
 Maps a user clicks (a token map, probability and entropy, the edit mask) are Vega-Lite heat maps (``clickable_map``),
 one rect per token with a tooltip; Streamlit returns a click (point selection) or a dragged box (interval
@@ -27,7 +27,7 @@ from app import traces
 from app.models import load_model
 from app.traces import GenSettings
 from varlite import complexity, viz
-from varlite.var import block_causal_bias
+from varlite.core.var import block_causal_bias
 
 DPI = 80
 

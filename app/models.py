@@ -33,13 +33,13 @@ import torch
 
 from varlite import builtin, imagenet, pretrained
 from varlite.cli import class_names_for
-from varlite.configs import PRESETS, get_preset
+from varlite.core.configs import PRESETS, get_preset
 from varlite.data import cifar10, shapes
 from varlite.train.checkpoint import FORMAT as TRAIN_CHECKPOINT_FORMAT
-from varlite.train.loop import pick_device
+from varlite.device import pick_device
 from varlite.train.transformer import load_var_run
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 DEFAULT_MODEL = "builtin:shapes"
 UNTRAINED_TINY = "untrained:tiny"
@@ -177,7 +177,7 @@ def _load_official(depth: int) -> LoadedModel:
     source, verified = _source_words(var, "official checkpoint")
     files = [str(pretrained.official_path("vae")), str(pretrained.official_path(f"d{depth}"))]
     return LoadedModel(f"official:d{depth}", f"VAR-d{depth}", vqvae.eval(), var.eval(), source, verified,
-                       _imagenet_or_blank(var.num_classes), files=files, sampling=pretrained.OFFICIAL_SAMPLING)
+                       _imagenet_or_blank(var.num_classes), files=files, sampling=pretrained.DEMO_SAMPLING)
 
 
 @st.cache_resource(show_spinner="Loading the files (once per server)...", max_entries=1)
@@ -185,7 +185,7 @@ def _load_files(vae_path: str, var_path: str) -> LoadedModel:
     vqvae, var = pretrained.load_pair(vae_path, var_path)
     source, verified = _source_words(var, "files given on the Models page")
     return LoadedModel(f"path:{vae_path}|{var_path}", Path(var_path).stem, vqvae.eval(), var.eval(), source, verified,
-                       _imagenet_or_blank(var.num_classes), files=[vae_path, var_path], sampling=pretrained.OFFICIAL_SAMPLING)
+                       _imagenet_or_blank(var.num_classes), files=[vae_path, var_path], sampling=pretrained.DEMO_SAMPLING)
 
 
 # ------------------------------------------------------------------------------------------------ your own models
@@ -352,7 +352,7 @@ def _load_upload(var_sha: str, vae_sha: str) -> LoadedModel:
         source = source.replace(str(path), name)
     return LoadedModel(key, Path(var_name).stem, vqvae.eval(), var.eval(), source, verified,
                        _imagenet_or_blank(var.num_classes), files=[vae_name, var_name],
-                       sampling=pretrained.OFFICIAL_SAMPLING if var.num_classes == imagenet.NUM_CLASSES
+                       sampling=pretrained.DEMO_SAMPLING if var.num_classes == imagenet.NUM_CLASSES
                        else builtin.DEFAULT_SAMPLING)
 
 

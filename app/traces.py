@@ -28,7 +28,7 @@ from app import inputs
 from app.models import LoadedModel, load_model
 from varlite.complexity import attention_capture_bytes
 from varlite.images import prepare_image
-from varlite.trace import EncodeStep, ScaleStep
+from varlite.core.trace import EncodeStep, ScaleStep
 
 MAX_RUNS = 64
 MAX_STORE_BYTES = 768 * 2**20

@@ -37,7 +37,7 @@ import torch  # noqa: E402
 
 from bench_app_load import StreamlitSession, percentile, shows_scale  # noqa: E402
 from tests.browser_harness import rss_mib, streamlit_process, write_synthetic_official  # noqa: E402
-from varlite.configs import OFFICIAL_PATCH_NUMS  # noqa: E402
+from varlite.core.configs import OFFICIAL_PATCH_NUMS  # noqa: E402
 
 COMPUTED = re.compile(r"computed (\d+) of (\d+) scales \(([\d.]+) s\)")
 

@@ -27,11 +27,11 @@ UPSTREAM_S = {"encode": 0.76, "decode": 1.3, "forward": 1.6, "generate": 9.0}
 
 
 def build_d16():
-    from varlite.configs import get_preset
+    from varlite.core.configs import get_preset
     from varlite.pretrained import var_from_state_dict, vqvae_from_state_dict
     from varlite.synthetic import layout_of, synthetic_state_dict
-    from varlite.var import VAR
-    from varlite.vqvae import VQVAE
+    from varlite.core.var import VAR
+    from varlite.core.vqvae import VQVAE
     preset = get_preset("d16")
     with torch.device("meta"):
         vq_meta = VQVAE(preset.vqvae)

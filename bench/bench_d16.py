@@ -41,11 +41,11 @@ CLASSES = (207, 980, 1, 88, 360, 387, 417, 812)
 
 def synthetic_d16():
     """varlite's d16 VQVAE and VAR with synthetic weights, and their state dicts (official layout)."""
-    from varlite.configs import get_preset
+    from varlite.core.configs import get_preset
     from varlite.pretrained import var_from_state_dict, vqvae_from_state_dict
     from varlite.synthetic import layout_of, synthetic_state_dict
-    from varlite.var import VAR
-    from varlite.vqvae import VQVAE
+    from varlite.core.var import VAR
+    from varlite.core.vqvae import VQVAE
     preset = get_preset("d16")
     with torch.device("meta"):
         vq_meta = VQVAE(preset.vqvae)

@@ -26,11 +26,11 @@ import time
 import torch
 
 from varlite import complexity
-from varlite.configs import get_preset
+from varlite.core.configs import get_preset
 from varlite.pretrained import var_from_state_dict, vqvae_from_state_dict
 from varlite.synthetic import layout_of, synthetic_state_dict
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 MODES = {"plain": {}, "stats": {}, "capture": {"capture_attention": True}}
 

@@ -27,10 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from varlite.configs import get_preset
+from varlite.core.configs import get_preset
 from varlite.train.metrics import per_scale_loss_acc
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 

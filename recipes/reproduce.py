@@ -45,14 +45,14 @@ import torch
 from varlite.baselines import (RasterAR, ar_loss, count_parameters, fit_power_law, independent_vqvae,
                                sample_by_refeeding, save_raster_ar, timed, var_loss)
 from varlite.builtin import load_builtin
-from varlite.configs import get_preset
+from varlite.core.configs import get_preset
 from varlite.train.classifier import ClassifierTrainConfig, ClassifierTrainer, accuracy, consistency_of, load_classifier
 from varlite.train.evaluate import frechet_report
 from varlite.train.loop import LoopConfig, Trainer, config_dict, load_checked
 from varlite.train.metrics import psnr
 from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, evaluate_tokenizer, images_at
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAPES = get_preset("shapes")

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from varlite import pretrained
-from varlite.configs import OFFICIAL_PATCH_NUMS
+from varlite.core.configs import OFFICIAL_PATCH_NUMS
 from varlite.synthetic import synthetic_state_dict
 
 ROOT = Path(__file__).resolve().parent.parent

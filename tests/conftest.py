@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 from tests.browser_harness import write_synthetic_official
-from varlite.configs import get_preset
+from varlite.core.configs import get_preset
 from varlite.synthetic import synthetic_state_dict
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 REF_DIR = Path(__file__).parent / "data" / "upstream_tiny"
 

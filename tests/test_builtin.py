@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from varlite.builtin import BuiltinError, list_builtin, load_builtin, model_card, weights_path
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 SHIPPED = ["cifar10", "shapes"]
 CARD_SECTIONS = ["## Config", "## Data", "## Command", "## Wall time and machine", "## Metrics"]

@@ -8,15 +8,15 @@ import scipy.linalg
 import torch
 
 from varlite.builtin import load_builtin
-from varlite.configs import CIFAR10_CANDIDATES, get_preset
+from varlite.core.configs import CIFAR10_CANDIDATES, get_preset
 from varlite.data import load_dataset
-from varlite.train.checkpoint import CheckpointError
+from varlite.safe_io import CheckpointError
 from varlite.train.classifier import ClassifierTrainConfig, ClassifierTrainer, DeepCNN, load_classifier, translate
 from varlite.train.metrics import frechet_distance
 from varlite.train.tokenizer import TokenizerTrainer, load_tokenizer
 from varlite.train.transformer import TokenCache, VarTrainer
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 from .test_train import folder, micro_preset_one_thread, tok_cfg, tokenizer_run, var_cfg  # noqa: F401 (fixtures)
 

@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from varlite import complexity
-from varlite.configs import get_preset
+from varlite.core.configs import get_preset
 
 D16 = get_preset("d16").var
 

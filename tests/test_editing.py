@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from varlite import editing
-from varlite.configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig, get_preset
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig, get_preset
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 
 @pytest.fixture(scope="module")

@@ -129,12 +129,12 @@ SHORTCUTS = {
     "residual_quantize": lambda f, q: q.f_to_idx_Bl(f),
     "f_hat_from_tokens": lambda maps, q: q.idx_to_f_hats(maps),
     "teacher_forcing_input": lambda maps, q: q.idx_to_var_input(maps),
-    "block_causal_mask": lambda pn: __import__("varlite.var", fromlist=["x"]).block_causal_bias(pn)[0, 0] == 0,
+    "block_causal_mask": lambda pn: __import__("varlite.core.var", fromlist=["x"]).block_causal_bias(pn)[0, 0] == 0,
     "adaln": None,                      # needs a module built around the learner's ada_lin: see the test below
     "l2_attention_weights": None,       # likewise
-    "top_k_top_p": lambda x, k, p: __import__("varlite.sampling", fromlist=["x"]).filter_top_k_top_p(x, k, p),
-    "sample_scale": lambda x, cfg, si, K, k, p, g: __import__("varlite.sampling", fromlist=["x"]).sample_tokens(
-        __import__("varlite.sampling", fromlist=["x"]).guide(x, cfg * si / max(K - 1, 1)), g),
+    "top_k_top_p": lambda x, k, p: __import__("varlite.core.sampling", fromlist=["x"]).filter_top_k_top_p(x, k, p),
+    "sample_scale": lambda x, cfg, si, K, k, p, g: __import__("varlite.core.sampling", fromlist=["x"]).sample_tokens(
+        __import__("varlite.core.sampling", fromlist=["x"]).guide(x, cfg * si / max(K - 1, 1)), g),
     "per_scale_cross_entropy": lambda x, t, pn: __import__("varlite.train.metrics", fromlist=["x"]).per_scale_loss_acc(
         x, t, [(sum(q * q for q in pn[:i]), sum(q * q for q in pn[:i + 1])) for i in range(len(pn))])[1],
     "vq_loss": None,                    # the library computes it only from f through the quantizer: see below
@@ -145,20 +145,20 @@ SHORTCUTS = {
                                    np.corrcoef(np.log(x), np.log(y))[0, 1]),
     "var_param_count": None,
     "kv_cache_bytes": lambda pn, d, C, b, nb=4: __import__("varlite.complexity", fromlist=["x"]).attention_capture_bytes(
-        __import__("varlite.configs", fromlist=["x"]).VARConfig(vocab_size=16, z_channels=4, patch_nums=tuple(pn),
+        __import__("varlite.core.configs", fromlist=["x"]).VARConfig(vocab_size=16, z_channels=4, patch_nums=tuple(pn),
                                                                num_classes=1, depth=d, embed_dim=C, num_heads=1), b, nb),
 }
 
 
 def _adaln_shortcut(x, cond, ada_lin):
-    from varlite.transformer import AdaLNBeforeHead
+    from varlite.core.transformer import AdaLNBeforeHead
     head_nm = AdaLNBeforeHead(x.shape[-1], 1e-6)
     head_nm.ada_lin = ada_lin
     return head_nm(x, cond)
 
 
 def _attention_shortcut(q, k, s, bias):
-    from varlite.transformer import SelfAttention
+    from varlite.core.transformer import SelfAttention
     attn = SelfAttention(0, q.shape[1] * q.shape[-1], q.shape[1])
     return attn.attention_probabilities(torch.zeros(q.shape[0], q.shape[2], q.shape[1] * q.shape[-1]), bias)
 
@@ -172,16 +172,16 @@ def _vq_shortcut(f, f_hats, beta):
 
 def _attention_pairs_shortcut(pn, kv):
     from varlite import complexity
-    from varlite.configs import VARConfig
+    from varlite.core.configs import VARConfig
     cost = complexity.var_cost(VARConfig(vocab_size=16, z_channels=4, patch_nums=tuple(pn), num_classes=1, depth=1,
                                          embed_dim=1, num_heads=1))
     return (cost.attention_flops_cached if kv else cost.attention_flops_uncached) // 4
 
 
 def _param_count_shortcut(depth):
-    from varlite.configs import official_var, official_vqvae
-    from varlite.var import VAR
-    from varlite.vqvae import VQVAE
+    from varlite.core.configs import official_var, official_vqvae
+    from varlite.core.var import VAR
+    from varlite.core.vqvae import VQVAE
     with torch.device("meta"):
         return sum(p.numel() for p in VAR(official_var(depth), VQVAE(official_vqvae())).parameters())
 
@@ -217,7 +217,7 @@ def _capstone_shortcut(piece):
         if piece == "var_forward":
             return var(args[0], args[1])
         if piece == "guided_logits":
-            from varlite import sampling
+            from varlite.core import sampling
             return sampling.guide(args[0], sampling.cfg_strength(args[1], args[2], args[3]))
         steps = list(var.generate_steps(args[0], cfg=args[3], top_k=args[4], top_p=args[5], seed=args[6]))
         return [s.tokens.flatten(1) for s in steps], [s.raw_logits for s in steps], steps[-1].f_hat
@@ -253,19 +253,19 @@ def test_the_obvious_library_shortcut_is_refused_or_not_the_answer(name):
 
 
 def test_shortcut_bound_to_a_second_name_is_refused_and_restored():
-    from varlite.sampling import filter_top_k_top_p as my_filter
+    from varlite.core.sampling import filter_top_k_top_p as my_filter
     namespace = {"my_filter": my_filter}
     exec("def top_k_top_p(x, k, p):\n    return my_filter(x, k, p)\n", namespace)
     assert check("top_k_top_p", namespace["top_k_top_p"]).status == "refused"
     assert namespace["my_filter"] is my_filter                       # restored after the check
-    from varlite import sampling
+    from varlite.core import sampling
     assert sampling.filter_top_k_top_p is my_filter
 
 
 def test_a_learner_except_exception_cannot_hide_a_shortcut():
     def top_k_top_p(x, k, p):
         try:
-            from varlite.sampling import filter_top_k_top_p
+            from varlite.core.sampling import filter_top_k_top_p
             return filter_top_k_top_p(x, k, p)
         except Exception:
             return x
@@ -715,7 +715,7 @@ def test_var_param_count_names_the_missing_part():
 def test_kv_cache_bytes_reference_matches_a_real_generation(tiny_models, monkeypatch):
     """The check's formula against the KVCache a real guided generation leaves behind (tiny reference model)."""
     from varlite.exercises.lesson09 import kv_cache_bytes_reference
-    from varlite.transformer import KVCache
+    from varlite.core.transformer import KVCache
     caches = []
     original = KVCache.__init__
 

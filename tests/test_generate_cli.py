@@ -156,7 +156,7 @@ def test_generate_on_cuda(tmp_path, capsys):
 def test_a_training_run_generates_with_its_dataset_names(tmp_path_factory, tmp_path, capsys):
     """--model RUN_DIR: a train-var run (micro preset, 2 steps on Shapes) with its guidance and Shapes' names."""
     from tests.test_train import MICRO
-    from varlite.configs import PRESETS
+    from varlite.core.configs import PRESETS
     from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer
     from varlite.train.transformer import VarTrainConfig, VarTrainer
     PRESETS[MICRO.name] = MICRO

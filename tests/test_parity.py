@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from tests.conftest import REF_DIR
-from varlite.parity import ParityRun, ReferenceSetError, main
+from varlite.parity import ParityRun, ReferenceSetError, run_parity
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +48,7 @@ def test_regenerated_weights_match_recorded_sha256(full_run):
 
 
 def test_cli_exit_code_and_table(capsys):
-    assert main([str(REF_DIR)]) == 0
+    assert run_parity(REF_DIR) == 0
     out = capsys.readouterr().out
     assert "greedy.idx_cat" in out and "FAIL" not in out
     assert "checks passed" in out
@@ -72,7 +72,7 @@ def test_a_wrong_token_fails_the_run(tmp_path, capsys, ref_cases):
     bad = ref_cases["greedy.idx.s2"].copy()
     bad[0, 0] = (bad[0, 0] + 1) % 64
     dst, _ = copy_set(tmp_path, **{"greedy.idx.s2": bad})
-    assert main([str(dst)]) == 1
+    assert run_parity(dst) == 1
     out = capsys.readouterr().out
     assert "greedy.idx.s2" in out and "FAIL" in out and "1 of 18 differ" in out
 

@@ -10,12 +10,12 @@ import torch
 from tests.http_server import PayloadServer
 from varlite import download, pretrained
 from varlite.cli import main as cli_main
-from varlite.configs import get_preset, official_var
+from varlite.core.configs import get_preset, official_var
 from varlite.pretrained import (CorruptCheckpointError, LayoutMismatchError, NotAStateDictError, UnknownLayoutError,
                                 UnsafeCheckpointError, WrongModelError, expected_layout, infer_var_config,
                                 infer_vqvae_config, load_var, load_vqvae, official_layouts, verify_layout)
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 TINY_PN = (1, 2, 3, 4)
 
@@ -375,9 +375,9 @@ def test_load_official_reads_the_cache_and_takes_a_device(tmp_path, tiny_files):
 
 def test_one_checkpoint_error_for_every_loader(tmp_path):
     """Official files and training checkpoints raise the same CheckpointError (a ValueError), read by one reader."""
-    from varlite.train import checkpoint
-    assert pretrained.CheckpointError is checkpoint.CheckpointError and issubclass(checkpoint.CheckpointError, ValueError)
-    assert pretrained.CorruptCheckpointError is checkpoint.CorruptCheckpointError
+    from varlite import safe_io
+    assert pretrained.CheckpointError is safe_io.CheckpointError and issubclass(safe_io.CheckpointError, ValueError)
+    assert pretrained.CorruptCheckpointError is safe_io.CorruptCheckpointError
     path = tmp_path / "checkpoint.pt"
     path.write_bytes(b"\x80\x02.")                  # the unpickler's IndexError
     with pytest.raises(CorruptCheckpointError, match=r"is a damaged legacy torch pickle: its contents cannot be read "

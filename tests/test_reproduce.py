@@ -12,9 +12,9 @@ import torch.nn.functional as F
 
 from varlite.baselines import (IndependentScaleQuantizer, RasterAR, ar_loss, causal_bias, fit_power_law,
                                independent_vqvae, sample_by_refeeding, var_loss)
-from varlite.configs import get_preset
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.configs import get_preset
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
 TINY = get_preset("tiny")          # 64 codes, Cv = 8, patch_nums (1, 2, 3, 4), 64-px images
 

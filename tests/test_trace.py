@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from varlite.var import block_causal_bias
+from varlite.core.var import block_causal_bias
 
 LABELS = [3, 7]
 

@@ -14,15 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-from varlite.configs import PRESETS, Preset, VARConfig, VQVAEConfig
+from varlite.core.configs import PRESETS, Preset, VARConfig, VQVAEConfig
 from varlite.data import CorruptDatasetError, DatasetNotFoundError
 from varlite.train import cli
-from varlite.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from varlite.safe_io import CheckpointError
+from varlite.train.checkpoint import load_checkpoint, save_checkpoint
 from varlite.train.classifier import ClassifierTrainConfig, ClassifierTrainer, load_classifier
 from varlite.train.loop import DataOrder, MetricLog, Progress, lr_at
 from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, load_tokenizer
 from varlite.train.transformer import TokenCache, VarTrainConfig, VarTrainer, load_var_run
-from varlite.vqvae import VQVAE
+from varlite.core.vqvae import VQVAE
 
 ROOT = Path(__file__).resolve().parents[1]
 # a preset small enough for many runs per test: 32-px images, 4x4 latent, scales 1, 2, 4 (L = 21 tokens)
@@ -359,7 +360,7 @@ def test_progress_line_shows_rate_and_eta():
 def test_torchrun_two_processes_agree(folder, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "varlite.train.cli", "train-tokenizer", "--run-dir", str(run), "--dataset", "folder",
+           "-m", "varlite", "train-tokenizer", "--run-dir", str(run), "--dataset", "folder",
            "--data-root", str(folder), "--steps", "3", "--batch-size", "8", "--log-every", "1", "--eval-every", "0",
            "--sample-every", "0", "--no-progress", "--threads", "1", "--restart-every", "1", "--dead-after", "1",
            "--device", "cpu"]

@@ -10,7 +10,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from varlite import complexity, viz  # noqa: E402
-from varlite.configs import OFFICIAL_PATCH_NUMS, get_preset  # noqa: E402
+from varlite.core.configs import OFFICIAL_PATCH_NUMS, get_preset  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_adaln_block_figure_wires_the_six_modulations():
 
 
 def test_cfg_ramp_figure_plots_the_samplers_guidance_scale():
-    from varlite.sampling import cfg_strength
+    from varlite.core.sampling import cfg_strength
     fig = viz.cfg_ramp_figure(10, cfgs=(1.5, 4.0))
     ax = panels(fig)[0]
     ramp = ax.lines[0].get_ydata()

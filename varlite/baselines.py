@@ -11,7 +11,7 @@ C width, Cv latent channels, V vocabulary, K scales, H,W latent side, h,w one sc
 
    Input of position i: the start token (class embedding) for i = 1, else the codebook vector e[r_{i-1}] through
    the same ``word_embed`` (Cv -> C) VAR uses. Its blocks, AdaLN conditioning, head and initialisation are VAR's
-   (``varlite.transformer``), so at equal depth and width the two models differ only in what a position sees and
+   (``varlite.core.transformer``), so at equal depth and width the two models differ only in what a position sees and
    predicts, and in their position tables (L = 64 here against VAR's 155). Generation takes L steps, one token each,
    with the same KV cache, guidance (its strength ramps over the L positions as VAR's ramps over the K scales),
    top-k / top-p as ``VAR.generate``.
@@ -41,13 +41,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import sampling
-from .configs import VARConfig, VQVAEConfig
-from .quantizer import MultiScaleQuantizer
-from .trace import EncodeStep
-from .transformer import AdaLNBeforeHead, AdaLNSelfAttn, KVCache
-from .var import VAR
-from .vqvae import VQVAE
+from .core import sampling
+from .core.configs import VARConfig, VQVAEConfig
+from .core.quantizer import MultiScaleQuantizer
+from .core.trace import EncodeStep
+from .core.transformer import AdaLNBeforeHead, AdaLNSelfAttn, KVCache
+from .core.var import VAR
+from .core.vqvae import VQVAE
 
 
 # ---------------------------------------------------------------------------------------------------- 1. raster AR

@@ -2,7 +2,7 @@
 
 A weights file is a plain dict read with ``torch.load(weights_only=True)``:
 
-    {"format": "varlite-builtin", "version": 1 or 2, "preset": <name in varlite.configs.PRESETS>,
+    {"format": "varlite-builtin", "version": 1 or 2, "preset": <name in varlite.core.configs.PRESETS>,
      "vqvae": VQVAE state dict, "var": VAR state dict,
      "sampling": {"cfg": float, "top_k": int, "top_p": float},   # the settings its model card recommends
      "int8_scales": {"vqvae": {key: scale}, "var": {key: scale}}} # version 2 only
@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from .configs import get_preset
-from .var import VAR
-from .vqvae import VQVAE
+from .core.configs import get_preset
+from .core.var import VAR
+from .core.vqvae import VQVAE
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 FORMAT = "varlite-builtin"
@@ -63,7 +63,7 @@ def sampling_defaults(name: str) -> dict:
 
 
 def builtin_preset(name: str) -> str:
-    """The preset (``varlite.configs``) a shipped model was built with."""
+    """The preset (``varlite.core.configs``) a shipped model was built with."""
     return _read(name)["preset"]
 
 

@@ -25,13 +25,13 @@ from .data import class_names as dataset_class_names
 from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .download import DownloadError, varlite_home
 from .export import check_export_path, save_step_through
-from .pretrained import (HF_BASE_URL, OFFICIAL_FILES, OFFICIAL_SAMPLING, CheckpointError, download_official,
+from .pretrained import (HF_BASE_URL, OFFICIAL_FILES, DEMO_SAMPLING, CheckpointError, download_official,
                          load_official, load_pair, official_path)
 from .train import cli as train_cli
 from .train.grid import save_grid
-from .train.loop import pick_device
-from .var import VAR
-from .vqvae import VQVAE
+from .device import pick_device
+from .core.var import VAR
+from .core.vqvae import VQVAE
 
 # What a user can cause; ValueError also covers CheckpointError (every checkpoint loader's), varlite.parity's
 # ReferenceSetError and argument checks. A traceback of these would only hide the message at its end.
@@ -72,7 +72,7 @@ def cmd_download(args) -> int:
 
 def cmd_info(args) -> int:
     """Where the cache is and which official files are in it."""
-    from .configs import PRESETS
+    from .core.configs import PRESETS
     print(f"cache: {args.cache_dir or varlite_home()}  (set VARLITE_HOME to move it)")
     for name, entry in OFFICIAL_FILES.items():
         path = official_path(name, args.cache_dir)
@@ -82,8 +82,8 @@ def cmd_info(args) -> int:
 
 
 def cmd_parity(args) -> int:
-    from .parity import main as parity_main
-    return parity_main([args.ref_dir] + (["--threads", str(args.threads)] if args.threads else []))
+    from .parity import run_parity
+    return run_parity(args.ref_dir, args.threads)
 
 
 # ------------------------------------------------------------------------------------------------ generate
@@ -136,7 +136,7 @@ def load_generation_model(model: str, vae: str | None, cache_dir: str | None, de
                                class_names_for(model, var.num_classes))
     if re.fullmatch(r"d\d+", model):
         vqvae, var = load_official(int(model[1:]), cache_dir, device)
-        return GenerationModel(vqvae, var, f"official VAR-{model}", dict(OFFICIAL_SAMPLING),
+        return GenerationModel(vqvae, var, f"official VAR-{model}", dict(DEMO_SAMPLING),
                                class_names_for(None, var.num_classes))
     path = Path(model)
     if path.is_dir() or (path.is_file() and path.suffix == ".pt"):

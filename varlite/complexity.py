@@ -28,7 +28,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Sequence
 
-from .configs import VARConfig
+from .core.configs import VARConfig
 
 
 @dataclass(frozen=True)

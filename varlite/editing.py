@@ -3,11 +3,11 @@
 Dimension key: B batch, K scales, h,w one scale's side, H,W final token-grid side (= patch_nums[-1]), l = h*w tokens
 of one scale, V vocabulary, Hi,Wi image side.
 
-Everything here builds, checks and applies ``overrides`` for ``VAR.generate_steps`` -- {scale si (0-based):
-(tokens (B,h,w), keep (B,h,w) bool)}: at that scale, every position where ``keep`` is True takes the given token (and
-its codebook vector) instead of the sampled one; the other positions are sampled as usual, conditioned on everything
-fixed so far. ``check_overrides`` is the one place overrides are validated and ``apply_override`` the one line the
-loop runs. Editing is the ordinary generation loop with some of its choices made in advance; there is no second loop.
+Everything here builds ``overrides`` for ``VAR.generate_steps`` -- {scale si (0-based): (tokens (B,h,w), keep
+(B,h,w) bool)}: at that scale, every position where ``keep`` is True takes the given token (and its codebook vector)
+instead of the sampled one; the other positions are sampled as usual, conditioned on everything fixed so far. The
+primitive itself (its type, its check, its application) is ``varlite.core.overrides``, part of the model core.
+Editing is the ordinary generation loop with some of its choices made in advance; there is no second loop.
 
 Zero-shot editing (the VAR paper's "zero-shot task generalization"; official ``demo_zero_shot_edit.ipynb``):
 - the known image is tokenized, r_1..r_K = tokens(image);
@@ -29,19 +29,15 @@ To stream the steps of an edit one scale at a time, build the overrides here and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .trace import ScaleStep
-from .vqvae import VQVAE
-
-if TYPE_CHECKING:      # var.py imports this module (the loop applies checked overrides), so only for annotations
-    from .var import VAR
-
-Overrides = dict[int, tuple[torch.Tensor, torch.Tensor]]
+from .core.overrides import Overrides, check_override, keep_map, token_map
+from .core.trace import ScaleStep
+from .core.var import VAR
+from .core.vqvae import VQVAE
 
 
 # ------------------------------------------------------------------------------------------ where tokens come from
@@ -114,85 +110,6 @@ def scale_keep_masks(keep_HW, patch_nums: Sequence[int]) -> list[torch.Tensor]:
 
 
 # ------------------------------------------------------------------------------------------ overrides
-def _token_map(tokens, si: int, pn: int, V: int) -> torch.Tensor:
-    """One scale's tokens as (B, h, w) int64, from (h, w), (B, h, w) or (B, h*w); checked against [0, V)."""
-    tokens = torch.as_tensor(tokens)
-    if tokens.is_floating_point() or tokens.dtype == torch.bool:
-        raise TypeError(f"tokens of scale {si} must be integer codebook indices; got dtype {tokens.dtype}")
-    if tokens.ndim == 2 and tuple(tokens.shape) == (pn, pn):
-        tokens = tokens.unsqueeze(0)
-    elif tokens.ndim == 2 and tokens.shape[1] == pn * pn:
-        tokens = tokens.view(-1, pn, pn)
-    elif not (tokens.ndim == 3 and tuple(tokens.shape[1:]) == (pn, pn)):
-        raise ValueError(f"tokens of scale {si} must have shape ({pn}, {pn}), (B, {pn}, {pn}) or (B, {pn * pn}); "
-                         f"got {tuple(tokens.shape)}")
-    if bool(((tokens < 0) | (tokens >= V)).any()):
-        raise ValueError(f"tokens of scale {si} must be codebook indices in [0, {V - 1}]; got values in "
-                         f"[{int(tokens.min())}, {int(tokens.max())}]")
-    return tokens.long()
-
-
-def _keep_map(keep, si: int, pn: int) -> torch.Tensor:
-    """One scale's keep mask as (B, h, w) bool, from True/False (the whole map) or a bool / 0-1 (h, w) / (B, h, w)."""
-    if isinstance(keep, bool):
-        return torch.full((1, pn, pn), keep, dtype=torch.bool)
-    keep = torch.as_tensor(keep)
-    if keep.ndim == 2:
-        keep = keep.unsqueeze(0)
-    if keep.ndim != 3 or tuple(keep.shape[1:]) != (pn, pn):
-        raise ValueError(f"keep mask of scale {si} must be True/False or have shape ({pn}, {pn}) or (B, {pn}, {pn}); "
-                         f"got {tuple(keep.shape)}")
-    if keep.dtype != torch.bool:
-        if not bool(((keep == 0) | (keep == 1)).all()):
-            raise ValueError(f"keep mask of scale {si} must be boolean (or exactly 0/1); for a soft mask on the final "
-                             f"grid use scale_keep_masks, which applies the official 0.5 threshold")
-        keep = keep.bool()
-    return keep
-
-
-def _checked_override(var: VAR, si, tokens, keep) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens (B, h, w) int64, keep (B, h, w) bool) for scale ``si``, or a ValueError saying what is wrong."""
-    K = len(var.patch_nums)
-    if not (isinstance(si, int) and 0 <= si < K):
-        raise ValueError(f"override scale {si!r} does not exist: this model has K={K} scales, numbered 0..{K - 1}")
-    pn = var.patch_nums[si]
-    tokens_Bhw, keep_Bhw = _token_map(tokens, si, pn, var.config.vocab_size), _keep_map(keep, si, pn)
-    Bt, Bk = tokens_Bhw.shape[0], keep_Bhw.shape[0]
-    if 1 not in (Bt, Bk) and Bt != Bk:
-        raise ValueError(f"scale {si}: tokens have batch {Bt} but the keep mask has batch {Bk}; "
-                         f"use the same batch size, or 1 for one map shared by the batch")
-    return tokens_Bhw, keep_Bhw
-
-
-def check_overrides(var: VAR, overrides: Overrides, batch: int) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
-    """The one check of ``generate_steps``' ``overrides`` for a batch of ``batch`` labels.
-
-    ``overrides``: {scale si: (tokens, keep)} in any form ``make_overrides`` accepts per scale. Returns
-    {si: (tokens (batch, l) int64, keep (batch, l) bool)}, row-major, a map of batch 1 repeated for every label.
-    """
-    checked = {}
-    for si, (tokens, keep) in overrides.items():
-        tokens_Bhw, keep_Bhw = _checked_override(var, si, tokens, keep)
-        extra = sorted({tokens_Bhw.shape[0], keep_Bhw.shape[0]} - {1, batch})
-        if extra:
-            raise ValueError(f"scale {si}: the token map / keep mask has batch {extra[0]} but the generation has batch "
-                             f"{batch} (one row per label); give one map per label, or a map of batch 1 for all")
-        l = var.patch_nums[si] ** 2
-        checked[si] = tokens_Bhw.reshape(-1, l).expand(batch, l), keep_Bhw.reshape(-1, l).expand(batch, l)
-    return checked
-
-
-def apply_override(override: tuple[torch.Tensor, torch.Tensor], idx_Bl: torch.Tensor, emb_BlCv: torch.Tensor,
-                   embedding: nn.Embedding) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where keep is True, the given token and its codebook vector e[token] replace the sampled ones.
-
-    ``override``: one scale of ``check_overrides``' result; idx_Bl (B, l), emb_BlCv (B, l, Cv).
-    """
-    tokens_Bl, keep_Bl = (t.to(idx_Bl.device) for t in override)
-    return (torch.where(keep_Bl, tokens_Bl, idx_Bl),
-            torch.where(keep_Bl.unsqueeze(-1), embedding(tokens_Bl), emb_BlCv))
-
-
 def make_overrides(var: VAR, tokens, keep) -> Overrides:
     """Check and normalise hand-made token surgery into ``generate_steps`` overrides {k: (tokens, keep)}.
 
@@ -212,7 +129,7 @@ def make_overrides(var: VAR, tokens, keep) -> Overrides:
     if set(keep) != set(tokens):
         raise ValueError(f"tokens and keep masks must name the same scales; tokens: {list(tokens)}, "
                          f"keep: {list(keep)} (True keeps a whole map)")
-    return {si: _checked_override(var, si, tokens[si], keep[si]) for si in tokens}
+    return {si: check_override(var.patch_nums, var.config.vocab_size, si, tokens[si], keep[si]) for si in tokens}
 
 
 # ------------------------------------------------------------------------------------------ running an edit
@@ -274,7 +191,7 @@ def generate_with_overrides(var: VAR, labels, overrides: Overrides, **sampling) 
     ``overrides``: {scale: (tokens, keep)} in any form ``make_overrides`` accepts per scale. ``sampling``: any of
     generate_steps' keyword arguments (cfg, top_k, top_p, more_smooth, seed, generator, capture_attention).
     """
-    checked = {si: _checked_override(var, si, tokens, keep) for si, (tokens, keep) in overrides.items()}
+    checked = {si: check_override(var.patch_nums, var.config.vocab_size, si, tokens, keep) for si, (tokens, keep) in overrides.items()}
     source_tokens = [checked[si][0] if si in checked else None for si in range(len(var.patch_nums))]
     return _run(var, labels, checked, source_tokens, sampling)
 
@@ -288,7 +205,7 @@ def _source_tokens(var: VAR, source) -> list[torch.Tensor]:
         got = f"a tensor of shape {tuple(source.shape)}" if isinstance(source, torch.Tensor) else f"{len(source)} maps"
         raise ValueError(f"source must be an image batch (B, 3, S, S) in [-1, 1] or a list of K={K} token maps "
                          f"(e.g. step_tokens(steps)); got {got}")
-    return [_token_map(t, si, pn, var.config.vocab_size) for si, (t, pn) in enumerate(zip(source, var.patch_nums))]
+    return [token_map(t, si, pn, var.config.vocab_size) for si, (t, pn) in enumerate(zip(source, var.patch_nums))]
 
 
 def regenerate_from(var: VAR, source, from_scale: int, labels, **sampling) -> EditResult:
@@ -317,7 +234,7 @@ def replace_tokens(var: VAR, source, si: int, where_hw, token: int, labels, **sa
     K = len(var.patch_nums)
     if not (isinstance(si, int) and 0 <= si < K):
         raise ValueError(f"scale {si!r} does not exist: this model has K={K} scales, numbered 0..{K - 1}")
-    where_Bhw = _keep_map(where_hw, si, var.patch_nums[si])
+    where_Bhw = keep_map(where_hw, si, var.patch_nums[si])
     painted_Bhw = torch.where(where_Bhw, torch.as_tensor(token), tokens[si])
     overrides = make_overrides(var, tokens[:si] + [painted_Bhw], True)
     return _run(var, labels, overrides, tokens, sampling)

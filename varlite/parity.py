@@ -1,4 +1,4 @@
-"""Parity with the official implementation: ``python -m varlite.parity DIR``.
+"""Parity with the official implementation: ``python -m varlite parity DIR`` (``make parity``).
 
 DIR is a reference set made with the official FoundationVision/VAR code (format of ``tests/data/upstream_tiny``:
 ``config.json`` with the constructor and call arguments and the state_dict layouts, ``cases.npz`` with the inputs
@@ -14,18 +14,16 @@ take the loaded tensors without copying).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import math
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from .configs import VARConfig, VQVAEConfig
+from .core.configs import VARConfig, VQVAEConfig
 from .pretrained import load_state_dict, var_from_state_dict, vqvae_from_state_dict
 from .synthetic import synthetic_state_dict
 
@@ -248,14 +246,11 @@ def format_table(checks: list[Check]) -> str:
     return "\n".join(rows)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m varlite.parity", description=__doc__.split("\n\n")[0])
-    parser.add_argument("ref_dir", help="a reference set folder (config.json, cases.npz, optional vae.pth/var.pth)")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    run = ParityRun(args.ref_dir)
+def run_parity(ref_dir: str | Path, threads: int | None = None) -> int:
+    """Check every array of the reference set in ``ref_dir`` and print the table; 0 iff every check passes."""
+    if threads:
+        torch.set_num_threads(threads)
+    run = ParityRun(ref_dir)
     checks = run.run()
     print(f"reference set: {run.dir}  ({run.cfg.get('name', '?')}, upstream {run.cfg.get('upstream', {}).get('commit', '?')})")
     print(f"weights: {run.weights_source}\n")
@@ -267,7 +262,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\n{len(checks) - len(failed)}/{len(checks)} checks passed" + (f"; FAILED: {', '.join(failed)}" if failed else ""))
     return 1 if failed else 0
 
-
-if __name__ == "__main__":      # through the main command line, for its one-line errors and exit code 2
-    from varlite.cli import main as cli_main
-    sys.exit(cli_main(["parity", *sys.argv[1:]]))

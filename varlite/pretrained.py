@@ -18,20 +18,24 @@ from typing import Sequence
 
 import torch
 
-from .configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig
+from .core.configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig
 from .download import download_file, varlite_home
-from .train.checkpoint import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError, read_torch_file  # noqa: F401
-from .train.loop import pick_device
-from .var import VAR, block_causal_bias
-from .vqvae import VQVAE
+from .device import pick_device
+from .safe_io import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError, read_torch_file  # noqa: F401
+from .core.var import VAR, block_causal_bias
+from .core.vqvae import VQVAE
 
 HF_BASE_URL = "https://huggingface.co/FoundationVision/var/resolve/main/"
-OFFICIAL_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.96}    # the official demo's sampling settings
+# The official code samples with two settings: its demo (demo_sample.ipynb: cfg 4, top-k 900, top-p 0.95, no
+# smoothing) for pictures, and its README's FID setting (cfg 1.5, top-k 900, top-p 0.96, no smoothing) for metrics.
+DEMO_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.95}
+FID_SAMPLING = {"cfg": 1.5, "top_k": 900, "top_p": 0.96}
 
 
 # ------------------------------------------------------------------------------------------------ errors
-# CheckpointError (a ValueError) and its UnsafeCheckpointError / CorruptCheckpointError live in
-# varlite.train.checkpoint, beside the safe reading every loader shares; the errors below derive from it too.
+# CheckpointError (a ValueError) and its UnsafeCheckpointError / CorruptCheckpointError live in varlite.safe_io,
+# beside the safe reading every loader shares (imported here too, for callers of this module); the errors below
+# derive from it.
 class NotAStateDictError(CheckpointError):
     """The file loaded but holds something other than a {name: tensor} dict."""
 
@@ -310,7 +314,7 @@ def load_pair(vae_path: str | os.PathLike, var_path: str | os.PathLike,
 def load_official(depth: int, cache_dir: str | os.PathLike | None = None,
                   device: str | torch.device = "auto") -> tuple[VQVAE, VAR]:
     """(vqvae, var) for ``var_d{depth}.pth`` from the cache (see ``python -m varlite download``), on ``device``.
-    Sample with ``OFFICIAL_SAMPLING`` for the official demo's look."""
+    Sample with ``DEMO_SAMPLING`` for the official demo's look (``FID_SAMPLING`` for its metrics)."""
     name = f"d{depth}"
     if name not in OFFICIAL_FILES:
         raise ValueError(f"there is no official VAR-d{depth}; the official depths are "

@@ -19,7 +19,7 @@ from typing import Iterable, Sequence
 import torch
 import torch.nn as nn
 
-from .var import block_causal_bias, scale_index_of_tokens
+from .core.var import block_causal_bias, scale_index_of_tokens
 
 
 def layout_of(model: nn.Module) -> list[tuple[str, tuple[int, ...], str]]:

@@ -21,7 +21,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 
-from .var import block_causal_bias
+from .core.var import block_causal_bias
 
 OKABE_ITO = {"orange": "#E69F00", "sky": "#56B4E9", "green": "#009E73", "blue": "#0072B2", "vermillion": "#D55E00",
              "purple": "#CC79A7", "black": "#000000"}
@@ -429,7 +429,7 @@ def adaln_block_figure() -> Figure:
 def cfg_ramp_figure(num_scales: int, cfgs: Sequence[float] = (1.5, 4.0), dit_scale: float = 1.5) -> Figure:
     """The guidance scale 1 + t_k VAR applies at each scale k (t_k = cfg (k-1)/(K-1), ``sampling.cfg_strength``;
     logits = l_u + (1 + t_k)(l_c - l_u)), one line per cfg, against DiT's constant guidance scale (dashed)."""
-    from .sampling import cfg_strength
+    from .core.sampling import cfg_strength
     ks = np.arange(1, num_scales + 1)
     fig = Figure(figsize=(6.0, 3.6), layout="constrained")
     ax = fig.subplots()

@@ -1,5 +1,5 @@
 """Lesson 9 -- the real thing: the size of VAR-d and of its KV cache."""
-from varlite.configs import OFFICIAL_PATCH_NUMS
+from varlite.core.configs import OFFICIAL_PATCH_NUMS
 
 
 def var_param_count(depth):

@@ -20,7 +20,7 @@ from typing import BinaryIO
 import numpy as np
 import torch
 
-from varlite.data import CorruptDatasetError, DatasetNotFoundError, ImageDataset
+from .base import CorruptDatasetError, DatasetNotFoundError, ImageDataset
 from varlite.download import download_file, varlite_home
 
 try:

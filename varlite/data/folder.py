@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from varlite.data import CorruptDatasetError, DatasetError, DatasetNotFoundError, ImageDataset
+from .base import CorruptDatasetError, DatasetError, DatasetNotFoundError, ImageDataset
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 

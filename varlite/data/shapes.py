@@ -34,7 +34,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from varlite.data import ImageDataset
+from .base import ImageDataset
 
 
 class ShapeClass(NamedTuple):

@@ -12,8 +12,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from ..configs import VQVAEConfig
-from ..quantizer import MultiScaleQuantizer
+from ..core.configs import VQVAEConfig
+from ..core.quantizer import MultiScaleQuantizer
 
 
 @dataclass
@@ -254,7 +254,7 @@ class ShortcutCalled(BaseException):
 @contextlib.contextmanager
 def shortcuts_disabled(fn: Callable, shortcuts: Sequence[Shortcut]):
     """While inside: every shortcut raises ``ShortcutCalled`` -- on its owner (module or class) and wherever the
-    learner's globals hold the same function (``from varlite.sampling import guide`` binds a second name)."""
+    learner's globals hold the same function (``from varlite.core.sampling import guide`` binds a second name)."""
     patches: list[tuple[Any, str, Any]] = []
     learner_globals = getattr(fn, "__globals__", {})
     for shortcut in shortcuts:

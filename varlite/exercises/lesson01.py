@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..quantizer import MultiScaleQuantizer
+from ..core.quantizer import MultiScaleQuantizer
 from ._check import CheckResult, Shortcut, _Case, _Mistake, _compare_tensor, _gen, _quantizer, _run, exercise
 
 exercise("nearest_code", "1.1",

@@ -5,8 +5,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..quantizer import MultiScaleQuantizer
-from ..vqvae import VQVAE
+from ..core.quantizer import MultiScaleQuantizer
+from ..core.vqvae import VQVAE
 from ._check import Shortcut, exercise, CheckResult, _Case, _Mistake, _compare_list, _run, _gen, _quantizer
 
 

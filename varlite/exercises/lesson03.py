@@ -4,11 +4,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .. import var as var_module
-from ..configs import OFFICIAL_PATCH_NUMS
-from ..quantizer import MultiScaleQuantizer
-from ..var import block_causal_bias, scale_index_of_tokens
-from ..vqvae import VQVAE
+from ..core import var as var_module
+from ..core.configs import OFFICIAL_PATCH_NUMS
+from ..core.quantizer import MultiScaleQuantizer
+from ..core.var import block_causal_bias, scale_index_of_tokens
+from ..core.vqvae import VQVAE
 from ._check import CheckResult, Shortcut, _Case, _Mistake, _compare_tensor, _gen, _quantizer, _run, exercise
 
 exercise("teacher_forcing_input", "3.1",
@@ -87,7 +87,7 @@ def check_teacher_forcing_input(teacher_forcing_input, verbose: bool = True) -> 
 
 def check_block_causal_mask(block_causal_mask, verbose: bool = True) -> CheckResult:
     """``block_causal_mask(patch_nums) -> (L, L) bool``: True where query token i may attend to key token j, i.e.
-    scale(j) <= scale(i). Reference: ``varlite.var.block_causal_bias`` (0 where allowed, -inf elsewhere)."""
+    scale(j) <= scale(i). Reference: ``varlite.core.var.block_causal_bias`` (0 where allowed, -inf elsewhere)."""
     cases = [_Case(f"patch_nums={pn}", (pn,)) for pn in _MASK_CASES + [OFFICIAL_PATCH_NUMS]] + \
         [_Case("", (pn,), hidden=True) for pn in ((2, 3, 7), (1, 2, 4, 6, 9, 12))]
 

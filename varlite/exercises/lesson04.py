@@ -6,9 +6,9 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .. import transformer
-from ..transformer import AdaLNBeforeHead, AdaLNSelfAttn, SelfAttention
-from ..var import block_causal_bias
+from ..core import transformer
+from ..core.transformer import AdaLNBeforeHead, AdaLNSelfAttn, SelfAttention
+from ..core.var import block_causal_bias
 from ._check import CheckResult, Shortcut, _Case, _Mistake, _compare_tensor, _gen, _run, exercise
 
 exercise("adaln", "4.1",

@@ -5,8 +5,8 @@ import math
 
 import torch
 
-from .. import sampling
-from ..var import VAR
+from ..core import sampling
+from ..core.var import VAR
 from ._check import CheckResult, Shortcut, _Case, _Mistake, _compare_tensor, _gen, _run, exercise
 
 _SAMPLERS = [Shortcut(sampling, a) for a in ("cfg_strength", "guide", "filter_top_k_top_p", "sample_tokens")] + \

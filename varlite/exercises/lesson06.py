@@ -7,13 +7,13 @@ import copy
 import torch
 import torch.nn.functional as F
 
-from ..quantizer import MultiScaleQuantizer
-from ..configs import get_preset
+from ..core.quantizer import MultiScaleQuantizer
+from ..core.configs import get_preset
 from ..train import metrics
 from ..train import tokenizer as tokenizer_trainer
 from ..train import transformer as transformer_trainer
-from ..var import VAR
-from ..vqvae import VQVAE
+from ..core.var import VAR
+from ..core.vqvae import VQVAE
 from ._check import CheckResult, Shortcut, _Case, _Mismatch, _Mistake, _compare_tensor, _gen, _run, exercise
 
 exercise("per_scale_cross_entropy", "6.1",

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import editing
-from ..configs import OFFICIAL_PATCH_NUMS
+from ..core.configs import OFFICIAL_PATCH_NUMS
 from ._check import CheckResult, Shortcut, _Case, _compare_list, _gen, _Mistake, _run, exercise
 
 exercise("scale_keep_masks", "7.1",

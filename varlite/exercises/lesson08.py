@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from .. import complexity
-from ..configs import OFFICIAL_PATCH_NUMS, VARConfig
+from ..core.configs import OFFICIAL_PATCH_NUMS, VARConfig
 from ._check import CheckResult, Shortcut, _Case, _Mismatch, _Mistake, _compare_float, _compare_int, _run, exercise
 
 exercise("attention_pairs", "8.1",

@@ -7,9 +7,9 @@ import itertools
 import torch
 
 from .. import complexity
-from ..configs import OFFICIAL_PATCH_NUMS, official_var, official_vqvae
-from ..var import VAR
-from ..vqvae import VQVAE
+from ..core.configs import OFFICIAL_PATCH_NUMS, official_var, official_vqvae
+from ..core.var import VAR
+from ..core.vqvae import VQVAE
 from ._check import CheckResult, Shortcut, _Case, _Mistake, _compare_int, _run, exercise
 
 exercise("var_param_count", "9.1",

@@ -24,14 +24,14 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .. import sampling
-from .. import var as var_module
-from ..configs import get_preset
-from ..quantizer import MultiScaleQuantizer, PhiPartiallyShared
+from ..core import sampling
+from ..core import var as var_module
+from ..core.configs import get_preset
+from ..core.quantizer import MultiScaleQuantizer, PhiPartiallyShared
 from ..synthetic import synthetic_state_dict
-from ..transformer import AdaLNBeforeHead, AdaLNSelfAttn, SelfAttention
-from ..var import VAR
-from ..vqvae import VQVAE
+from ..core.transformer import AdaLNBeforeHead, AdaLNSelfAttn, SelfAttention
+from ..core.var import VAR
+from ..core.vqvae import VQVAE
 from ._check import (CheckResult, Shortcut, ShortcutCalled, _compare_list, _compare_tensor, _learner_line, _Mismatch,
                      _not_callable, _report, exercise, shortcuts_disabled)
 

@@ -1,9 +1,9 @@
 """The lessons' model loader: the built-in model when its weights ship, else the same preset with synthetic weights."""
 from __future__ import annotations
 
-from ..configs import get_preset
-from ..var import VAR
-from ..vqvae import VQVAE
+from ..core.configs import get_preset
+from ..core.var import VAR
+from ..core.vqvae import VQVAE
 
 
 def lesson_models(name: str = "shapes", seed: int = 0, verbose: bool = True) -> tuple[VQVAE, VAR]:

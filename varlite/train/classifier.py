@@ -28,7 +28,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, load_checkpoint
+from ..safe_io import CheckpointError
+from .checkpoint import load_checkpoint
 from .loop import LoopConfig, Trainer, load_checked
 from .tokenizer import images_at
 

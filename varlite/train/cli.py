@@ -1,15 +1,14 @@
-"""Command line for training and evaluation: ``python -m varlite <command>`` or ``python -m varlite.train.cli``.
+"""Command line for training and evaluation: the ``python -m varlite <command>`` subcommands registered here.
 
 Commands: train-tokenizer, train-var, train-classifier, evaluate, export-builtin. Every field of a training
 config is an option of the same name (``batch_size`` -> ``--batch-size``). Data parallel: start the same
-command with ``torchrun --nproc_per_node N -m varlite.train.cli ...``.
+command with ``torchrun --nproc_per_node N -m varlite ...``.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
-import sys
 import types
 import typing
 
@@ -72,15 +71,3 @@ def add_subcommands(subparsers) -> None:
     add_export_options(p)
     p.set_defaults(func=cmd_export_builtin)
 
-
-def main(argv=None) -> int:
-    from varlite.cli import add_debug_option, run_command      # here: varlite.cli imports this module
-    parser = argparse.ArgumentParser(prog="python -m varlite.train.cli", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_subcommands(sub)
-    add_debug_option(parser, sub)
-    return run_command(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -18,14 +18,15 @@ from pathlib import Path
 import torch
 
 from varlite.builtin import WEIGHTS_DIR, load_builtin, save_builtin
-from varlite.configs import get_preset
+from varlite.core.configs import get_preset
 
 import torch.nn.functional as F
 
 from .classifier import accuracy, consistency_of, features_of, load_classifier, samples_per_class
 from .metrics import frechet_distance
 from .grid import save_grid
-from .loop import load_checked, pick_device
+from ..device import pick_device
+from .loop import load_checked
 from .tokenizer import evaluate_tokenizer, images_at, load_tokenizer
 from .transformer import TokenCache, evaluate_var, load_var_run, sample_grid_images
 

@@ -32,7 +32,9 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, check_same_config, load_checkpoint, save_checkpoint
+from ..device import pick_device
+from ..safe_io import CheckpointError
+from .checkpoint import check_same_config, load_checkpoint, save_checkpoint
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # fields of a config that may change between a run and its resumption (they do not change the maths)
@@ -68,22 +70,6 @@ class LoopConfig:
 
 
 # ----------------------------------------------------------------------------------------------------- devices
-def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: cuda (this process's GPU under torchrun) if available, else mps, else cpu."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} was asked for but CUDA is not available; use --device auto or cpu")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-        raise ValueError(f"device {name!r} was asked for but MPS (Apple GPU) is not available; use --device auto or cpu")
-    return device
-
-
 @dataclass
 class Dist:
     """This process's place in a data-parallel run (rank 0 of 1 when not started by torchrun)."""

@@ -25,11 +25,12 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from varlite.builtin import builtin_preset, load_builtin
-from varlite.configs import get_preset
+from varlite.core.configs import get_preset
 from varlite.data import to_pm1
-from varlite.vqvae import VQVAE
+from varlite.core.vqvae import VQVAE
 
-from .checkpoint import CheckpointError, load_checkpoint
+from ..safe_io import CheckpointError
+from .checkpoint import load_checkpoint
 from .grid import save_grid
 from .loop import LoopConfig, Trainer, load_checked
 from .metrics import codebook_stats, psnr, ssim

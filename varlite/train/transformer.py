@@ -31,11 +31,12 @@ from pathlib import Path
 import torch
 
 from varlite.builtin import load_builtin
-from varlite.configs import get_preset
-from varlite.var import VAR
-from varlite.vqvae import VQVAE
+from varlite.core.configs import get_preset
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
 
-from .checkpoint import CheckpointError, load_checkpoint
+from ..safe_io import CheckpointError
+from .checkpoint import load_checkpoint
 from .classifier import class_consistency, load_classifier
 from .grid import save_grid
 from .loop import LoopConfig, Trainer, load_checked, state_fingerprint

@@ -56,8 +56,14 @@ def filter_top_k_top_p(logits_BlV: torch.Tensor, top_k: int = 0, top_p: float = 
     return logits_BlV
 
 
-def sample_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
-    """One token per position from softmax(logits): (B, l, V) -> (B, l)."""
+def sample_tokens(logits_BlV: torch.Tensor, generator: torch.Generator | None, greedy: bool = False) -> torch.Tensor:
+    """One token per position from softmax(logits): (B, l, V) -> (B, l).
+
+    ``greedy`` (top-k 1, where one token per position is left) takes the argmax instead of drawing: the same token
+    (between exactly tied logits, the first) without V random numbers per position.
+    """
+    if greedy:
+        return logits_BlV.argmax(dim=-1)
     B, l, V = logits_BlV.shape
     return torch.multinomial(logits_BlV.softmax(dim=-1).view(-1, V), num_samples=1, replacement=True,
                              generator=generator).view(B, l)

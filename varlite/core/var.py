@@ -13,9 +13,9 @@ Block-causal mask: token i may attend to token j iff scale(j) <= scale(i), so al
 predicted together from the coarser scales (and from each other's inputs, which are already known).
 Output: logits over the V codebook entries for every position; training is cross-entropy against r_1..r_K.
 
-Generation (Algorithm 2, ``generate_steps``) runs the same network one scale at a time with a KV cache: sample
-r_k, add its contribution phi_k(upsample(e[r_k])) to f_hat, downsample f_hat to the next side, embed it as the next
-scale's input. Classifier-free guidance doubles the batch: rows B.. carry the "unconditional" class ``num_classes``.
+Generation (``generate_steps``: the next-scale factorisation p(r_1..r_K) = prod_k p(r_k | r_<k)) runs the same
+network one scale at a time with a KV cache: sample r_k, add its contribution phi_k(upsample(e[r_k])) to f_hat,
+downsample f_hat to the next side, embed it as the next scale's input. Classifier-free guidance doubles the batch: rows B.. carry the "unconditional" class ``num_classes``.
 """
 from __future__ import annotations
 
@@ -25,9 +25,10 @@ from typing import Iterator, Sequence
 import torch
 import torch.nn as nn
 
-from . import editing, sampling
+from . import sampling
 from .configs import VARConfig
-from .trace import ScaleStep, Stopwatch
+from .overrides import Overrides, apply_overrides, check_overrides
+from .trace import Laps, ScaleStep
 from .transformer import AdaLNBeforeHead, AdaLNSelfAttn, KVCache, SharedAdaLin
 from .vqvae import VQVAE
 
@@ -161,74 +162,71 @@ class VAR(nn.Module):
         B = cond_BD.shape[0]
         return cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
 
+    def _checked_request(self, labels, cfg: float, top_k: int, top_p: float, seed: int | None,
+                         generator: torch.Generator | None, overrides: Overrides | None):
+        """(labels_B, checked overrides, generator) for ``generate_steps``, or a ValueError saying what is wrong."""
+        labels_B = self.check_labels(labels)
+        self.check_sampling_args(cfg, top_k, top_p)
+        overrides = check_overrides(self.patch_nums, self.config.vocab_size, overrides or {}, labels_B.shape[0])
+        return labels_B, overrides, generator or sampling.seeded_generator(seed, self.lvl_1L.device)
+
     @torch.inference_mode()
     def generate_steps(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
                        seed: int | None = None, generator: torch.Generator | None = None,
-                       capture_attention: bool = False, overrides: dict | None = None) -> Iterator[ScaleStep]:
-        """Generate images for ``labels`` one scale at a time (Algorithm 2 of the paper), yielding a ``ScaleStep``
-        after each scale.
+                       capture_attention: bool = False, overrides: Overrides | None = None) -> Iterator[ScaleStep]:
+        """Generate images for ``labels`` one scale at a time, yielding a ``ScaleStep`` after each scale.
+
+        This is the next-scale factorisation p(r_1, ..., r_K | c) = prod_k p(r_k | r_<k, c) with a KV cache. At
+        scale k: the transformer reads this scale's input (the class token for k = 1, else f_hat so far downsampled
+        to pn_k) and attends to it and to every coarser scale through the cache; the logits are guided, filtered and
+        sampled into r_k; f_hat += phi_k(up(e[r_k])); f_hat at the next side becomes the next input. (The paper's
+        Algorithm 1 is the VQVAE's multi-scale encoding and Algorithm 2 its reconstruction; generation has no box.)
 
         cfg: guidance strength (ramped linearly over the scales); top_k / top_p: filters (0 = off); more_smooth:
         Gumbel smoothing; seed (or a ready ``generator``): the only source of randomness, so equal seeds give
-        equal images. capture_attention: keep every layer's attention weights for each scale's queries.
+        equal images. capture_attention: the KV cache keeps every layer's attention weights for each scale's queries.
         overrides: {scale si: (tokens, keep)}: at scale si, positions where ``keep`` is True take the given tokens
-        instead of sampled ones (token surgery and zero-shot editing; checked by ``editing.check_overrides``).
-        The step's probabilities, entropy and candidates are computed from its logits when read.
-        top_k=1 (greedy) takes the argmax instead of a draw from the one-token distribution the official code samples
-        from: the same token (between exactly tied logits, the first), without drawing V random numbers per token;
-        with more_smooth the draw is kept, since the smoothing noise that follows comes from the same generator.
+        instead of sampled ones (``varlite.core.overrides``: token surgery and zero-shot editing). The step's
+        probabilities, entropy and candidates are computed from its logits when read; its ``timings`` are the lap
+        times of the loop's three parts (transformer, sampling, quantizer).
         """
-        labels_B = self.check_labels(labels)
-        self.check_sampling_args(cfg, top_k, top_p)
-        B, K = labels_B.shape[0], len(self.patch_nums)
-        overrides = editing.check_overrides(self, overrides or {}, B)
-        if generator is None:
-            generator = sampling.seeded_generator(seed, self.lvl_1L.device)
-        quantizer = self.vqvae.quantize
-        Cv, H = quantizer.Cv, self.patch_nums[-1]
-
+        labels_B, overrides, generator = self._checked_request(labels, cfg, top_k, top_p, seed, generator, overrides)
+        B, K, quantizer, H = labels_B.shape[0], len(self.patch_nums), self.vqvae.quantize, self.patch_nums[-1]
         # classifier-free guidance runs 2B rows: the labels, then B rows of the unconditional class
-        labels_2B = torch.cat((labels_B, torch.full_like(labels_B, self.num_classes)))
-        cond_2BD = self.class_emb(labels_2B)
+        cond_2BD = self.class_emb(torch.cat((labels_B, torch.full_like(labels_B, self.num_classes))))
         modulation_per_block = [block.modulation(self.shared_ada_lin(cond_2BD)) for block in self.blocks]
         lvl_pos_1LC = self.lvl_embed(self.lvl_1L) + self.pos_1LC
         x_2BlC = self.start_tokens(cond_2BD) + lvl_pos_1LC[:, :self.first_l]
         kv_cache = KVCache(len(self.blocks), capture_attention)    # this call's own: the model stays shared
-        f_hat_BCvHW = cond_2BD.new_zeros(B, Cv, H, H)
-
+        f_hat_BCvHW = cond_2BD.new_zeros(B, quantizer.Cv, H, H)
+        laps = Laps()
         for si, pn in enumerate(self.patch_nums):
-            watch = Stopwatch()
-            with watch("transformer"):     # this scale's tokens attend to themselves and every coarser scale
-                for block, modulation in zip(self.blocks, modulation_per_block):
-                    x_2BlC = block.modulated(x_2BlC, modulation, kv_cache=kv_cache)
-                raw_logits_2BlV = self.logits(x_2BlC, cond_2BD)
-                t = sampling.cfg_strength(cfg, si, K)
-                logits_BlV = sampling.guide(raw_logits_2BlV, t)
-            with watch("sampling"):        # r_k ~ filtered softmax; its codebook vectors (or a smoothed mix)
-                filtered_BlV = sampling.filter_top_k_top_p(logits_BlV, top_k, top_p)
-                if top_k == 1 and not more_smooth:    # greedy: one token per row is left, the draw is its argmax
-                    idx_Bl = filtered_BlV.argmax(dim=-1)
-                else:
-                    idx_Bl = sampling.sample_tokens(filtered_BlV, generator)
-                emb_BlCv = (sampling.smoothed_embedding(filtered_BlV, si, K, quantizer.embedding.weight, generator)
-                            if more_smooth else quantizer.embedding(idx_Bl))
-                if si in overrides:
-                    idx_Bl, emb_BlCv = editing.apply_override(overrides[si], idx_Bl, emb_BlCv, quantizer.embedding)
-            with watch("quantizer"):       # f_hat += phi_k(upsample(e[r_k])); the next scale sees f_hat at its side
-                emb_BCvhw = emb_BlCv.transpose(1, 2).reshape(B, Cv, pn, pn)
-                contribution_BCvHW = quantizer.upsample_and_phi(emb_BCvhw, si)
-                f_hat_BCvHW = f_hat_BCvHW + contribution_BCvHW
-                if si != K - 1:
-                    begin_next, end_next = self.begin_ends[si + 1]
-                    next_BlC = self.word_embed(quantizer.input_for_scale(f_hat_BCvHW, si + 1))
-                    x_2BlC = (next_BlC + lvl_pos_1LC[:, begin_next:end_next]).repeat(2, 1, 1)
-
+            for block, modulation in zip(self.blocks, modulation_per_block):   # sees this scale and all coarser ones
+                x_2BlC = block.modulated(x_2BlC, modulation, kv_cache=kv_cache)
+            raw_logits_2BlV = self.logits(x_2BlC, cond_2BD)
+            t = sampling.cfg_strength(cfg, si, K)
+            logits_BlV = sampling.guide(raw_logits_2BlV, t)                     # (1 + t) cond - t uncond
+            laps.lap("transformer")
+            filtered_BlV = sampling.filter_top_k_top_p(logits_BlV, top_k, top_p)
+            idx_Bl = sampling.sample_tokens(filtered_BlV, generator, greedy=top_k == 1 and not more_smooth)   # r_k
+            emb_BlCv = (sampling.smoothed_embedding(filtered_BlV, si, K, quantizer.embedding.weight, generator)
+                        if more_smooth else quantizer.embedding(idx_Bl))        # e[r_k] (or a smoothed mix)
+            idx_Bl, emb_BlCv = apply_overrides(overrides, si, idx_Bl, emb_BlCv, quantizer.embedding)
+            laps.lap("sampling")
+            emb_BCvhw = emb_BlCv.transpose(1, 2).reshape(B, quantizer.Cv, pn, pn)
+            contribution_BCvHW = quantizer.upsample_and_phi(emb_BCvhw, si)      # phi_k(up(e[r_k]))
+            f_hat_BCvHW = f_hat_BCvHW + contribution_BCvHW
+            if si != K - 1:                                                      # f_hat at the next side, embedded
+                begin_next, end_next = self.begin_ends[si + 1]
+                next_BlC = self.word_embed(quantizer.input_for_scale(f_hat_BCvHW, si + 1))
+                x_2BlC = (next_BlC + lvl_pos_1LC[:, begin_next:end_next]).repeat(2, 1, 1)
+            laps.lap("quantizer")
             begin, end = self.begin_ends[si]
             yield ScaleStep(scale=si, side=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn),
                             embedding=emb_BCvhw, contribution=contribution_BCvHW, f_hat=f_hat_BCvHW,
                             logits=logits_BlV, raw_logits=raw_logits_2BlV, begin=begin, end=end,
                             total_tokens=self.L, attention=kv_cache.captured_attention(rows=B),
-                            timings=watch.seconds, decoder=self.vqvae.decode_f_hat)
+                            timings=laps.take(), decoder=self.vqvae.decode_f_hat)
 
     def generate(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
                  seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:

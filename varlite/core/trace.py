@@ -19,27 +19,30 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 
 NUM_CANDIDATES = 5      # how many most likely tokens ``ScaleStep.candidates`` gives by default
 
 
-class Stopwatch:
-    """Wall time per named part: ``with watch("sampling"): ...`` adds the seconds spent inside to
-    ``watch.seconds["sampling"]``."""
+class Laps:
+    """Wall time per part of a loop: ``laps.lap("sampling")`` records the seconds since the previous lap (or since
+    the clock was made) under that name; ``take()`` returns them and starts the next round."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
 
-    @contextmanager
-    def __call__(self, part: str) -> Iterator[None]:
-        start = time.perf_counter()
-        yield
-        self.seconds[part] = self.seconds.get(part, 0.0) + time.perf_counter() - start
+    def lap(self, part: str) -> None:
+        now = time.perf_counter()
+        self.seconds[part] = self.seconds.get(part, 0.0) + now - self.last
+        self.last = now
+
+    def take(self) -> dict[str, float]:
+        seconds, self.seconds = self.seconds, {}
+        return seconds
 
 
 def _to_cpu(x):
