@@ -122,7 +122,7 @@ def scale_prediction(model_key: str, source: EditSource, si: int, label: int, cf
     step = editing.predict_scale(model.var, tokens, si, label, cfg=float(cfg), top_k=int(top_k), top_p=float(top_p),
                                  seed=int(seed)).detached(decode=False)
     source_hw = tokens[si][0].cpu()
-    probs_hwV = step.probs[0].view(step.side, step.side, -1)
+    probs_hwV = step.probs[0].view(step.pn, step.pn, -1)
     cand_tokens, cand_probs = step.candidates(CANDIDATES)
     return ScalePrediction(source_hw.numpy(), probs_hwV.gather(-1, source_hw.unsqueeze(-1))[..., 0].numpy(),
                            step.entropy[0].numpy(), cand_tokens[0].numpy(), cand_probs[0].numpy())

@@ -244,11 +244,11 @@ def latent_panels(settings: GenSettings, si: int, computed: int,
     steps = run.steps[:computed]
     step = steps[si]
     vmax = max(float(s.contribution[0].norm(dim=0).max()) for s in steps)
-    panels = [(f"tokens r{si + 1} ({step.side}x{step.side})", token_map(step.tokens[0].numpy(),
+    panels = [(f"tokens r{si + 1} ({step.pn}x{step.pn})", token_map(step.tokens[0].numpy(),
                                                                         codebook_colors(settings.model_key))),
               ("contribution of this scale to f_hat", channel_norm(step.contribution[0].numpy(), vmax=vmax))]
     if pick is not None:
-        panels = [(caption, mark_cell(rgb, step.side, *pick)) for caption, rgb in panels]
+        panels = [(caption, mark_cell(rgb, step.pn, *pick)) for caption, rgb in panels]
     return [(caption, png(rgb)) for caption, rgb in panels]
 
 
@@ -260,7 +260,7 @@ def decoded_panel(settings: GenSettings, si: int, pick: tuple[int, int] | None =
     run = traces.generation(settings)
     rgb = enlarge(run.image(si, model))
     if pick is not None:
-        rgb = mark_cell(rgb, run.steps[si].side, *pick)
+        rgb = mark_cell(rgb, run.steps[si].pn, *pick)
     return "decoded so far", png(rgb)
 
 

@@ -235,7 +235,7 @@ def attention_at(settings: GenSettings, si: int, row: int, col: int) -> np.ndarr
     can see. Small models keep it in the trace; for larger ones generation is re-run with attention capture up to
     scale ``si`` (same seed, so the same tokens) and only this row is kept."""
     step = finished_generation(settings).steps[si]
-    i = row * step.side + col
+    i = row * step.pn + col
     if step.attention is None:
         model = load_model(settings.model_key)
         for live in model.var.generate_steps([settings.label], capture_attention=True, **settings.args()):
@@ -249,7 +249,7 @@ def step_with_attention_row(step: ScaleStep, att_nLnHLk: np.ndarray, row: int, c
     """``step`` with one position's attention (layers, heads, Lk) as per-layer (1, heads, l, Lk) tensors in which
     only that position's row is meaningful (an expanded view, no l x Lk copy): what ``viz.attention_figure`` reads."""
     n_layers, n_heads, Lk = att_nLnHLk.shape
-    l = step.side * step.side
+    l = step.pn * step.pn
     rows = [torch.from_numpy(np.ascontiguousarray(att_nLnHLk[i])).view(1, n_heads, 1, Lk).expand(1, n_heads, l, Lk)
             for i in range(n_layers)]
     return replace(step, attention=rows)

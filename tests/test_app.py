@@ -568,7 +568,7 @@ def test_official_d16_switches_at_once_with_imagenet_names_and_streams(synthetic
     assert heading_scale(at) == (1, 10)               # the first scale is shown ...
     settings_ = GenSettings("official:d16", 0, 0, 4.0, 900, 0.95)
     run = traces.generation(settings_)
-    assert run.steps[0].side == 1
+    assert run.steps[0].pn == 1
     decoded = run.decoded()
     assert set(decoded) == {0}                        # ... and only its prefix image was decoded
     at.button(key="gen_next").click().run()           # the next scale: waited for, then decoded, once

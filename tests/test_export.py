@@ -40,7 +40,7 @@ def test_panels_show_tokens_in_codebook_colours_the_shared_contribution_scale_an
     for step, norm_HW, (tokens, contribution, image) in zip(steps, norms, panels):
         assert tokens.shape == contribution.shape == image.shape == (PX, PX, 3)
         assert tokens.dtype == np.uint8
-        side, cell = step.side, PX // step.side
+        side, cell = step.pn, PX // step.pn
         for r in range(side):
             for c in range(side):           # a pixel inside cell (r, c), also when the side does not divide PX
                 y, x = int(np.ceil(r * PX / side)), int(np.ceil(c * PX / side))

@@ -376,6 +376,7 @@ def test_load_official_reads_the_cache_and_takes_a_device(tmp_path, tiny_files):
 def test_one_checkpoint_error_for_every_loader(tmp_path):
     """Official files and training checkpoints raise the same CheckpointError (a ValueError), read by one reader."""
     from varlite import safe_io
+    from varlite.train import checkpoint
     assert pretrained.CheckpointError is safe_io.CheckpointError and issubclass(safe_io.CheckpointError, ValueError)
     assert pretrained.CorruptCheckpointError is safe_io.CorruptCheckpointError
     path = tmp_path / "checkpoint.pt"

@@ -108,7 +108,7 @@ def test_independent_scales_quantize_f_itself_not_the_rest():
         assert torch.equal(step.tokens.flatten(), d.argmin(dim=1))
         own = quantizer.upsample_and_phi(quantizer.embedding(step.tokens).permute(0, 3, 1, 2), si)
         assert torch.allclose(step.f_hat, own)                        # f_hat_k is scale k's own approximation
-        assert torch.allclose(step.rest, f - own)
+        assert torch.allclose(step.rest, f - own, atol=1e-6)     # f - f_hat near 0: float noise of the conv
     residual = list(super(IndependentScaleQuantizer, quantizer).residual_steps(f))
     assert torch.equal(residual[0].tokens, steps[0].tokens)           # scale 1: nothing explained yet, same tokens
     assert not torch.equal(residual[1].target, steps[1].target)       # then the residual rule quantizes the rest

@@ -51,7 +51,7 @@ def test_step_fields_describe_the_scale(tiny_models):
     steps = list(var.generate_steps(LABELS, cfg=1.5, seed=2))
     f_hat = torch.zeros_like(steps[0].f_hat)
     for si, (step, pn) in enumerate(zip(steps, var.patch_nums)):
-        assert (step.scale, step.side, step.num_scales, step.total_tokens) == (si, pn, K, var.L)
+        assert (step.scale, step.pn, step.num_scales, step.total_tokens) == (si, pn, K, var.L)
         assert (step.begin, step.end) == var.begin_ends[si]
         assert step.cfg == pytest.approx(1.5 * si / (K - 1))
         assert step.tokens.shape == (2, pn, pn) and step.logits.shape == (2, pn * pn, V)
@@ -144,7 +144,7 @@ def test_kv_cached_logits_and_captured_attention_equal_the_teacher_forced_pass(t
         torch.testing.assert_close(step.raw_logits[2:], tf_uncond[:, rows], atol=1e-5, rtol=0)
         assert len(step.attention) == len(var.blocks)
         for layer, captured in enumerate(step.attention):
-            assert captured.shape == (2, var.config.num_heads, step.side ** 2, step.end)
+            assert captured.shape == (2, var.config.num_heads, step.pn ** 2, step.end)
             torch.testing.assert_close(captured, attn_cond[layer][:, :, rows, :step.end], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(captured.sum(-1), torch.ones(captured.shape[:-1]))
 
@@ -189,7 +189,7 @@ def test_encoding_trace_matches_the_tokenizer(tiny_models, image):
     rest = f
     codebook = vqvae.quantize.embedding.weight.detach()
     for si, (step, pn) in enumerate(zip(steps, vqvae.patch_nums)):
-        assert (step.scale, step.side, step.num_scales, step.vocab_size) == (si, pn, 4, 64)
+        assert (step.scale, step.pn, step.num_scales, step.vocab_size) == (si, pn, 4, 64)
         assert torch.equal(step.tokens.flatten(1), idx[si])
         torch.testing.assert_close(step.f_hat, f_hats[si])
         torch.testing.assert_close(step.rest, f - step.f_hat, atol=1e-6, rtol=1e-6)

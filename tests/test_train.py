@@ -16,7 +16,8 @@ from PIL import Image
 
 from varlite.core.configs import PRESETS, Preset, VARConfig, VQVAEConfig
 from varlite.data import CorruptDatasetError, DatasetNotFoundError
-from varlite.train import cli
+from varlite import cli
+from varlite.train import cli as train_cli
 from varlite.safe_io import CheckpointError
 from varlite.train.checkpoint import load_checkpoint, save_checkpoint
 from varlite.train.classifier import ClassifierTrainConfig, ClassifierTrainer, load_classifier
@@ -187,7 +188,7 @@ def test_classifier_run_and_class_consistency_via_evaluate(folder, var_run, tmp_
 def test_cli_registers_commands_and_trains(folder, tmp_path):
     import argparse
     parser = argparse.ArgumentParser()
-    cli.add_subcommands(parser.add_subparsers(dest="command"))
+    train_cli.add_subcommands(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["train-tokenizer", "--run-dir", str(tmp_path), "--batch-size", "8", "--no-hflip"])
     assert args.batch_size == 8 and args.hflip is False and args.preset == "shapes"
     rc = cli.main(["train-tokenizer", "--run-dir", str(tmp_path), "--preset", "test-micro", "--dataset", "folder",

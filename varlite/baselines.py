@@ -19,7 +19,7 @@ C width, Cv latent channels, V vocabulary, K scales, H,W latent side, h,w one sc
 2. ``IndependentScaleQuantizer``: the alternative to residual quantization that Sec. 3.2 of the paper argues
    against. Every scale quantizes the downsampled latent f itself, not the rest f - f_hat:
 
-       z_k = area_downsample(f, pn_k),   r_k = argmin_v ||z_k - e_v||,   f_hat_k = phi_k(upsample(e[r_k]))
+       target_k = area_downsample(f, pn_k),   r_k = argmin_v ||target_k - e_v||,   f_hat_k = phi_k(upsample(e[r_k]))
 
    so f_hat_k is scale k's own approximation of f (not a sum over scales), the decoder sees f_hat_K only, and the
    transformer's input for scale k+1 is f_hat_k downsampled to pn_{k+1}. The K token maps hold the same number of
@@ -168,11 +168,11 @@ class IndependentScaleQuantizer(MultiScaleQuantizer):
             raise ValueError(f"latent is {H}x{W} but the last patch num is {self.patch_nums[-1]}")
         K = self.num_scales
         for si, pn in enumerate(self.patch_nums):
-            z_BCvhw = F.interpolate(f_BCvHW, size=(pn, pn), mode="area") if si != K - 1 else f_BCvHW
-            idx_Bhw = self.nearest_code(z_BCvhw.detach().permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn, pn)
+            target_BCvhw = F.interpolate(f_BCvHW, size=(pn, pn), mode="area") if si != K - 1 else f_BCvHW
+            idx_Bhw = self.nearest_code(target_BCvhw.detach().permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn, pn)
             emb_BCvhw = self.embedding(idx_Bhw).permute(0, 3, 1, 2).contiguous()
             f_hat_BCvHW = self.upsample_and_phi(emb_BCvhw, si)
-            yield EncodeStep(scale=si, side=pn, num_scales=K, vocab_size=self.vocab_size, target=z_BCvhw.detach(),
+            yield EncodeStep(scale=si, pn=pn, num_scales=K, vocab_size=self.vocab_size, target=target_BCvhw.detach(),
                              tokens=idx_Bhw, embedding=emb_BCvhw, contribution=f_hat_BCvHW, f_hat=f_hat_BCvHW,
                              rest=f_BCvHW.detach() - f_hat_BCvHW)
 

@@ -149,7 +149,7 @@ def timing_rows(steps: Sequence) -> list[dict]:
     total_s = sum(sum(step.timings.values()) for step in steps)
     rows = []
     for step in steps:
-        row = {"scale": step.scale, "side": step.side, "tokens": step.side * step.side, "keys": step.end}
+        row = {"scale": step.scale, "side": step.pn, "tokens": step.pn * step.pn, "keys": step.end}
         row.update({f"{part} ms": seconds * 1e3 for part, seconds in step.timings.items()})
         row["total ms"] = sum(step.timings.values()) * 1e3
         row["share %"] = 100 * sum(step.timings.values()) / total_s if total_s > 0 else 0.0

@@ -94,8 +94,8 @@ def scale_panels(steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0,
 
 
 def _scale_title(step, K: int) -> str:
-    tokens = step.side * step.side
-    return f"scale {step.scale + 1} of {K}: {step.side}x{step.side} = {tokens} token{'s' if tokens != 1 else ''}"
+    tokens = step.pn * step.pn
+    return f"scale {step.scale + 1} of {K}: {step.pn}x{step.pn} = {tokens} token{'s' if tokens != 1 else ''}"
 
 
 def step_frames(steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0, panel_px: int = 128,
@@ -145,7 +145,7 @@ def strip_image(steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0, panel_p
         draw.text((GAP, head + r * (panel_px + GAP) + panel_px // 2 - text_px // 2), name, fill=TEXT, font=font)
     for k, (step, row) in enumerate(zip(steps, panels)):
         x = left + k * (panel_px + GAP)
-        draw.text((x, head - text_px - 4), f"{step.scale + 1}: {step.side}x{step.side}", fill=TEXT, font=font)
+        draw.text((x, head - text_px - 4), f"{step.scale + 1}: {step.pn}x{step.pn}", fill=TEXT, font=font)
         for r, panel in enumerate(row):
             strip.paste(Image.fromarray(panel), (x, head + r * (panel_px + GAP)))
     return strip

@@ -148,7 +148,7 @@ def _image_HW3(image_B3HW: torch.Tensor, b: int) -> np.ndarray:
 def pyramid_figure(steps: Sequence, b: int = 0, input_image: torch.Tensor | None = None) -> Figure:
     """The image decoded after every scale (``step.image()``), coarse to fine, in a row; ``input_image``
     (B, 3, Hi, Wi) in [0, 1], if given, is added at the end for comparison."""
-    panels = [(step.image(), f"after scale {step.scale + 1} ({step.side}x{step.side})") for step in steps]
+    panels = [(step.image(), f"after scale {step.scale + 1} ({step.pn}x{step.pn})") for step in steps]
     if input_image is not None:
         panels.append((input_image, "input"))
     fig, axes = _row_figure(len(panels))
@@ -206,13 +206,13 @@ def attention_figure(step, patch_nums: Sequence[int], layer: int, head: int | No
     num_heads = weights_BnHlLk.shape[1]
     if head is not None and not 0 <= head < num_heads:
         raise ValueError(f"head must be in [0, {num_heads - 1}] or None (mean over heads); got {head}")
-    if not (0 <= row < step.side and 0 <= col < step.side):
-        raise ValueError(f"query position ({row}, {col}) is outside scale {step.scale + 1}'s {step.side}x{step.side} map")
-    if len(patch_nums) <= step.scale or patch_nums[step.scale] != step.side \
+    if not (0 <= row < step.pn and 0 <= col < step.pn):
+        raise ValueError(f"query position ({row}, {col}) is outside scale {step.scale + 1}'s {step.pn}x{step.pn} map")
+    if len(patch_nums) <= step.scale or patch_nums[step.scale] != step.pn \
             or sum(pn * pn for pn in patch_nums[:step.scale + 1]) != step.end:
         raise ValueError(f"patch_nums {tuple(patch_nums)} do not match this step (scale {step.scale + 1}, side "
-                         f"{step.side}); pass the model's patch_nums")
-    per_head_nHLk = weights_BnHlLk[b, :, row * step.side + col]
+                         f"{step.pn}); pass the model's patch_nums")
+    per_head_nHLk = weights_BnHlLk[b, :, row * step.pn + col]
     weights_Lk = _numpy(per_head_nHLk.mean(dim=0) if head is None else per_head_nHLk[head])
     norm = Normalize(0, weights_Lk.max())
     fig, axes = _row_figure(step.scale + 1, extra_width=1.0)
@@ -237,20 +237,20 @@ def probability_figure(step, b: int = 0) -> Figure:
     V = step.logits.shape[-1]
     fig, (ax_p, ax_h) = _row_figure(2, panel_inches=2.8, extra_width=1.0)
     shown = ax_p.imshow(_numpy(step.token_prob[b]), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
-    _grid_axis(ax_p, step.side, "p(chosen token)")
+    _grid_axis(ax_p, step.pn, "p(chosen token)")
     fig.colorbar(shown, ax=ax_p, shrink=0.8, label="probability")
     shown = ax_h.imshow(_numpy(step.entropy[b]), cmap="magma", vmin=0, vmax=float(np.log(V)), interpolation="nearest")
-    _grid_axis(ax_h, step.side, "entropy")
+    _grid_axis(ax_h, step.pn, "entropy")
     fig.colorbar(shown, ax=ax_h, shrink=0.8, label="nats (max log V)")
-    fig.suptitle(f"Scale {step.side}x{step.side}: how sure the model was (guidance t = {step.cfg:.2f})")
+    fig.suptitle(f"Scale {step.pn}x{step.pn}: how sure the model was (guidance t = {step.cfg:.2f})")
     return fig
 
 
 def topk_figure(step, row: int, col: int, b: int = 0, k: int = 5) -> Figure:
     """Bars of the k most likely tokens at one position (``step.candidates(k)``; the chosen token in orange if it is
     among them)."""
-    if not (0 <= row < step.side and 0 <= col < step.side):
-        raise ValueError(f"position ({row}, {col}) is outside this {step.side}x{step.side} map")
+    if not (0 <= row < step.pn and 0 <= col < step.pn):
+        raise ValueError(f"position ({row}, {col}) is outside this {step.pn}x{step.pn} map")
     tokens_Bhwk, probs_Bhwk = step.candidates(k)
     tokens_k = _numpy(tokens_Bhwk[b, row, col]).astype(np.int64)
     probs_k = _numpy(probs_Bhwk[b, row, col])
@@ -265,7 +265,7 @@ def topk_figure(step, row: int, col: int, b: int = 0, k: int = 5) -> Figure:
     ax.set_ylabel("probability")
     ax.set_ylim(0, 1)
     ranked = "" if chosen in tokens_k else f", not in the top {len(tokens_k)}"
-    ax.set_title(f"Scale {step.side}x{step.side}, position ({row}, {col}): chose {chosen} "
+    ax.set_title(f"Scale {step.pn}x{step.pn}, position ({row}, {col}): chose {chosen} "
                  f"(p = {float(step.token_prob[b, row, col]):.3f}{ranked})", fontsize=10)
     return fig
 

@@ -84,7 +84,7 @@ K = len(steps)
 rest_share = [float(s.rest_norm[0]) for s in steps]
 psnr = [float(s.psnr()[0]) for s in steps]
 with right:
-    df = pd.DataFrame({"scale": [f"{s.scale + 1}: {s.side}x{s.side}" for s in steps],
+    df = pd.DataFrame({"scale": [f"{s.scale + 1}: {s.pn}x{s.pn}" for s in steps],
                        "rest left (share of ||f||)": rest_share, "PSNR (dB)": psnr,
                        "codebook entries used": [s.codes_used for s in steps]})
     a, b = st.columns(2)
@@ -94,7 +94,7 @@ with right:
 k = state.bound(st.slider, "Scale", "enc_scale", default=1, min_value=1, max_value=K)
 si = k - 1
 step = steps[si]
-side = step.side
+side = step.pn
 row, col = _take_click(si, side)
 vmax = max(float(s.contribution[0].norm(dim=0).max()) for s in steps)
 st.subheader(f"Scale {k} of {K}: {side}x{side} tokens, {step.codes_used} distinct codebook entries "
@@ -136,4 +136,4 @@ if kind not in (None, "none"):
 with st.expander("All scales at a glance"):
     st.dataframe(df, hide_index=True)
     for col, s in zip(st.columns(K), steps):
-        col.image(traces.to_uint8(s.image())[0], caption=f"{s.side}x{s.side}", width="stretch")
+        col.image(traces.to_uint8(s.image())[0], caption=f"{s.pn}x{s.pn}", width="stretch")

@@ -231,7 +231,7 @@ def step_viewer(timer_s: float | None) -> None:
         strips = [st.empty() for _ in runs]
     _draw_strips(strips, si)
     step_a = runs[0][2].steps[si]
-    side = step_a.side
+    side = step_a.pn
     _take_clicks(si, side)
     row, col = s.position(side)                # the picked point's token on this scale (same area on every scale)
     tokens = side * side

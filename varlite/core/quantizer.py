@@ -6,13 +6,16 @@ V vocabulary, l = h*w tokens of one scale, K scales.
 Encoding (VAR paper, Algorithm 1). Start with the rest (what is left to explain) ``rest = f`` and ``f_hat = 0``.
 For k = 1..K (si = k - 1 in the code):
 
-    z_k      = area_downsample(rest, pn_k)                   # what is still unexplained, seen at scale k
-    r_k      = argmin_v ||z_k - e_v||^2                      # nearest codebook entry per position (tokens)
-    c_k      = phi_k(bicubic_upsample(e[r_k], H))            # this scale's contribution at full size
+    target_k = area_downsample(rest, pn_k)                   # what is still unexplained, seen at scale k
+    r_k      = argmin_v ||target_k - e_v||^2                 # nearest codebook entry per position (tokens)
+    z_k      = e[r_k]                                        # the looked-up vectors (the paper's z_k)
+    c_k      = phi_k(bicubic_upsample(z_k, H))               # this scale's contribution at full size
     f_hat   += c_k ;  rest -= c_k
 
 so that f_hat after all K scales approximates f, and f_hat after k scales is a coarse version of it.
 The last scale already has side H, so it skips the down/upsampling. One codebook serves every scale.
+Reconstruction (Algorithm 2) is the same sum from given tokens, f_hat = sum_k phi_k(up(e[r_k])) (``idx_to_f_hats``),
+then image = D(f_hat) (``VQVAE.decode_f_hat``).
 
 phi_k is a 3x3 conv blended with the identity: phi(x) = (1 - q) x + q conv(x), q = 0.5. Only 4 convs are
 learned; scale si (0-based, of K) uses the conv whose "tick" is nearest to si/(K-1), ticks = linspace(1/12, 11/12, 4).
@@ -112,13 +115,13 @@ class MultiScaleQuantizer(nn.Module):
         f_hat_BCvHW = torch.zeros_like(rest_BCvHW)
         K = self.num_scales
         for si, pn in enumerate(self.patch_nums):
-            z_BCvhw = F.interpolate(rest_BCvHW, size=(pn, pn), mode="area") if si != K - 1 else rest_BCvHW
-            idx_Bhw = self.nearest_code(z_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn, pn)
+            target_BCvhw = F.interpolate(rest_BCvHW, size=(pn, pn), mode="area") if si != K - 1 else rest_BCvHW
+            idx_Bhw = self.nearest_code(target_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn, pn)
             emb_BCvhw = self.embedding(idx_Bhw).permute(0, 3, 1, 2).contiguous()
             contribution_BCvHW = self.upsample_and_phi(emb_BCvhw, si)
             f_hat_BCvHW = f_hat_BCvHW + contribution_BCvHW
             rest_BCvHW = rest_BCvHW - contribution_BCvHW
-            yield EncodeStep(scale=si, side=pn, num_scales=K, vocab_size=self.vocab_size, target=z_BCvhw,
+            yield EncodeStep(scale=si, pn=pn, num_scales=K, vocab_size=self.vocab_size, target=target_BCvhw,
                              tokens=idx_Bhw, embedding=emb_BCvhw, contribution=contribution_BCvHW,
                              f_hat=f_hat_BCvHW, rest=rest_BCvHW)
 

@@ -1,7 +1,8 @@
 """Records of one scale: what generation saw, chose and added (``ScaleStep``), what encoding found (``EncodeStep``).
 
-``VAR.generate_steps`` yields a ``ScaleStep`` per scale (Algorithm 2 of the VAR paper) and
-``MultiScaleQuantizer.residual_steps`` / ``VQVAE.encode_steps`` an ``EncodeStep`` per scale (Algorithm 1). The
+``VAR.generate_steps`` yields a ``ScaleStep`` per scale (next-scale prediction) and
+``MultiScaleQuantizer.residual_steps`` / ``VQVAE.encode_steps`` an ``EncodeStep`` per scale (the VQVAE encoding of
+the paper's Algorithm 1). The
 records hold the loop's own tensors; everything a view derives from them -- probabilities, entropy, top-k
 candidates, the share of f left unexplained, PSNR -- is computed here, on demand, from those tensors. The model's
 maths stays in var.py and quantizer.py. ``step.detached()`` is the same record on the CPU, with its image decoded
@@ -73,14 +74,14 @@ def _detached(step, decode: bool):
 
 @dataclass
 class ScaleStep:
-    """One scale of next-scale prediction (Algorithm 2), as yielded by ``VAR.generate_steps``.
+    """One scale of next-scale prediction, as yielded by ``VAR.generate_steps``.
 
     Tensors are on the model's device while generating, on the CPU after ``detached()``. ``logits`` are the guided
     logits the sampler saw, before top-k / top-p filtering; ``probs``, ``token_prob``, ``entropy`` and
     ``candidates(k)`` describe softmax(logits), the model's guided distribution, and are computed from them on use.
     """
     scale: int                      # si, 0-based (the paper's k = si + 1)
-    side: int                       # pn_k (the token map is side x side)
+    pn: int                         # pn_k, the side of this scale's token map (pn x pn)
     num_scales: int                 # K
     cfg: float                      # guidance strength t_k actually used at this scale
     tokens: torch.Tensor            # (B, h, w) int64: the chosen token map r_k
@@ -107,20 +108,20 @@ class ScaleStep:
     def token_prob(self) -> torch.Tensor:
         """(B, h, w): the probability of the chosen token, p(r_k[i] | ...)."""
         B = self.tokens.shape[0]
-        return self.probs.gather(-1, self.tokens.view(B, -1, 1)).view(B, self.side, self.side)
+        return self.probs.gather(-1, self.tokens.view(B, -1, 1)).view(B, self.pn, self.pn)
 
     @property
     def entropy(self) -> torch.Tensor:
         """(B, h, w): entropy -sum_v p_v log p_v of every position's distribution, in nats (0 .. log V)."""
         logp_BlV = self.logits.log_softmax(dim=-1)
         entropy_Bl = -(logp_BlV.exp() * logp_BlV).nan_to_num_(0.0).sum(dim=-1)
-        return entropy_Bl.view(-1, self.side, self.side)
+        return entropy_Bl.view(-1, self.pn, self.pn)
 
     def candidates(self, k: int = NUM_CANDIDATES) -> tuple[torch.Tensor, torch.Tensor]:
         """The k most likely tokens of every position and their probabilities, most likely first:
         (tokens (B, h, w, k) int64, probs (B, h, w, k) float); k is capped at V."""
         probs_Blk, tokens_Blk = self.probs.topk(min(k, self.logits.shape[-1]), dim=-1)
-        shape = (-1, self.side, self.side, probs_Blk.shape[-1])
+        shape = (-1, self.pn, self.pn, probs_Blk.shape[-1])
         return tokens_Blk.view(shape), probs_Blk.view(shape)
 
     # ------------------------------------------------------------------ structure and pictures
@@ -152,10 +153,10 @@ class EncodeStep:
     decoder). Field names match ``ScaleStep`` where the meaning is the same. Images are in [0, 1].
     """
     scale: int                      # si, 0-based (the paper's k = si + 1)
-    side: int                       # pn_k
+    pn: int                         # pn_k, the side of this scale's token map
     num_scales: int                 # K
     vocab_size: int                 # V
-    target: torch.Tensor            # (B, Cv, h, w) float: the rest before this scale, area-downsampled to pn_k (z_k)
+    target: torch.Tensor            # (B, Cv, h, w) float: the rest before this scale, area-downsampled to pn_k (what r_k quantizes)
     tokens: torch.Tensor            # (B, h, w) int64: nearest codebook entry of every target vector (r_k)
     embedding: torch.Tensor         # (B, Cv, h, w) float: the quantized vectors e[tokens]
     contribution: torch.Tensor      # (B, Cv, H, W) float: phi_k(upsample(embedding)), what this scale adds to f_hat

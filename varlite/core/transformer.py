@@ -68,10 +68,6 @@ class KVCache:
             return None
         return [weights_BHlLk[:rows].clone() for weights_BHlLk in self.attention]
 
-    @property
-    def length(self) -> int:
-        return 0 if self.keys[0] is None else self.keys[0].shape[2]
-
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     """Stochastic depth: zero a sample's branch output (attention or FFN, before it is added to x) with

@@ -222,7 +222,7 @@ class VAR(nn.Module):
                 x_2BlC = (next_BlC + lvl_pos_1LC[:, begin_next:end_next]).repeat(2, 1, 1)
             laps.lap("quantizer")
             begin, end = self.begin_ends[si]
-            yield ScaleStep(scale=si, side=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn),
+            yield ScaleStep(scale=si, pn=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn),
                             embedding=emb_BCvhw, contribution=contribution_BCvHW, f_hat=f_hat_BCvHW,
                             logits=logits_BlV, raw_logits=raw_logits_2BlV, begin=begin, end=end,
                             total_tokens=self.L, attention=kv_cache.captured_attention(rows=B),

@@ -281,12 +281,6 @@ def shortcuts_disabled(fn: Callable, shortcuts: Sequence[Shortcut]):
                 setattr(owner, attr, original)
 
 
-def call_learner(exercise: str, fn: Callable, *args, **kwargs):
-    """fn(*args, **kwargs) with the exercise's library shortcuts disabled."""
-    with shortcuts_disabled(fn, EXERCISES[exercise].shortcuts):
-        return fn(*args, **kwargs)
-
-
 # ---------------------------------------------------------------------------------------------- verdicts
 def _report(result: CheckResult, verbose: bool) -> CheckResult:
     if result.status != "passed":
