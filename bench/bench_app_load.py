@@ -7,7 +7,8 @@
 No browser: each session is one websocket speaking Streamlit's own protocol (the protobuf ``BackMsg`` /
 ``ForwardMsg`` messages of ``streamlit.proto``, as the web page sends and receives them), plus one HTTP request
 per image the page shows (the browser fetches every ``/media/...`` URL too). So the client costs little CPU and
-the figures are the server's, not the browsers' (the Chromium-based bench/bench_app.py measured mostly browsers).
+the figures are the server's: thirty Chromium pages on the server's own cores would measure mostly the browsers.
+(What only a browser shows -- that the page always agrees with itself under load -- is bench/bench_app_sessions.py.)
 
 A session opens the Generate page (``?model=...``), waits until "Scale 1 of K" is drawn and every other session
 has its page too, then clicks Next to the last scale and Previous back to the first, waiting ``--think`` seconds

@@ -6,11 +6,11 @@
 Starts `streamlit run app/streamlit_app.py` on a free port and drives Debian's headless Chromium (Playwright):
 - a *player* opens the Generate page (``?model=...``), sets a new seed, presses Reset, then Play, and after every
   scale the page shows checks that the slider, the heading ("Scale k of K") and the inspector's caption agree;
-  then clicks Next / Previous in quick bursts and checks again once the page settled (issue 14 items 1-2);
-- an *uploader* opens the Encode page and uploads a new random image every ~4 s (the work that starved the
-  player in the report of issue 14).
+  then clicks Next / Previous in quick bursts and checks again once the page settled;
+- an *uploader* opens the Encode page and uploads a new random image every ~4 s (work that competes with the
+  player for the server's CPU).
 Prints the plays and steps checked, every disagreement (with what was shown), errors, and the server's resident
-memory (RSS) sampled every 5 s: with bounded caches it levels off (issue 14 item 8).
+memory (RSS) sampled every 5 s: with bounded caches it levels off.
 """
 from __future__ import annotations
 

@@ -150,7 +150,7 @@ def _shapes() -> Preset:
     return Preset("shapes", vq, var, "built-in: synthetic Shapes, 32x32, 10 classes")
 
 
-# The CPU-first CIFAR-10 recipe (issue 9): an 8x8 latent with Shapes' 7 scales (L = 155 tokens, a third of the
+# The CPU-first CIFAR-10 recipe: an 8x8 latent with Shapes' 7 scales (L = 155 tokens, a third of the
 # 16x16 latent's 507), so the transformer sees three times more images per CPU-second. The transformer candidates
 # of the recipe ablation (equal CPU budget, see varlite/weights/cifar10.md) share this tokenizer.
 def _cifar10_vqvae() -> VQVAEConfig:
