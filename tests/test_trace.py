@@ -251,3 +251,14 @@ def test_encoding_rejects_images_of_the_wrong_size_or_channels(tiny_models, shap
     vqvae, _ = tiny_models
     with pytest.raises(ValueError, match="expected an image batch of shape \\(B, 3, 64, 64\\)"):
         next(vqvae.encode_steps(torch.zeros(shape)))
+
+
+def test_step_timings_count_the_loop_not_the_time_the_consumer_spends_between_steps(tiny_models):
+    """Each scale's lap clock starts when the loop resumes: a consumer that dwells on a step (a page drawing it)
+    adds nothing to the next step's transformer / sampling / quantizer times."""
+    import time
+    _, var = tiny_models
+    dwell_s = 0.3
+    for step in var.generate_steps([1, 2], seed=0):
+        assert 0 < sum(step.timings.values()) < dwell_s, step.timings
+        time.sleep(dwell_s)

@@ -29,8 +29,8 @@ NUM_CANDIDATES = 5      # how many most likely tokens ``ScaleStep.candidates`` g
 
 
 class Laps:
-    """Wall time per part of a loop: ``laps.lap("sampling")`` records the seconds since the previous lap (or since
-    the clock was made) under that name; ``take()`` returns them and starts the next round."""
+    """Wall time per part of a loop body: ``laps.lap("sampling")`` adds the seconds since the previous lap (or since
+    the clock was made) to ``laps.seconds["sampling"]``."""
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
@@ -40,10 +40,6 @@ class Laps:
         now = time.perf_counter()
         self.seconds[part] = self.seconds.get(part, 0.0) + now - self.last
         self.last = now
-
-    def take(self) -> dict[str, float]:
-        seconds, self.seconds = self.seconds, {}
-        return seconds
 
 
 def _to_cpu(x):
@@ -156,7 +152,7 @@ class EncodeStep:
     pn: int                         # pn_k, the side of this scale's token map
     num_scales: int                 # K
     vocab_size: int                 # V
-    target: torch.Tensor            # (B, Cv, h, w) float: the rest before this scale, area-downsampled to pn_k (what r_k quantizes)
+    target: torch.Tensor            # (B, Cv, h, w) float: the rest before this scale at side pn_k (what r_k quantizes)
     tokens: torch.Tensor            # (B, h, w) int64: nearest codebook entry of every target vector (r_k)
     embedding: torch.Tensor         # (B, Cv, h, w) float: the quantized vectors e[tokens]
     contribution: torch.Tensor      # (B, Cv, H, W) float: phi_k(upsample(embedding)), what this scale adds to f_hat

@@ -15,7 +15,8 @@ Output: logits over the V codebook entries for every position; training is cross
 
 Generation (``generate_steps``: the next-scale factorisation p(r_1..r_K) = prod_k p(r_k | r_<k)) runs the same
 network one scale at a time with a KV cache: sample r_k, add its contribution phi_k(upsample(e[r_k])) to f_hat,
-downsample f_hat to the next side, embed it as the next scale's input. Classifier-free guidance doubles the batch: rows B.. carry the "unconditional" class ``num_classes``.
+downsample f_hat to the next side, embed it as the next scale's input. Classifier-free guidance doubles the
+batch: rows B.. carry the "unconditional" class ``num_classes``.
 """
 from __future__ import annotations
 
@@ -199,8 +200,8 @@ class VAR(nn.Module):
         x_2BlC = self.start_tokens(cond_2BD) + lvl_pos_1LC[:, :self.first_l]
         kv_cache = KVCache(len(self.blocks), capture_attention)    # this call's own: the model stays shared
         f_hat_BCvHW = cond_2BD.new_zeros(B, quantizer.Cv, H, H)
-        laps = Laps()
         for si, pn in enumerate(self.patch_nums):
+            laps = Laps()                                                        # this scale's time per part
             for block, modulation in zip(self.blocks, modulation_per_block):   # sees this scale and all coarser ones
                 x_2BlC = block.modulated(x_2BlC, modulation, kv_cache=kv_cache)
             raw_logits_2BlV = self.logits(x_2BlC, cond_2BD)
@@ -221,12 +222,11 @@ class VAR(nn.Module):
                 next_BlC = self.word_embed(quantizer.input_for_scale(f_hat_BCvHW, si + 1))
                 x_2BlC = (next_BlC + lvl_pos_1LC[:, begin_next:end_next]).repeat(2, 1, 1)
             laps.lap("quantizer")
-            begin, end = self.begin_ends[si]
-            yield ScaleStep(scale=si, pn=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn),
-                            embedding=emb_BCvhw, contribution=contribution_BCvHW, f_hat=f_hat_BCvHW,
-                            logits=logits_BlV, raw_logits=raw_logits_2BlV, begin=begin, end=end,
-                            total_tokens=self.L, attention=kv_cache.captured_attention(rows=B),
-                            timings=laps.take(), decoder=self.vqvae.decode_f_hat)
+            yield ScaleStep(scale=si, pn=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn), embedding=emb_BCvhw,
+                            contribution=contribution_BCvHW, f_hat=f_hat_BCvHW, logits=logits_BlV,
+                            raw_logits=raw_logits_2BlV, begin=self.begin_ends[si][0], end=self.begin_ends[si][1],
+                            total_tokens=self.L, attention=kv_cache.captured_attention(rows=B), timings=laps.seconds,
+                            decoder=self.vqvae.decode_f_hat)
 
     def generate(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
                  seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
