@@ -88,14 +88,14 @@ def test_notebook_structure(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_every_lesson_opens_with_its_picture(path):
-    """Right after the setup cell: "The lesson in one picture", a conceptual figure drawn by ``varlite.viz``
-    before any of the lesson's own code (issue 13 sec 5)."""
+    """Right after the setup cell: "The lesson in one picture", a conceptual figure drawn by
+    ``varlite.concept_figures`` before any of the lesson's own code."""
     cells = read(path).cells
     setup = next(i for i, c in enumerate(cells) if "setup" in tags(c))
     assert cells[setup + 1].cell_type == "markdown"
     assert cells[setup + 1].source.startswith("### The lesson in one picture")
     first_code = next(c for c in cells[setup + 2:] if c.cell_type == "code")
-    assert "viz." in first_code.source
+    assert "concept_figures." in first_code.source
 
 
 def solution_function(spec: str):

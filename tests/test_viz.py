@@ -1,5 +1,5 @@
-"""Figures: each builder returns a Figure with the panels and labels it promises, shows the data it claims to show,
-and leaves no pyplot figure open."""
+"""Figures (varlite.viz and varlite.concept_figures): each builder returns a Figure with the panels and labels it
+promises, shows the data it claims to show, and leaves no pyplot figure open."""
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,7 +9,7 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from varlite import complexity, viz  # noqa: E402
+from varlite import complexity, concept_figures, viz  # noqa: E402
 from varlite.core.configs import OFFICIAL_PATCH_NUMS, get_preset  # noqa: E402
 
 
@@ -178,7 +178,7 @@ def box_texts(fig: Figure) -> dict:
 def test_quantization_concept_figure_colours_the_plane_by_nearest_code():
     vectors = torch.tensor([[0.0, 0.0], [2.0, 2.1], [-1.0, 0.2]])
     codebook = torch.tensor([[0.1, 0.0], [2.0, 2.0], [-3.0, -3.0]])
-    fig = viz.quantization_concept_figure(vectors, codebook)
+    fig = concept_figures.quantization_concept_figure(vectors, codebook)
     ax = panels(fig)[0]
     regions = ax.images[0].get_array()
     assert regions.shape == (200, 200) and set(np.unique(regions)) <= {0, 1, 2}
@@ -187,11 +187,11 @@ def test_quantization_concept_figure_colours_the_plane_by_nearest_code():
     np.testing.assert_allclose([np.asarray(s.get_xydata())[1] for s in segments], [[0.1, 0.0], [2.0, 2.0], [0.1, 0.0]],
                                rtol=1e-6)
     with pytest.raises(ValueError, match="2-D, to draw"):
-        viz.quantization_concept_figure(torch.zeros(3, 4), codebook)
+        concept_figures.quantization_concept_figure(torch.zeros(3, 4), codebook)
 
 
 def test_pyramid_concept_figure_draws_each_token_map_and_the_area_it_covers():
-    fig = viz.pyramid_concept_figure((1, 2, 4))
+    fig = concept_figures.pyramid_concept_figure((1, 2, 4))
     axes = panels(fig)
     assert len(axes) == 6 and [ax.get_title() for ax in axes[:3]] == ["r_1: 1x1", "r_2: 2x2", "r_3: 4x4"]
     assert [ax.images[0].get_array().shape for ax in axes] == [(1, 1), (2, 2), (4, 4), (4, 4), (4, 4), (4, 4)]
@@ -201,7 +201,7 @@ def test_pyramid_concept_figure_draws_each_token_map_and_the_area_it_covers():
 
 
 def test_generation_order_figure_raster_steps_and_scale_steps():
-    fig = viz.generation_order_figure((1, 2, 3))
+    fig = concept_figures.generation_order_figure((1, 2, 3))
     axes = panels(fig)
     assert len(axes) == 4
     np.testing.assert_array_equal(axes[0].images[0].get_array(), np.arange(1, 10).reshape(3, 3))
@@ -212,14 +212,14 @@ def test_generation_order_figure_raster_steps_and_scale_steps():
 
 
 def test_adaln_block_figure_wires_the_six_modulations():
-    boxes, arrows = box_texts(viz.adaln_block_figure())
+    boxes, arrows = box_texts(concept_figures.adaln_block_figure())
     assert "exp(s_h)" in boxes["attn"] and "6C" in boxes["ada"]
     assert {"six->mod1", "six->gate1", "six->ln2", "six->gate2", "class->ada", "x->ln1"} <= arrows
 
 
 def test_cfg_ramp_figure_plots_the_samplers_guidance_scale():
     from varlite.core.sampling import cfg_strength
-    fig = viz.cfg_ramp_figure(10, cfgs=(1.5, 4.0))
+    fig = concept_figures.cfg_ramp_figure(10, cfgs=(1.5, 4.0))
     ax = panels(fig)[0]
     ramp = ax.lines[0].get_ydata()
     np.testing.assert_allclose(ramp, [1 + cfg_strength(1.5, si, 10) for si in range(10)])
@@ -228,19 +228,19 @@ def test_cfg_ramp_figure_plots_the_samplers_guidance_scale():
 
 
 def test_training_stages_and_pipeline_and_capstone_diagrams():
-    boxes, arrows = box_texts(viz.training_stages_figure())
+    boxes, arrows = box_texts(concept_figures.training_stages_figure())
     assert "vq loss" in boxes["loss1"] and "OWN samples" in boxes["own"] and {"own->var", "tokens->input"} <= arrows
     d16 = get_preset("d16")
-    boxes, _ = box_texts(viz.official_pipeline_figure(d16.vqvae, d16.var))
+    boxes, _ = box_texts(concept_figures.official_pipeline_figure(d16.vqvae, d16.var))
     assert "L = 680 tokens" in boxes["tok"] and "C = 1024, 16 heads" in boxes["var"] and "16x16x32" in boxes["f"]
-    boxes, arrows = box_texts(viz.capstone_map_figure())
-    assert sorted(boxes) == sorted(viz.CAPSTONE_PIECES) and boxes["generate"] == "12. generate"
+    boxes, arrows = box_texts(concept_figures.capstone_map_figure())
+    assert sorted(boxes) == sorted(concept_figures.CAPSTONE_PIECES) and boxes["generate"] == "12. generate"
     assert len(arrows) == 12
 
 
 def test_exposure_bias_figure_blanks_scales_that_do_not_depend_on_the_sampled_one():
     rise = torch.arange(12, dtype=torch.float32).view(3, 4) / 10
-    fig = viz.exposure_bias_figure(rise, torch.tensor([0.5, 0.25, 1.0]))
+    fig = concept_figures.exposure_bias_figure(rise, torch.tensor([0.5, 0.25, 1.0]))
     ax = panels(fig)[0]
     shown = np.asarray(ax.images[0].get_array().filled(np.nan), dtype=float)
     assert shown.shape == (3, 4)
@@ -252,7 +252,7 @@ def test_exposure_bias_figure_blanks_scales_that_do_not_depend_on_the_sampled_on
 def test_keep_masks_figure_shows_the_editing_masks():
     from varlite import editing
     keeps = editing.scale_keep_masks(editing.box_mask(4, 0.0, 0.0, 0.5, 0.5), (1, 2, 4))
-    fig = viz.keep_masks_figure(keeps)
+    fig = concept_figures.keep_masks_figure(keeps)
     axes = panels(fig)
     for ax, keep in zip(axes, keeps):
         np.testing.assert_array_equal(ax.images[0].get_array(), keep[0].float().numpy())
@@ -260,7 +260,7 @@ def test_keep_masks_figure_shows_the_editing_masks():
 
 
 def test_scale_cost_figure_counts_tokens_and_cached_pairs():
-    fig = viz.scale_cost_figure((1, 2, 3))
+    fig = concept_figures.scale_cost_figure((1, 2, 3))
     tokens_ax, pairs_ax = panels(fig)
     assert [p.get_height() for p in tokens_ax.patches] == [1, 4, 9]
     assert [p.get_height() for p in pairs_ax.patches] == [1 * 1, 4 * 5, 9 * 14]
@@ -268,9 +268,9 @@ def test_scale_cost_figure_counts_tokens_and_cached_pairs():
 
 
 def test_independence_figure_compares_joint_and_product_of_marginals():
-    fig = viz.independence_figure([[0.5, 0.0], [0.0, 0.5]])
+    fig = concept_figures.independence_figure([[0.5, 0.0], [0.0, 0.5]])
     joint_ax, product_ax = panels(fig)
     np.testing.assert_allclose(product_ax.images[0].get_array(), np.full((2, 2), 0.25))
     assert joint_ax.get_title().endswith("P(a != b) = 0.00") and product_ax.get_title().endswith("P(a != b) = 0.50")
     with pytest.raises(ValueError, match="joint distribution"):
-        viz.independence_figure([[0.5, 0.5], [0.5, 0.5]])
+        concept_figures.independence_figure([[0.5, 0.5], [0.5, 0.5]])
