@@ -139,7 +139,8 @@ def top_k_top_p(logits_BlV, top_k, top_p):
 
 
 def generate(labels_B, W, config, cfg, top_k, top_p, seed):
-    """Algorithm 2 with a KV cache: (token maps (B, l) per scale, raw logits (2B, l, V) per scale, final f_hat)."""
+    """Next-scale sampling with a KV cache: (token maps (B, l) per scale, raw logits (2B, l, V) per scale, final
+    f_hat)."""
     patch_nums, K, V = config["patch_nums"], len(config["patch_nums"]), config["vocab_size"]
     B, H = labels_B.shape[0], patch_nums[-1]
     generator = torch.Generator().manual_seed(seed)

@@ -406,9 +406,9 @@ _HINTS = {
         "B = len // 2; t = cfg * si / (K - 1) (0 if K == 1); (1 + t) cond - t uncond.",
         "t = cfg * si / (K - 1) if K > 1 else 0.0; return (1 + t) * x[:B] - t * x[B:]"),
     "generate": (
-        "Algorithm 2 with a KV cache: the class token first; at every scale run the blocks on this scale's tokens "
-        "only (the cache holds the rest), guide, filter, sample, add the contribution to f_hat, and build the next "
-        "scale's input from f_hat.",
+        "Next-scale sampling with a KV cache: the class token first; at every scale run the blocks on this scale's "
+        "tokens only (the cache holds the rest), guide, filter, sample, add the contribution to f_hat, and build the "
+        "next scale's input from f_hat.",
         "labels_2B = cat(labels, full(num_classes)); cond = class_emb[labels_2B]; x = cond + pos_start + lvl_pos[:1]; "
         "cache = {}; per scale: blocks(x, cond, W, i, None, cache) -> logits_head -> raw; guided_logits; "
         "top_k_top_p; multinomial(softmax.view(-1, V), 1, replacement=True, generator=Generator().manual_seed(seed)); "
