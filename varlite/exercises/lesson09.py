@@ -18,7 +18,8 @@ exercise("var_param_count", "9.1",
          approach="Per block with width C: attention qkv (3C^2, no key bias) + q and v biases (2C) + one logit scale "
                   "per head + the output projection (C^2 + C); FFN C -> 4C -> C with biases; AdaLN Linear C -> 6C. "
                   "Then the class embedding (classes + 1 rows), position (L rows) and level (K rows) embeddings, "
-                  "pos_start, the word embedding Cv -> C (no bias), the head's AdaLN (C -> 2C) and the head (C -> V).",
+                  "pos_start, the word embedding Cv -> C (a Linear with bias), the head's AdaLN (C -> 2C) and the head "
+                  "(C -> V).",
          code="per block 4C^2 + 3C + H (attention) + 8C^2 + 5C (FFN) + 6C^2 + 6C (AdaLN); embeddings C + L C + Cv C + C "
               "+ (classes + 1) C + K C; head 2C^2 + 2C + C V + V",
          shortcuts=[Shortcut(VAR, "__init__")])
