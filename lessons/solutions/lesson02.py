@@ -9,10 +9,10 @@ def residual_quantize(f_BCvHW, quantizer):
     rest = f_BCvHW.clone()
     token_maps = []
     for si, pn in enumerate(quantizer.patch_nums):
-        z_BCvhw = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), mode="area")
-        idx_Bl = quantizer.nearest_code(z_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn * pn)
-        h_BCvhw = quantizer.lookup(idx_Bl, pn)
-        rest = rest - quantizer.upsample_and_phi(h_BCvhw, si)     # what scale si explained leaves the rest
+        target_BCvhw = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), mode="area")
+        idx_Bl = quantizer.nearest_code(target_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn * pn)
+        z_BCvhw = quantizer.lookup(idx_Bl, pn)                  # e[r_k], the paper's z_k
+        rest = rest - quantizer.upsample_and_phi(z_BCvhw, si)     # what scale si explained leaves the rest
         token_maps.append(idx_Bl)
     return token_maps
 
@@ -22,8 +22,8 @@ def f_hat_from_tokens(token_maps, quantizer):
     H = quantizer.patch_nums[-1]
     f_hat, f_hats = 0, []
     for si, (idx_Bl, pn) in enumerate(zip(token_maps, quantizer.patch_nums)):
-        h_BCvhw = quantizer.lookup(idx_Bl, pn)
-        up_BCvHW = h_BCvhw if pn == H else F.interpolate(h_BCvhw, size=(H, H), mode="bicubic")
+        z_BCvhw = quantizer.lookup(idx_Bl, pn)                  # e[r_k], the paper's z_k
+        up_BCvHW = z_BCvhw if pn == H else F.interpolate(z_BCvhw, size=(H, H), mode="bicubic")
         f_hat = f_hat + quantizer.phi(up_BCvHW, si)           # this scale's contribution
         f_hats.append(f_hat)
     return f_hats

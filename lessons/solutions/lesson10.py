@@ -36,8 +36,9 @@ def encode_tokens(f_BCvHW, W, patch_nums):
     B, Cv, H, _ = f_BCvHW.shape
     rest, token_maps = f_BCvHW.clone(), []
     for si, pn in enumerate(patch_nums):
-        z_BCvhw = rest if pn == H else F.interpolate(rest, size=(pn, pn), mode="area")
-        idx_Bl = nearest_code(z_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv), W["quantize.embedding.weight"]).view(B, -1)
+        target_BCvhw = rest if pn == H else F.interpolate(rest, size=(pn, pn), mode="area")
+        idx_Bl = nearest_code(target_BCvhw.permute(0, 2, 3, 1).reshape(-1, Cv),
+                              W["quantize.embedding.weight"]).view(B, -1)
         rest = rest - _contribution(idx_Bl, si, W, patch_nums)
         token_maps.append(idx_Bl)
     return token_maps

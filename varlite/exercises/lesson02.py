@@ -22,8 +22,9 @@ exercise("residual_quantize", "2.1",
          approach="Keep a running rest (start: f). For each scale: area-downsample the rest to pn x pn (not the last "
                   "scale), nearest code per position (quantizer.nearest_code on (B*pn*pn, Cv) rows), look the codes "
                   "up (quantizer.lookup), upsample + phi (quantizer.upsample_and_phi) and subtract that from the rest.",
-         code="for si, pn in enumerate(q.patch_nums): z = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), "
-              "mode='area'); idx = q.nearest_code(z.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn * pn); "
+         code="for si, pn in enumerate(q.patch_nums): target = rest if si == K - 1 else F.interpolate(rest, "
+              "size=(pn, pn), mode='area'); idx = q.nearest_code(target.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, "
+              "pn * pn); "
               "rest = rest - q.upsample_and_phi(q.lookup(idx, pn), si); maps.append(idx)",
          shortcuts=_ENCODERS)
 exercise("f_hat_from_tokens", "2.2",
@@ -52,10 +53,10 @@ def _rq_variant(f, q, *, subtract=True, phi_in_residual=True, down="area"):
     rest, out, K = f.clone(), [], len(q.patch_nums)
     with torch.no_grad():
         for si, pn in enumerate(q.patch_nums):
-            z = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), mode=down)
-            idx = q.nearest_code(z.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn * pn)
-            h = q.lookup(idx, pn)
-            up = h if si == K - 1 else F.interpolate(h, size=(H, H), mode="bicubic")
+            target = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), mode=down)
+            idx = q.nearest_code(target.permute(0, 2, 3, 1).reshape(-1, Cv)).view(B, pn * pn)
+            z = q.lookup(idx, pn)                      # e[r_k], the paper's z_k
+            up = z if si == K - 1 else F.interpolate(z, size=(H, H), mode="bicubic")
             contribution = q.phi(up, si) if phi_in_residual else up
             if subtract:
                 rest = rest - contribution

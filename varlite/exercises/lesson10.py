@@ -122,8 +122,8 @@ def _run_nearest_code(fn, ref):
     with torch.no_grad():
         steps = list(ref.vqvae.quantize.residual_steps(ref.arrays["f_encoded"]))
     for si, (step, official) in enumerate(zip(steps, _scales(ref, "idxBl"))):
-        z_NCv = step.target.permute(0, 2, 3, 1).reshape(-1, ref.config["Cv"])
-        got = fn(z_NCv.clone(), ref.W["quantize.embedding.weight"].clone())
+        target_NCv = step.target.permute(0, 2, 3, 1).reshape(-1, ref.config["Cv"])
+        got = fn(target_NCv.clone(), ref.W["quantize.embedding.weight"].clone())
         if isinstance(got, torch.Tensor) and got.numel() == official.numel():
             got = got.reshape(official.shape)           # (N,) -> (B, l)
         _compare_tensor(got, official, f"the tokens of scale {si + 1}", names=("b", "token"))
@@ -363,9 +363,10 @@ _HINTS = {
         "contribution from the rest.",
         "rest = f; per scale: area-down (not the last), your nearest_code against W['quantize.embedding.weight'], "
         "look the codes up, bicubic up (not the last), your phi_of_scale, subtract from rest.",
-        "z = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), mode='area'); idx = nearest_code(z.permute(0, "
-        "2, 3, 1).reshape(-1, Cv), E).view(B, -1); h = E[idx].transpose(1, 2).reshape(B, Cv, pn, pn); up = h if "
-        "si == K - 1 else F.interpolate(h, size=(H, H), mode='bicubic'); rest = rest - phi_of_scale(up, si, K, W)"),
+        "target = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), mode='area'); idx = "
+        "nearest_code(target.permute(0, 2, 3, 1).reshape(-1, Cv), E).view(B, -1); z = E[idx].transpose(1, "
+        "2).reshape(B, Cv, pn, pn); up = z if si == K - 1 else F.interpolate(z, size=(H, H), mode='bicubic'); "
+        "rest = rest - phi_of_scale(up, si, K, W)"),
     "var_input": (
         "Exercise 3.1 on the official weights: the input of scale k+1 is f_hat after scales 1..k, seen at the next "
         "side.",
