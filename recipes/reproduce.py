@@ -49,6 +49,7 @@ from varlite.core.configs import get_preset
 from varlite.train.classifier import ClassifierTrainConfig, ClassifierTrainer, accuracy, consistency_of, load_classifier
 from varlite.train.evaluate import frechet_report
 from varlite.train.loop import LoopConfig, Trainer, config_dict, load_checked
+from varlite.train.metric_log import read_metrics
 from varlite.train.metrics import psnr
 from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, evaluate_tokenizer, images_at
 from varlite.core.var import VAR
@@ -102,22 +103,22 @@ class ReproTokenizerTrainer(CpuClock, TokenizerTrainer):
     """The built-in shapes tokenizer's trainer, with the scales and the quantizer as settings."""
     kind = "reproduce-tokenizer"
 
-    def __init__(self, cfg: ReproTokenizerConfig):
-        Trainer.__init__(self, cfg)
+    def __init__(self, config: ReproTokenizerConfig):
+        Trainer.__init__(self, config)
         self.start_clock()
-        self.vq_config = dataclasses.replace(SHAPES.vqvae, patch_nums=tuple(cfg.patch_nums))
-        self.train_set = load_checked(cfg.dataset, "train", None, self.vq_config.image_size)
-        self.val_set = load_checked(cfg.dataset, "test", None, self.vq_config.image_size)
-        torch.manual_seed(cfg.seed)
-        self.model = independent_vqvae(self.vq_config) if cfg.quantizer == "independent" else VQVAE(self.vq_config)
+        self.vq_config = dataclasses.replace(SHAPES.vqvae, patch_nums=tuple(config.patch_nums))
+        self.train_set = load_checked(config.dataset, "train", None, self.vq_config.image_size)
+        self.val_set = load_checked(config.dataset, "test", None, self.vq_config.image_size)
+        torch.manual_seed(config.seed)
+        self.model = independent_vqvae(self.vq_config) if config.quantizer == "independent" else VQVAE(self.vq_config)
         self.train_module = self.model
         self.optimizer = self.make_optimizer(self.model)
         self.num_items = len(self.train_set)
-        self.last_hit_V = torch.full((self.vq_config.vocab_size,), -cfg.dead_after, dtype=torch.long)
+        self.last_hit_V = torch.full((self.vq_config.vocab_size,), -config.dead_after, dtype=torch.long)
         self.codes_restarted = 0
 
     def checkpoint_configs(self):
-        return {"train": config_dict(self.cfg), "vqvae": self.vq_config.__dict__.copy()}
+        return {"train": config_dict(self.config), "vqvae": self.vq_config.__dict__.copy()}
 
     def extra_state(self):
         return {**super().extra_state(), "cpu_seconds": self.cpu_seconds()}
@@ -201,27 +202,27 @@ class ReproTransformerTrainer(CpuClock, Trainer):
     kind = "reproduce-transformer"
     label = "reproduce"
 
-    def __init__(self, cfg: ReproTransformerConfig, vqvae: VQVAE, maps: dict):
-        super().__init__(cfg)
+    def __init__(self, config: ReproTransformerConfig, vqvae: VQVAE, maps: dict):
+        super().__init__(config)
         self.start_clock()
         self.maps = maps
-        torch.manual_seed(cfg.seed)
-        self.model = build_transformer(cfg, vqvae)
+        torch.manual_seed(config.seed)
+        self.model = build_transformer(config, vqvae)
         self.train_module = self.model
         self.optimizer = self.make_optimizer(self.model)
         self.num_items = len(maps["train"])
 
     def loss(self, labels_B, idx_BL, label_smoothing):
-        fn = var_loss if self.cfg.model == "var" else ar_loss
+        fn = var_loss if self.config.model == "var" else ar_loss
         return fn(self.model, labels_B, idx_BL, label_smoothing)
 
     def compute_loss(self, idx_b, step):
-        loss = self.loss(self.maps["train_labels"][idx_b], self.maps["train"][idx_b].long(), self.cfg.label_smoothing)
+        loss = self.loss(self.maps["train_labels"][idx_b], self.maps["train"][idx_b].long(), self.config.label_smoothing)
         return loss, {"loss": loss.item()}
 
     @torch.no_grad()
     def evaluate(self):
-        return {"val_loss": validation_loss(self.model, self.cfg.model, self.maps),
+        return {"val_loss": validation_loss(self.model, self.config.model, self.maps),
                 "cpu_seconds": round(self.cpu_seconds(), 1)}
 
     def extra_state(self):
@@ -231,10 +232,10 @@ class ReproTransformerTrainer(CpuClock, Trainer):
         self.cpu_seconds_before = state["cpu_seconds"]
 
 
-def build_transformer(cfg: ReproTransformerConfig, vqvae: VQVAE):
-    var_config = dataclasses.replace(SHAPES.var, depth=cfg.depth, embed_dim=cfg.width, num_heads=cfg.heads,
+def build_transformer(config: ReproTransformerConfig, vqvae: VQVAE):
+    var_config = dataclasses.replace(SHAPES.var, depth=config.depth, embed_dim=config.width, num_heads=config.heads,
                                      patch_nums=tuple(vqvae.patch_nums))
-    model = VAR(var_config, vqvae) if cfg.model == "var" else RasterAR(var_config, vqvae)
+    model = VAR(var_config, vqvae) if config.model == "var" else RasterAR(var_config, vqvae)
     model.init_weights()
     return model
 
@@ -261,14 +262,13 @@ def transformer_recipe(run_dir: Path, model: str, tokens: str, depth: int, steps
 
 def learning_curve(run_dir: Path) -> dict:
     """The run's logged rows: training loss (means over 10 steps) and validation loss with the CPU seconds so far."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    return {"train": [[r["step"], r["loss"]] for r in rows if r["split"] == "train"],
-            "val": [[r["step"], r["val_loss"], r["cpu_seconds"]] for r in rows if r["split"] == "val"]}
+    return {"train": [[r["step"], r["loss"]] for r in read_metrics(run_dir, "train")],
+            "val": [[r["step"], r["val_loss"], r["cpu_seconds"]] for r in read_metrics(run_dir, "val")]}
 
 
-def load_trained(run_dir: Path, cfg: ReproTransformerConfig, vqvae: VQVAE):
+def load_trained(run_dir: Path, config: ReproTransformerConfig, vqvae: VQVAE):
     ckpt = torch.load(run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
-    model = build_transformer(cfg, vqvae)
+    model = build_transformer(config, vqvae)
     model.load_state_dict(ckpt["model"])
     return model.eval()
 
@@ -332,12 +332,12 @@ class Reproduction:
 
     # -- judge
     def judge(self) -> dict:
-        cfg = ClassifierTrainConfig(run_dir=str(self.runs / "judge"), dataset="shapes", steps=self.budget.judge_steps,
+        config = ClassifierTrainConfig(run_dir=str(self.runs / "judge"), dataset="shapes", steps=self.budget.judge_steps,
                                     batch_size=64,
                                     warmup_steps=30, eval_every=0, ckpt_every=100, threads=self.threads,
                                     progress=False)
         cpu0 = time.process_time()
-        finished_or_exit(ClassifierTrainer(cfg).run())
+        finished_or_exit(ClassifierTrainer(config).run())
         judge, _ = load_classifier(self.runs / "judge")
         return {"test_accuracy": accuracy(judge, self.test_set), "train_cpu_s": round(time.process_time() - cpu0, 1)}
 
@@ -370,10 +370,10 @@ class Reproduction:
     def transformer(self, stage: str, model: str, tokens: str, depth: int, steps: int, extra: dict | None = None) -> dict:
         vqvae = self.vqvae_of(tokens)
         maps = token_maps(vqvae, tokens, self.runs, self.budget.train_images)
-        cfg = transformer_recipe(self.runs / stage, model, tokens, depth, steps, self.threads)
-        trainer = ReproTransformerTrainer(cfg, vqvae, maps)
+        config = transformer_recipe(self.runs / stage, model, tokens, depth, steps, self.threads)
+        trainer = ReproTransformerTrainer(config, vqvae, maps)
         finished_or_exit(trainer.run())
-        net = load_trained(self.runs / stage, cfg, vqvae)
+        net = load_trained(self.runs / stage, config, vqvae)
         result = {"steps": steps, "train_cpu_s": round(trainer.cpu_seconds(), 1),
                   "curve": learning_curve(self.runs / stage), **(extra or {})}
         if model == "ar":           # ships with its tokenizer (float16, ~4.5 MB), for lesson 12's live timing
@@ -413,12 +413,12 @@ class Reproduction:
     def ar_steps(self) -> dict:
         """Equal CPU budget: time a few training steps of both claim-1 models side by side (interleaved, same
         batch size, fresh weights) and scale ``steps`` by the ratio of their per-step CPU times."""
-        var_cfg = transformer_recipe(self.runs / "unused", "var", "residual", 4, 1, self.threads)
-        ar_cfg = transformer_recipe(self.runs / "unused", "ar", "single", 4, 1, self.threads)
+        var_recipe = transformer_recipe(self.runs / "unused", "var", "residual", 4, 1, self.threads)
+        ar_recipe = transformer_recipe(self.runs / "unused", "ar", "single", 4, 1, self.threads)
         var_maps = token_maps(self.vqvae_of("residual"), "residual", self.runs, self.budget.train_images)
         ar_maps = token_maps(self.vqvae_of("single"), "single", self.runs, self.budget.train_images)
-        models = {"var": (build_transformer(var_cfg, self.vqvae_of("residual")), var_maps),
-                  "ar": (build_transformer(ar_cfg, self.vqvae_of("single")), ar_maps)}
+        models = {"var": (build_transformer(var_recipe, self.vqvae_of("residual")), var_maps),
+                  "ar": (build_transformer(ar_recipe, self.vqvae_of("single")), ar_maps)}
         cpu = {"var": 0.0, "ar": 0.0}
         for round_ in range(6):
             for kind, (net, maps) in models.items():

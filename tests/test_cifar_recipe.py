@@ -18,7 +18,7 @@ from varlite.train.transformer import TokenCache, VarTrainer
 from varlite.core.var import VAR
 from varlite.core.vqvae import VQVAE
 
-from .test_train import folder, micro_preset_one_thread, tok_cfg, tokenizer_run, var_cfg  # noqa: F401 (fixtures)
+from .test_train import folder, micro_preset_one_thread, tok_config, tokenizer_run, var_config  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize("name", sorted(CIFAR10_CANDIDATES))
@@ -63,9 +63,9 @@ def test_token_cache_encodes_in_float32_inside_a_bf16_autocast(folder, tokenizer
 
 
 def test_bf16_smoke_runs_of_both_stages_and_the_judge(folder, tmp_path):
-    tok = TokenizerTrainer(tok_cfg(tmp_path / "tok", folder, steps=2, precision="bf16")).run()
+    tok = TokenizerTrainer(tok_config(tmp_path / "tok", folder, steps=2, precision="bf16")).run()
     assert tok.finished and np.isfinite(tok.metrics["psnr"])
-    var = VarTrainer(var_cfg(tmp_path / "var", folder, tmp_path / "tok", steps=2, precision="bf16", hflip=True)).run()
+    var = VarTrainer(var_config(tmp_path / "var", folder, tmp_path / "tok", steps=2, precision="bf16", hflip=True)).run()
     assert var.finished and np.isfinite(var.metrics["val_loss"])
     cache = torch.load(tmp_path / "var" / "tokens_train.pt", weights_only=True)["idx_NL"]
     assert cache.shape == (80, 21) and int((cache[:, 0] >= 0).sum()) == 16        # 2 steps x 8 rows, some flipped
@@ -74,14 +74,14 @@ def test_bf16_smoke_runs_of_both_stages_and_the_judge(folder, tmp_path):
         batch_size=8, hflip=True, translate=2, label_smoothing=0.1, precision="bf16", progress=False, warmup_steps=1,
         eval_images=10)).run()
     assert 0 <= judge.metrics["test_acc"] <= 1
-    model, cfg = load_classifier(tmp_path / "judge")
-    assert isinstance(model, DeepCNN) and cfg["arch"] == "deep"
+    model, config = load_classifier(tmp_path / "judge")
+    assert isinstance(model, DeepCNN) and config["arch"] == "deep"
     assert model.features(torch.zeros(3, 3, 32, 32)).shape == (3, 32)
 
 
 def test_precision_must_be_fp32_or_bf16(folder, tmp_path):
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16', got 'fp16'"):
-        tok_cfg(tmp_path, folder, precision="fp16")
+        tok_config(tmp_path, folder, precision="fp16")
 
 
 def test_translate_shifts_each_image_by_at_most_the_given_pixels():
@@ -97,22 +97,22 @@ def test_translate_shifts_each_image_by_at_most_the_given_pixels():
 def test_init_from_a_builtin_continues_the_shipped_model(name, folder, tmp_path):
     from varlite.train.transformer import VarTrainConfig
     data = {"dataset": "shapes"} if name == "shapes" else {"dataset": "folder", "data_root": str(folder)}
-    cfg = dict(run_dir=str(tmp_path / "run"), preset=name, tokenizer=f"builtin:{name}", steps=2, batch_size=8,
-               eval_every=0, sample_every=0, ckpt_every=2, eval_images=40, progress=False, warmup_steps=1, lr=1e-5,
-               init_from=f"builtin:{name}", **data)
-    trainer = VarTrainer(VarTrainConfig(**cfg))
+    config = dict(run_dir=str(tmp_path / "run"), preset=name, tokenizer=f"builtin:{name}", steps=2, batch_size=8,
+                  eval_every=0, sample_every=0, ckpt_every=2, eval_images=40, progress=False, warmup_steps=1,
+                  lr=1e-5, init_from=f"builtin:{name}", **data)
+    trainer = VarTrainer(VarTrainConfig(**config))
     _, shipped = load_builtin(name)
     assert all(torch.equal(a, b) for a, b in zip(trainer.model.state_dict().values(), shipped.state_dict().values()))
     continued = trainer.run().metrics["val_loss"]
-    fresh = VarTrainer(VarTrainConfig(**{**cfg, "run_dir": str(tmp_path / "fresh"), "init_from": ""})).run()
+    fresh = VarTrainer(VarTrainConfig(**{**config, "run_dir": str(tmp_path / "fresh"), "init_from": ""})).run()
     assert continued < fresh.metrics["val_loss"] - 0.5      # the shipped model predicts far better than a new one
 
 
 def test_init_from_needs_the_same_preset_and_tokenizer(folder, tokenizer_run, tmp_path):
     with pytest.raises(CheckpointError, match="its configs differ from preset 'test-micro'"):
-        VarTrainer(var_cfg(tmp_path / "a", folder, tokenizer_run, init_from="builtin:shapes"))
+        VarTrainer(var_config(tmp_path / "a", folder, tokenizer_run, init_from="builtin:shapes"))
     with pytest.raises(CheckpointError, match="has a different VQVAE config than preset 'test-micro'"):
-        VarTrainer(var_cfg(tmp_path / "b", folder, "builtin:shapes"))
+        VarTrainer(var_config(tmp_path / "b", folder, "builtin:shapes"))
 
 
 def test_frechet_distance_matches_scipy_and_is_zero_for_one_set():

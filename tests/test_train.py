@@ -1,7 +1,6 @@
 """Training stack: tiny runs of every path, exact resume, checkpoint / dataset / input errors, data parallel."""
 from __future__ import annotations
 
-import csv
 import json
 import os
 import signal
@@ -21,9 +20,11 @@ from varlite.train import cli as train_cli
 from varlite.safe_io import CheckpointError
 from varlite.train.checkpoint import load_checkpoint, save_checkpoint
 from varlite.train.classifier import ClassifierTrainConfig, ClassifierTrainer, load_classifier
-from varlite.train.loop import DataOrder, MetricLog, Progress, lr_at
-from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, load_tokenizer
-from varlite.train.transformer import TokenCache, VarTrainConfig, VarTrainer, load_var_run
+from varlite.train.loop import DataOrder, lr_at
+from varlite.train.metric_log import MetricLog, read_metrics
+from varlite.train.progress import Progress
+from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, evaluate_tokenizer, load_tokenizer
+from varlite.train.transformer import TokenCache, VarTrainConfig, VarTrainer, evaluate_var, load_var_run
 from varlite.core.vqvae import VQVAE
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -65,14 +66,14 @@ def folder(tmp_path_factory):
     return make_folder(tmp_path_factory.mktemp("data"))
 
 
-def tok_cfg(run_dir, folder, **kw):
+def tok_config(run_dir, folder, **kw):
     base = dict(run_dir=str(run_dir), preset="test-micro", dataset="folder", data_root=str(folder), steps=4,
                 batch_size=8, log_every=1, eval_every=2, sample_every=4, ckpt_every=2, eval_images=20,
                 restart_every=1, dead_after=2, progress=False, warmup_steps=2)
     return TokenizerTrainConfig(**{**base, **kw})
 
 
-def var_cfg(run_dir, folder, tokenizer, **kw):
+def var_config(run_dir, folder, tokenizer, **kw):
     base = dict(run_dir=str(run_dir), preset="test-micro", tokenizer=str(tokenizer), dataset="folder",
                 data_root=str(folder), steps=4, batch_size=8, log_every=1, eval_every=2, sample_every=4,
                 ckpt_every=2, eval_images=20, samples_per_class=1, progress=False, warmup_steps=2)
@@ -82,7 +83,7 @@ def var_cfg(run_dir, folder, tokenizer, **kw):
 @pytest.fixture(scope="module")
 def tokenizer_run(folder, tmp_path_factory):
     run = tmp_path_factory.mktemp("tok")
-    result = TokenizerTrainer(tok_cfg(run, folder)).run()
+    result = TokenizerTrainer(tok_config(run, folder)).run()
     assert result.finished
     return run
 
@@ -90,24 +91,18 @@ def tokenizer_run(folder, tmp_path_factory):
 @pytest.fixture(scope="module")
 def var_run(folder, tokenizer_run, tmp_path_factory):
     run = tmp_path_factory.mktemp("var")
-    assert VarTrainer(var_cfg(run, folder, tokenizer_run)).run().finished
+    assert VarTrainer(var_config(run, folder, tokenizer_run)).run().finished
     return run
-
-
-def read_csv(path):
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
 
 
 # ------------------------------------------------------------------------------------------------ tiny runs
 def test_tokenizer_run_writes_checkpoint_metrics_and_samples(tokenizer_run):
-    for name in ("checkpoint.pt", "config.json", "metrics.jsonl", "metrics_train.csv", "metrics_val.csv",
-                 "samples_000004.png"):
-        assert (tokenizer_run / name).is_file(), name
-    train = read_csv(tokenizer_run / "metrics_train.csv")
+    assert sorted(p.name for p in tokenizer_run.iterdir()) == ["checkpoint.pt", "config.json", "metrics.jsonl",
+                                                              "samples_000004.png"]
+    train = read_metrics(tokenizer_run, "train")
     assert [int(r["step"]) for r in train] == [1, 2, 3, 4]
     assert {"loss", "rec", "vq", "psnr", "lr", "grad_norm"} <= set(train[0])
-    val = read_csv(tokenizer_run / "metrics_val.csv")
+    val = read_metrics(tokenizer_run, "val")
     assert [int(r["step"]) for r in val] == [2, 4]
     assert {"psnr", "ssim", "usage_s1", "perplexity_s3"} <= set(val[0])
     ckpt = load_checkpoint(tokenizer_run / "checkpoint.pt", "tokenizer")
@@ -119,7 +114,7 @@ def test_tokenizer_run_writes_checkpoint_metrics_and_samples(tokenizer_run):
 
 def test_codebook_starts_from_data_and_dead_codes_are_restarted(folder, tmp_path):
     def changed_rows(restart_every, run):
-        trainer = TokenizerTrainer(tok_cfg(run, folder, steps=1, eval_every=0, sample_every=0,
+        trainer = TokenizerTrainer(tok_config(run, folder, steps=1, eval_every=0, sample_every=0,
                                            restart_every=restart_every))
         before = trainer.model.quantize.embedding.weight.detach().clone()
         trainer.run()
@@ -131,21 +126,21 @@ def test_codebook_starts_from_data_and_dead_codes_are_restarted(folder, tmp_path
 
 
 def test_optional_edge_loss_and_l1(folder, tmp_path):
-    TokenizerTrainer(tok_cfg(tmp_path, folder, steps=2, recon_loss="l1", edge_loss_weight=0.1,
+    TokenizerTrainer(tok_config(tmp_path, folder, steps=2, recon_loss="l1", edge_loss_weight=0.1,
                              eval_every=0, sample_every=0)).run()
-    row = read_csv(tmp_path / "metrics_train.csv")[-1]
-    assert float(row["edge"]) > 0
+    row = read_metrics(tmp_path, "train")[-1]
+    assert row["edge"] > 0
     with pytest.raises(ValueError, match="recon_loss must be"):
-        tok_cfg(tmp_path, folder, recon_loss="ssim")
+        tok_config(tmp_path, folder, recon_loss="ssim")
 
 
 def test_var_run_caches_tokens_and_logs_every_scale(var_run):
     cache = torch.load(var_run / "tokens_train.pt", weights_only=True)
     assert cache["idx_NL"].shape == (40, 21) and cache["idx_NL"].dtype == torch.int16
     assert int((cache["idx_NL"][:, 0] >= 0).sum()) == 32          # 4 steps of 8 images: each encoded once
-    train = read_csv(var_run / "metrics_train.csv")
+    train = read_metrics(var_run, "train")
     assert {"loss", "loss_last", "acc", "acc_last", "loss_s1", "acc_s3"} <= set(train[0])
-    val = read_csv(var_run / "metrics_val.csv")
+    val = read_metrics(var_run, "val")
     assert {"val_loss", "val_acc_last", "val_loss_s3"} <= set(val[0])
     assert (var_run / "samples_000004.png").is_file()
     var, configs = load_var_run(var_run)
@@ -169,10 +164,10 @@ def test_token_cache_encodes_once_and_starts_afresh_for_another_tokenizer(folder
 
 def test_classifier_run_and_class_consistency_via_evaluate(folder, var_run, tmp_path, capsys):
     cls_run = tmp_path / "cls"
-    cfg = ClassifierTrainConfig(run_dir=str(cls_run), dataset="folder", data_root=str(folder), steps=3, width=8,
-                                batch_size=8, progress=False, eval_every=0, sample_every=0, warmup_steps=1)
-    assert ClassifierTrainer(cfg).run().finished
-    assert "test_acc" in read_csv(cls_run / "metrics_val.csv")[0]
+    config = ClassifierTrainConfig(run_dir=str(cls_run), dataset="folder", data_root=str(folder), steps=3, width=8,
+                                   batch_size=8, progress=False, eval_every=0, sample_every=0, warmup_steps=1)
+    assert ClassifierTrainer(config).run().finished
+    assert "test_acc" in read_metrics(cls_run, "val")[0]
     load_classifier(cls_run)
     out = tmp_path / "m.json"
     cli.main(["evaluate", "--var", str(var_run), "--dataset", "folder", "--data-root", str(folder),
@@ -219,9 +214,9 @@ def weights_equal(a: dict, b: dict) -> bool:
 def test_resume_after_interrupt_equals_uninterrupted(kind, folder, tokenizer_run, tmp_path):
     def trainer(run):
         if kind == "tokenizer":
-            return TokenizerTrainer(tok_cfg(run, folder, steps=6, hflip=True, eval_every=0, sample_every=0,
+            return TokenizerTrainer(tok_config(run, folder, steps=6, hflip=True, eval_every=0, sample_every=0,
                                             ckpt_every=100))
-        return VarTrainer(var_cfg(run, folder, tokenizer_run, steps=6, eval_every=0, sample_every=0, ckpt_every=100))
+        return VarTrainer(var_config(run, folder, tokenizer_run, steps=6, eval_every=0, sample_every=0, ckpt_every=100))
 
     straight = trainer(tmp_path / "straight")
     assert straight.run().finished
@@ -232,8 +227,8 @@ def test_resume_after_interrupt_equals_uninterrupted(kind, folder, tokenizer_run
     assert load_checkpoint(tmp_path / "resumed" / "checkpoint.pt")["step"] == 3
     second = trainer(tmp_path / "resumed")
     assert second.run().finished
-    rows_a = read_csv(tmp_path / "straight" / "metrics_train.csv")
-    rows_b = read_csv(tmp_path / "resumed" / "metrics_train.csv")
+    rows_a = read_metrics(tmp_path / "straight", "train")
+    rows_b = read_metrics(tmp_path / "resumed", "train")
     assert rows_a == rows_b and len(rows_a) == 6
     assert weights_equal(straight.model.state_dict(), second.model.state_dict())
     a = load_checkpoint(tmp_path / "straight" / "checkpoint.pt")
@@ -242,11 +237,49 @@ def test_resume_after_interrupt_equals_uninterrupted(kind, folder, tokenizer_run
     assert torch.equal(a["rng"][0]["torch"], b["rng"][0]["torch"])
 
 
+def test_interrupt_returns_what_was_trained_with_its_metrics(folder, tokenizer_run, tmp_path):
+    """Ctrl-C before any evaluation was due (in a notebook: Kernel -> Interrupt, the same SIGINT) stops cleanly: the
+    result says interrupted, the checkpoint holds the weights after the steps done, and the result carries the
+    held-out metrics of exactly those weights (not logged: a resumed run must log what an uninterrupted one does)."""
+    tok = TokenizerTrainer(tok_config(tmp_path / "tok", folder, steps=6, eval_every=0, sample_every=0, ckpt_every=100))
+    InterruptAt(tok, 2)
+    result = tok.run()
+    assert (result.step, result.finished, result.interrupted) == (3, False, True)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler          # Ctrl-C works as before again
+    saved, _ = load_tokenizer(tmp_path / "tok")
+    assert result.metrics == evaluate_tokenizer(saved, tok.val_set, 20)
+    assert read_metrics(tmp_path / "tok", "val") == []
+
+    var = VarTrainer(var_config(tmp_path / "var", folder, tokenizer_run, steps=6, eval_every=0, sample_every=0,
+                                ckpt_every=100))
+    InterruptAt(var, 2)
+    result = var.run()
+    assert (result.step, result.interrupted) == (3, True)
+    saved, _ = load_var_run(tmp_path / "var")
+    assert result.metrics["val_loss"] == evaluate_var(saved, var.val_tokens.idx_NL[:20], var.val_tokens.labels_N[:20],
+                                                      0)["val_loss"]
+
+
+def test_a_second_ctrl_c_skips_the_evaluation_and_the_last_step_finishes(folder, tmp_path):
+    trainer = TokenizerTrainer(tok_config(tmp_path / "a", folder, steps=6, eval_every=0, sample_every=0))
+    InterruptAt(trainer, 2)
+
+    def pressed_again():
+        raise KeyboardInterrupt
+    trainer.evaluate = pressed_again
+    result = trainer.run()
+    assert (result.step, result.interrupted, result.metrics) == (3, True, {})
+    last = TokenizerTrainer(tok_config(tmp_path / "b", folder, steps=4, eval_every=0, sample_every=0))
+    InterruptAt(last, 3)                        # Ctrl-C during the last step: nothing is left to stop
+    result = last.run()
+    assert (result.step, result.finished, result.interrupted) == (4, True, False) and "psnr" in result.metrics
+
+
 def test_stop_at_then_continue_equals_one_run(folder, tmp_path):
-    TokenizerTrainer(tok_cfg(tmp_path / "a", folder, steps=4, eval_every=0, sample_every=0)).run()
-    first = TokenizerTrainer(tok_cfg(tmp_path / "b", folder, steps=4, stop_at=2, eval_every=0, sample_every=0)).run()
+    TokenizerTrainer(tok_config(tmp_path / "a", folder, steps=4, eval_every=0, sample_every=0)).run()
+    first = TokenizerTrainer(tok_config(tmp_path / "b", folder, steps=4, stop_at=2, eval_every=0, sample_every=0)).run()
     assert (first.finished, first.interrupted, first.step) == (False, False, 2)
-    TokenizerTrainer(tok_cfg(tmp_path / "b", folder, steps=4, eval_every=0, sample_every=0)).run()
+    TokenizerTrainer(tok_config(tmp_path / "b", folder, steps=4, eval_every=0, sample_every=0)).run()
     a, b = (load_checkpoint(tmp_path / r / "checkpoint.pt") for r in "ab")
     assert weights_equal(a["model"], b["model"]) and b["step"] == 4
 
@@ -255,7 +288,7 @@ def test_stop_at_then_continue_equals_one_run(folder, tmp_path):
 def test_corrupted_checkpoint_is_a_clear_error(folder, tmp_path):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="cannot be read"):
-        TokenizerTrainer(tok_cfg(tmp_path, folder)).run()
+        TokenizerTrainer(tok_config(tmp_path, folder)).run()
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nothing.pt")
     torch.save({"some": "dict"}, tmp_path / "other.pt")
@@ -275,9 +308,9 @@ def test_mismatched_checkpoint_names_the_difference(folder, tokenizer_run, tmp_p
     run.mkdir()
     (run / "checkpoint.pt").write_bytes((tokenizer_run / "checkpoint.pt").read_bytes())
     with pytest.raises(CheckpointError, match=r"lr: checkpoint 0.001 vs now 0.005"):
-        TokenizerTrainer(tok_cfg(run, folder, lr=5e-3)).run()
+        TokenizerTrainer(tok_config(run, folder, lr=5e-3)).run()
     with pytest.raises(CheckpointError, match="'tokenizer' checkpoint, but a 'var' checkpoint"):
-        VarTrainer(var_cfg(run, folder, tokenizer_run)).run()
+        VarTrainer(var_config(run, folder, tokenizer_run)).run()
     with pytest.raises(CheckpointError, match="'tokenizer' checkpoint, but a 'classifier'"):
         load_classifier(run)
 
@@ -301,25 +334,25 @@ def test_missing_and_corrupt_dataset_are_clear_errors(tmp_path):
 
 def test_wrong_image_size_for_the_preset(folder, tmp_path):
     with pytest.raises(ValueError, match=r"takes 64x64"):
-        TokenizerTrainer(tok_cfg(tmp_path, folder, preset="tiny"))
+        TokenizerTrainer(tok_config(tmp_path, folder, preset="tiny"))
 
 
 def test_labels_out_of_range_for_the_model(tokenizer_run, tmp_path):
     eleven = make_folder(tmp_path / "eleven", classes=11, train_per_class=1, test_per_class=1)
     with pytest.raises(ValueError, match=r"label 10, outside 0..9"):
-        VarTrainer(var_cfg(tmp_path / "run", eleven, tokenizer_run))
+        VarTrainer(var_config(tmp_path / "run", eleven, tokenizer_run))
 
 
 def test_var_needs_a_tokenizer_of_its_preset(folder, tmp_path):
     with pytest.raises(ValueError, match="needs --tokenizer"):
-        VarTrainer(var_cfg(tmp_path, folder, ""))
+        VarTrainer(var_config(tmp_path, folder, ""))
     with pytest.raises(CheckpointError, match="does not exist"):
-        VarTrainer(var_cfg(tmp_path, folder, tmp_path / "missing"))
+        VarTrainer(var_config(tmp_path, folder, tmp_path / "missing"))
 
 
 def test_batch_larger_than_the_dataset(folder, tmp_path):
     with pytest.raises(ValueError, match="fewer than one batch"):
-        TokenizerTrainer(tok_cfg(tmp_path, folder, batch_size=64)).run()
+        TokenizerTrainer(tok_config(tmp_path, folder, batch_size=64)).run()
 
 
 # ------------------------------------------------------------------------------------------------ plumbing
@@ -346,8 +379,8 @@ def test_metric_log_drops_rows_after_the_resumed_step(tmp_path):
     for s in (1, 2, 3):
         log.write("train", s, {"loss": 1.0 / s})
     MetricLog(tmp_path, resume_step=2)
-    assert [r["step"] for r in read_csv(tmp_path / "metrics_train.csv")] == ["1", "2"]
-    assert [json.loads(l)["step"] for l in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [1, 2]
+    assert [json.loads(line)["step"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 def test_progress_line_shows_rate_and_eta():

@@ -1,28 +1,22 @@
-"""The training log survives interruptions exactly (issue 14 items 10 and 11): the open logging window is part of
-the checkpoint, and a torn last line of the log files is dropped with a warning."""
+"""The training log (``metrics.jsonl``, the one metrics file of a run) survives interruptions exactly: the open
+logging window is part of the checkpoint, and a torn last line is dropped with a warning."""
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 
 from tests.test_train import InterruptAt, micro_preset_one_thread  # noqa: F401 (autouse fixture: micro preset, one thread)
 from varlite.train.checkpoint import load_checkpoint
-from varlite.train.loop import MetricLog
+from varlite.train.metric_log import MetricLog, read_metrics
 from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer
 
 
 def trainer(run_dir, **kw) -> TokenizerTrainer:
     """A micro tokenizer on the Shapes data, logging every 5 steps (the case of the issue)."""
-    cfg = dict(run_dir=str(run_dir), preset="test-micro", dataset="shapes", steps=20, batch_size=8, log_every=5,
-               eval_every=0, sample_every=0, ckpt_every=100, eval_images=8, progress=False, warmup_steps=2)
-    return TokenizerTrainer(TokenizerTrainConfig(**{**cfg, **kw}))
-
-
-def rows(path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    config = dict(run_dir=str(run_dir), preset="test-micro", dataset="shapes", steps=20, batch_size=8, log_every=5,
+                  eval_every=0, sample_every=0, ckpt_every=100, eval_images=8, progress=False, warmup_steps=2)
+    return TokenizerTrainer(TokenizerTrainConfig(**{**config, **kw}))
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +33,10 @@ def test_sigint_at_step_19_then_rerun_logs_the_same_step_20_row(straight_run, tm
     assert (result.step, result.interrupted) == (19, True)
     window = load_checkpoint(tmp_path / "checkpoint.pt")["log_window"]
     assert len(window) == 1 and window[0]["count"] == 4 and {"loss", "grad_norm"} <= set(window[0]["sums"])
-    assert [r["step"] for r in rows(tmp_path / "metrics_train.csv")] == ["5", "10", "15"]
+    assert [r["step"] for r in read_metrics(tmp_path)] == [5, 10, 15]
     assert trainer(tmp_path).run().finished
-    resumed, straight = rows(tmp_path / "metrics_train.csv"), rows(straight_run / "metrics_train.csv")
-    assert [r["step"] for r in straight] == ["5", "10", "15", "20"]
+    resumed, straight = read_metrics(tmp_path, "train"), read_metrics(straight_run, "train")
+    assert [r["step"] for r in straight] == [5, 10, 15, 20]
     assert resumed[-1] == straight[-1]              # the step-20 row: means over steps 16..20, 4 before the stop
     assert resumed == straight
     assert (tmp_path / "metrics.jsonl").read_text() == (straight_run / "metrics.jsonl").read_text()
@@ -50,16 +44,14 @@ def test_sigint_at_step_19_then_rerun_logs_the_same_step_20_row(straight_run, tm
 
 def test_a_torn_last_line_is_dropped_with_a_warning(straight_run, tmp_path):
     assert not trainer(tmp_path, stop_at=10).run().finished
-    with open(tmp_path / "metrics.jsonl", "a") as f:     # a write cut short by a power loss, in both files
+    with open(tmp_path / "metrics.jsonl", "a") as f:     # a write cut short by a power loss
         f.write('{"split": "train", "step": 1')
-    with open(tmp_path / "metrics_train.csv", "a") as f:
-        f.write("1")
     with pytest.warns(UserWarning, match="torn last line") as caught:
         assert trainer(tmp_path).run().finished
-    assert sorted(str(w.message).split(":")[0] for w in caught if "torn" in str(w.message)) == sorted(
-        [str(tmp_path / "metrics.jsonl"), str(tmp_path / "metrics_train.csv")])
-    assert rows(tmp_path / "metrics_train.csv") == rows(straight_run / "metrics_train.csv")
+    assert [str(w.message).split(":")[0] for w in caught if "torn" in str(w.message)] == [
+        str(tmp_path / "metrics.jsonl")]
     assert (tmp_path / "metrics.jsonl").read_text() == (straight_run / "metrics.jsonl").read_text()
+    assert not list(tmp_path.glob("*.csv"))             # one metrics file only
 
 
 def test_a_damaged_middle_line_is_a_clear_error(tmp_path):

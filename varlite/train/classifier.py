@@ -116,30 +116,30 @@ class ClassifierTrainer(Trainer):
     label = "train-classifier"
     bar_keys = ("loss", "acc")
 
-    def __init__(self, cfg: ClassifierTrainConfig, distributed=None):
-        super().__init__(cfg, distributed)
-        self.train_set = load_checked(cfg.dataset, "train", cfg.data_root, cfg.image_size, cfg.num_classes)
-        self.val_set = load_checked(cfg.dataset, "test", cfg.data_root, cfg.image_size, cfg.num_classes) \
+    def __init__(self, config: ClassifierTrainConfig, distributed=None):
+        super().__init__(config, distributed)
+        self.train_set = load_checked(config.dataset, "train", config.data_root, config.image_size, config.num_classes)
+        self.val_set = load_checked(config.dataset, "test", config.data_root, config.image_size, config.num_classes) \
             if self.dist.main else None
-        torch.manual_seed(cfg.seed)
-        self.model = build_classifier(cfg.arch, cfg.num_classes, cfg.width).to(self.device)
+        torch.manual_seed(config.seed)
+        self.model = build_classifier(config.arch, config.num_classes, config.width).to(self.device)
         self.train_module = self.wrap_ddp(self.model)
         self.optimizer = self.make_optimizer(self.model, betas=(0.9, 0.999))
         self.num_items = len(self.train_set)
 
     def compute_loss(self, idx_b, step):
-        cfg = self.cfg
-        g = torch.Generator().manual_seed(cfg.seed * 7919 + step * 4099 + self.dist.rank)
-        img = images_at(self.train_set, idx_b, self.device, g if cfg.hflip else None)
-        if cfg.translate:
-            img = translate(img, cfg.translate, g)
+        config = self.config
+        g = torch.Generator().manual_seed(config.seed * 7919 + step * 4099 + self.dist.rank)
+        img = images_at(self.train_set, idx_b, self.device, g if config.hflip else None)
+        if config.translate:
+            img = translate(img, config.translate, g)
         labels = self.train_set.labels[idx_b.cpu()].to(self.device)
         logits = self.train_module(img)
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
         return loss, {"loss": loss.item(), "acc": float((logits.argmax(1) == labels).float().mean())}
 
     def evaluate(self):
-        return {"test_acc": accuracy(self.model, self.val_set, self.cfg.eval_images, self.device)}
+        return {"test_acc": accuracy(self.model, self.val_set, self.config.eval_images, self.device)}
 
 
 @torch.no_grad()
@@ -161,15 +161,15 @@ def load_classifier(path, device="cpu") -> tuple[nn.Module, dict]:
     if path.is_dir():
         path = path / "checkpoint.pt"
     ckpt = load_checkpoint(path, "classifier")
-    cfg = ckpt["configs"]["train"]
-    arch = cfg.get("arch", "small")             # runs from before --arch were all SmallCNN
-    model = build_classifier(arch, cfg["num_classes"], cfg["width"])
+    config = ckpt["configs"]["train"]
+    arch = config.get("arch", "small")             # runs from before --arch were all SmallCNN
+    model = build_classifier(arch, config["num_classes"], config["width"])
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit a {type(model).__name__}({cfg['num_classes']}, {cfg['width']}) "
-                              f"({str(err)[:300]})") from err
-    return model.to(device).eval(), cfg
+        raise CheckpointError(f"{path} does not fit a {type(model).__name__}({config['num_classes']}, "
+                              f"{config['width']}) ({str(err)[:300]})") from err
+    return model.to(device).eval(), config
 
 
 @torch.no_grad()

@@ -38,13 +38,9 @@ def _config_from(args: argparse.Namespace, config_cls):
 def _train(trainer_cls, config_cls):
     def run(args):
         result = trainer_cls(_config_from(args, config_cls)).run()
-        if result.interrupted:
-            return 130
-        if not result.finished:          # stopped at --stop-at, as asked
-            return 0
-        if result.metrics:
+        if result.metrics:               # finished, or Ctrl-C: the held-out metrics of the weights saved
             print(json.dumps(result.metrics, indent=1))
-        return 0
+        return 130 if result.interrupted else 0
     return run
 
 
@@ -56,14 +52,14 @@ def add_subcommands(subparsers) -> None:
     from .transformer import VarTrainConfig, VarTrainer
     from .evaluate import cmd_evaluate, cmd_export_builtin, add_evaluate_options, add_export_options
 
-    for name, cfg_cls, trainer_cls, text in [
+    for name, config_cls, trainer_cls, text in [
             ("train-tokenizer", TokenizerTrainConfig, TokenizerTrainer, "train the multi-scale VQVAE"),
             ("train-var", VarTrainConfig, VarTrainer, "train the VAR transformer on a frozen tokenizer's tokens"),
             ("train-classifier", ClassifierTrainConfig, ClassifierTrainer,
              "train the small CNN that judges class-consistency of samples")]:
         p = subparsers.add_parser(name, help=text, description=text)
-        _add_config_options(p, cfg_cls)
-        p.set_defaults(func=_train(trainer_cls, cfg_cls))
+        _add_config_options(p, config_cls)
+        p.set_defaults(func=_train(trainer_cls, config_cls))
     p = subparsers.add_parser("evaluate", help="metrics of a trained tokenizer / VAR / built-in model")
     add_evaluate_options(p)
     p.set_defaults(func=cmd_evaluate)

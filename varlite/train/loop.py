@@ -9,32 +9,30 @@ What makes a run exactly resumable: everything random is either a pure function 
 - Everything else that draws random numbers (class dropout, augmentation) uses the global RNGs, whose states
   (torch, CUDA, numpy, python) are saved per process in the checkpoint with the model, the optimizer and the step.
 
-Ctrl-C / SIGTERM only raise a flag; the loop finishes the current step, saves a checkpoint and stops.
-Data parallel: started by ``torchrun`` (it sets RANK / WORLD_SIZE), gradients are averaged by DDP (gloo on CPU).
+Ctrl-C / SIGTERM (in a notebook: Kernel -> Interrupt) only raise a flag; the loop finishes the current step, saves a
+checkpoint, measures the held-out metrics of those weights and returns them (``RunResult.interrupted``).
+Data parallel: started by ``torchrun`` (``varlite.train.distributed``); gradients are averaged by DDP.
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
-import os
 import random
 import signal
 import sys
-import time
-import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn as nn
 
-from ..device import pick_device
 from ..safe_io import CheckpointError
 from .checkpoint import check_same_config, load_checkpoint, save_checkpoint
+from .distributed import Dist, setup_distributed
+from .metric_log import MetricLog
+from .progress import Progress
 
 CHECKPOINT_NAME = "checkpoint.pt"
 # fields of a config that may change between a run and its resumption (they do not change the maths)
@@ -67,61 +65,6 @@ class LoopConfig:
     def __post_init__(self):
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
-
-
-# ----------------------------------------------------------------------------------------------------- devices
-@dataclass
-class Dist:
-    """This process's place in a data-parallel run (rank 0 of 1 when not started by torchrun)."""
-    rank: int
-    world: int
-    device: torch.device
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world > 1
-
-    def mean(self, values: list[float]) -> list[float]:
-        """The mean of each value over all processes (every process gets the same numbers)."""
-        if not self.active:
-            return list(values)
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return (t / self.world).tolist()
-
-    def any(self, flag: bool) -> bool:
-        if not self.active:
-            return flag
-        t = torch.tensor([int(flag)], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item())
-
-    def gather(self, obj) -> list:
-        if not self.active:
-            return [obj]
-        out = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
-
-def setup_distributed(device_name: str = "auto") -> Dist:
-    """Join the process group when started by torchrun (WORLD_SIZE > 1): gloo on CPU, nccl on CUDA."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    device = pick_device(device_name, local_rank)
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(rank, world, device)
 
 
 # ----------------------------------------------------------------------------------------------------- schedule, data order, RNG
@@ -183,7 +126,7 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-# ----------------------------------------------------------------------------------------------------- stopping, progress, logs
+# ----------------------------------------------------------------------------------------------------- stopping, fingerprints
 class StopFlag:
     """Turns SIGINT / SIGTERM into a request to stop after the current step (restores the old handlers on exit)."""
 
@@ -211,151 +154,6 @@ class StopFlag:
             signal.signal(sig, old)
 
 
-def format_seconds(s: float) -> str:
-    s = int(max(0, s))
-    return f"{s // 3600:d}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60:02d}:{s % 60:02d}"
-
-
-class Progress:
-    """A one-line progress bar with rate and ETA on stderr; on a non-terminal, a plain line every ``interval`` s."""
-
-    def __init__(self, label: str, total: int, start: int, enabled: bool = True, stream=None, interval: float = 30.0):
-        self.label, self.total, self.start, self.enabled = label, total, start, enabled
-        self.stream = stream or sys.stderr
-        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
-        self.interval = 0.2 if self.tty else interval
-        self.t0 = self.t_last = time.time()
-
-    def line(self, done: int, postfix: str = "") -> str:
-        frac = done / max(1, self.total)
-        elapsed = time.time() - self.t0
-        rate = (done - self.start) / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else float("nan")
-        bar = "#" * int(20 * frac) + "-" * (20 - int(20 * frac))
-        eta_s = format_seconds(eta) if rate > 0 else "?"
-        return (f"{self.label} {100 * frac:3.0f}% |{bar}| {done}/{self.total} "
-                f"[{format_seconds(elapsed)}<{eta_s}, {rate:.2f} it/s] {postfix}")
-
-    def update(self, done: int, postfix: str = "", force: bool = False) -> None:
-        if not self.enabled or (not force and time.time() - self.t_last < self.interval and done < self.total):
-            return
-        self.t_last = time.time()
-        end = "" if self.tty else "\n"
-        self.stream.write(("\r" if self.tty else "") + self.line(done, postfix) + end)
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
-
-
-class MetricLog:
-    """Metrics as JSON lines (``metrics.jsonl``) and one CSV per split (``metrics_<split>.csv``) in the run dir.
-
-    A training row holds the means over one logging window (the steps since the last row): ``add`` sums a step's
-    values, ``take_window`` returns their means and opens a new window. The open window (sums and count, per
-    process) goes into the checkpoint (``window_state`` / ``load_window``), so a run stopped in mid-window writes,
-    once resumed, the very row an uninterrupted run writes.
-
-    On resume from step s (``keep_until(s)``), rows logged after s (by the interrupted process) are dropped, so the
-    files read as if the run had never stopped; a torn last line (a write cut short, e.g. by a power loss) is
-    dropped with a warning.
-    """
-
-    def __init__(self, run_dir: Path, resume_step: int | None = None, enabled: bool = True):
-        """``resume_step``: drop the rows after it at once (None: leave the files; ``keep_until`` does it later)."""
-        self.dir, self.enabled = Path(run_dir), enabled
-        self.jsonl = self.dir / "metrics.jsonl"
-        self.sums: dict[str, float] = {}
-        self.count = 0
-        if enabled:
-            self.dir.mkdir(parents=True, exist_ok=True)
-        if resume_step is not None:
-            self.keep_until(resume_step)
-
-    # the logging window ---------------------------------------------------------------------------
-    def add(self, values: dict[str, float]) -> None:
-        """Add one step's values to the open window."""
-        for k, v in values.items():
-            self.sums[k] = self.sums.get(k, 0.0) + v
-        self.count += 1
-
-    def take_window(self) -> dict[str, float]:
-        """{name: sum / count} of the open window, names sorted; the window is then empty."""
-        means = {k: self.sums[k] / self.count for k in sorted(self.sums)}
-        self.sums, self.count = {}, 0
-        return means
-
-    def window_state(self) -> dict:
-        """The open window as plain types, for the checkpoint."""
-        return {"sums": dict(self.sums), "count": self.count}
-
-    def load_window(self, state: dict | None) -> None:
-        """Reopen a saved window (None: a checkpoint from before windows were saved; start empty)."""
-        self.sums, self.count = (dict(state["sums"]), int(state["count"])) if state else ({}, 0)
-
-    # the files ------------------------------------------------------------------------------------
-    def keep_until(self, step: int) -> None:
-        """Drop every row logged after ``step`` (and a torn last line) from the files."""
-        if not self.enabled:
-            return
-        if self.jsonl.exists():
-            rows = self._read_jsonl()
-            self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
-        for path in self.dir.glob("metrics_*.csv"):
-            with open(path, newline="") as f:
-                rows = list(csv.DictReader(f))
-            if rows and (None in rows[-1].values() or None in rows[-1]):     # fewer or more fields: torn
-                self._warn_torn(path)
-                rows = rows[:-1]
-            kept = [r for r in rows if int(r["step"]) <= step]
-            if rows:
-                self._write_csv(path, list(rows[0].keys()), kept, "w")
-
-    def _read_jsonl(self) -> list[dict]:
-        lines = [line for line in self.jsonl.read_text().splitlines() if line.strip()]
-        rows = []
-        for i, line in enumerate(lines):
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
-                if i < len(lines) - 1:
-                    raise ValueError(f"{self.jsonl} line {i + 1} of {len(lines)} is not JSON: the file is damaged in "
-                                     f"the middle. Delete the file (the checkpoint does not need it) or repair that "
-                                     f"line, then resume") from None
-                self._warn_torn(self.jsonl)
-        return rows
-
-    @staticmethod
-    def _warn_torn(path: Path) -> None:
-        warnings.warn(f"{path}: dropped a torn last line (a write cut short, e.g. by a power loss)", stacklevel=3)
-
-    @staticmethod
-    def _write_csv(path: Path, columns: list[str], rows: list[dict], mode: str) -> None:
-        with open(path, mode, newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=columns)
-            if mode == "w":
-                writer.writeheader()
-            writer.writerows(rows)
-
-    def write(self, split: str, step: int, values: dict) -> None:
-        if not self.enabled:
-            return
-        row = {"step": step, **{k: (round(v, 6) if isinstance(v, float) else v) for k, v in values.items()}}
-        with open(self.jsonl, "a") as f:
-            f.write(json.dumps({"split": split, **row}) + "\n")
-        path = self.dir / f"metrics_{split}.csv"
-        if path.exists():
-            with open(path, newline="") as f:
-                columns = next(csv.reader(f))
-            if columns != list(row):
-                raise ValueError(f"{path} has columns {columns}, but this run logs {list(row)}; use a new run dir")
-            self._write_csv(path, columns, [row], "a")
-        else:
-            self._write_csv(path, list(row), [row], "w")
-
-
 def state_fingerprint(module: nn.Module) -> str:
     """sha256 of every tensor of a module's state dict (names and bytes)."""
     h = hashlib.sha256()
@@ -365,17 +163,21 @@ def state_fingerprint(module: nn.Module) -> str:
     return h.hexdigest()
 
 
-def config_dict(cfg) -> dict:
-    return {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+def config_dict(config) -> dict:
+    """A config dataclass as {field: value}."""
+    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 # ----------------------------------------------------------------------------------------------------- the loop
 @dataclass
 class RunResult:
+    """What ``Trainer.run`` returns. ``metrics`` are the held-out metrics of the weights at ``step`` (the main
+    process's; {} on the others, after a ``stop_at`` between two evaluations, when a second Ctrl-C skipped the
+    evaluation, or when the run had already finished)."""
     run_dir: Path
-    step: int
+    step: int                        # steps done; the checkpoint in run_dir holds the weights after them
     finished: bool                   # all ``steps`` done
-    metrics: dict                    # the last held-out evaluation
+    metrics: dict
     interrupted: bool = False        # stopped by Ctrl-C / SIGTERM (not by ``stop_at``)
 
 
@@ -391,13 +193,13 @@ class Trainer:
     label = "train"
     bar_keys = ("loss",)              # logged values shown on the progress bar
 
-    def __init__(self, cfg: LoopConfig, distributed: Dist | None = None):
-        self.cfg = cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
-        self.dist = distributed or setup_distributed(cfg.device)
+    def __init__(self, config: LoopConfig, distributed: Dist | None = None):
+        self.config = config
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.dist = distributed or setup_distributed(config.device)
         self.device = self.dist.device
-        self.run_dir = Path(cfg.run_dir)
+        self.run_dir = Path(config.run_dir)
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
 
     # hooks ---------------------------------------------------------------------------------------
@@ -422,13 +224,13 @@ class Trainer:
 
     def checkpoint_configs(self) -> dict[str, dict]:
         """Configs stored in (and checked against) the checkpoint, by name."""
-        return {"train": config_dict(self.cfg)}
+        return {"train": config_dict(self.config)}
 
     # machinery -----------------------------------------------------------------------------------
     def autocast(self):
         """The forward pass's precision: bfloat16 autocast for ``--precision bf16`` (on a CPU with AMX / AVX-512
         bf16 matmuls run ~3x faster than float32), else a no-op context. Weights, gradients, AdamW stay float32."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.cfg.precision == "bf16")
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
 
     def wrap_ddp(self, module: nn.Module) -> nn.Module:
         if not self.dist.active:
@@ -440,8 +242,9 @@ class Trainer:
         """AdamW; weight decay only on matrices (ndim >= 2), not on biases, norms, embeddings' 1-D params."""
         decay = [p for p in module.parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for p in module.parameters() if p.requires_grad and p.ndim < 2]
-        groups = [{"params": decay, "weight_decay": self.cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-        return torch.optim.AdamW(groups, lr=self.cfg.lr, betas=betas)
+        groups = [{"params": decay, "weight_decay": self.config.weight_decay},
+                  {"params": no_decay, "weight_decay": 0.0}]
+        return torch.optim.AdamW(groups, lr=self.config.lr, betas=betas)
 
     def state(self, step: int) -> dict:
         return {"kind": self.kind, "step": step, "configs": self.checkpoint_configs(),
@@ -490,67 +293,119 @@ class Trainer:
         if self.dist.main:
             print(f"all {self.dist.world} processes hold identical weights", file=sys.stderr, flush=True)
 
+    # the loop ------------------------------------------------------------------------------------
     def run(self) -> RunResult:
-        cfg, main = self.cfg, self.dist.main
-        self.log = log = MetricLog(self.run_dir, enabled=main)     # before resume(), which reopens its window
-        start = self.resume()
-        if start == 0:
-            seed_everything(cfg.seed + 1000 * self.dist.rank)
-        log.keep_until(start)
-        if main:
-            (self.run_dir / "config.json").write_text(json.dumps(self.checkpoint_configs(), indent=1))
-        order = DataOrder(self.num_items, cfg.batch_size, cfg.seed, self.dist.rank, self.dist.world)
-        progress = Progress(self.label, cfg.steps, start, enabled=main and cfg.progress)
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        metrics, step, postfix = {}, start, ""
+        """Train from ``run_dir``'s checkpoint (or from scratch) until ``steps`` are done, ``stop_at`` is reached or
+        Ctrl-C / SIGTERM asks to stop; every stop leaves a checkpoint to resume from."""
+        config = self.config
+        start = self.start()
+        order = DataOrder(self.num_items, config.batch_size, config.seed, self.dist.rank, self.dist.world)
+        progress = Progress(self.label, config.steps, start, enabled=self.dist.main and config.progress)
+        metrics = {}
         with StopFlag() as stop:
-            for step in range(start, cfg.steps):
-                lr = lr_at(step, cfg.steps, cfg.lr, cfg.warmup_steps, cfg.min_lr_ratio)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                self.train_module.train()
-                with self.autocast():
-                    loss, logs = self.compute_loss(order.indices(step).to(self.device), step)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-                self.optimizer.step()
-                self.after_step(step)
-                log.add({**logs, "grad_norm": float(grad_norm)})
+            for step in range(start, config.steps):
+                logs = self.train_step(order.indices(step).to(self.device), step)
                 done = step + 1
-                if done % cfg.log_every == 0 or done == cfg.steps:
-                    window = log.take_window()
-                    means = self.dist.mean(list(window.values()))
-                    row = {"lr": lr, "epoch": round(done / order.steps_per_epoch, 4), **dict(zip(window, means))}
-                    log.write("train", done, row)
-                    postfix = " ".join(f"{k}={row[k]:.4g}" for k in self.bar_keys if k in row)
-                progress.update(done, postfix)
+                row = self.log_step(done, logs, done / order.steps_per_epoch)
+                progress.update(done, self.bar_text(row) if row else None)
                 interrupted = self.dist.any(stop.requested)
-                stopping = interrupted or (0 < cfg.stop_at <= done < cfg.steps)
-                if stopping or done % cfg.ckpt_every == 0 or done == cfg.steps:
+                stopping = done < config.steps and (interrupted or 0 < config.stop_at <= done)
+                if stopping or done % config.ckpt_every == 0 or done == config.steps:
                     self.save(done)
+                metrics = self.evaluate_and_sample(done)
                 if stopping:
                     progress.close()
-                    if main:
-                        print(f"stopped at step {done}/{cfg.steps}; checkpoint saved to {self.ckpt_path}. Run the same "
-                              f"command again to resume.", file=sys.stderr, flush=True)
-                    return RunResult(self.run_dir, done, False, metrics, interrupted)
-                last = done == cfg.steps
-                if main and ((cfg.eval_every and done % cfg.eval_every == 0) or last):
-                    with torch.random.fork_rng(devices=[]):
-                        metrics = self.evaluate()
-                    if metrics:
-                        log.write("val", done, metrics)
-                if main and ((cfg.sample_every and done % cfg.sample_every == 0) or last):
-                    with torch.random.fork_rng(devices=[]):
-                        self.write_samples(done)
+                    return self.stopped(done, metrics, interrupted)
                 self.dist.barrier()
-        progress.update(cfg.steps, postfix, force=True)
+        progress.update(config.steps, force=True)
         progress.close()
         self.check_replicas_agree()
-        if main and start >= cfg.steps:
-            print(f"{self.run_dir} already finished {start} of {cfg.steps} steps; nothing to do", file=sys.stderr)
-        return RunResult(self.run_dir, max(start, cfg.steps), True, metrics)
+        if self.dist.main and start >= config.steps:
+            print(f"{self.run_dir} already finished {start} of {config.steps} steps; nothing to do", file=sys.stderr)
+        return RunResult(self.run_dir, max(start, config.steps), True, metrics)
+
+    def start(self) -> int:
+        """Open the log, resume from the checkpoint if there is one (else seed the RNGs), write config.json;
+        returns the step to start from."""
+        self.log = MetricLog(self.run_dir, enabled=self.dist.main)     # before resume(), which reopens its window
+        start = self.resume()
+        if start == 0:
+            seed_everything(self.config.seed + 1000 * self.dist.rank)
+        self.log.keep_until(start)
+        if self.dist.main:
+            (self.run_dir / "config.json").write_text(json.dumps(self.checkpoint_configs(), indent=1))
+        return start
+
+    def learning_rate(self, step: int) -> float:
+        config = self.config
+        return lr_at(step, config.steps, config.lr, config.warmup_steps, config.min_lr_ratio)
+
+    def train_step(self, idx_b: torch.Tensor, step: int) -> dict[str, float]:
+        """One optimisation step (0-based ``step``) on the items ``idx_b``: the scheduled learning rate, the loss,
+        backward, gradient clipping, AdamW, ``after_step``. Returns the step's logged values."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.learning_rate(step)
+        self.train_module.train()
+        with self.autocast():
+            loss, logs = self.compute_loss(idx_b, step)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        max_norm = self.config.grad_clip if self.config.grad_clip > 0 else float("inf")
+        grad_norm = nn.utils.clip_grad_norm_(params, max_norm)
+        self.optimizer.step()
+        self.after_step(step)
+        return {**logs, "grad_norm": float(grad_norm)}
+
+    def log_step(self, done: int, logs: dict[str, float], epoch: float) -> dict | None:
+        """Add a step's values to the logging window; at the end of a window (every ``log_every`` steps, and the
+        last step) write the "train" row (window means over all processes, the learning rate, the epoch) and
+        return it; else None."""
+        self.log.add(logs)
+        if done % self.config.log_every and done != self.config.steps:
+            return None
+        window = self.log.take_window()
+        means = self.dist.mean(list(window.values()))
+        row = {"lr": self.learning_rate(done - 1), "epoch": round(epoch, 4), **dict(zip(window, means))}
+        self.log.write("train", done, row)
+        return row
+
+    def bar_text(self, row: dict) -> str:
+        return " ".join(f"{k}={row[k]:.4g}" for k in self.bar_keys if k in row)
+
+    def evaluate_and_sample(self, done: int) -> dict:
+        """After step ``done``, on the main process: the held-out evaluation (logged as a "val" row) when one is due
+        (every ``eval_every`` steps and the last), a sample grid when one is due; neither touches the training
+        RNGs. Returns the metrics, or {} when no evaluation was due."""
+        config, last = self.config, done == self.config.steps
+        metrics = {}
+        if self.dist.main and ((config.eval_every and done % config.eval_every == 0) or last):
+            with torch.random.fork_rng(devices=[]):
+                metrics = self.evaluate()
+            if metrics:
+                self.log.write("val", done, metrics)
+        if self.dist.main and ((config.sample_every and done % config.sample_every == 0) or last):
+            with torch.random.fork_rng(devices=[]):
+                self.write_samples(done)
+        return metrics
+
+    def stopped(self, done: int, metrics: dict, interrupted: bool) -> RunResult:
+        """The result of a run stopped after step ``done`` (its checkpoint saved). After Ctrl-C / SIGTERM the main
+        process also measures the held-out metrics of these weights, unless that evaluation was just logged (not
+        logged: a resumed run must log what an uninterrupted one logs); a second Ctrl-C skips it."""
+        if self.dist.main:
+            print(f"stopped at step {done}/{self.config.steps}; checkpoint saved to {self.ckpt_path}. Run the same "
+                  f"command again to resume.", file=sys.stderr, flush=True)
+        if interrupted and self.dist.main and not metrics:
+            print("measuring the held-out metrics of these weights (Ctrl-C again skips this)", file=sys.stderr,
+                  flush=True)
+            try:
+                with torch.random.fork_rng(devices=[]):
+                    metrics = self.evaluate()
+            except KeyboardInterrupt:
+                print("evaluation skipped", file=sys.stderr, flush=True)
+                metrics = {}
+        return RunResult(self.run_dir, done, False, metrics, interrupted)
 
 
 # ----------------------------------------------------------------------------------------------------- data

@@ -12,8 +12,9 @@ Loss (images x in [-1, 1], reconstruction x' = decoder(straight-through f_hat)):
 Codebook bookkeeping after every step:
 - usage per scale: ``ema_vocab_hit_SV[k] = 0.99 ema + 0.01 bincount(r_k)`` (the official statistic);
 - dead codes: a code not chosen at any scale for ``dead_after`` steps is re-initialised (checked every
-  ``restart_every`` steps) to a random residual vector z_k that the quantizer was given in this step's batch, and
-  its AdamW moments are reset. At step 0 every code counts as dead, so the codebook starts from data.
+  ``restart_every`` steps) to a random vector the quantizer was given in this step's batch (one position of some
+  scale's target: the rest f - f_hat, area-downsampled to that scale), and its AdamW moments are reset. At step 0
+  every code counts as dead, so the codebook starts from data.
 """
 from __future__ import annotations
 
@@ -75,19 +76,20 @@ class TokenizerTrainer(Trainer):
     label = "train-tokenizer"
     bar_keys = ("loss", "rec", "vq", "psnr")
 
-    def __init__(self, cfg: TokenizerTrainConfig, distributed=None):
-        super().__init__(cfg, distributed)
-        self.preset = get_preset(cfg.preset)
-        vq_cfg = self.preset.vqvae
-        self.train_set = load_checked(cfg.dataset, "train", cfg.data_root, vq_cfg.image_size)
-        self.val_set = load_checked(cfg.dataset, "test", cfg.data_root, vq_cfg.image_size) if self.dist.main else None
-        torch.manual_seed(cfg.seed)
-        self.model = VQVAE(vq_cfg).to(self.device)
+    def __init__(self, config: TokenizerTrainConfig, distributed=None):
+        super().__init__(config, distributed)
+        self.preset = get_preset(config.preset)
+        vq_config = self.preset.vqvae
+        self.train_set = load_checked(config.dataset, "train", config.data_root, vq_config.image_size)
+        self.val_set = load_checked(config.dataset, "test", config.data_root, vq_config.image_size) \
+            if self.dist.main else None
+        torch.manual_seed(config.seed)
+        self.model = VQVAE(vq_config).to(self.device)
         self.train_module = self.wrap_ddp(self.model)
         self.optimizer = self.make_optimizer(self.model)
         self.num_items = len(self.train_set)
-        V = vq_cfg.vocab_size
-        self.last_hit_V = torch.full((V,), -cfg.dead_after, dtype=torch.long)   # all dead at step 0: init from data
+        V = vq_config.vocab_size
+        self.last_hit_V = torch.full((V,), -config.dead_after, dtype=torch.long)   # all dead at step 0: init from data
         self.codes_restarted = 0
 
     def checkpoint_configs(self):
@@ -101,16 +103,16 @@ class TokenizerTrainer(Trainer):
         self.codes_restarted = int(state["codes_restarted"])
 
     def compute_loss(self, idx_b, step):
-        cfg = self.cfg
-        g = torch.Generator().manual_seed(cfg.seed * 7919 + step * 4099 + self.dist.rank) if cfg.hflip else None
+        config = self.config
+        g = torch.Generator().manual_seed(config.seed * 7919 + step * 4099 + self.dist.rank) if config.hflip else None
         img = images_at(self.train_set, idx_b, self.device, g)
         recon, vq_loss, ms_idx_Bl = self.train_module(img)
-        rec = F.mse_loss(recon, img) if cfg.recon_loss == "mse" else F.l1_loss(recon, img)
+        rec = F.mse_loss(recon, img) if config.recon_loss == "mse" else F.l1_loss(recon, img)
         loss = rec + vq_loss
         logs = {"loss": 0.0, "rec": rec.item(), "vq": vq_loss.item()}
-        if cfg.edge_loss_weight > 0:
+        if config.edge_loss_weight > 0:
             edge = edge_loss(recon, img)
-            loss = loss + cfg.edge_loss_weight * edge
+            loss = loss + config.edge_loss_weight * edge
             logs["edge"] = edge.item()
         with torch.no_grad():
             logs["psnr"] = float(psnr(recon.clamp(-1, 1).add(1).div(2), img.add(1).div(2)).mean())
@@ -126,14 +128,15 @@ class TokenizerTrainer(Trainer):
         if self.dist.active:
             dist.all_reduce(hits_KV)
         quantize.ema_vocab_hit_SV.mul_(0.99).add_(hits_KV, alpha=0.01)
-        if self.cfg.restart_every and step % self.cfg.restart_every == 0:
+        if self.config.restart_every and step % self.config.restart_every == 0:
             self.restart_dead_codes(step)
         self.last_hit_V[hits_KV.sum(0).cpu() > 0] = step
 
     @torch.no_grad()
     def restart_dead_codes(self, step: int) -> None:
-        """Re-initialise codes unused for ``dead_after`` steps to random residual vectors of this batch."""
-        dead_V = (step - self.last_hit_V) >= self.cfg.dead_after
+        """Re-initialise codes unused for ``dead_after`` steps to random vectors the quantizer was given in this
+        batch (positions of the scales' targets)."""
+        dead_V = (step - self.last_hit_V) >= self.config.dead_after
         n = int(dead_V.sum())
         if n == 0:
             return
@@ -141,7 +144,7 @@ class TokenizerTrainer(Trainer):
         f = self.model.encode(self._batch)
         targets_NCv = torch.cat([q.target.permute(0, 2, 3, 1).reshape(-1, quantize.Cv)
                                  for q in quantize.residual_steps(f)])
-        g = torch.Generator().manual_seed(self.cfg.seed * 7919 + step)
+        g = torch.Generator().manual_seed(self.config.seed * 7919 + step)
         new_nCv = targets_NCv[torch.randint(len(targets_NCv), (n,), generator=g).to(targets_NCv.device)].contiguous()
         if self.dist.active:
             dist.broadcast(new_nCv, src=0)
@@ -155,7 +158,7 @@ class TokenizerTrainer(Trainer):
         self.codes_restarted += n
 
     def evaluate(self):
-        return evaluate_tokenizer(self.model, self.val_set, self.cfg.eval_images, self.device)
+        return evaluate_tokenizer(self.model, self.val_set, self.config.eval_images, self.device)
 
     @torch.no_grad()
     def write_samples(self, step):

@@ -136,25 +136,25 @@ class VarTrainer(Trainer):
     label = "train-var"
     bar_keys = ("loss", "acc", "loss_last", "acc_last")
 
-    def __init__(self, cfg: VarTrainConfig, distributed=None):
-        super().__init__(cfg, distributed)
-        if not cfg.tokenizer:
+    def __init__(self, config: VarTrainConfig, distributed=None):
+        super().__init__(config, distributed)
+        if not config.tokenizer:
             raise ValueError("train-var needs --tokenizer <run dir of train-tokenizer (or its checkpoint.pt)>")
-        self.preset = get_preset(cfg.preset)
-        self.vqvae, _ = load_tokenizer(cfg.tokenizer, self.device)
+        self.preset = get_preset(config.preset)
+        self.vqvae, _ = load_tokenizer(config.tokenizer, self.device)
         if self.vqvae.config != self.preset.vqvae:
-            raise CheckpointError(f"the tokenizer in {cfg.tokenizer} has a different VQVAE config than preset "
-                                  f"{cfg.preset!r} needs ({self.vqvae.config} vs {self.preset.vqvae}); train one "
-                                  f"with train-tokenizer --preset {cfg.preset}")
+            raise CheckpointError(f"the tokenizer in {config.tokenizer} has a different VQVAE config than preset "
+                                  f"{config.preset!r} needs ({self.vqvae.config} vs {self.preset.vqvae}); train one "
+                                  f"with train-tokenizer --preset {config.preset}")
         for p in self.vqvae.parameters():
             p.requires_grad_(False)
-        var_cfg = self.preset.var
+        var_config = self.preset.var
         image_size = self.preset.vqvae.image_size
-        train_set = load_checked(cfg.dataset, "train", cfg.data_root, image_size, var_cfg.num_classes)
-        val_set = load_checked(cfg.dataset, "test", cfg.data_root, image_size, var_cfg.num_classes)
+        train_set = load_checked(config.dataset, "train", config.data_root, image_size, var_config.num_classes)
+        val_set = load_checked(config.dataset, "test", config.data_root, image_size, var_config.num_classes)
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.tokens = TokenCache(self.vqvae, train_set, self.run_dir / "tokens_train.pt", self.dist, hflip=cfg.hflip)
-        if cfg.encode_first and self.tokens.num_encoded < len(self.tokens.idx_NL):
+        self.tokens = TokenCache(self.vqvae, train_set, self.run_dir / "tokens_train.pt", self.dist, hflip=config.hflip)
+        if config.encode_first and self.tokens.num_encoded < len(self.tokens.idx_NL):
             rows = torch.arange(len(self.tokens.idx_NL))
             for start in range(0, len(rows), 5000):
                 self.tokens.get(rows[start:start + 5000][self.dist.rank::self.dist.world])
@@ -163,19 +163,19 @@ class VarTrainer(Trainer):
         self.val_tokens = None
         if self.dist.main:
             self.val_tokens = TokenCache(self.vqvae, val_set, self.run_dir / "tokens_test.pt")
-            n_val = len(val_set) if cfg.eval_images <= 0 else min(cfg.eval_images, len(val_set))
+            n_val = len(val_set) if config.eval_images <= 0 else min(config.eval_images, len(val_set))
             self.val_tokens.get(torch.arange(n_val))
             self.val_tokens.save()
         self.tokenizer_fingerprint = state_fingerprint(self.vqvae)
-        torch.manual_seed(cfg.seed)
-        self.model = VAR(var_cfg, self.vqvae).to(self.device)
+        torch.manual_seed(config.seed)
+        self.model = VAR(var_config, self.vqvae).to(self.device)
         self.model.init_weights()
-        if cfg.init_from:
-            self.init_from(cfg.init_from)
+        if config.init_from:
+            self.init_from(config.init_from)
         self.train_module = self.wrap_ddp(self.model)
         self.optimizer = self.make_optimizer(self.model)
         self.num_items = len(train_set)
-        self.judge = load_classifier(cfg.judge, self.device)[0] if cfg.judge and self.dist.main else None
+        self.judge = load_classifier(config.judge, self.device)[0] if config.judge and self.dist.main else None
         self.cpu_seconds_before = 0.0
 
     def init_from(self, source: str) -> None:
@@ -187,11 +187,12 @@ class VarTrainer(Trainer):
             var, _ = load_var_run(source)
             vqvae = var.vqvae
         if var.config != self.preset.var or vqvae.config != self.preset.vqvae:
-            raise CheckpointError(f"--init-from {source}: its configs differ from preset {self.cfg.preset!r}; "
+            raise CheckpointError(f"--init-from {source}: its configs differ from preset {self.config.preset!r}; "
                                   f"start from a model of the same preset")
         if state_fingerprint(vqvae) != self.tokenizer_fingerprint:
-            raise CheckpointError(f"--init-from {source} was trained on a different tokenizer than {self.cfg.tokenizer}; "
-                                  f"pass that model's tokenizer (for a built-in: --tokenizer {source})")
+            raise CheckpointError(f"--init-from {source} was trained on a different tokenizer than "
+                                  f"{self.config.tokenizer}; pass that model's tokenizer (for a built-in: "
+                                  f"--tokenizer {source})")
         self.model.load_state_dict(var.state_dict())
 
     def checkpoint_configs(self):
@@ -218,35 +219,35 @@ class VarTrainer(Trainer):
     def load_extra_state(self, state):
         if state["tokenizer_fingerprint"] != self.tokenizer_fingerprint:
             raise CheckpointError(f"{self.ckpt_path} was trained on the tokens of a different tokenizer than "
-                                  f"{self.cfg.tokenizer}; resume with the same tokenizer or use a new run dir")
+                                  f"{self.config.tokenizer}; resume with the same tokenizer or use a new run dir")
         self.cpu_seconds_before = state.get("cpu_seconds", 0.0) - time.process_time()
 
     def compute_loss(self, idx_b, step):
-        cfg, begin_ends = self.cfg, self.model.begin_ends
-        if cfg.hflip:
-            g = torch.Generator().manual_seed(cfg.seed * 7919 + step * 4099 + self.dist.rank)
+        config, begin_ends = self.config, self.model.begin_ends
+        if config.hflip:
+            g = torch.Generator().manual_seed(config.seed * 7919 + step * 4099 + self.dist.rank)
             idx_b = idx_b + self.tokens.N * (torch.rand(len(idx_b), generator=g) < 0.5).to(idx_b.device)
         idx_bL = self.tokens.get(idx_b).to(self.device)
         labels_b = self.tokens.labels(idx_b).to(self.device)
         with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
             x_in = self.vqvae.idx_to_var_input(split_scales(idx_bL, begin_ends))
         logits_bLV = self.train_module(labels_b, x_in).float()
-        loss_bL, loss_K, acc_K = per_scale_loss_acc(logits_bLV, idx_bL, begin_ends, cfg.label_smoothing)
+        loss_bL, loss_K, acc_K = per_scale_loss_acc(logits_bLV, idx_bL, begin_ends, config.label_smoothing)
         return loss_bL.mean(), scale_logs("", loss_bL.detach(), loss_K, acc_K, begin_ends)
 
     def evaluate(self):
         n = self.val_tokens.num_encoded
         metrics = evaluate_var(self.model, self.val_tokens.idx_NL[:n], self.val_tokens.labels_N[:n], 0, self.device)
         if self.judge is not None:
-            metrics["class_consistency"] = class_consistency(self.model, self.judge, self.cfg.judge_per_class,
-                                                             self.cfg.sample_cfg)["class_consistency"]
+            metrics["class_consistency"] = class_consistency(self.model, self.judge, self.config.judge_per_class,
+                                                             self.config.sample_cfg)["class_consistency"]
         metrics["cpu_hours"] = round(self.cpu_hours(), 4)
         return metrics
 
     def write_samples(self, step):
         self.model.eval()
-        images = sample_grid_images(self.model, self.cfg.samples_per_class, self.cfg.sample_cfg, seed=0)
-        save_grid(images, self.cfg.samples_per_class, self.run_dir / f"samples_{step:06d}.png")
+        images = sample_grid_images(self.model, self.config.samples_per_class, self.config.sample_cfg, seed=0)
+        save_grid(images, self.config.samples_per_class, self.run_dir / f"samples_{step:06d}.png")
 
 
 @torch.no_grad()
