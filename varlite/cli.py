@@ -34,10 +34,42 @@ from .core.var import VAR
 from .core.vqvae import VQVAE
 
 # What a user can cause; ValueError also covers CheckpointError (every checkpoint loader's), varlite.parity's
-# ReferenceSetError and argument checks. A traceback of these would only hide the message at its end.
-USER_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError, ValueError, DatasetError,
-               BuiltinError, DownloadError)
+# ReferenceSetError and argument checks; OSError a path that is missing, a file where a folder is expected, a full
+# disk. A traceback of these would only hide the message at its end.
+USER_ERRORS = (OSError, ValueError, DatasetError, BuiltinError, DownloadError)
 EXIT_USER_ERROR = 2
+MAX_SEED = 2 ** 63 - 1          # torch.Generator.manual_seed takes a 64-bit integer
+MAX_CFG = 100.0                 # guidance far beyond the typical 1.5-4 only saturates the distribution
+MAX_IMAGES_PER_CLASS = 256      # --n
+MAX_IMAGES = 1024               # --n x classes: one batch, held in memory at once
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with the command line's promise: a mistake in the arguments is one line on stderr, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
+
+
+def number_in(low: float, high: float, kind=float):
+    """An argparse ``type``: a finite number of ``kind`` in [low, high], or an error saying the range."""
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if not low <= value <= high:        # also refuses nan and inf
+            bounds = f"[{low}, {high}]" if kind is int else f"[{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"{text} is outside {bounds}")
+        return value
+    return parse
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type``: auto, cpu, mps, cuda or cuda:N."""
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
+        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
+    return text
 
 
 def cmd_download(args) -> int:
@@ -233,11 +265,12 @@ def cmd_generate(args) -> int:
     if args.list_classes:
         print_classes(model)
         return 0
-    if args.n < 1:
-        raise ValueError(f"--n must be at least 1 (images per class); got {args.n}")
     if Path(args.out).suffix.lower() != ".png" or Path(args.out).is_dir():
         raise ValueError(f"--out must name a .png file (the grid is written as PNG); got {args.out!r}")
     classes = parse_classes(args.classes, model.class_names)
+    if args.n * len(classes) > MAX_IMAGES:
+        raise ValueError(f"{len(classes)} classes x --n {args.n} = {args.n * len(classes)} images in one batch; "
+                         f"at most {MAX_IMAGES}: ask for fewer classes or a smaller --n, and run again for more")
     sampling = sampling_of(args, model)
     labels_B = torch.tensor([c for c in classes for _ in range(args.n)], device=device)
     steps_out = Path(args.steps_out) if args.steps_out else None
@@ -313,9 +346,9 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
                    help="a .gif (one frame per scale) or a .png (a strip of every scale) (default step_through.gif)")
     p.add_argument("--title", default=None, help="the text above the panels (default: model, class and settings; "
                                                   "'' for none)")
-    p.add_argument("--panel-px", type=int, default=None,
+    p.add_argument("--panel-px", type=number_in(16, 1024, int), default=None,
                    help="side of each panel in pixels (default: 128 in a GIF, 96 in a strip)")
-    p.add_argument("--frame-ms", type=int, default=800,
+    p.add_argument("--frame-ms", type=number_in(20, 60_000, int), default=800,
                    help="GIF: milliseconds per frame (the last one is held 2.5 s; default 800)")
 
 
@@ -328,19 +361,21 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cache-dir", default=None, help="where official files are (default: $VARLITE_HOME or "
                                                       "~/.cache/varlite)")
     p.add_argument("--list-classes", action="store_true", help="print the model's classes and stop")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (auto: cuda, else mps, "
-                                                     "else cpu)")
+    p.add_argument("--device", default="auto", type=device_name,
+                   help="auto | cpu | cuda | cuda:N | mps (auto: cuda, else mps, else cpu)")
 
 
 def add_sampling_options(p: argparse.ArgumentParser) -> None:
     """Guidance, filters, smoothing, seed and precision, shared by generate and figure."""
-    p.add_argument("--cfg", type=float, default=None, help="guidance strength (default: the model's recommendation)")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (0 = off; default: the "
-                                                            "model's recommendation)")
-    p.add_argument("--top-p", type=float, default=None, help="nucleus filter (0 = off; default: the model's "
-                                                              "recommendation)")
+    p.add_argument("--cfg", type=number_in(0, MAX_CFG), default=None,
+                   help=f"guidance strength in [0, {MAX_CFG:g}] (default: the model's recommendation)")
+    p.add_argument("--top-k", type=number_in(0, 2 ** 31 - 1, int), default=None,
+                   help="keep the k most likely tokens (0 = off; default: the model's recommendation)")
+    p.add_argument("--top-p", type=number_in(0, 1), default=None,
+                   help="nucleus filter in [0, 1] (0 = off; default: the model's recommendation)")
     p.add_argument("--more-smooth", action="store_true", help="Gumbel smoothing of the token embeddings")
-    p.add_argument("--seed", type=int, default=0, help="the only source of randomness (default 0)")
+    p.add_argument("--seed", type=number_in(0, MAX_SEED, int), default=0,
+                   help="the only source of randomness, an integer in [0, 2^63-1] (default 0)")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
                    help="fp32: exact, the official numbers (default); bf16: a bfloat16 autocast, much faster on "
                         "CPUs with AMX / AVX-512-BF16 and on GPUs, tokens differ from fp32's")
@@ -351,7 +386,8 @@ def add_generate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class", dest="classes", nargs="+", default=None, metavar="CLASS",
                    help='class numbers or names, e.g. 3 or "red disc" (default: every class, for a model with at '
                         f'most {ALL_CLASSES_UP_TO} classes)')
-    p.add_argument("--n", type=int, default=8, help="images per class (default 8)")
+    p.add_argument("--n", type=number_in(1, MAX_IMAGES_PER_CLASS, int), default=8,
+                   help=f"images per class, 1..{MAX_IMAGES_PER_CLASS} (at most {MAX_IMAGES} in all; default 8)")
     add_sampling_options(p)
     p.add_argument("--out", default="samples.png", help="the grid PNG: one row per class (default samples.png)")
     p.add_argument("--labels", action="store_true", help="write each row's class left of it in the grid")
@@ -360,7 +396,7 @@ def add_generate_options(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m varlite", description="varlite: a readable VAR.")
+    parser = OneLineParser(prog="python -m varlite", description="varlite: a readable VAR.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("download", help="download official checkpoints (vae, d16 ... d36) or the CIFAR-10 dataset")
@@ -379,7 +415,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("parity", help="check varlite against an official reference set (see varlite.parity)")
     p.add_argument("ref_dir", help="a reference set folder (config.json, cases.npz, optional vae.pth/var.pth)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=number_in(1, 1024, int), default=None,
+                   help="torch CPU threads (default: torch's choice)")
     p.set_defaults(func=cmd_parity)
 
     p = sub.add_parser("generate", help="sample a grid of images from a built-in, official or trained model",

@@ -30,6 +30,11 @@ from .synthetic import synthetic_state_dict
 FLOAT_ATOL, F16_ATOL = 1e-4, 2e-3
 
 
+# what every reference set's config.json holds (the calls greedy_call / sampled_call are optional)
+REQUIRED_CONFIG_KEYS = ("weights_seed", "image_size", "batch", "input_image", "vae_constructor_args",
+                        "var_constructor_args", "models")
+
+
 class ReferenceSetError(ValueError):
     """A reference set folder is missing, incomplete, or lacks an array the checker needs."""
 
@@ -64,7 +69,14 @@ def u8_to_pm1(u8: torch.Tensor) -> torch.Tensor:
 
 def configs_from_reference(cfg: dict) -> tuple[VQVAEConfig, VARConfig]:
     """Map the official constructor arguments onto varlite's configs (official VQVAE: ch_mult (1,1,2,2,4))."""
-    a, b = cfg["vae_constructor_args"], cfg["var_constructor_args"]
+    try:
+        return _configs_from_arguments(cfg["vae_constructor_args"], cfg["var_constructor_args"])
+    except KeyError as err:
+        raise ReferenceSetError(f"the reference set's config.json lacks the constructor argument {err}; regenerate "
+                                f"the reference set") from None
+
+
+def _configs_from_arguments(a: dict, b: dict) -> tuple[VQVAEConfig, VARConfig]:
     if not b.get("attn_l2_norm", True) or a.get("using_znorm", False):
         raise ValueError("varlite implements the official models: attn_l2_norm=True and using_znorm=False")
     vq = VQVAEConfig(vocab_size=a["vocab_size"], z_channels=a["z_channels"], ch=a["ch"], dropout=a["dropout"],
@@ -91,8 +103,18 @@ class ParityRun:
                     f"{self.dir} is not a reference set: it has no {name}. Pass a folder made by the reference "
                     f"generator (config.json, cases.npz, optional vae.pth / var.pth / meta.json), e.g. "
                     f"tests/data/upstream_tiny")
-        with open(self.dir / "config.json") as f:
-            self.cfg = json.load(f)
+        try:
+            self.cfg = json.loads((self.dir / "config.json").read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ReferenceSetError(f"{self.dir / 'config.json'} is not valid JSON ({type(err).__name__}); "
+                                    f"regenerate the reference set") from None
+        if not isinstance(self.cfg, dict):
+            raise ReferenceSetError(f"{self.dir / 'config.json'} holds no JSON object; regenerate the reference set")
+        missing = [key for key in REQUIRED_CONFIG_KEYS if key not in self.cfg]
+        if missing:
+            raise ReferenceSetError(f"{self.dir / 'config.json'} lacks {', '.join(missing)}: it is not a reference "
+                                    f"set's config (expected the keys {', '.join(REQUIRED_CONFIG_KEYS)}); "
+                                    f"regenerate the reference set")
         meta_path = self.dir / "meta.json"
         self.meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
         self.cases = dict(np.load(self.dir / "cases.npz"))
@@ -139,6 +161,10 @@ class ParityRun:
             if path.exists():
                 sds.append(load_state_dict(path))
                 sources.append(f"{name}.pth")
+            elif "state_dict" not in models.get(name, {}):
+                raise ReferenceSetError(f"{self.dir} has no {name}.pth and its config.json no state_dict layout for "
+                                        f"{name} (models.{name}.state_dict) to regenerate it from; regenerate the "
+                                        f"reference set")
             else:
                 sds.append(synthetic_state_dict(models[name]["state_dict"], self.cfg["weights_seed"],
                                                 self.cfg["var_constructor_args"]["patch_nums"]))

@@ -133,7 +133,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in [_tiny()] + [_official(d) for d
 def get_preset(name: str) -> Preset:
     """Look a preset up by name (``tiny``, ``d16`` ... ``d36``, and the built-in training presets)."""
     if name not in PRESETS:
-        raise KeyError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
     return PRESETS[name]
 
 

@@ -149,10 +149,11 @@ class VAR(nn.Module):
 
     # ------------------------------------------------------------------------------------------ generation
     def check_sampling_args(self, cfg: float, top_k: int, top_p: float) -> None:
-        """Raise a ValueError saying what is allowed unless cfg >= 0, top_k is an int in [0, V], top_p in [0, 1]."""
+        """Raise a ValueError saying what is allowed unless cfg is finite and >= 0, top_k an int in [0, V] and top_p
+        in [0, 1]."""
         V = self.config.vocab_size
-        if not cfg >= 0:
-            raise ValueError(f"cfg must be >= 0 (0 = no guidance; 1.5-4 are typical); got {cfg}")
+        if not (math.isfinite(cfg) and cfg >= 0):
+            raise ValueError(f"cfg must be a finite number >= 0 (0 = no guidance; 1.5-4 are typical); got {cfg}")
         if not (isinstance(top_k, int) and 0 <= top_k <= V):
             raise ValueError(f"top_k must be an int in [0, {V}] (0 = off, V = vocabulary size); got {top_k!r}")
         if not 0 <= top_p <= 1:

@@ -57,15 +57,28 @@ class ImageFolder(ImageDataset):
         super().__init__(images_u8, torch.tensor(labels, dtype=torch.int64), [d.name for d in class_dirs])
 
 
+MAX_IMAGE_PIXELS = 40_000_000      # a dataset image larger than this is refused before it is decoded
+
+
 def load_square_rgb(path: Path, image_size: int) -> np.ndarray:
-    """One image file as a uint8 array image_size x image_size x 3 (upright, RGB on white, centre crop, bicubic)."""
+    """One image file as a uint8 array image_size x image_size x 3 (upright, RGB on white, centre crop, bicubic).
+
+    An image over ``MAX_IMAGE_PIXELS`` is refused from its header, before decoding (a "decompression bomb": a small
+    file that would decode to gigabytes)."""
     try:
         with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise CorruptDatasetError(f"{path} is {img.width}x{img.height} pixels, more than the "
+                                          f"{MAX_IMAGE_PIXELS / 1e6:.0f} megapixels an image folder accepts; shrink "
+                                          f"it or remove it")
             img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA", "PA") or "transparency" in img.info:
                 rgba = img.convert("RGBA")
                 img = Image.alpha_composite(Image.new("RGBA", rgba.size, (255, 255, 255, 255)), rgba)
             rgb = img.convert("RGB")
+    except Image.DecompressionBombError:        # PIL's own limit, met before ours in Image.open
+        raise CorruptDatasetError(f"{path} has more than the {MAX_IMAGE_PIXELS / 1e6:.0f} megapixels an image folder "
+                                  f"accepts (refused before decoding); shrink it or remove it") from None
     except (OSError, SyntaxError, ValueError) as err:     # what PIL raises for unreadable or damaged files
         raise CorruptDatasetError(f"{path} is not a readable image: its name ends in {path.suffix} but the "
                                   f"contents cannot be decoded as one ({type(err).__name__}); replace or remove "
