@@ -1,7 +1,8 @@
-"""The command line's promise: a mistake a user can make is one line on stderr and exit code 2, never a traceback.
+"""What a user (or a crafted file) can cause is refused with a clear message and bounded work, never a traceback.
 
-Each case is a real command that used to end in a traceback (or ran unbounded); the message must say what was wrong
-and what is allowed.
+The command line's promise: a mistake is one line on stderr and exit code 2. Each case is a real command that used to
+end in a traceback (or ran unbounded); the message must say what was wrong and what is allowed. Files: one reader
+for every loader, which refuses what could take more memory than the file's size.
 """
 from __future__ import annotations
 
@@ -102,3 +103,27 @@ def test_the_installed_entry_point_prints_one_line_for_a_parser_error():
     done = subprocess.run([sys.executable, "-m", "varlite", "generate", "--cfg", "inf"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and done.stderr.startswith("error: ") and len(done.stderr.splitlines()) == 1
+
+
+def test_a_zip_bomb_is_refused_by_the_one_reader_before_anything_is_inflated(tmp_path):
+    """A torch file whose members are deflated (64 MiB of zeros in a file of ~70 KB) is refused by read_torch_file,
+    which every loader uses: a training checkpoint, an official / uploaded state dict."""
+    import io
+    import zipfile
+
+    import torch
+
+    from varlite import pretrained
+    from varlite.safe_io import CorruptCheckpointError
+    from varlite.train.checkpoint import load_checkpoint
+    buffer = io.BytesIO()
+    torch.save({"format": "varlite-train", "version": 1, "w": torch.zeros(16 * 2 ** 20)}, buffer)
+    bomb = tmp_path / "checkpoint.pt"
+    with zipfile.ZipFile(io.BytesIO(buffer.getvalue())) as plain, \
+            zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as deflated:
+        for member in plain.infolist():
+            deflated.writestr(member.filename, plain.read(member))
+    assert bomb.stat().st_size < 1_000_000
+    for load in (load_checkpoint, pretrained.load_state_dict):
+        with pytest.raises(CorruptCheckpointError, match="compressed members .* refused before inflating anything"):
+            load(bomb)
