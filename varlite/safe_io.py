@@ -56,9 +56,24 @@ def checkpoint_file_kind(path: str | os.PathLike) -> str:
     return "other"
 
 
+def check_stored_members(path: Path, remedy: str) -> None:
+    """Refuse a zip whose members are compressed: ``torch.save`` stores every member as is, so the bytes a file can
+    put in memory are at most its size on disk. A compressed member is not something torch.save wrote, and could
+    inflate to gigabytes from a small file (a "zip bomb"); it is refused before anything is inflated."""
+    with zipfile.ZipFile(path) as archive:
+        members = archive.infolist()
+    compressed = [m for m in members if m.compress_type != zipfile.ZIP_STORED]
+    if compressed or sum(m.file_size for m in members) > path.stat().st_size:
+        raise CorruptCheckpointError(f"{path} is a zip archive with compressed members ({len(compressed)} of "
+                                     f"{len(members)}), which torch.save never writes: it was refused before "
+                                     f"inflating anything (it could expand far beyond its size); {remedy}")
+
+
 def read_torch_file(path: Path, remedy: str, mmap: bool = False, unsafe_hint: str = "") -> object:
     """``torch.load(path, map_location="cpu", weights_only=True)`` of an existing file; every failure raises
-    ``CorruptCheckpointError`` ("<path> <what the file is>; <remedy>") or ``UnsafeCheckpointError``.
+    ``CorruptCheckpointError`` ("<path> <what the file is>; <remedy>") or ``UnsafeCheckpointError``. The one reader
+    of every varlite loader (training checkpoints, official and uploaded weights): a zip file is read only when its
+    members are stored uncompressed (``check_stored_members``), so reading never takes more memory than the file.
 
     Messages describe the kind of file, never its bytes (a path may name any file a user can type). Any exception
     of the unpickler on damaged data (IndexError, KeyError, EOFError, UnicodeDecodeError, ...) is the same damaged
@@ -66,6 +81,8 @@ def read_torch_file(path: Path, remedy: str, mmap: bool = False, unsafe_hint: st
     instead of reading them into memory.
     """
     kind = checkpoint_file_kind(path)
+    if kind == "zip":
+        check_stored_members(path, remedy)
     if kind == "empty":
         raise CorruptCheckpointError(f"{path} is empty (0 bytes); {remedy}")
     if kind == "damaged zip":
