@@ -13,7 +13,7 @@ from typing import Callable
 import streamlit as st
 
 from app import traces, ui
-from app.models import LoadedModel, load_model
+from app.loaders import LoadedModel, load_model
 from app.traces import GenSettings
 from varlite import export
 

@@ -16,7 +16,7 @@ import streamlit as st
 import torch
 
 from app import inputs
-from app.models import load_model
+from app.loaders import load_model
 from app.traces import GenSettings, finished_generation, to_uint8
 from varlite import editing
 from varlite.images import prepare_image

@@ -24,7 +24,7 @@ import streamlit as st
 from PIL import Image
 
 from app import traces
-from app.models import load_model
+from app.loaders import load_model
 from app.traces import GenSettings
 from varlite import complexity, viz
 from varlite.core.var import block_causal_bias

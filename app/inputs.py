@@ -8,7 +8,7 @@ import skimage.data
 import streamlit as st
 from PIL import Image, UnidentifiedImageError
 
-from app.models import LoadedModel
+from app.loaders import LoadedModel
 from varlite.data import CIFAR10, find_cifar10
 from varlite.data.cifar10 import CLASSES as CIFAR10_CLASSES
 from varlite.data.shapes import CLASS_NAMES as SHAPE_NAMES, Shapes

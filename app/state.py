@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import streamlit as st
 
-from app.models import LoadedModel
+from app.loaders import LoadedModel
 
 SAMPLING_FIELDS = ("cfg", "top_k", "top_p")
 

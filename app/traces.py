@@ -25,7 +25,7 @@ import streamlit as st
 import torch
 
 from app import inputs
-from app.models import LoadedModel, load_model
+from app.loaders import LoadedModel, load_model
 from varlite.complexity import attention_capture_bytes
 from varlite.images import prepare_image
 from varlite.core.trace import EncodeStep, ScaleStep

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import models, state
-from app.models import LoadedModel
+from app import loaders, registry, state
+from app.loaders import LoadedModel
 from app.traces import GenSettings
 
 LESSONS_DIR = Path(__file__).resolve().parent.parent / "lessons"
@@ -32,13 +32,13 @@ def model_picker() -> None:
     """Sidebar: which model every page uses. A link may pick it (``?model=<key>``); a key that is no longer offered
     (e.g. official files deleted) falls back to the default."""
     s = state.get()
-    choices = models.available_models(s.custom_pairs)
+    choices = registry.available_models(s.custom_pairs)
     keys = [c.key for c in choices]
     labels = {c.key: c.label for c in choices}
     if not s.model_key and st.query_params.get("model") in keys:
         s.model_key = st.query_params["model"]
     if s.model_key not in keys:
-        s.model_key = models.DEFAULT_MODEL if models.DEFAULT_MODEL in keys else keys[0]
+        s.model_key = registry.DEFAULT_MODEL if registry.DEFAULT_MODEL in keys else keys[0]
     with st.sidebar:
         state.bound(st.selectbox, "Model", "model_picker", field="model_key", options=keys, format_func=labels.get,
                     help="Built-in models are small and shipped with varlite. Official models appear here once "
@@ -55,7 +55,7 @@ def model_picker() -> None:
 
 def load_current_model() -> LoadedModel:
     """The model picked in the sidebar, loaded (once per server) and adopted by the settings; raises on failure."""
-    model = models.load_model(state.get().model_key)
+    model = loaders.load_model(state.get().model_key)
     state.adopt_model(model)
     return model
 
@@ -72,7 +72,7 @@ def current_model() -> LoadedModel:
 
 
 def show_load_error(key: str, err: BaseException) -> None:
-    st.error(f"Could not load the model **{key}**.\n\n{models.friendly_error(err)}")
+    st.error(f"Could not load the model **{key}**.\n\n{loaders.friendly_error(err)}")
 
 
 def class_picker(model: LoadedModel, key: str, field: str | None = None, label: str = "Class",

@@ -10,7 +10,7 @@ import torch
 
 pytest.importorskip("streamlit")
 
-from app import edits, figures, models, traces  # noqa: E402
+from app import edits, figures, loaders, traces  # noqa: E402
 from app.traces import GenSettings  # noqa: E402
 from tests.test_app import SHAPES, assert_clean, heading_scale, new_app, settings  # noqa: E402
 from varlite import editing  # noqa: E402
@@ -101,7 +101,7 @@ def test_a_click_on_any_map_picks_the_position_and_the_area_follows_the_scales()
 
 
 def test_the_picked_token_is_framed_on_the_panels_and_the_strip_stays_plain():
-    model = models.load_model(SHAPES)
+    model = loaders.load_model(SHAPES)
     gen = GenSettings(SHAPES, 0, 0, model.default("cfg"), model.default("top_k"), model.default("top_p"))
     K = len(traces.finished_generation(gen).steps)
     plain = figures.latent_panels(gen, 2, K) + [figures.decoded_panel(gen, 2)]
@@ -156,7 +156,7 @@ def test_the_default_edit_adds_a_blue_triangle_and_keeps_the_disc():
     assert_clean(at)
     assert at.radio(key="edit_op").value == "class"
     assert at.selectbox(key=f"edit_class_label@{SHAPES}").value == 2
-    model = models.load_model(SHAPES)
+    model = loaders.load_model(SHAPES)
     gen = GenSettings(SHAPES, 0, 0, model.default("cfg"), model.default("top_k"), model.default("top_p"))
     res = edits.edit_result(edits.EditRequest(SHAPES, "class", (0.5, 0.0, 1.0, 1.0), 2, 0, model.default("cfg"),
                                               model.default("top_k"), model.default("top_p"), source_settings=gen))
@@ -172,7 +172,7 @@ def test_the_default_edit_adds_a_blue_triangle_and_keeps_the_disc():
 
 def test_painting_switches_cells_and_drags_boxes_and_the_scale_masks_follow():
     at = new_app("views/edit.py")
-    H = models.load_model(SHAPES).patch_nums[-1]
+    H = loaders.load_model(SHAPES).patch_nums[-1]
     view = settings(at).view
     click(at, "edit_paint_0", 0, 0)                     # a click adds a cell to the preset (the lower half)
     assert (0, 0) in view["edit_cells"][1] and len(view["edit_cells"][1]) == H * H // 2 + 1
@@ -187,7 +187,7 @@ def test_painting_switches_cells_and_drags_boxes_and_the_scale_masks_follow():
     cells = view["edit_cells"][1]
     assert cells == {(0, 0)} | {(r, c) for r in range(4, 8) for c in range(4)}
     region = edits.region_mask(cells, H)
-    expected = editing.scale_keep_masks(torch.from_numpy(~region), models.load_model(SHAPES).patch_nums)
+    expected = editing.scale_keep_masks(torch.from_numpy(~region), loaders.load_model(SHAPES).patch_nums)
     assert [c for img in at.image for c in img.captions].count("2x2") == 2      # the live masks and the result's
     res = edits.edit_result(edits.EditRequest(SHAPES, "class", frozenset(cells), 1, 0, 1.5, settings(at).top_k,
                                               settings(at).top_p, source_settings=GenSettings(SHAPES, 0, 0, 1.5, 20)))
@@ -209,7 +209,7 @@ def test_token_surgery_picks_tokens_by_click_and_a_replacement_from_the_candidat
     click(at, f"edit_surgery_{si}_1", 0, 1)                              # remove one
     cells = view["edit_surgery_cells"][1]
     assert cells == {(0, 0), (1, 0), (1, 1), (3, 3)}
-    model = models.load_model(SHAPES)
+    model = loaders.load_model(SHAPES)
     source = GenSettings(SHAPES, 0, 0, model.default("cfg"), model.default("top_k"), model.default("top_p"))
     pred = edits.scale_prediction(SHAPES, edits.EditSource(source), si, 0, model.default("cfg"), model.default("top_k"),
                                   model.default("top_p"), 0)

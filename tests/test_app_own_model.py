@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("streamlit")
 
-from app import models  # noqa: E402
+from app import loaders, uploads  # noqa: E402
 from tests.test_app import PAGES, assert_clean, new_app, png_bytes, settings  # noqa: E402
 from tests.test_train import folder, micro_preset_one_thread, tokenizer_run, var_run  # noqa: E402,F401 (fixtures)
 from varlite.train.transformer import load_var_run  # noqa: E402
@@ -72,7 +72,7 @@ def test_a_run_in_the_model_folders_is_listed_loaded_and_used_on_every_page(home
     text = " ".join(m.value for m in at.markdown) + " ".join(c.value for c in at.caption)
     assert "Loaded: " + homes.name in " ".join(h.value for h in at.subheader)
     assert "training run" in text and "0: class00, 1: class01" in text and "test-micro" in text
-    model = models.load_model(key)
+    model = loaders.load_model(key)
     assert model.class_names == tuple(FOLDER_NAMES) and model.sampling == {"cfg": 1.5, "top_k": 0, "top_p": 0.0}
     var, _ = load_var_run(homes)
     assert all(torch.equal(a, b) for a, b in zip(var.state_dict().values(), model.var.state_dict().values()))
@@ -131,7 +131,7 @@ def test_an_uploaded_run_checkpoint_loads_without_reading_server_folders(homes):
     assert_clean(at)
     key = settings(at).model_key
     assert key.startswith("upload:") and len(key) == len("upload:") + 64
-    model = models.load_model(key)
+    model = loaders.load_model(key)
     assert model.class_names == ("",) * 10          # a folder dataset's names are not read for an upload
     assert model.class_label(3) == "class 3" and "uploaded training checkpoint `checkpoint.pt`" in model.source
     at.switch_page("views/generate.py").run()
@@ -148,7 +148,7 @@ def test_an_uploaded_state_dict_pair_loads_and_a_lone_var_is_explained(homes):
     upload(at, "models_upload_vae", "my_vae.pth", state_dict_bytes(var.vqvae))
     at.button(key="models_load_upload").click().run()
     assert_clean(at)
-    model = models.load_model(settings(at).model_key)
+    model = loaders.load_model(settings(at).model_key)
     assert model.name == "my_var" and model.files == ["my_vae.pth", "my_var.pth"]
     assert "verified" in model.verified and "/tmp" not in model.source + model.verified
     assert all(torch.equal(a, b) for a, b in zip(var.state_dict().values(), model.var.state_dict().values()))
@@ -177,7 +177,7 @@ def test_swapped_damaged_and_malicious_uploads_are_refused_by_name(homes, capsys
 
 
 def test_uploads_over_the_limit_are_refused_before_loading(homes, monkeypatch):
-    monkeypatch.setattr(models, "weights_upload_limit_mb", lambda: 1)
+    monkeypatch.setattr(uploads, "weights_upload_limit_mb", lambda: 1)
     at = new_app("views/models.py")
     upload(at, "models_upload_var", "big.pt", b"\0" * (2**20 + 1))
     at.button(key="models_load_upload").click().run()
@@ -186,13 +186,13 @@ def test_uploads_over_the_limit_are_refused_before_loading(homes, monkeypatch):
 
 
 def test_the_upload_store_keeps_the_last_files_and_says_when_one_is_gone(tmp_path):
-    store = models.UploadStore(tmp_path, max_files=2)
+    store = uploads.UploadStore(tmp_path, max_files=2)
     shas = [store.put(bytes([i]) * 10, f"f{i}.pth") for i in range(3)]
     assert store.put(bytes([2]) * 10, "again.pth") == shas[2]
     assert sorted(p.stem for p in tmp_path.glob("*.pth")) == sorted(shas[1:])
     assert store.path(shas[1]).read_bytes() == bytes([1]) * 10 and store.name(shas[2]) == "again.pth"
     for gone in (shas[0], "../../etc/passwd", "a" * 64):
-        with pytest.raises(models.UploadedFileError, match="no longer on the server"):
+        with pytest.raises(uploads.UploadedFileError, match="no longer on the server"):
             store.path(gone)
 
 
@@ -209,7 +209,7 @@ def test_the_generation_download_is_the_library_export_of_the_same_generation():
     vqvae, var = load_builtin("shapes")
     with torch.inference_mode():
         steps = [s.detached() for s in var.generate_steps([3], **settings.args())]
-    model = models.load_model("builtin:shapes")
+    model = loaders.load_model("builtin:shapes")
     title = f"varlite shapes: {ui.settings_caption(model, settings)}"
     expected = export.strip_image(steps, vqvae.quantize.embedding.weight, title=title)
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), np.asarray(expected))
@@ -223,7 +223,7 @@ def test_the_encode_page_offers_the_step_through_downloads():
     assert_clean(at)
     buttons = at.get("download_button")
     assert len(buttons) == 2
-    model = models.load_model("builtin:shapes")
+    model = loaders.load_model("builtin:shapes")
     sample = settings(at).view["enc_sample"]
     from app import inputs
     data = inputs.sample_image_png(sample, 32)

@@ -5,7 +5,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
-from app import figures, models, state, traces, ui
+from app import figures, loaders, state, traces, ui
 from varlite import complexity
 
 st.title("Cost: K steps instead of n² steps")
@@ -67,7 +67,7 @@ else:
         with st.spinner("Generating (the Generate page's generation, shared with it)..."):
             run = traces.finished_generation(settings)
     except Exception as err:      # noqa: BLE001
-        st.error(f"Generation failed: {models.friendly_error(err)}")
+        st.error(f"Generation failed: {loaders.friendly_error(err)}")
         st.stop()
     timing, source = complexity.timing_rows(run.steps), "the Generate page's generation (computed once, shared)"
 st.caption(f"Times from {source}.")

@@ -12,7 +12,7 @@ import numpy as np
 import streamlit as st
 import torch
 
-from app import edits, figures, inputs, models, state, traces, ui
+from app import edits, figures, inputs, loaders, state, traces, ui
 from app.edits import EDIT_OPS, EditSource
 from varlite import editing
 from varlite.images import prepare_image
@@ -112,7 +112,7 @@ with left:
         try:
             traces.finished_generation(source.settings)
         except Exception as err:      # noqa: BLE001
-            st.error(f"The source could not be generated: {models.friendly_error(err)}")
+            st.error(f"The source could not be generated: {loaders.friendly_error(err)}")
             st.stop()
     elif src_kind == "A sample image":
         sample = state.bound(st.selectbox, "Sample", "edit_sample", options=inputs.sample_names(model))
@@ -250,7 +250,7 @@ except (ValueError, inputs.ImageInputError) as err:
     st.error(f"This edit cannot be done: {err}")
     st.stop()
 except Exception as err:      # noqa: BLE001
-    st.error(f"The edit failed: {models.friendly_error(err)}")
+    st.error(f"The edit failed: {loaders.friendly_error(err)}")
     st.stop()
 
 with right:

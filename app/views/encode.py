@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import downloads, figures, inputs, models, state, traces, ui
+from app import downloads, figures, inputs, loaders, state, traces, ui
 
 st.title("Encode: an image becomes a pyramid of token maps")
 ui.explain(
@@ -54,7 +54,7 @@ with left:
         try:
             data, name = inputs.sample_image_png(sample, size), sample
         except Exception as err:      # noqa: BLE001
-            st.error(f"Could not load the sample {sample!r}: {models.friendly_error(err)}")
+            st.error(f"Could not load the sample {sample!r}: {loaders.friendly_error(err)}")
     else:
         up = st.file_uploader(f"An image (PNG, JPEG, ...; up to {inputs.MAX_UPLOAD_MB} MB)", key="enc_upload",
                               max_upload_size=inputs.MAX_UPLOAD_MB)
@@ -71,7 +71,7 @@ except inputs.ImageInputError as err:
     st.error(str(err))
     st.stop()
 except Exception as err:      # noqa: BLE001
-    st.error(f"Could not encode this image: {models.friendly_error(err)}")
+    st.error(f"Could not encode this image: {loaders.friendly_error(err)}")
     st.stop()
 
 with left:
@@ -132,7 +132,7 @@ if kind not in (None, "none"):
     try:
         st.image(figures.encoding_figure(kind, model.key, data, name, si), width="stretch")
     except Exception as err:      # noqa: BLE001
-        st.error(f"Could not draw this figure: {models.friendly_error(err)}")
+        st.error(f"Could not draw this figure: {loaders.friendly_error(err)}")
 with st.expander("All scales at a glance"):
     st.dataframe(df, hide_index=True)
     for col, s in zip(st.columns(K), steps):

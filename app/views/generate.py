@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import downloads, figures, models, state, traces, ui
+from app import downloads, figures, loaders, state, traces, ui
 from app.traces import GenerationRun, GenSettings
 
 PLAY_INTERVAL_S = 1.0
@@ -196,7 +196,7 @@ def _wait_for_scale(k: int) -> bool:
         bar.empty()
     for name, _, run in runs:
         if run.error is not None:
-            st.error(f"Generation failed: {models.friendly_error(run.error)}")
+            st.error(f"Generation failed: {loaders.friendly_error(run.error)}")
             return False
     return True
 
@@ -362,7 +362,7 @@ def inspector(run: GenerationRun, si: int, settings: GenSettings, row: int, col:
             try:
                 att = traces.attention_at(settings, si, int(row), int(col))
             except Exception as err:     # noqa: BLE001
-                st.error(f"Could not capture attention: {models.friendly_error(err)}")
+                st.error(f"Could not capture attention: {loaders.friendly_error(err)}")
                 return
             n_layers, n_heads = att.shape[:2]
             a, b = st.columns(2)
@@ -394,7 +394,7 @@ def details(settings: GenSettings, si: int, row: int, col: int) -> None:
         else:
             png = figures.generation_figure(kind, settings, si, row, col)
     except Exception as err:      # noqa: BLE001
-        st.error(f"Could not draw this figure: {models.friendly_error(err)}")
+        st.error(f"Could not draw this figure: {loaders.friendly_error(err)}")
         return
     st.image(png, width="stretch" if kind in ("tokens", "latents") else 720)
 

@@ -10,7 +10,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from app import models, state, ui
+from app import loaders, official_files, registry, state, training_runs, ui, uploads
 from varlite import builtin, pretrained
 from varlite.download import varlite_home
 
@@ -87,11 +87,11 @@ def _adopt_own(key: str, label: str) -> None:
     """Load ``key`` (errors shown in the page), offer it in this session's picker and switch every page to it."""
     try:
         with st.spinner("Loading and verifying..."):
-            loaded = models.load_model(key)
+            loaded = loaders.load_model(key)
     except Exception as err:      # noqa: BLE001 -- missing / damaged / foreign / unsafe files: all explained
-        st.error(f"This model cannot be loaded: {models.friendly_error(err)}")
+        st.error(f"This model cannot be loaded: {loaders.friendly_error(err)}")
         return
-    models.remember_own_model(loaded, label)
+    registry.remember_own_model(loaded, label)
     s.model_key = loaded.key
     st.rerun()
 
@@ -106,7 +106,7 @@ run_tab, upload_tab = st.tabs(["A training run on this server", "Upload weights 
 with run_tab:
     try:
         folders = ", ".join(f"`{f}`" for f in pretrained.model_folders())
-        runs = models.training_runs()
+        runs = training_runs.training_runs()
     except OSError as err:
         folders, runs = f"(unusable: {err})", []
     st.caption(f"Runs are read only from the model folders: {folders}. Train into one "
@@ -128,20 +128,20 @@ with run_tab:
         else:
             _adopt_own(f"run:{run_path}", f"Your run: {run_path.name if run_path.is_dir() else run_path.parent.name}")
 with upload_tab:
-    limit = models.weights_upload_limit_mb()
+    limit = uploads.weights_upload_limit_mb()
     st.caption(f"Up to {limit} MB per file (the server's `maxUploadSize`; larger files load from a run folder). "
                "Files are read with `torch.load(weights_only=True)` and checked strictly: every tensor name and "
-               f"shape must match the model they describe. The server keeps the last {models.MAX_UPLOADS} uploads.")
+               f"shape must match the model they describe. The server keeps the last {uploads.MAX_UPLOADS} uploads.")
     up_var = st.file_uploader("The VAR: a train-var `checkpoint.pt`, or a VAR state_dict `.pth`",
                               key="models_upload_var", type=["pt", "pth"], max_upload_size=limit)
     up_vae = st.file_uploader("Its VQVAE state_dict `.pth` (only needed with a VAR state_dict)",
                               key="models_upload_vae", type=["pt", "pth"], max_upload_size=limit)
     if st.button("Load the uploaded files", key="models_load_upload", disabled=up_var is None):
         try:
-            store = models.upload_store()
+            store = uploads.upload_store()
             var_sha = store.put(up_var.getvalue(), up_var.name)
             vae_sha = store.put(up_vae.getvalue(), up_vae.name) if up_vae is not None else ""
-        except models.UploadedFileError as err:
+        except uploads.UploadedFileError as err:
             st.error(str(err))
         else:
             _adopt_own(f"upload:{var_sha}" + (f"|{vae_sha}" if vae_sha else ""), f"Uploaded: {up_var.name}")
@@ -164,10 +164,10 @@ try:
 except OSError as err:
     st.error(f"The cache folder cannot be used: {err}")
     st.stop()
-problems = models.official_file_problems()
+problems = official_files.official_file_problems()
 if load_error is not None:
-    for name in models.files_named_in(load_error):
-        problems.setdefault(name, models.friendly_error(load_error))
+    for name in official_files.files_named_in(load_error):
+        problems.setdefault(name, loaders.friendly_error(load_error))
 rows = []
 for name, entry in pretrained.OFFICIAL_FILES.items():
     path = pretrained.official_path(name)
@@ -180,7 +180,7 @@ st.markdown(f"Cache folder: `{home}` (set `VARLITE_HOME` to change it). From a t
 
 def _forget_official() -> None:
     """Drop loaded official models and the picker's stale choice after files changed."""
-    models.reset_official()
+    loaders.reset_official()
     s.model_key = ""
 
 
@@ -238,9 +238,9 @@ with b:
             key = f"path:{vae_path}|{var_path}"
             try:
                 with st.spinner("Loading and verifying..."):
-                    models.load_model(key)
+                    loaders.load_model(key)
             except Exception as err:      # noqa: BLE001 -- missing / corrupt / foreign / unsafe checkpoints
-                st.error(f"These files cannot be loaded: {models.friendly_error(err)}")
+                st.error(f"These files cannot be loaded: {loaders.friendly_error(err)}")
             else:
                 if (str(vae_path), str(var_path)) not in s.custom_pairs:
                     s.custom_pairs.append((str(vae_path), str(var_path)))
