@@ -190,6 +190,14 @@ def picked_cells(event, side: int) -> set[tuple[int, int]]:
     return {(r, c) for r, c in cells if 0 <= r < side and 0 <= c < side}
 
 
+def pick_key(chart: str, si: int, row: int, col: int) -> str:
+    """The widget key of the clickable map ``chart`` of scale si drawn with (row, col) picked. A click reruns the
+    script with the map's selection in ``st.session_state`` under this key. Since the key names the scale and the
+    picked position, every pick draws fresh maps (with no selection left in them), so a selection found under the
+    current key is always a new click; pages read it before drawing anything, so every panel shows the new pick."""
+    return f"{chart}_{si}_{row}_{col}"
+
+
 CELL_TOOLTIP = [{"field": "row", "type": "ordinal"}, {"field": "col", "type": "ordinal", "title": "column"},
                 {"field": "token", "type": "quantitative"}]
 SURENESS_TOOLTIP = [{"field": "probability", "type": "quantitative", "format": ".1%"},
