@@ -167,7 +167,7 @@ def test_the_default_edit_adds_a_blue_triangle_and_keeps_the_disc():
     assert red(res.after[:half]) >= 0.7 * red(res.before[:half]) and red(res.before[:half]) > 40
     assert blue(res.after[half:]) > 20 and blue(res.before) == 0
     assert all(k[k.shape[0] // 2:].sum() == 0 for k in res.keep[1:])     # the lower half generated at every scale
-    assert any("the 2x2 mask above turns all orange" in m.value for m in at.markdown)   # why the old default failed
+    assert any("the 2x2 mask above turns all orange" in m.value for m in at.markdown)   # why a centred box fails
 
 
 def test_painting_switches_cells_and_drags_boxes_and_the_scale_masks_follow():
