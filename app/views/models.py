@@ -1,5 +1,6 @@
 """Models: what is loaded, where its weights came from, your own model (a training run or uploaded weights), and how
-to get the official ones."""
+to get the official ones. Every section is a function called by ``main`` with what it needs; the session's
+settings come from ``state.get()``."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,6 +12,7 @@ import streamlit as st
 from PIL import Image
 
 from app import loaders, official_files, registry, state, training_runs, ui, uploads
+from app.loaders import LoadedModel
 from varlite import builtin, pretrained
 from varlite.download import varlite_home
 
@@ -36,28 +38,12 @@ def show_model_card(card: str, folder) -> None:
     st.markdown("\n".join(text))
 
 
-st.title("Models")
-ui.explain(
-    "Every page uses the model picked in the sidebar. Built-in models are small, trained with varlite on a CPU and "
-    "shipped with it. The official ImageNet-256 models (VAR-d16 ... d30, 310 M to 2 B parameters) share one "
-    "tokenizer (`vae_ch160v4096z32.pth`); once their files are in the cache folder they appear in the picker.",
-    "An official checkpoint is loaded strictly: every tensor name and shape must match the official layout, and "
-    "files are read with `torch.load(weights_only=True)`, so a corrupt or foreign file is refused with a message.",
-    ("training", "the_real_thing"))
-
-s = state.get()
-try:
-    model, load_error = ui.load_current_model(), None
-except Exception as err:      # noqa: BLE001 -- this page still renders: it is where a broken file is fixed
-    model, load_error = None, err
-    ui.show_load_error(s.model_key, err)
-
-
 def config_dict(config) -> dict:
     return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(config).items()}
 
 
-if model is not None:
+def loaded_model_section(model: LoadedModel) -> None:
+    """The loaded model: parameter counts, where its weights came from, its configs, classes and model card."""
     st.subheader(f"Loaded: {model.name}")
     counts = model.param_counts()
     c = st.columns(3)
@@ -81,8 +67,8 @@ if model is not None:
         with st.expander("Model card", expanded=True):
             show_model_card(model.card, model.card_folder or builtin.WEIGHTS_DIR)
 
-# ------------------------------------------------------------------------------------------------ your own model
 
+# ------------------------------------------------------------------------------------------------ your own model
 def _adopt_own(key: str, label: str) -> None:
     """Load ``key`` (errors shown in the page), offer it in this session's picker and switch every page to it."""
     try:
@@ -92,18 +78,26 @@ def _adopt_own(key: str, label: str) -> None:
         st.error(f"This model cannot be loaded: {loaders.friendly_error(err)}")
         return
     registry.remember_own_model(loaded, label)
-    s.model_key = loaded.key
+    state.get().model_key = loaded.key
     st.rerun()
 
 
-st.subheader("Your own model")
-st.markdown("A model you trained with `python -m varlite train-tokenizer ...` then `python -m varlite train-var "
-            "--tokenizer <its run> ...` loads here from its **run folder** (the `checkpoint.pt` of a train-var run "
-            "holds the transformer and its tokenizer) or as **uploaded weights**. Class names come with it when "
-            "its dataset has them (Shapes, CIFAR-10, or the sub-folders of an image folder). Once loaded it is in "
-            "the sidebar's model picker and every page uses it.")
-run_tab, upload_tab = st.tabs(["A training run on this server", "Upload weights files"])
-with run_tab:
+def own_model_section() -> None:
+    """Your own model: a train-var run from the model folders (found or typed), or uploaded weights files."""
+    st.subheader("Your own model")
+    st.markdown("A model you trained with `python -m varlite train-tokenizer ...` then `python -m varlite train-var "
+                "--tokenizer <its run> ...` loads here from its **run folder** (the `checkpoint.pt` of a train-var "
+                "run holds the transformer and its tokenizer) or as **uploaded weights**. Class names come with it "
+                "when its dataset has them (Shapes, CIFAR-10, or the sub-folders of an image folder). Once loaded it "
+                "is in the sidebar's model picker and every page uses it.")
+    run_tab, upload_tab = st.tabs(["A training run on this server", "Upload weights files"])
+    with run_tab:
+        _run_tab()
+    with upload_tab:
+        _upload_tab()
+
+
+def _run_tab() -> None:
     try:
         folders = ", ".join(f"`{f}`" for f in pretrained.model_folders())
         runs = training_runs.training_runs()
@@ -127,7 +121,9 @@ with run_tab:
             st.error(str(err))
         else:
             _adopt_own(f"run:{run_path}", f"Your run: {run_path.name if run_path.is_dir() else run_path.parent.name}")
-with upload_tab:
+
+
+def _upload_tab() -> None:
     limit = uploads.weights_upload_limit_mb()
     st.caption(f"Up to {limit} MB per file (the server's `maxUploadSize`; larger files load from a run folder). "
                "Files are read with `torch.load(weights_only=True)` and checked strictly: every tensor name and "
@@ -146,45 +142,59 @@ with upload_tab:
         else:
             _adopt_own(f"upload:{var_sha}" + (f"|{vae_sha}" if vae_sha else ""), f"Uploaded: {up_var.name}")
 
+
 # ------------------------------------------------------------------------------------------------ built-in cards
-names = builtin.list_builtin()
-if names:
-    st.subheader("Model cards of the shipped weights")
-    for name in names:
-        with st.expander(f"Built-in: {name}"):
-            try:
-                show_model_card(builtin.model_card(name), builtin.WEIGHTS_DIR)
-            except builtin.BuiltinError as err:
-                st.warning(f"No model card for {name}: {err}")
+def builtin_cards_section() -> None:
+    names = builtin.list_builtin()
+    if names:
+        st.subheader("Model cards of the shipped weights")
+        for name in names:
+            with st.expander(f"Built-in: {name}"):
+                try:
+                    show_model_card(builtin.model_card(name), builtin.WEIGHTS_DIR)
+                except builtin.BuiltinError as err:
+                    st.warning(f"No model card for {name}: {err}")
+
 
 # ------------------------------------------------------------------------------------------------ official weights
-st.subheader("Official weights")
-try:
-    home = varlite_home()
-except OSError as err:
-    st.error(f"The cache folder cannot be used: {err}")
-    st.stop()
-problems = official_files.official_file_problems()
-if load_error is not None:
-    for name in official_files.files_named_in(load_error):
-        problems.setdefault(name, loaders.friendly_error(load_error))
-rows = []
-for name, entry in pretrained.OFFICIAL_FILES.items():
-    path = pretrained.official_path(name)
-    status = "no" if not path.is_file() else ("yes, damaged" if name in problems else "yes")
-    rows.append({"name": name, "file": entry.filename, "size (MB)": entry.approx_mb, "in the cache": status})
-st.dataframe(pd.DataFrame(rows), hide_index=True)
-st.markdown(f"Cache folder: `{home}` (set `VARLITE_HOME` to change it). From a terminal: "
-            "`python -m varlite download vae d16`. Each VAR file needs the `vae` file too.")
-
-
 def _forget_official() -> None:
     """Drop loaded official models and the picker's stale choice after files changed."""
     loaders.reset_official()
-    s.model_key = ""
+    state.get().model_key = ""
 
 
-for name, problem in problems.items():
+def official_weights_section(load_error: BaseException | None) -> None:
+    """The official files in the cache: which are there, the damaged ones (to delete or download again), a
+    download, and files the user already has. ``load_error``: why the picked model failed to load, if it did."""
+    st.subheader("Official weights")
+    try:
+        home = varlite_home()
+    except OSError as err:
+        st.error(f"The cache folder cannot be used: {err}")
+        st.stop()
+    problems = official_files.official_file_problems()
+    if load_error is not None:
+        for name in official_files.files_named_in(load_error):
+            problems.setdefault(name, loaders.friendly_error(load_error))
+    rows = []
+    for name, entry in pretrained.OFFICIAL_FILES.items():
+        path = pretrained.official_path(name)
+        status = "no" if not path.is_file() else ("yes, damaged" if name in problems else "yes")
+        rows.append({"name": name, "file": entry.filename, "size (MB)": entry.approx_mb, "in the cache": status})
+    st.dataframe(pd.DataFrame(rows), hide_index=True)
+    st.markdown(f"Cache folder: `{home}` (set `VARLITE_HOME` to change it). From a terminal: "
+                "`python -m varlite download vae d16`. Each VAR file needs the `vae` file too.")
+    for name, problem in problems.items():
+        _damaged_file(name, problem)
+    a, b = st.columns([2, 3])
+    with a:
+        _download()
+    with b:
+        _files_you_have()
+
+
+def _damaged_file(name: str, problem: str) -> None:
+    """A damaged official file: what is wrong, and buttons to delete it or download it again."""
     path = pretrained.official_path(name)
     with st.container(border=True):
         st.error(f"**{name}**: `{path}` cannot be used: {problem}")
@@ -205,24 +215,29 @@ for name, problem in problems.items():
             else:
                 st.rerun()
 
-choices = [n for n in pretrained.OFFICIAL_FILES if n != "d36"]
-a, b = st.columns([2, 3])
-want = state.bound(a.multiselect, "Download into the cache", "models_download_choice", default=["vae", "d16"],
-                   options=choices)
-if a.button("Download", key="models_download", help="Needs internet; resumes where a previous try stopped."):
-    for name in want:
-        try:
-            with st.spinner(f"Downloading {name} (~{pretrained.OFFICIAL_FILES[name].approx_mb} MB)..."):
-                pretrained.download_official(name, progress=False)
-            st.success(f"{name}: downloaded and verified.")
-        except Exception as err:      # noqa: BLE001 -- offline, HTTP errors, corrupt files: all explained
-            st.error(f"{name}: {err}")
-            break
-    else:
-        _forget_official()
-        st.rerun()
 
-with b:
+def _download() -> None:
+    """Download official files into the cache (all but d36)."""
+    choices = [n for n in pretrained.OFFICIAL_FILES if n != "d36"]
+    want = state.bound(st.multiselect, "Download into the cache", "models_download_choice", default=["vae", "d16"],
+                       options=choices)
+    if st.button("Download", key="models_download", help="Needs internet; resumes where a previous try stopped."):
+        for name in want:
+            try:
+                with st.spinner(f"Downloading {name} (~{pretrained.OFFICIAL_FILES[name].approx_mb} MB)..."):
+                    pretrained.download_official(name, progress=False)
+                st.success(f"{name}: downloaded and verified.")
+            except Exception as err:      # noqa: BLE001 -- offline, HTTP errors, corrupt files: all explained
+                st.error(f"{name}: {err}")
+                break
+        else:
+            _forget_official()
+            st.rerun()
+
+
+def _files_you_have() -> None:
+    """A VQVAE file and a VAR file named by the user, read from the model folders only."""
+    s = state.get()
     folders = ", ".join(f"`{f}`" for f in pretrained.model_folders())
     st.markdown("**Or use files you already have**")
     st.caption(f"Files are read only from the model folders: {folders} (add folders with `VARLITE_MODEL_DIRS`). "
@@ -246,3 +261,29 @@ with b:
                     s.custom_pairs.append((str(vae_path), str(var_path)))
                 s.model_key = key
                 st.rerun()
+
+
+# ------------------------------------------------------------------------------------------------ the page
+def main() -> None:
+    st.title("Models")
+    ui.explain(
+        "Every page uses the model picked in the sidebar. Built-in models are small, trained with varlite on a CPU "
+        "and shipped with it. The official ImageNet-256 models (VAR-d16 ... d30, 310 M to 2 B parameters) share one "
+        "tokenizer (`vae_ch160v4096z32.pth`); once their files are in the cache folder they appear in the picker.",
+        "An official checkpoint is loaded strictly: every tensor name and shape must match the official layout, and "
+        "files are read with `torch.load(weights_only=True)`, so a corrupt or foreign file is refused with a "
+        "message.",
+        ("training", "the_real_thing"))
+    try:
+        model, load_error = ui.load_current_model(), None
+    except Exception as err:      # noqa: BLE001 -- this page still renders: it is where a broken file is fixed
+        model, load_error = None, err
+        ui.show_load_error(state.get().model_key, err)
+    if model is not None:
+        loaded_model_section(model)
+    own_model_section()
+    builtin_cards_section()
+    official_weights_section(load_error)
+
+
+main()
