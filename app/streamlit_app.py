@@ -1,31 +1,38 @@
 """varlite walkthrough: VAR's next-scale prediction, one scale at a time.
 
-Run from the repository root:  streamlit run app/streamlit_app.py   (or `make app`; `make serve` for a class)
-Pages: Generate, Encode, Edit, Cost, Models. The model picked in the sidebar, the sampling settings and the scale
-live in one settings object per session (app/state.py), shared by all pages.
+Start it from the repository root:  python -m streamlit run app/streamlit_app.py   (what `make app` runs; `make serve`
+for a class). Pages: Generate, Encode, Edit, Cost, Models. The model picked in the sidebar, the sampling settings and
+the scale live in one settings object per session (app/state.py), shared by all pages.
+
+Imports: the library is the installed package ``varlite`` (installed editable by ``make setup``). The pages import the
+app's own modules as the package ``app`` (``from app import ui``), which is found because ``python -m`` puts the
+current folder, the repository root, on ``sys.path``. Streamlit itself adds only the script's folder (``app/``), so a
+bare ``streamlit run app/streamlit_app.py`` cannot import ``app``; the app does not edit ``sys.path`` to make up for
+it, and says so instead of failing with a bare traceback.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:        # `streamlit run app/streamlit_app.py` puts app/ on the path, not the repo root
-    sys.path.insert(0, str(ROOT))
+import streamlit as st
 
-import streamlit as st  # noqa: E402
-
-from app import ui  # noqa: E402
+try:
+    from app import ui
+except ModuleNotFoundError as err:
+    if err.name != "app":
+        raise
+    raise ModuleNotFoundError("the walkthrough imports its modules as the package `app`: start it from the repository "
+                              "root with `python -m streamlit run app/streamlit_app.py` (or `make app`)") from err
 
 st.set_page_config(page_title="varlite: VAR, scale by scale", page_icon=":material/stacks:", layout="wide")
 
-HERE = Path(__file__).resolve().parent
+VIEWS = Path(__file__).resolve().parent / "views"
 PAGES = [
-    st.Page(HERE / "views" / "generate.py", title="Generate", icon=":material/auto_awesome:", url_path="generate", default=True),
-    st.Page(HERE / "views" / "encode.py", title="Encode", icon=":material/layers:", url_path="encode"),
-    st.Page(HERE / "views" / "edit.py", title="Edit", icon=":material/content_cut:", url_path="edit"),
-    st.Page(HERE / "views" / "cost.py", title="Cost", icon=":material/timer:", url_path="cost"),
-    st.Page(HERE / "views" / "models.py", title="Models", icon=":material/inventory_2:", url_path="models"),
+    st.Page(VIEWS / "generate.py", title="Generate", icon=":material/auto_awesome:", url_path="generate", default=True),
+    st.Page(VIEWS / "encode.py", title="Encode", icon=":material/layers:", url_path="encode"),
+    st.Page(VIEWS / "edit.py", title="Edit", icon=":material/content_cut:", url_path="edit"),
+    st.Page(VIEWS / "cost.py", title="Cost", icon=":material/timer:", url_path="cost"),
+    st.Page(VIEWS / "models.py", title="Models", icon=":material/inventory_2:", url_path="models"),
 ]
 
 page = st.navigation(PAGES)

@@ -5,7 +5,7 @@ detached (``ScaleStep.detached``: CPU tensors, no reference to the model), the m
 scale 1 while the later scales are still being computed, and never waits for more scales than it displays. A
 prefix image is decoded only when a page displays it, once, and kept in the run (``GenerationRun.image``).
 
-Bounds (issue 14 item 8):
+Bounds:
 - ``TraceStore`` (one per server, ``st.cache_resource``): the most recently used runs, at most ``MAX_RUNS`` of them
   and at most ``MAX_STORE_BYTES`` of tensors and images together; the least recently used go first (an unfinished
   one is stopped after its current scale).
