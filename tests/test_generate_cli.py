@@ -127,7 +127,6 @@ def test_mistakes_are_one_line_with_exit_code_2(tmp_path, official_named_tiny, c
         (["--class", "purple unicorn"], "error: --class 'purple unicorn' is not a class of this model: its names are "
                                         "'red disc', 'green square',"),
         (["--class", "10"], "error: --class 10 is outside this model's classes 0..9"),
-        (["--n", "0"], "error: --n must be at least 1 (images per class); got 0"),
         (["--model", "nope"], "error: --model 'nope' is neither a built-in model (cifar10, shapes), an official depth"),
         (["--model", str(weights)], f"error: {weights} is a single weights file: give the VQVAE file it was trained "
                                     f"with as --vae"),

@@ -127,3 +127,11 @@ def test_a_zip_bomb_is_refused_by_the_one_reader_before_anything_is_inflated(tmp
     for load in (load_checkpoint, pretrained.load_state_dict):
         with pytest.raises(CorruptCheckpointError, match="compressed members .* refused before inflating anything"):
             load(bomb)
+
+
+def test_an_error_line_quoting_a_huge_name_is_cut():
+    """A crafted file can carry a 100 KB key name; the one line that reports it stays short."""
+    from varlite.command import MAX_ERROR_CHARS, error_line
+    line = error_line(ValueError("unexpected key " + "k" * 100_000 + " in the file"))
+    assert len(line) <= MAX_ERROR_CHARS and line.startswith("unexpected key kkk") and line.endswith("(message cut)")
+    assert error_line(ValueError("short\n message")) == "short message"

@@ -20,56 +20,28 @@ import torch.nn.functional as F
 
 from . import imagenet
 from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults
+from .command import OneLineParser, add_debug_option, device_name, number_in, run_command
+from .core.var import VAR
+from .core.vqvae import VQVAE
 from .data import DATASET_NAMES, DatasetError, download_cifar10
 from .data import class_names as dataset_class_names
 from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
+from .device import pick_device
 from .download import DownloadError, varlite_home
 from .export import check_export_path, save_step_through
 from .pretrained import (HF_BASE_URL, OFFICIAL_FILES, DEMO_SAMPLING, CheckpointError, download_official,
                          load_official, load_pair, official_path)
 from .train import cli as train_cli
 from .train.grid import save_grid
-from .device import pick_device
-from .core.var import VAR
-from .core.vqvae import VQVAE
 
 # What a user can cause; ValueError also covers CheckpointError (every checkpoint loader's), varlite.parity's
 # ReferenceSetError and argument checks; OSError a path that is missing, a file where a folder is expected, a full
 # disk. A traceback of these would only hide the message at its end.
 USER_ERRORS = (OSError, ValueError, DatasetError, BuiltinError, DownloadError)
-EXIT_USER_ERROR = 2
 MAX_SEED = 2 ** 63 - 1          # torch.Generator.manual_seed takes a 64-bit integer
 MAX_CFG = 100.0                 # guidance far beyond the typical 1.5-4 only saturates the distribution
 MAX_IMAGES_PER_CLASS = 256      # --n
 MAX_IMAGES = 1024               # --n x classes: one batch, held in memory at once
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with the command line's promise: a mistake in the arguments is one line on stderr, exit code 2."""
-
-    def error(self, message: str):
-        self.exit(EXIT_USER_ERROR, f"error: {message} (see {self.prog} --help)\n")
-
-
-def number_in(low: float, high: float, kind=float):
-    """An argparse ``type``: a finite number of ``kind`` in [low, high], or an error saying the range."""
-    def parse(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {'an integer' if kind is int else 'a number'}") from None
-        if not low <= value <= high:        # also refuses nan and inf
-            bounds = f"[{low}, {high}]" if kind is int else f"[{low:g}, {high:g}]"
-            raise argparse.ArgumentTypeError(f"{text} is outside {bounds}")
-        return value
-    return parse
-
-
-def device_name(text: str) -> str:
-    """An argparse ``type``: auto, cpu, mps, cuda or cuda:N."""
-    if not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", text):
-        raise argparse.ArgumentTypeError(f"unknown device {text!r}; use auto, cpu, cuda, cuda:N or mps")
-    return text
 
 
 def cmd_download(args) -> int:
@@ -434,31 +406,5 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_debug_option(parser: argparse.ArgumentParser, subparsers) -> None:
-    """``--debug`` before or after the command name (after it, only when given: the top level's default stays)."""
-    text = "show the full traceback of an error instead of one line"
-    parser.add_argument("--debug", action="store_true", help=text)
-    for sub in subparsers.choices.values():
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=text)
-
-
-def error_line(err: BaseException) -> str:
-    """The one line printed for a user error: the message on one line (an OSError without one: path and reason)."""
-    if isinstance(err, OSError) and err.filename is not None and str(err).startswith("[Errno"):
-        return f"{err.filename}: {err.strerror}; check the path"
-    return " ".join(str(err).split()) or type(err).__name__
-
-
-def run_command(args: argparse.Namespace) -> int:
-    """Run the chosen command; a user error becomes one line on stderr and exit code 2 (unless ``--debug``)."""
-    try:
-        return args.func(args)
-    except USER_ERRORS as err:
-        if args.debug:
-            raise
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return EXIT_USER_ERROR
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv))
+    return run_command(build_parser().parse_args(argv), USER_ERRORS)
