@@ -1,4 +1,5 @@
-"""A step-through as a teacher's slide: an animated GIF (one frame per scale) or a PNG strip (every scale at once).
+"""A step-through as a teacher's slide: an animated GIF (one frame per scale), a PNG strip (every scale at once) or a
+self-contained web page to step through (``varlite.html_export``).
 
 A frame shows scale k = 1..K in three panels:
   tokens        the token map r_k, each token in its codebook colour (``viz.codebook_colors``: the same colour is
@@ -8,7 +9,8 @@ A frame shows scale k = 1..K in three panels:
                 largest norm of any scale), so the later scales visibly add less;
   image so far  the image decoded from f_hat after scales 1..k.
 The GIF shows the frames one after the other (the last one held longer); the PNG strip puts the K frames side by
-side as columns, the three panels as rows.
+side as columns, the three panels as rows. The page embeds the contribution and image panels and draws the token map
+from the same codebook colours, as buttons that show each position's candidates.
 
 Input: the steps of a generation (``ScaleStep``) or of an encoding (``EncodeStep``), live or ``detached()`` with
 their images, plus the VQVAE's codebook. Every picture is a plain uint8 array enlarged with nearest-neighbour
@@ -29,10 +31,12 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from .html_export import step_through_html
 from .viz import codebook_colors
 
 PANEL_TITLES = ("tokens", "contribution", "image so far")
-FORMATS = (".gif", ".png")
+FORMATS = (".gif", ".png", ".html")
+HTML_PANEL_PX = 256          # the page's pictures: crisp at phone sizes, and the CSS keeps enlarged pixels square
 GAP = 6                      # white pixels between panels
 BACKGROUND = (255, 255, 255)
 TEXT = (20, 20, 20)
@@ -172,27 +176,32 @@ def png_bytes(image: Image.Image) -> bytes:
 
 def step_through_bytes(kind: str, steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0, title: str = "",
                        panel_px: int | None = None, frame_ms: int = 800) -> bytes:
-    """The export as file bytes: ``kind`` "gif" (``step_frames`` animated) or "png" (``strip_image``)."""
+    """The export as file bytes: ``kind`` "gif" (``step_frames`` animated), "png" (``strip_image``) or "html"
+    (``html_export.step_through_html`` of ``scale_panels``, UTF-8; a generation's steps only)."""
     if kind == "gif":
         return gif_bytes(step_frames(steps, codebook_VCv, b, panel_px or 128, title), frame_ms)
     if kind == "png":
         return png_bytes(strip_image(steps, codebook_VCv, b, panel_px or 96, title))
-    raise ValueError(f"unknown export kind {kind!r}: expected 'gif' (animation) or 'png' (strip)")
+    if kind == "html":
+        panels = scale_panels(steps, codebook_VCv, b, panel_px or HTML_PANEL_PX)
+        return step_through_html(steps, codebook_VCv, panels, b, title, frame_ms).encode("utf-8")
+    raise ValueError(f"unknown export kind {kind!r}: expected 'gif' (animation), 'png' (strip) or 'html' (page)")
 
 
 def check_export_path(path: str | os.PathLike) -> str:
-    """The export kind ("gif" or "png") named by a file's suffix; ValueError for anything else (checked before the
-    work starts)."""
+    """The export kind ("gif", "png" or "html") named by a file's suffix; ValueError for anything else (checked
+    before the work starts)."""
     path = Path(path)
     if path.suffix.lower() not in FORMATS or path.is_dir():
-        raise ValueError(f"the export must be a .gif file (an animation, one frame per scale) or a .png file (a "
-                         f"strip of every scale); got {str(path)!r}")
+        raise ValueError(f"the export must be a .gif file (an animation, one frame per scale), a .png file (a strip "
+                         f"of every scale) or an .html file (a page to step through, one file); got {str(path)!r}")
     return path.suffix.lower().lstrip(".")
 
 
 def save_step_through(path: str | os.PathLike, steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0,
                       title: str = "", panel_px: int | None = None, frame_ms: int = 800) -> Path:
-    """Write ``step_through_bytes`` to ``path``, the kind chosen by its suffix (.gif or .png); returns the path."""
+    """Write ``step_through_bytes`` to ``path``, the kind chosen by its suffix (.gif, .png or .html); returns the
+    path."""
     kind = check_export_path(path)
     data = step_through_bytes(kind, steps, codebook_VCv, b, title, panel_px, frame_ms)
     path = Path(path)
