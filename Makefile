@@ -42,7 +42,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 parity: $(STAMP)
-	$(PY) -m varlite parity tests/data/upstream_tiny
+	$(PY) -m varlite parity varlite/reference/upstream_tiny
 
 bench: $(STAMP)
 	$(PY) bench/bench_core.py

@@ -1,4 +1,4 @@
-"""Shared fixtures: the upstream reference set copied into tests/data and models built from its weights."""
+"""Shared fixtures: the upstream reference set shipped in varlite/reference and models built from its weights."""
 from __future__ import annotations
 
 import json
@@ -13,7 +13,7 @@ from varlite.synthetic import synthetic_state_dict
 from varlite.core.var import VAR
 from varlite.core.vqvae import VQVAE
 
-REF_DIR = Path(__file__).parent / "data" / "upstream_tiny"
+REF_DIR = Path(__file__).resolve().parents[1] / "varlite" / "reference" / "upstream_tiny"
 
 
 @pytest.fixture(scope="session")

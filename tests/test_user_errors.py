@@ -18,7 +18,7 @@ from PIL import Image
 
 from varlite.cli import main as cli_main
 
-REF_DIR = Path(__file__).parent / "data" / "upstream_tiny"
+REF_DIR = Path(__file__).resolve().parents[1] / "varlite" / "reference" / "upstream_tiny"
 
 
 def one_line_error(argv: list[str], capsys) -> str:

@@ -1,8 +1,9 @@
 """Checks of lesson 10 -- the capstone: a VAR written from the learner's own pieces, compared with the official
 implementation's numbers.
 
-The numbers are the upstream reference set ``tests/data/upstream_tiny`` (made with FoundationVision/VAR itself on a
-tiny configuration: V = 64, Cv = 8, patch_nums 1..4, L = 30, depth 2, width 128, 2 heads; see its README). Its
+The numbers are the upstream reference set ``varlite/reference/upstream_tiny``, package data of varlite (made with
+FoundationVision/VAR itself on a tiny configuration: V = 64, Cv = 8, patch_nums 1..4, L = 30, depth 2, width 128,
+2 heads; see its README). Its
 weights are regenerated from ``config.json`` by the synthetic rule (``varlite.synthetic``), exactly as the parity tests
 do, and handed to the learner as one dict ``W`` of plain tensors under the official parameter names.
 
@@ -35,7 +36,8 @@ from ..core.vqvae import VQVAE
 from ._check import (CheckResult, Shortcut, ShortcutCalled, _compare_list, _compare_tensor, _learner_line, _Mismatch,
                      _not_callable, _report, exercise, shortcuts_disabled)
 
-REFERENCE_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "upstream_tiny"
+# package data (pyproject.toml): the same folder in a git checkout and in an installed wheel
+REFERENCE_DIR = Path(__file__).resolve().parents[1] / "reference" / "upstream_tiny"
 
 # Every model function of varlite answers some piece: all are refused while a piece runs.
 _LIBRARY = ([Shortcut(MultiScaleQuantizer, a) for a in ("nearest_code", "lookup", "phi", "upsample_and_phi",
@@ -51,7 +53,7 @@ _LIBRARY = ([Shortcut(MultiScaleQuantizer, a) for a in ("nearest_code", "lookup"
 
 
 class ReferenceSetMissing(FileNotFoundError):
-    """The upstream reference set is not in this checkout."""
+    """The upstream reference set is not where this copy of varlite should have it."""
 
 
 @dataclass
@@ -70,10 +72,11 @@ class Reference:
 
 @functools.lru_cache(maxsize=1)
 def reference() -> Reference:
-    """Load the reference set (``tests/data/upstream_tiny``) and rebuild its weights."""
+    """Load the reference set (``REFERENCE_DIR``) and rebuild its weights."""
     if not (REFERENCE_DIR / "cases.npz").is_file():
-        raise ReferenceSetMissing(f"the upstream reference set is not at {REFERENCE_DIR}: lesson 10 needs a checkout "
-                                  f"of the varlite repository (git clone), not only the installed package")
+        raise ReferenceSetMissing(f"the upstream reference set is not at {REFERENCE_DIR}: this copy of varlite was "
+                                  f"installed without its package data: reinstall it from the varlite repository "
+                                  f"(pip install . or pip install -e . in a checkout)")
     raw = json.loads((REFERENCE_DIR / "config.json").read_text())
     vae_args, var_args = raw["vae_constructor_args"], raw["var_constructor_args"]
     pn = tuple(var_args["patch_nums"])
