@@ -7,7 +7,6 @@ import pickle
 import pytest
 import torch
 
-from tests.http_server import PayloadServer
 from varlite import download, pretrained
 from varlite.cli import main as cli_main
 from varlite.core.configs import get_preset, official_var
@@ -226,51 +225,7 @@ def test_ema_vocab_hit_of_any_shape_is_accepted(tmp_path, ref_state_dicts):
 
 
 # ------------------------------------------------------------------------------------------------ download
-@pytest.fixture
-def tiny_as_official(monkeypatch):
-    """Pretend the official d16 layout is the tiny one, so a small file can stand in for var_d16.pth."""
-    tiny_rows = [[k, list(s), "parameter"] for k, s in expected_layout(
-        VAR(get_preset("tiny").var, VQVAE(get_preset("tiny").vqvae)))]
-    layouts = dict(official_layouts())
-    layouts["var_d16"] = {**layouts["var_d16"], "tensors": tiny_rows}
-    monkeypatch.setattr(pretrained, "official_layouts", lambda: layouts)
-    monkeypatch.setattr(download, "RETRY_PAUSE_S", 0.0)
-
-
-def test_cli_download_resumes_after_a_cut_connection(tmp_path, tiny_files, tiny_as_official, capsys):
-    payload = tiny_files[1].read_bytes()
-    server = PayloadServer(payload, "var_d16.pth", cut_first_request_after=len(payload) // 3).start()
-    try:
-        base = server.url.rsplit("/", 1)[0] + "/"
-        code = cli_main(["download", "d16", "--no-vae", "--quiet", "--cache-dir", str(tmp_path / "cache"),
-                         "--base-url", base])
-    finally:
-        server.stop()
-    assert code == 0
-    assert (tmp_path / "cache" / "var_d16.pth").read_bytes() == payload
-    assert server.requests[0] is None and server.requests[1] == f"bytes={len(payload) // 3}-"
-    assert "layout verified" in capsys.readouterr().out
-
-
-def test_download_of_a_wrong_file_is_rejected_after_the_layout_check(tmp_path, tiny_files, capsys):
-    payload = tiny_files[0].read_bytes()          # the VQVAE served under the name var_d16.pth
-    server = PayloadServer(payload, "var_d16.pth").start()
-    try:
-        code = cli_main(["download", "d16", "--no-vae", "--quiet", "--cache-dir", str(tmp_path),
-                         "--base-url", server.url.rsplit("/", 1)[0] + "/"])
-    finally:
-        server.stop()
-    assert code == 1
-    assert "missing key" in capsys.readouterr().err
-    assert not (tmp_path / "var_d16.pth").exists() and (tmp_path / "var_d16.pth.rejected").exists()
-
-
-def test_download_offline_says_so(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(download, "RETRY_PAUSE_S", 0.0)
-    code = cli_main(["download", "vae", "--quiet", "--cache-dir", str(tmp_path), "--base-url", "http://127.0.0.1:9/"])
-    assert code == 1
-    err = capsys.readouterr().err
-    assert "offline" in err and "vae_ch160v4096z32.pth" in err
+# Official downloads through huggingface_hub: tests/test_hf_download.py.
 
 
 def test_cli_rejects_unknown_names(capsys):
@@ -389,24 +344,3 @@ def test_one_checkpoint_error_for_every_loader(tmp_path):
     with pytest.raises(UnsafeCheckpointError, match="nothing was executed"):
         checkpoint.load_checkpoint(path)
     assert not (tmp_path / "pwned").exists()
-
-
-def test_a_damaged_cached_file_is_named_and_downloaded_anew(tmp_path, tiny_files, tiny_as_official):
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    junk = b"\x80" + bytes(range(200))
-    (cache / "var_d16.pth").write_bytes(junk)
-    with pytest.raises(CorruptCheckpointError, match=f"{cache / 'var_d16.pth'} is a damaged legacy torch pickle"):
-        pretrained.verify_official("d16", cache)
-    with pytest.raises(FileNotFoundError, match="no checkpoint at .*vae_ch160v4096z32.pth"):
-        pretrained.verify_official("vae", cache)
-    payload = tiny_files[1].read_bytes()
-    server = PayloadServer(payload, "var_d16.pth").start()
-    try:
-        path = pretrained.download_official("d16", cache, base_url=server.url.rsplit("/", 1)[0] + "/", progress=False)
-        assert len(server.requests) == 1
-        assert pretrained.download_official("d16", cache, base_url="http://127.0.0.1:9/") == path   # verified: kept
-    finally:
-        server.stop()
-    assert path.read_bytes() == payload and pretrained.verify_official("d16", cache) == path
-    assert (cache / "var_d16.pth.rejected").read_bytes() == junk

@@ -1,11 +1,14 @@
 """Official checkpoints: where they are, how to fetch them, and how to load them safely and strictly.
 
 The official files (Hugging Face ``FoundationVision/var``) are plain state_dicts: ``vae_ch160v4096z32.pth`` (the
-tokenizer shared by all depths) and ``var_d16.pth`` ... ``var_d36.pth``. varlite's classes use the official
-parameter names, so no renaming is needed: a file is loaded with ``torch.load(weights_only=True)`` (a pickle
-that tries to run code is refused before anything runs), its config is inferred from the tensor shapes, its keys
-and shapes are checked against the official layout (``layouts/official.json``, taken from the official code) or,
-for other configs, against the model varlite builds for the inferred config, and only then loaded.
+tokenizer shared by all depths) and ``var_d16.pth`` ... ``var_d36.pth``. ``download_official`` fetches them with
+huggingface_hub into the shared Hugging Face cache (``varlite.download.hub_download``); copies already in varlite's
+own folder (``$VARLITE_HOME``, where earlier versions of varlite downloaded them) are found and used instead
+(``official_path``). varlite's classes use the official parameter names, so no renaming is needed: a file is loaded
+with ``torch.load(weights_only=True)`` (a pickle that tries to run code is refused before anything runs), its config
+is inferred from the tensor shapes, its keys and shapes are checked against the official layout
+(``layouts/official.json``, taken from the official code) or, for other configs, against the model varlite builds
+for the inferred config, and only then loaded.
 """
 from __future__ import annotations
 
@@ -19,13 +22,16 @@ from typing import Sequence
 import torch
 
 from .core.configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig
-from .download import download_file, varlite_home
+from .download import STALL_S, hub_cached, hub_download, varlite_home
 from .device import pick_device
 from .safe_io import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError, read_torch_file  # noqa: F401
 from .core.var import VAR, block_causal_bias
 from .core.vqvae import VQVAE
 
-HF_BASE_URL = "https://huggingface.co/FoundationVision/var/resolve/main/"
+REPO_ID = "FoundationVision/var"     # the official files' Hugging Face repository, and its branch
+REVISION = "main"
+# Their folder on huggingface.co. Downloads go through huggingface_hub, which reads a mirror from HF_ENDPOINT.
+HF_BASE_URL = f"https://huggingface.co/{REPO_ID}/resolve/{REVISION}/"
 # The official code samples with two settings: its demo (demo_sample.ipynb: cfg 4, top-k 900, top-p 0.95, no
 # smoothing) for pictures, and its README's FID setting (cfg 1.5, top-k 900, top-p 0.96, no smoothing) for metrics.
 DEMO_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.95}
@@ -70,10 +76,6 @@ class OfficialFile:
     layout: str          # entry of layouts/official.json
     approx_mb: int
 
-    @property
-    def url(self) -> str:
-        return HF_BASE_URL + self.filename
-
 
 OFFICIAL_FILES: dict[str, OfficialFile] = {f.name: f for f in [
     OfficialFile("vae", "vae_ch160v4096z32.pth", "vae_ch160v4096z32", 436),
@@ -93,44 +95,86 @@ def official_layouts() -> dict:
 
 
 def official_path(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where ``download_official(name)`` puts the file (it may not exist yet)."""
+    """The file varlite reads for the official checkpoint ``name`` (it may not exist yet):
+
+    - with ``cache_dir``: ``cache_dir/<filename>``, the flat folder ``download_official(name, cache_dir)`` fills;
+    - else the copy in varlite's own folder, ``$VARLITE_HOME/<filename>`` (``varlite.download.varlite_home``), if
+      there is one: files downloaded by earlier versions of varlite, or put there by hand, are used as they are;
+    - else the copy in the Hugging Face cache (``$HF_HOME/hub``), if there is one;
+    - else ``$VARLITE_HOME/<filename>``, which does not exist: where a file fetched by hand is looked for.
+    """
     if name not in OFFICIAL_FILES:
         raise KeyError(f"unknown official checkpoint {name!r}; choose one of {sorted(OFFICIAL_FILES)}")
-    return Path(cache_dir or varlite_home()) / OFFICIAL_FILES[name].filename
+    filename = OFFICIAL_FILES[name].filename
+    if cache_dir is not None:
+        return Path(cache_dir) / filename
+    own = varlite_home() / filename
+    if own.is_file():
+        return own
+    return hub_cached(REPO_ID, filename, REVISION) or own
 
 
-def download_official(name: str, cache_dir: str | os.PathLike | None = None, base_url: str = HF_BASE_URL,
-                      progress: bool = True) -> Path:
-    """Download an official checkpoint into the cache (resumable, atomic), then verify its layout strictly.
+def download_official(name: str, cache_dir: str | os.PathLike | None = None, *, endpoint: str | None = None,
+                      progress: bool = True, stall_s: int = STALL_S, deadline_s: float | None = None) -> Path:
+    """The path of the official checkpoint ``name``, downloaded if needed, its layout verified.
 
-    A file already in the cache that passes ``verify_official`` is kept; a damaged one is moved aside to
-    ``<name>.rejected`` and fetched anew. A file that downloads but fails verification is moved aside likewise and
-    the error raised.
+    A copy that ``official_path`` finds and that passes ``verify_official`` is used without any network access.
+    Otherwise the file is downloaded from ``FoundationVision/var`` with huggingface_hub
+    (``varlite.download.hub_download``: from ``endpoint``, else ``$HF_ENDPOINT``, else huggingface.co; into
+    ``cache_dir`` if given, else the shared Hugging Face cache; a read without a byte for ``stall_s`` seconds is
+    retried a few times, and the whole download stops at ``deadline_s``) and verified. A copy that fails the
+    check, found or downloaded, is moved aside to ``<path>.rejected`` and never read again; a found one is then
+    downloaded anew, a downloaded one raises its ``CheckpointError``. Network failures raise
+    ``varlite.download.DownloadError``, which says what to do; with ``HF_HUB_OFFLINE=1`` a file that is not on
+    disk raises it at once.
     """
-    dest = official_path(name, cache_dir)   # raises a clear KeyError for an unknown name
-    rejected = dest.with_name(dest.name + ".rejected")
-    if dest.exists():
+    path = official_path(name, cache_dir)   # raises a clear KeyError for an unknown name
+    if path.is_file():
         try:
             return verify_official(name, cache_dir)
         except CheckpointError:
-            os.replace(dest, rejected)
-    download_file(base_url + OFFICIAL_FILES[name].filename, dest, progress=progress)
+            set_aside(path)
+    by_hand = Path(cache_dir) if cache_dir is not None else varlite_home()
+    entry = OFFICIAL_FILES[name]
+    path = hub_download(REPO_ID, entry.filename, REVISION, local_dir=cache_dir, endpoint=endpoint,
+                        progress=progress, stall_s=stall_s, deadline_s=deadline_s, by_hand=by_hand / entry.filename)
     try:
-        return verify_official(name, cache_dir)
-    except CheckpointError:
-        os.replace(dest, rejected)
-        raise
+        verify_layout(load_state_dict(path), official_layouts()[entry.layout]["tensors"], what=str(path))
+    except CheckpointError as err:
+        rejected = set_aside(path)
+        raise type(err)(f"{err}\nThe downloaded file was moved aside to {rejected} and is not used.") from err
+    return path
 
 
 def verify_official(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
-    """Check a cached official file without loading its weights (tensors are memory-mapped; only keys and shapes
-    are compared with the official layout); returns its path. Raises FileNotFoundError when it is not in the cache,
-    a ``CheckpointError`` naming the file when it is damaged or not the official file (delete it, or download it
-    again: ``download_official`` moves a bad file aside to ``<name>.rejected`` and fetches it anew)."""
+    """Check the file ``official_path(name, cache_dir)`` without loading its weights (tensors are memory-mapped;
+    only keys and shapes are compared with the official layout); returns its path. Raises FileNotFoundError when
+    there is no such file, a ``CheckpointError`` naming the file when it is damaged or not the official file
+    (delete it with ``delete_official``, or download it again: ``download_official`` moves a bad file aside to
+    ``<name>.rejected`` and fetches it anew)."""
     path = official_path(name, cache_dir)
     entry = OFFICIAL_FILES[name]
     verify_layout(load_state_dict(path), official_layouts()[entry.layout]["tensors"], what=str(path))
     return path
+
+
+def delete_official(name: str, cache_dir: str | os.PathLike | None = None) -> None:
+    """Delete the file ``official_path(name, cache_dir)`` if there is one. In the Hugging Face cache that path is a
+    link to a blob: both go, so a new download fetches the bytes again instead of linking the old blob."""
+    path = official_path(name, cache_dir)
+    if path.is_symlink():
+        path.resolve().unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a rejected file to ``<path>.rejected`` (replacing an older one) so that it is never read again; returns
+    the new path. In the Hugging Face cache ``path`` is a link to a blob: the blob is moved and the link removed."""
+    rejected = path.with_name(path.name + ".rejected")
+    os.replace(path.resolve(), rejected)
+    if path.is_symlink():
+        path.unlink()
+    return rejected
 
 
 # ------------------------------------------------------------------------------------------------ safe loading
