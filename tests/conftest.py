@@ -2,7 +2,13 @@
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from pathlib import Path
+
+# The tests never touch the user's Hugging Face cache: a fresh, empty HF_HOME for the whole run, set before anything
+# imports huggingface_hub (which reads it once, at import).
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="varlite-tests-hf-")
 
 import numpy as np
 import pytest
