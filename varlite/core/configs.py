@@ -142,7 +142,8 @@ SHAPES_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8)      # 32-px images, 8x8 latent: L = 1
 
 
 def _shapes() -> Preset:
-    """The built-in model (``varlite/weights/shapes.pth``): Shapes 32x32, 10 classes, trains on a CPU in minutes."""
+    """The built-in model (``varlite/weights/shapes.safetensors``): Shapes 32x32, 10 classes, trains on a CPU in
+    minutes."""
     vq = VQVAEConfig(vocab_size=256, z_channels=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, using_sa=False,
                      using_mid_sa=False, patch_nums=SHAPES_PATCH_NUMS)
     var = VARConfig(vocab_size=256, z_channels=32, patch_nums=SHAPES_PATCH_NUMS, num_classes=10, depth=4,
@@ -173,7 +174,8 @@ def _cifar10_candidate(name: str) -> Preset:
 
 
 def _cifar10() -> Preset:
-    """``varlite/weights/cifar10.pth``: the recipe's winner (the configs of ``cifar10-s``), trained on a 2-core CPU
+    """``varlite/weights/cifar10.safetensors``: the recipe's winner (the configs of ``cifar10-s``), trained on a 2-core
+    CPU
     in about two hours; see its model card."""
     candidate = _cifar10_candidate("cifar10-s")
     return Preset("cifar10", candidate.vqvae, candidate.var, "built-in: CIFAR-10, 32x32, 10 classes")

@@ -19,7 +19,7 @@ def lesson_models(name: str = "shapes", seed: int = 0, verbose: bool = True) -> 
         try:
             vqvae, var = builtin.load_builtin(name)
             if verbose:
-                print(f"Loaded the built-in model {name!r} (varlite/weights/{name}.pth).")
+                print(f"Loaded the built-in model {name!r} (varlite/weights/{name}.safetensors).")
             return vqvae, var
         except builtin.BuiltinError as err:
             reason = str(err)
