@@ -1,5 +1,5 @@
 """The ``python -m varlite`` command line: download official weights or CIFAR-10, check parity, train, generate,
-export a step-through (``figure``), inspect.
+export a step-through (``figure``), inspect, start the walkthrough (``app``), copy the lessons (``lessons``).
 
 A mistake a user can make (a wrong path, name, dataset folder or file) prints one line ``error: <what, why, what to
 do>`` on stderr and exits with code 2; ``--debug`` shows the full traceback instead. Anything else is a bug and
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import imagenet
+from . import course, imagenet
 from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults
 from .command import OneLineParser, add_debug_option, device_name, number_in, run_command
 from .core.var import VAR
@@ -367,6 +367,25 @@ def add_generate_options(p: argparse.ArgumentParser) -> None:
                    help="also write each scale's token map, contribution and partial image as PNGs into DIR")
 
 
+# ------------------------------------------------------------------------------------------------ the course
+def cmd_app(args) -> int:
+    """Start the walkthrough (Generate, Encode, Edit, Cost, Models) in Streamlit, from the files installed with
+    varlite or from this git checkout; a browser tab opens unless --server.headless true. Every other argument goes
+    to `streamlit run`, e.g. --server.port 8501 --server.address 0.0.0.0 for a class (see varlite.course)."""
+    return course.start_app(args.streamlit_args)
+
+
+def cmd_lessons(args) -> int:
+    """Copy the lesson notebooks, their README and the data they read (lesson 12's logs) into DIR, where they run
+    as they are: `jupyter lab DIR`. Files already in DIR are kept, never overwritten."""
+    copied, kept = course.copy_lessons(args.dir)
+    notebooks = sum(path.suffix == ".ipynb" for path in copied)
+    print(f"copied {len(copied)} files ({notebooks} notebooks) to {args.dir}"
+          + (f"; left {len(kept)} already there as they were (delete them for a fresh copy)" if kept else "")
+          + f"; open them with: jupyter lab {args.dir}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="python -m varlite", description="varlite: a readable VAR.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -401,10 +420,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_figure_options(p)
     p.set_defaults(func=cmd_figure)
 
+    p = sub.add_parser("app", help="start the walkthrough in Streamlit; other arguments go to `streamlit run`, e.g. "
+                                   "--server.port 8501 --server.headless true", description=cmd_app.__doc__,
+                       allow_abbrev=False)
+    p.set_defaults(func=cmd_app)
+
+    p = sub.add_parser("lessons", help="copy the lesson notebooks and the data they read into a folder",
+                       description=cmd_lessons.__doc__)
+    p.add_argument("dir", help="the folder to copy them into (made if missing; files already there are kept)")
+    p.set_defaults(func=cmd_lessons)
+
     train_cli.add_subcommands(sub)    # train-tokenizer, train-var, train-classifier, evaluate, export-builtin
     add_debug_option(parser, sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(build_parser().parse_args(argv), USER_ERRORS)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "app":      # only `app` hands arguments it does not know on (to streamlit run)
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.streamlit_args = extra
+    return run_command(args, USER_ERRORS)
