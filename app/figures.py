@@ -180,14 +180,39 @@ def clickable_map(df: pd.DataFrame, color: dict, tooltip: list[dict], side: int,
 def picked_cells(event, side: int) -> set[tuple[int, int]]:
     """The cells a clickable map's selection names: the clicked cells (point selection: [{"row": r, "col": c}, ...])
     and every cell of a dragged box (interval selection: {"row": [...], "col": [...]}, the rows and columns it
-    covers). ``event`` is what ``st.altair_chart`` returned, or that widget's value in ``st.session_state``; None or
-    an empty selection gives an empty set. Cells outside the grid are dropped."""
-    selection = (event or {}).get("selection") or {}
-    cells = {(int(p["row"]), int(p["col"])) for p in selection.get(PICK) or [] if "row" in p and "col" in p}
-    box = selection.get(BRUSH) or {}
-    if box.get("row") and box.get("col"):
-        cells |= {(int(r), int(c)) for r in box["row"] for c in box["col"]}
-    return {(r, c) for r, c in cells if 0 <= r < side and 0 <= c < side}
+    covers). ``event`` is what ``st.vega_lite_chart`` returned, or that widget's value in ``st.session_state``; None
+    or an empty selection gives an empty set.
+
+    The selection comes from the browser and may be crafted, so only whole numbers in [0, side) are read: rows and
+    columns off the grid (or not numbers) are dropped before a box's rows and columns are paired, and the work is
+    linear in the message plus at most side x side cells, however large a box the message names."""
+    selection = event.get("selection") if isinstance(event, dict) else None
+    selection = selection if isinstance(selection, dict) else {}
+    points = selection.get(PICK)
+    cells = set()
+    for point in points if isinstance(points, list) else []:
+        if isinstance(point, dict):
+            row, col = grid_index(point.get("row"), side), grid_index(point.get("col"), side)
+            if row is not None and col is not None:
+                cells.add((row, col))
+    box = selection.get(BRUSH)
+    if isinstance(box, dict):
+        rows, cols = grid_indices(box.get("row"), side), grid_indices(box.get("col"), side)
+        cells |= {(r, c) for r in rows for c in cols}
+    return cells
+
+
+def grid_index(value, side: int) -> int | None:
+    """``value`` as a row or column of a side x side grid: a whole number in [0, side), else None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        return None
+    return int(value) if 0 <= value < side else None
+
+
+def grid_indices(values, side: int) -> set[int]:
+    """The rows or columns of the grid in a list (a box's covered values); anything else in it is dropped."""
+    indices = (grid_index(v, side) for v in values) if isinstance(values, list) else ()
+    return {i for i in indices if i is not None}
 
 
 def pick_key(chart: str, si: int, row: int, col: int) -> str:
