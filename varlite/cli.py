@@ -284,7 +284,8 @@ def parse_one_class(value: str | None, names: list[str]) -> int:
 
 def cmd_figure(args) -> int:
     """Export one generation's step-through for a slide: an animated GIF (one frame per scale: token map,
-    contribution, image so far) or a PNG strip of every scale, chosen by the suffix of --out."""
+    contribution, image so far), a PNG strip of every scale, or one self-contained HTML page to step through the
+    scales in a browser, chosen by the suffix of --out."""
     kind = check_export_path(args.out)            # before loading or sampling anything
     device = pick_device(args.device)
     model = load_generation_model(args.model, args.vae, args.cache_dir, device)
@@ -302,7 +303,8 @@ def cmd_figure(args) -> int:
              f"top-p {sampling['top_p']:g}" if args.title is None else args.title)
     out = save_step_through(args.out, steps, model.vqvae.quantize.embedding.weight, title=title,
                             panel_px=args.panel_px, frame_ms=args.frame_ms)
-    what = f"{len(steps)} frames" if kind == "gif" else f"a strip of {len(steps)} scales"
+    what = {"gif": f"{len(steps)} frames", "png": f"a strip of {len(steps)} scales",
+            "html": f"a page to step through {len(steps)} scales"}[kind]
     print(f"wrote {out} ({what}): {model.description}, class {label} {name!r}, cfg {sampling['cfg']}, "
           f"top-k {sampling['top_k']}, top-p {sampling['top_p']}, seed {args.seed}, {device}, {args.precision}, "
           f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -315,7 +317,8 @@ def add_figure_options(p: argparse.ArgumentParser) -> None:
                    help='one class number or name, e.g. 3 or "red disc", or "unconditional" (default: class 0)')
     add_sampling_options(p)
     p.add_argument("--out", default="step_through.gif",
-                   help="a .gif (one frame per scale) or a .png (a strip of every scale) (default step_through.gif)")
+                   help="a .gif (one frame per scale), a .png (a strip of every scale) or an .html (a page to step "
+                        "through, one file) (default step_through.gif)")
     p.add_argument("--title", default=None, help="the text above the panels (default: model, class and settings; "
                                                   "'' for none)")
     p.add_argument("--panel-px", type=number_in(16, 1024, int), default=None,
@@ -415,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_generate_options(p)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("figure", help="export one generation's step-through: an animated GIF or a PNG strip",
+    p = sub.add_parser("figure", help="export one generation's step-through: an animated GIF, a PNG strip or an "
+                                      "HTML page",
                        description=cmd_figure.__doc__)
     add_figure_options(p)
     p.set_defaults(func=cmd_figure)
