@@ -21,6 +21,7 @@ batch: rows B.. carry the "unconditional" class ``num_classes``.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Iterator, Sequence
 
 import torch
@@ -148,33 +149,61 @@ class VAR(nn.Module):
                 block.ada_lin[-1].bias.zero_()
 
     # ------------------------------------------------------------------------------------------ generation
-    def check_sampling_args(self, cfg: float, top_k: int, top_p: float) -> None:
+    def check_sampling_args(self, cfg, top_k, top_p, batch: int = 1) -> None:
         """Raise a ValueError saying what is allowed unless cfg is finite and >= 0, top_k an int in [0, V] and top_p
-        in [0, 1]."""
+        in [0, 1]. Each is one value for every row or a list / tuple of ``batch`` values, one per label (a message
+        about such a value names its row)."""
         V = self.config.vocab_size
-        if not (math.isfinite(cfg) and cfg >= 0):
-            raise ValueError(f"cfg must be a finite number >= 0 (0 = no guidance; 1.5-4 are typical); got {cfg}")
-        if not (isinstance(top_k, int) and 0 <= top_k <= V):
-            raise ValueError(f"top_k must be an int in [0, {V}] (0 = off, V = vocabulary size); got {top_k!r}")
-        if not 0 <= top_p <= 1:
-            raise ValueError(f"top_p must be in [0, 1] (0 = off); got {top_p}")
+        rules = {"cfg": (lambda v: isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0,
+                         "must be a finite number >= 0 (0 = no guidance; 1.5-4 are typical)"),
+                 "top_k": (lambda v: isinstance(v, int) and 0 <= v <= V,
+                           f"must be an int in [0, {V}] (0 = off, V = vocabulary size)"),
+                 "top_p": (lambda v: isinstance(v, numbers.Real) and 0 <= v <= 1, "must be in [0, 1] (0 = off)")}
+        for name, value in (("cfg", cfg), ("top_k", top_k), ("top_p", top_p)):
+            per_row = sampling.is_per_row(value)
+            if per_row and len(value) != batch:
+                raise ValueError(f"{name} has {len(value)} values but the generation has {batch} labels: give one "
+                                 f"value for all, or one per label")
+            allowed, rule = rules[name]
+            for b, row_value in enumerate(value if per_row else [value]):
+                if not allowed(row_value):
+                    raise ValueError(f"{name}{f' (row {b})' if per_row else ''} {rule}; got {row_value!r}")
 
     def start_tokens(self, cond_BD: torch.Tensor) -> torch.Tensor:
         """The first scale's input (B, pn_1^2, C): the class embedding plus the start position ``pos_start``."""
         B = cond_BD.shape[0]
         return cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
 
-    def _checked_request(self, labels, cfg: float, top_k: int, top_p: float, seed: int | None,
-                         generator: torch.Generator | None, overrides: Overrides | None):
-        """(labels_B, checked overrides, generator) for ``generate_steps``, or a ValueError saying what is wrong."""
+    def _checked_request(self, labels, cfg, top_k, top_p, seed, generator, overrides: Overrides | None):
+        """(labels_B, cfg, top_k, top_p, generator, checked overrides) for ``generate_steps``, or a ValueError saying
+        what is wrong. A per-row setting whose rows all agree becomes that one value (``sampling.one_or_per_row``)."""
         labels_B = self.check_labels(labels)
-        self.check_sampling_args(cfg, top_k, top_p)
-        overrides = check_overrides(self.patch_nums, self.config.vocab_size, overrides or {}, labels_B.shape[0])
-        return labels_B, overrides, generator or sampling.seeded_generator(seed, self.lvl_1L.device)
+        B = labels_B.shape[0]
+        self.check_sampling_args(cfg, top_k, top_p, batch=B)
+        cfg, top_k, top_p = (sampling.one_or_per_row(value) for value in (cfg, top_k, top_p))
+        overrides = check_overrides(self.patch_nums, self.config.vocab_size, overrides or {}, B)
+        return labels_B, cfg, top_k, top_p, self._generators(seed, generator, B), overrides
+
+    def _generators(self, seed, generator, batch: int) -> torch.Generator | tuple[torch.Generator, ...]:
+        """The generation's randomness: ``generator`` if given, else a generator seeded with ``seed``. A list / tuple
+        of ``batch`` generators or seeds gives every row its own, so that each row draws what a solo run would."""
+        per_row = generator if generator is not None else seed
+        if sampling.is_per_row(per_row) and len(per_row) != batch:
+            name = "generator" if generator is not None else "seed"
+            raise ValueError(f"{name} has {len(per_row)} values but the generation has {batch} labels: give one "
+                             f"for all, or one per label")
+        if generator is not None:
+            return tuple(generator) if sampling.is_per_row(generator) else generator
+        device = self.lvl_1L.device
+        if sampling.is_per_row(seed):
+            return tuple(sampling.seeded_generator(row_seed, device) for row_seed in seed)
+        return sampling.seeded_generator(seed, device)
 
     @torch.inference_mode()
-    def generate_steps(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
-                       seed: int | None = None, generator: torch.Generator | None = None,
+    def generate_steps(self, labels, cfg: float | Sequence[float] = 1.5, top_k: int | Sequence[int] = 0,
+                       top_p: float | Sequence[float] = 0.0, more_smooth: bool = False,
+                       seed: int | None | Sequence[int | None] = None,
+                       generator: torch.Generator | Sequence[torch.Generator] | None = None,
                        capture_attention: bool = False, overrides: Overrides | None = None) -> Iterator[ScaleStep]:
         """Generate images for ``labels`` one scale at a time, yielding a ``ScaleStep`` after each scale.
 
@@ -186,13 +215,18 @@ class VAR(nn.Module):
 
         cfg: guidance strength (ramped linearly over the scales); top_k / top_p: filters (0 = off); more_smooth:
         Gumbel smoothing; seed (or a ready ``generator``): the only source of randomness, so equal seeds give
-        equal images. capture_attention: the KV cache keeps every layer's attention weights for each scale's queries.
+        equal images. Per row: cfg, top_k, top_p, seed and generator may each be a list of B values, one per label;
+        row b then gets exactly the tokens of ``generate_steps([labels[b]], cfg=cfg[b], top_k=top_k[b],
+        top_p=top_p[b], seed=seed[b])`` (several people's requests run as one batch; ``more_smooth`` is one value for
+        the batch). A step's ``cfg`` is then the list of the rows' strengths t_k (a float when all rows agree).
+        capture_attention: the KV cache keeps every layer's attention weights for each scale's queries.
         overrides: {scale si: (tokens, keep)}: at scale si, positions where ``keep`` is True take the given tokens
         instead of sampled ones (``varlite.core.overrides``: token surgery and zero-shot editing). The step's
         probabilities, entropy and candidates are computed from its logits when read; its ``timings`` are the lap
         times of the loop's three parts (transformer, sampling, quantizer).
         """
-        labels_B, overrides, generator = self._checked_request(labels, cfg, top_k, top_p, seed, generator, overrides)
+        labels_B, cfg, top_k, top_p, generator, overrides = self._checked_request(labels, cfg, top_k, top_p, seed,
+                                                                                  generator, overrides)
         B, K, quantizer, H = labels_B.shape[0], len(self.patch_nums), self.vqvae.quantize, self.patch_nums[-1]
         # classifier-free guidance runs 2B rows: the labels, then B rows of the unconditional class
         cond_2BD = self.class_emb(torch.cat((labels_B, torch.full_like(labels_B, self.num_classes))))
@@ -206,11 +240,11 @@ class VAR(nn.Module):
             for block, modulation in zip(self.blocks, modulation_per_block):   # sees this scale and all coarser ones
                 x_2BlC = block.modulated(x_2BlC, modulation, kv_cache=kv_cache)
             raw_logits_2BlV = self.logits(x_2BlC, cond_2BD)
-            t = sampling.cfg_strength(cfg, si, K)
+            t = sampling.cfg_strength(cfg, si, K)                               # a float, or B floats
             logits_BlV = sampling.guide(raw_logits_2BlV, t)                     # (1 + t) cond - t uncond
             laps.lap("transformer")
             filtered_BlV = sampling.filter_top_k_top_p(logits_BlV, top_k, top_p)
-            idx_Bl = sampling.sample_tokens(filtered_BlV, generator, greedy=top_k == 1 and not more_smooth)   # r_k
+            idx_Bl = sampling.sample_tokens(filtered_BlV, generator, sampling.is_greedy(top_k, more_smooth))  # r_k
             emb_BlCv = (sampling.smoothed_embedding(filtered_BlV, si, K, quantizer.embedding.weight, generator)
                         if more_smooth else quantizer.embedding(idx_Bl))        # e[r_k] (or a smoothed mix)
             idx_Bl, emb_BlCv = apply_overrides(overrides, si, idx_Bl, emb_BlCv, quantizer.embedding)
@@ -229,9 +263,12 @@ class VAR(nn.Module):
                             total_tokens=self.L, attention=kv_cache.captured_attention(rows=B), timings=laps.seconds,
                             decoder=self.vqvae.decode_f_hat)
 
-    def generate(self, labels, cfg: float = 1.5, top_k: int = 0, top_p: float = 0.0, more_smooth: bool = False,
-                 seed: int | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Images (B, 3, Hi, Wi) in [0, 1] for ``labels``: runs ``generate_steps`` to the end and decodes."""
+    def generate(self, labels, cfg: float | Sequence[float] = 1.5, top_k: int | Sequence[int] = 0,
+                 top_p: float | Sequence[float] = 0.0, more_smooth: bool = False,
+                 seed: int | None | Sequence[int | None] = None,
+                 generator: torch.Generator | Sequence[torch.Generator] | None = None) -> torch.Tensor:
+        """Images (B, 3, Hi, Wi) in [0, 1] for ``labels``: runs ``generate_steps`` to the end and decodes (settings
+        per row as there)."""
         for step in self.generate_steps(labels, cfg=cfg, top_k=top_k, top_p=top_p, more_smooth=more_smooth,
                                         seed=seed, generator=generator):
             pass
