@@ -171,9 +171,8 @@ def config_dict(config) -> dict:
 # ----------------------------------------------------------------------------------------------------- the loop
 @dataclass
 class RunResult:
-    """What ``Trainer.run`` returns. ``metrics`` are the held-out metrics of the weights at ``step`` (the main
-    process's; {} on the others, after a ``stop_at`` between two evaluations, when a second Ctrl-C skipped the
-    evaluation, or when the run had already finished)."""
+    """What ``Trainer.run`` returns. ``metrics`` are the held-out metrics of the weights at ``step`` (on the main
+    process; {} on the others, after a ``stop_at`` between two evaluations, or when the run had already finished)."""
     run_dir: Path
     step: int                        # steps done; the checkpoint in run_dir holds the weights after them
     finished: bool                   # all ``steps`` done
@@ -392,19 +391,15 @@ class Trainer:
     def stopped(self, done: int, metrics: dict, interrupted: bool) -> RunResult:
         """The result of a run stopped after step ``done`` (its checkpoint saved). After Ctrl-C / SIGTERM the main
         process also measures the held-out metrics of these weights, unless that evaluation was just logged (not
-        logged: a resumed run must log what an uninterrupted one logs); a second Ctrl-C skips it."""
+        logged: a resumed run must log what an uninterrupted one logs)."""
         if self.dist.main:
             print(f"stopped at step {done}/{self.config.steps}; checkpoint saved to {self.ckpt_path}. Run the same "
                   f"command again to resume.", file=sys.stderr, flush=True)
         if interrupted and self.dist.main and not metrics:
-            print("measuring the held-out metrics of these weights (Ctrl-C again skips this)", file=sys.stderr,
-                  flush=True)
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    metrics = self.evaluate()
-            except KeyboardInterrupt:
-                print("evaluation skipped", file=sys.stderr, flush=True)
-                metrics = {}
+            print("measuring the held-out metrics of these weights (Ctrl-C again aborts that; the checkpoint is "
+                  "saved)", file=sys.stderr, flush=True)
+            with torch.random.fork_rng(devices=[]):
+                metrics = self.evaluate()
         return RunResult(self.run_dir, done, False, metrics, interrupted)
 
 
