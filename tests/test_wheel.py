@@ -34,15 +34,22 @@ COMMAND_TIMEOUT_S = 300
 
 
 @pytest.fixture(scope="module")
-def wheel(tmp_path_factory) -> Path:
-    """The wheel, built from a copy of the files git lists (tracked and new, not ignored)."""
+def source(tmp_path_factory) -> Path:
+    """A copy of the files git lists (tracked and new, not ignored): what the wheel is built from, and what the
+    tests compare it with (a file added to the working tree meanwhile does not count)."""
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=ROOT,
                             check=True, capture_output=True).stdout.decode().split("\0")
-    source = tmp_path_factory.mktemp("source")
+    folder = tmp_path_factory.mktemp("source")
     for name in filter(None, listed):
         if (ROOT / name).is_file():             # a tracked file deleted in the working tree is not copied
-            (source / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, source / name)
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, folder / name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def wheel(source, tmp_path_factory) -> Path:
+    """The wheel built from ``source``."""
     dist = tmp_path_factory.mktemp("dist")
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation",
                     "--no-index", "-w", str(dist), "-q"], check=True, timeout=COMMAND_TIMEOUT_S)
@@ -100,21 +107,20 @@ def test_the_installed_varlite_is_the_wheels_and_installs_no_app_package(venv, e
     assert Path(lessons) == site_packages / "varlite" / "_course" / "lessons"
 
 
-def git_files(under: str) -> list[str]:
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", under], cwd=ROOT,
-                            check=True, capture_output=True, text=True).stdout.split()
-    return [name for name in listed if (ROOT / name).is_file()]
+def files_under(folder: Path, patterns: tuple[str, ...] = ("**/*",)) -> set[str]:
+    """The files matching ``patterns`` below ``folder``, as POSIX paths relative to it."""
+    return {path.relative_to(folder).as_posix() for pattern in patterns for path in folder.glob(pattern)
+            if path.is_file()}
 
 
-def test_the_wheel_holds_every_module_and_data_file(wheel):
+def test_the_wheel_holds_every_module_and_data_file(source, wheel):
     """Every file of varlite/ and every module of app/ (as varlite/_course/app), the lessons' files that `varlite
     lessons` copies (as varlite/_course/lessons): a missing sub-package in pyproject.toml's explicit list, or a new
     kind of data file without its package-data pattern, fails here. Nothing lands outside varlite/."""
     names = set(zipfile.ZipFile(wheel).namelist())
-    expected = set(git_files("varlite"))
-    expected |= {f"varlite/_course/{name}" for name in git_files("app") if name.endswith(".py")}
-    expected |= {f"varlite/_course/lessons/{path.relative_to(ROOT / 'lessons').as_posix()}"
-                 for pattern in course.LESSON_FILES for path in (ROOT / "lessons").glob(pattern)}
+    expected = {f"varlite/{name}" for name in files_under(source / "varlite")}
+    expected |= {f"varlite/_course/app/{name}" for name in files_under(source / "app", ("**/*.py",))}
+    expected |= {f"varlite/_course/lessons/{name}" for name in files_under(source / "lessons", course.LESSON_FILES)}
     assert sorted(expected - names) == []
     assert sorted(name for name in names if not name.startswith(("varlite/", "varlite-"))) == []
     metadata = zipfile.ZipFile(wheel).read("varlite-0.1.0.dist-info/METADATA").decode()
@@ -137,14 +143,12 @@ def test_the_commands_run_from_an_empty_folder(venv, env, empty):
     assert (empty / "s.html").read_text(encoding="utf-8").lstrip().lower().startswith("<!doctype html")
 
 
-def test_the_lessons_are_copied_and_the_capstone_runs_from_the_copy(venv, env, empty):
+def test_the_lessons_are_copied_and_the_capstone_runs_from_the_copy(source, venv, env, empty):
     """`varlite lessons DIR` copies what the lessons read (lesson 12's logs included); lesson 10 runs there, headless,
     on the reference set inside the installed package."""
     run([venv / "bin" / "varlite", "lessons", "course"], empty, env)
-    copied = sorted(p.relative_to(empty / "course").as_posix() for p in (empty / "course").rglob("*") if p.is_file())
-    shipped = sorted(path.relative_to(ROOT / "lessons").as_posix()
-                     for pattern in course.LESSON_FILES for path in (ROOT / "lessons").glob(pattern))
-    assert copied == shipped and "data/reproduce/summary.json" in copied
+    copied = files_under(empty / "course")
+    assert copied == files_under(source / "lessons", course.LESSON_FILES) and "data/reproduce/summary.json" in copied
     where = run([venv / "bin" / "python", "-c", "from varlite.exercises import lesson10; "
                  "print(lesson10.REFERENCE_DIR)"], empty, env).stdout.strip()
     assert Path(where).is_relative_to(venv)
