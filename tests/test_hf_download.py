@@ -200,3 +200,31 @@ def test_delete_official_removes_the_link_and_its_blob(places, serve, tiny_bytes
     assert not path.exists() and not path.is_symlink() and not blob.exists()
     download_official("d16", progress=False)
     assert len(server.gets()) == 2
+
+
+def test_the_download_command_asks_the_endpoint_and_says_offline_without_a_traceback(places, serve, tiny_bytes,
+                                                                                      monkeypatch, capsys):
+    """`varlite download d16` fetches from $HF_ENDPOINT; with HF_HUB_OFFLINE=1 it fails at once (exit 1, a network
+    state, not a user mistake) with a message and no traceback."""
+    from varlite.cli import main as cli_main
+    server = serve({"var_d16.pth": tiny_bytes[1]})
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    assert cli_main(["download", "d16", "--no-vae", "--quiet"]) == 1
+    assert time.monotonic() - start < 5
+    err = capsys.readouterr().err
+    assert "offline (HF_HUB_OFFLINE=1)" in err and "Traceback" not in err and server.requests == []
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert cli_main(["download", "d16", "--no-vae", "--quiet"]) == 0
+    assert any(path.endswith("/FoundationVision/var/resolve/main/var_d16.pth") for _, path, _ in server.requests)
+    assert official_path("d16").is_file()
+
+
+def test_the_installed_command_offline_prints_no_traceback(tmp_path):
+    import subprocess
+    import sys
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "VARLITE_HOME": str(tmp_path / "home")}
+    done = subprocess.run([sys.executable, "-m", "varlite", "download", "d16", "--quiet"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert done.returncode == 1 and "offline" in done.stderr and "Traceback" not in done.stderr, done.stderr

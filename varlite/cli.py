@@ -29,7 +29,7 @@ from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .device import pick_device
 from .download import DownloadError, varlite_home
 from .export import check_export_path, save_step_through
-from .pretrained import (HF_BASE_URL, OFFICIAL_FILES, DEMO_SAMPLING, CheckpointError, download_official,
+from .pretrained import (OFFICIAL_FILES, DEMO_SAMPLING, CheckpointError, download_official,
                          load_official, load_pair, official_path)
 from .train import cli as train_cli
 from .train.grid import save_grid
@@ -58,7 +58,7 @@ def cmd_download(args) -> int:
         entry = OFFICIAL_FILES[name]
         print(f"{entry.filename} (~{entry.approx_mb} MB) -> {official_path(name, args.cache_dir)}", file=sys.stderr)
         try:
-            path = download_official(name, args.cache_dir, base_url=args.base_url, progress=not args.quiet)
+            path = download_official(name, args.cache_dir, endpoint=args.endpoint, progress=not args.quiet)
         except (DownloadError, CheckpointError) as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
@@ -77,7 +77,7 @@ def cmd_download(args) -> int:
 def cmd_info(args) -> int:
     """Where the cache is and which official files are in it."""
     from .core.configs import PRESETS
-    print(f"cache: {args.cache_dir or varlite_home()}  (set VARLITE_HOME to move it)")
+    print(f"files: {args.cache_dir or f'{varlite_home()} (VARLITE_HOME), then the Hugging Face cache'}")
     for name, entry in OFFICIAL_FILES.items():
         path = official_path(name, args.cache_dir)
         print(f"  {name:<4} {entry.filename:<24} {'present' if path.exists() else 'not downloaded'}")
@@ -395,8 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("download", help="download official checkpoints (vae, d16 ... d36) or the CIFAR-10 dataset")
     p.add_argument("names", nargs="+", metavar="NAME", help="vae, d16, d20, d24, d30, d36 or cifar10")
-    p.add_argument("--cache-dir", default=None, help="default: $VARLITE_HOME or ~/.cache/varlite")
-    p.add_argument("--base-url", default=HF_BASE_URL, help="mirror to download from (default: Hugging Face)")
+    p.add_argument("--cache-dir", default=None,
+                   help="put the files in this folder (default: the Hugging Face cache, $HF_HOME/hub; copies "
+                        "already in $VARLITE_HOME are used)")
+    p.add_argument("--endpoint", default=None,
+                   help="a Hugging Face mirror, e.g. https://hf-mirror.com (default: $HF_ENDPOINT, else "
+                        "https://huggingface.co)")
     p.add_argument("--cifar-url", default=CIFAR10_URL,
                    help="where to fetch the official CIFAR-10 tarball (its official md5 is checked)")
     p.add_argument("--no-vae", action="store_true", help="do not also fetch the VQVAE with a VAR")

@@ -1,6 +1,6 @@
 """Parity with the official implementation: ``python -m varlite parity DIR`` (``make parity``).
 
-DIR is a reference set made with the official FoundationVision/VAR code (format of ``tests/data/upstream_tiny``:
+DIR is a reference set made with the official FoundationVision/VAR code (format of ``varlite/reference/upstream_tiny``:
 ``config.json`` with the constructor and call arguments and the state_dict layouts, ``cases.npz`` with the inputs
 and every output, optionally ``vae.pth`` / ``var.pth`` and ``meta.json``). Weights come from the .pth files when
 present, else they are regenerated from the layouts by the synthetic rule (``varlite.synthetic``) and, when
@@ -96,13 +96,13 @@ class ParityRun:
         self.dir = Path(ref_dir)
         if not self.dir.is_dir():
             raise ReferenceSetError(f"reference set folder {self.dir} does not exist; pass a folder made by the "
-                                    f"reference generator, e.g. tests/data/upstream_tiny")
+                                    f"reference generator, e.g. varlite/reference/upstream_tiny")
         for name in ("config.json", "cases.npz"):
             if not (self.dir / name).is_file():
                 raise ReferenceSetError(
                     f"{self.dir} is not a reference set: it has no {name}. Pass a folder made by the reference "
                     f"generator (config.json, cases.npz, optional vae.pth / var.pth / meta.json), e.g. "
-                    f"tests/data/upstream_tiny")
+                    f"varlite/reference/upstream_tiny")
         try:
             self.cfg = json.loads((self.dir / "config.json").read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:

@@ -31,7 +31,6 @@ from .core.vqvae import VQVAE
 REPO_ID = "FoundationVision/var"     # the official files' Hugging Face repository, and its branch
 REVISION = "main"
 # Their folder on huggingface.co. Downloads go through huggingface_hub, which reads a mirror from HF_ENDPOINT.
-HF_BASE_URL = f"https://huggingface.co/{REPO_ID}/resolve/{REVISION}/"
 # The official code samples with two settings: its demo (demo_sample.ipynb: cfg 4, top-k 900, top-p 0.95, no
 # smoothing) for pictures, and its README's FID setting (cfg 1.5, top-k 900, top-p 0.96, no smoothing) for metrics.
 DEMO_SAMPLING = {"cfg": 4.0, "top_k": 900, "top_p": 0.95}

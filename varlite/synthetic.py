@@ -8,7 +8,7 @@ key does not depend on which other keys exist or in which order they are made:
 then the first matching branch: ``scale_mul_1H11`` -> log 4 + 0.1 x; 1-D norm weights -> 1 + 0.1 x; other 1-D ->
 0.05 x; the codebook -> 0.5 x; class / position embeddings -> 0.2 x; level embedding and start position -> 0.02 x;
 everything else -> x / sqrt(fan_in). Buffers take the values a freshly built model has (the token-to-scale
-index, the block-causal mask, zeros). See tests/data/upstream_tiny/README.md for the full statement.
+index, the block-causal mask, zeros). See varlite/reference/upstream_tiny/README.md for the full statement.
 """
 from __future__ import annotations
 
