@@ -3,7 +3,14 @@
 ``LoadedModel`` is a model as the pages use it: the VQVAE and the VAR, where the weights came from and how they were
 checked, class names, a model card and the recommended sampling settings. ``load_model`` dispatches a picker key
 to its loader; uploaded files (``app/uploads.py``) are read like files on disk, and messages about them name the
-uploaded file, never its path on the server.
+uploaded file, never its path on the server; files of the model folders are named relative to their folder.
+
+Checks before use: every model's weights must be finite (``check_finite``: a NaN weight would load, then fail or draw
+noise on every page). A training checkpoint (a run's, or uploaded) and an exported weights file are checked before
+anything is built (``check_against_preset``): its preset must exist, every tensor must have the name, shape and dtype
+of that preset's model, the file must hold every byte the tensors declare, and the server must have the memory for
+them; the model is then built on the meta device and takes the file's tensors as they are (nothing is allocated
+for a model that the file cannot fill).
 
 Memory bound: ``st.cache_resource`` keeps at most one model per kind -- one official model, one pair of files, two
 runs, two uploads, two built-in models (each a few MB) and two untrained ones -- shared by every session. Loading a
@@ -12,23 +19,26 @@ call, never in the model.
 """
 from __future__ import annotations
 
+import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import streamlit as st
 import torch
+from safetensors import safe_open
 
-from app.training_runs import run_card
-from app.uploads import UploadedFileError, upload_store
+from app.training_runs import run_card, shown_path
+from app.uploads import UploadedFileError, literal, model_name, upload_store, without_upload_folder
 from varlite import builtin, imagenet, pretrained
 from varlite.cli import class_names_for
 from varlite.core.configs import get_preset
-from varlite.core.var import VAR
+from varlite.core.var import VAR, block_causal_bias, scale_index_of_tokens
 from varlite.core.vqvae import VQVAE
 from varlite.data import cifar10, shapes
 from varlite.device import pick_device
-from varlite.train.checkpoint import FORMAT as TRAIN_CHECKPOINT_FORMAT
-from varlite.train.transformer import load_var_run
+from varlite.safe_io import CheckpointError, read_torch_file
+from varlite.train.checkpoint import FORMAT as TRAIN_CHECKPOINT_FORMAT, VERSION as TRAIN_CHECKPOINT_VERSION
 
 GENERIC_SAMPLING = {"cfg": 1.5, "top_k": 0, "top_p": 0.0}     # for models that recommend no setting
 CLASS_NAMES = {"shapes": shapes.CLASS_NAMES, "cifar10": cifar10.CLASSES}
@@ -90,10 +100,164 @@ def _source_words(var: VAR, default: str) -> tuple[str, str]:
     """(where from, how verified) from the ``source`` record the loaders attach, if any."""
     src = getattr(var, "source", None)
     if isinstance(src, dict):
-        verified = ("verified: every tensor name and shape matches the expected layout" if src.get("verified")
-                    else "not verified")
+        verified = ("verified: every tensor name and shape matches the expected layout; every value finite"
+                    if src.get("verified") else "not verified")
         return f"{src.get('what', default)} (layout: {src.get('layout', '?')})", verified
     return default, "not verified"
+
+
+# ------------------------------------------------------------------------------------------------ weights checks
+def check_finite(module: torch.nn.Module, what: str) -> None:
+    """Refuse weights holding NaN or infinite values, naming the first such tensor. The -inf entries of VAR's
+    block-causal mask (``attn_bias_for_masking``) are its definition, not damage, and are not checked."""
+    for name, tensor in module.state_dict().items():
+        if name == "attn_bias_for_masking" or not tensor.is_floating_point() or bool(tensor.isfinite().all()):
+            continue
+        bad = int((~tensor.isfinite()).sum())
+        raise CheckpointError(f"{what}: the tensor `{name}` holds {bad:,} NaN or infinite values (of "
+                              f"{tensor.numel():,}): the weights are damaged, or the training diverged. Use an "
+                              f"earlier checkpoint, or train again (e.g. with a lower learning rate).")
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the server can still give (``MemAvailable`` of /proc/meminfo, else the free pages); None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_against_preset(states: dict[str, dict], preset_name: object, file_bytes: int,
+                         what: str) -> tuple[VQVAE, VAR]:
+    """The (vqvae, var) of preset ``preset_name`` built on the meta device (no memory) after checking that
+    ``states`` = {"vqvae": state dict, "var": state dict} fits it: the same tensor names, shapes and dtypes, every
+    tensor backed by as many stored values as it has (no view repeating a few values), all of them together no more
+    than the ``file_bytes`` they were read from, and no more than the memory the server has left. Raises
+    CheckpointError saying what does not fit."""
+    if not isinstance(preset_name, str):
+        raise CheckpointError(f"{what} names no preset (a text such as 'shapes'), so its model is unknown")
+    preset = get_preset(preset_name)          # an unknown name: ValueError naming the presets
+    with torch.device("meta"):
+        vqvae = VQVAE(preset.vqvae)
+        var = VAR(preset.var, vqvae)
+    needed = 0
+    for part, module in (("vqvae", vqvae), ("var", var)):
+        state, expected = states.get(part), module.state_dict()
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{what} holds no {part} state dict of tensors")
+        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
+        if missing or unexpected:
+            raise CheckpointError(f"{what} does not fit preset {preset_name!r}: {part} tensors missing "
+                                  f"{missing[:5]}, unexpected {unexpected[:5]}")
+        for name, want in expected.items():
+            got = state[name]
+            if got.shape != want.shape or got.dtype != want.dtype:
+                raise CheckpointError(f"{what} does not fit preset {preset_name!r}: {part} tensor `{name}` is "
+                                      f"{got.dtype} {tuple(got.shape)}, the preset's is {want.dtype} "
+                                      f"{tuple(want.shape)}")
+            if got.untyped_storage().nbytes() < got.numel() * got.element_size():
+                raise CheckpointError(f"{what}: {part} tensor `{name}` repeats fewer stored values than it has "
+                                      f"(a view with stride 0), which torch.save never writes for a model")
+            needed += want.numel() * want.element_size()
+    if needed > file_bytes:
+        raise CheckpointError(f"{what} declares {needed / 2**20:,.1f} MB of {preset_name!r} weights but the file "
+                              f"has only {file_bytes / 2**20:,.1f} MB: it cannot hold them")
+    free = available_memory_bytes()
+    if free is not None and needed > free:
+        raise CheckpointError(f"{what} needs {needed / 2**30:,.2f} GB of memory for preset {preset_name!r}; this "
+                              f"server has {free / 2**30:,.2f} GB free")
+    return vqvae, var
+
+
+def materialise(vqvae: VQVAE, var: VAR, states: dict[str, dict], what: str, device) -> tuple[VQVAE, VAR]:
+    """Give the meta-built models of ``check_against_preset`` the checked tensors themselves (``assign``: no copy,
+    no fresh allocation), check the buffers derived from the preset (which scale each token belongs to, the
+    block-causal mask) and that every weight is finite, then move both to ``device`` in eval mode."""
+    vqvae.load_state_dict(states["vqvae"], assign=True)
+    var.load_state_dict(states["var"], assign=True)
+    for name, want in (("lvl_1L", scale_index_of_tokens(var.patch_nums)),
+                       ("attn_bias_for_masking", block_causal_bias(var.patch_nums))):
+        if not torch.equal(getattr(var, name), want.view_as(getattr(var, name))):
+            raise CheckpointError(f"{what}: the buffer `{name}` is not the one of its scales {var.patch_nums}")
+    check_finite(vqvae, f"{what} (VQVAE)")
+    check_finite(var, f"{what} (VAR)")
+    return vqvae.to(device).eval(), var.to(device).eval()
+
+
+def read_training_checkpoint(path: Path, what: str, device) -> tuple[VAR, dict]:
+    """(var with its tokenizer as ``var.vqvae``, configs) of a train-var ``checkpoint.pt``: read safely with its
+    tensors memory-mapped (the optimizer state is never read into memory), checked by ``check_against_preset``
+    before anything is built. ``what`` names the file in messages."""
+    if not path.is_file():
+        raise CheckpointError(f"the checkpoint {what} does not exist: give a train-var run folder (it holds "
+                              f"config.json and checkpoint.pt) or its checkpoint.pt")
+    ckpt = read_torch_file(path, remedy="use the checkpoint.pt of a train-var run", mmap=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{what} is not a varlite training checkpoint (expected a dict with "
+                              f"format={TRAIN_CHECKPOINT_FORMAT!r})")
+    if ckpt.get("version") != TRAIN_CHECKPOINT_VERSION:
+        raise CheckpointError(f"{what} has checkpoint version {ckpt.get('version')!r}; this varlite reads version "
+                              f"{TRAIN_CHECKPOINT_VERSION}")
+    if ckpt.get("kind") != "var":
+        raise CheckpointError(f"{what} is a {ckpt.get('kind')!r} checkpoint, but a 'var' checkpoint is needed here")
+    configs = ckpt.get("configs")
+    train = configs.get("train") if isinstance(configs, dict) else None
+    if not isinstance(train, dict):
+        raise CheckpointError(f"{what} has no training config (configs['train'])")
+    states = {"vqvae": ckpt.get("vqvae"), "var": ckpt.get("model")}
+    vqvae, var = check_against_preset(states, train.get("preset"), path.stat().st_size, what)
+    vqvae, var = materialise(vqvae, var, states, what, device)
+    return var, configs
+
+
+EXPORT_FORMAT, EXPORT_VERSION = builtin.FORMAT, builtin.VERSION      # an exported run is a built-in-format file
+
+
+def read_exported_weights(path: Path, what: str, device) -> tuple[VAR, dict]:
+    """(var with ``var.vqvae``, metadata) of a weights file in the built-in format (``varlite.builtin``: a
+    safetensors file holding "vqvae.<key>" and "var.<key>" tensors, float16 or int8 with per-row scales, and the
+    metadata format, version, preset, storage, sampling; optionally "class_names", a JSON list, or "dataset"), as
+    the run export writes it. safetensors checks that the file holds every byte its header declares; the stored
+    tensors are checked against the preset before anything is built, then turned into float32."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            metadata = f.metadata() or {}
+            tensors = {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as err:      # noqa: BLE001 -- safetensors raises several types for damaged files
+        raise CheckpointError(f"{what} is not a readable safetensors file ({type(err).__name__})") from None
+    if metadata.get("format") != EXPORT_FORMAT or metadata.get("version") != EXPORT_VERSION:
+        raise CheckpointError(f"{what} is not a varlite weights export (its metadata should say format "
+                              f"{EXPORT_FORMAT!r}, version {EXPORT_VERSION!r})")
+    stored = {"vqvae": {}, "var": {}}
+    scales = {"vqvae": {}, "var": {}}
+    for name, tensor in tensors.items():
+        target = scales if name.startswith(builtin.SCALE_PREFIX) else stored
+        part, _, key = name.removeprefix(builtin.SCALE_PREFIX).partition(".")
+        if part not in stored:
+            raise CheckpointError(f"{what} holds a tensor `{name}` that is neither vqvae.* nor var.*")
+        target[part][key] = tensor
+    states = {part: {key: _as_float32(t, scales[part].get(key)) for key, t in stored[part].items()}
+              for part in stored}
+    vqvae, var = check_against_preset(states, metadata.get("preset"), 4 * path.stat().st_size, what)
+    vqvae, var = materialise(vqvae, var, states, what, device)
+    return var, metadata
+
+
+def _as_float32(stored: torch.Tensor, int8_scale: torch.Tensor | None) -> torch.Tensor:
+    """A stored tensor as the model holds it: float16 -> float32, int8 q -> q * its row's scale, others as they
+    are. (float32 is at most 4x the stored bytes, hence ``4 * file size`` in ``check_against_preset``.)"""
+    if int8_scale is not None:
+        if stored.dtype != torch.int8 or int8_scale.numel() != (stored.shape[0] if stored.ndim else 0):
+            return stored          # not a valid int8 pair: check_against_preset refuses its dtype or shape
+        return stored.float() * int8_scale.float().view(-1, *([1] * (stored.ndim - 1)))
+    return stored.float() if stored.is_floating_point() else stored
 
 
 @st.cache_resource(show_spinner="Building the untrained model...", max_entries=2)
@@ -112,9 +276,12 @@ def _load_untrained(preset_name: str) -> LoadedModel:
 @st.cache_resource(show_spinner="Loading the built-in model (once per server)...", max_entries=2)
 def _load_builtin(name: str) -> LoadedModel:
     vqvae, var = builtin.load_builtin(name)
-    source, verified = _source_words(var, f"weights shipped with varlite (`varlite/weights/{name}.pth`)")
+    file_name = builtin.weights_path(name).name
+    for module, part in ((vqvae, "VQVAE"), (var, "VAR")):
+        check_finite(module, f"{file_name} ({part})")
+    source, verified = _source_words(var, f"weights shipped with varlite (`varlite/weights/{file_name}`)")
     if verified == "not verified":
-        verified = "loaded strictly: every tensor of the preset present, with its shape (torch.load weights_only)"
+        verified = "loaded strictly: every tensor of the preset present, with its shape; every value finite"
     names = CLASS_NAMES.get(name, ())
     return LoadedModel(f"builtin:{name}", name, vqvae.eval(), var.eval(), source, verified,
                        tuple(names) if len(names) == var.num_classes else ("",) * var.num_classes,
@@ -125,11 +292,17 @@ def _imagenet_or_blank(num_classes: int) -> tuple[str, ...]:
     return imagenet.class_names() if num_classes == imagenet.NUM_CLASSES else ("",) * num_classes
 
 
+def _checked_pair(vqvae: VQVAE, var: VAR, vae_name: str, var_name: str) -> None:
+    check_finite(vqvae, vae_name)
+    check_finite(var, var_name)
+
+
 @st.cache_resource(show_spinner="Loading the official model (once per server)...", max_entries=1)
 def _load_official(depth: int) -> LoadedModel:
     vqvae, var = pretrained.load_official(depth)
+    files = [shown_path(pretrained.official_path("vae")), shown_path(pretrained.official_path(f"d{depth}"))]
+    _checked_pair(vqvae, var, *files)
     source, verified = _source_words(var, "official checkpoint")
-    files = [str(pretrained.official_path("vae")), str(pretrained.official_path(f"d{depth}"))]
     return LoadedModel(f"official:d{depth}", f"VAR-d{depth}", vqvae.eval(), var.eval(), source, verified,
                        _imagenet_or_blank(var.num_classes), files=files, sampling=pretrained.DEMO_SAMPLING)
 
@@ -137,70 +310,108 @@ def _load_official(depth: int) -> LoadedModel:
 @st.cache_resource(show_spinner="Loading the files (once per server)...", max_entries=1)
 def _load_files(vae_path: str, var_path: str) -> LoadedModel:
     vqvae, var = pretrained.load_pair(vae_path, var_path)
+    files = [shown_path(vae_path), shown_path(var_path)]
+    _checked_pair(vqvae, var, *files)
     source, verified = _source_words(var, "files given on the Models page")
     return LoadedModel(f"path:{vae_path}|{var_path}", Path(var_path).stem, vqvae.eval(), var.eval(), source, verified,
-                       _imagenet_or_blank(var.num_classes), files=[vae_path, var_path],
-                       sampling=pretrained.DEMO_SAMPLING)
+                       _imagenet_or_blank(var.num_classes), files=files, sampling=pretrained.DEMO_SAMPLING)
 
 
 def _run_model(key: str, var: VAR, configs: dict, source: str, run_dir: Path | None, files: list[str],
                read_folder_names: bool) -> LoadedModel:
-    """A LoadedModel from ``load_var_run``'s (var, configs). A ``folder`` dataset's class names are read from its
-    sub-folders only when ``read_folder_names`` (runs on the server, never uploads: their configs could name any
-    server folder)."""
+    """A LoadedModel from ``read_training_checkpoint``'s (var, configs). A ``folder`` dataset's class names are read
+    from its sub-folders only when ``read_folder_names`` (runs on the server, never uploads: their configs could
+    name any server folder)."""
     train = configs["train"]
     names = class_names_for(train.get("dataset"), var.num_classes,
                             train.get("data_root") if read_folder_names else None)
-    return LoadedModel(key, run_dir.name if run_dir else Path(files[0]).stem, var.vqvae.eval(), var.eval(), source,
-                       f"loaded strictly: every tensor of preset `{train.get('preset')}` present, with its shape "
-                       f"(torch.load weights_only)", tuple(names), card=run_card(run_dir, configs) if run_dir else "",
+    return LoadedModel(key, run_dir.name if run_dir else model_name(files[0]), var.vqvae, var, source,
+                       f"checked before building: every tensor of preset `{train.get('preset')}` present, with its "
+                       f"shape and dtype, and in the file; every value finite (torch.load weights_only)",
+                       tuple(names), card=run_card(run_dir, configs) if run_dir else "",
                        card_folder=str(run_dir or ""), files=files,
                        sampling={"cfg": train.get("sample_cfg", GENERIC_SAMPLING["cfg"]), "top_k": 0, "top_p": 0.0})
 
 
 @st.cache_resource(show_spinner="Loading the training run (once per server)...", max_entries=2)
 def _load_run(run_path: str) -> LoadedModel:
+    """A train-var run inside the model folders: its folder, or its checkpoint.pt. The checkpoint file itself is
+    resolved and must lie inside the model folders too (a link in the run folder cannot lead elsewhere)."""
     path = Path(run_path)
-    var, configs = load_var_run(path, pick_device("auto"))
     run_dir = path if path.is_dir() else path.parent
-    return _run_model(f"run:{run_path}", var, configs, f"training run `{run_dir}` (`python -m varlite train-var`)",
-                      run_dir, [str(path / "checkpoint.pt" if path.is_dir() else path)], read_folder_names=True)
+    checkpoint = pretrained.resolve_model_path(path / "checkpoint.pt" if path.is_dir() else path)
+    var, configs = read_training_checkpoint(checkpoint, shown_path(checkpoint), pick_device("auto"))
+    return _run_model(f"run:{run_path}", var, configs,
+                      f"training run `{shown_path(run_dir)}` (`python -m varlite train-var`)", run_dir,
+                      [shown_path(checkpoint)], read_folder_names=True)
 
 
-def is_training_checkpoint(path: Path) -> bool:
-    """Whether a file is a varlite training checkpoint (read safely; tensors memory-mapped, not loaded)."""
-    obj = pretrained.read_torch_file(path, remedy="upload the file again, or another one", mmap=True)
-    return isinstance(obj, dict) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT
+def upload_kind(path: Path) -> str:
+    """What an uploaded weights file is: "export" (a safetensors file: an 8-byte header length, then its JSON
+    header), "checkpoint" (a train-var ``checkpoint.pt``; read safely, tensors memory-mapped, not loaded) or "state
+    dict" (any other torch file: checked as one)."""
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[8:9] == b"{":
+        return "export"
+    obj = read_torch_file(path, remedy="upload the file again, or another one", mmap=True)
+    return "checkpoint" if isinstance(obj, dict) and obj.get("format") == TRAIN_CHECKPOINT_FORMAT else "state dict"
+
+
+def _export_model(key: str, var: VAR, metadata: dict, name: str) -> LoadedModel:
+    """A LoadedModel from ``read_exported_weights``: class names from the file's "class_names" (a JSON list) or its
+    "dataset"; the sampling settings it recommends."""
+    try:
+        names = json.loads(metadata.get("class_names", "null"))
+        sampling = json.loads(metadata.get("sampling", "{}"))
+    except ValueError:
+        names, sampling = None, {}
+    if not (isinstance(names, list) and len(names) == var.num_classes and all(isinstance(n, str) for n in names)):
+        names = class_names_for(metadata.get("dataset"), var.num_classes, None)
+    sampling = {k: sampling[k] for k in GENERIC_SAMPLING if isinstance(sampling, dict)
+                and isinstance(sampling.get(k), (int, float)) and not isinstance(sampling.get(k), bool)}
+    return LoadedModel(key, model_name(name), var.vqvae, var, f"uploaded weights export {literal(name)}",
+                       f"checked before building: every tensor of preset `{metadata.get('preset')}` present, with "
+                       f"its shape and dtype; every value finite (safetensors: no code in the file)",
+                       tuple(names), files=[name], sampling=sampling)
 
 
 @st.cache_resource(show_spinner="Checking and loading the uploaded files (once per server)...", max_entries=2)
 def _load_upload(var_sha: str, vae_sha: str) -> LoadedModel:
-    """An upload: a train-var ``checkpoint.pt`` alone, or a VAR state_dict with its VQVAE state_dict."""
+    """An upload: a weights export (``.safetensors``) or a train-var ``checkpoint.pt`` alone, or a VAR state_dict
+    with its VQVAE state_dict."""
     store = upload_store()
     var_path, var_name = store.path(var_sha), store.name(var_sha)
     vae_path, vae_name = (store.path(vae_sha), store.name(vae_sha)) if vae_sha else (None, "")
     key = f"upload:{var_sha}" + (f"|{vae_sha}" if vae_sha else "")
+    device = pick_device("auto")
     try:
-        if is_training_checkpoint(var_path):
-            var, configs = load_var_run(var_path, pick_device("auto"))
-            return _run_model(key, var, configs, f"uploaded training checkpoint `{var_name}`", None, [var_name],
-                              read_folder_names=False)
-        pretrained.check_is_var(pretrained.load_state_dict(var_path), var_name)
+        kind = upload_kind(var_path)
+        if kind == "export":
+            var, metadata = read_exported_weights(var_path, literal(var_name), device)
+            return _export_model(key, var, metadata, var_name)
+        if kind == "checkpoint":
+            var, configs = read_training_checkpoint(var_path, literal(var_name), device)
+            return _run_model(key, var, configs, f"uploaded training checkpoint {literal(var_name)}", None,
+                              [var_name], read_folder_names=False)
+        pretrained.check_is_var(pretrained.load_state_dict(var_path), literal(var_name))
         if vae_path is None:
-            raise UploadedFileError(f"{var_name} is the state_dict of a VAR transformer alone: it needs the VQVAE "
-                                    f"(tokenizer) it was trained with. Upload that .pth too, or upload the train-var "
-                                    f"run's checkpoint.pt, which holds both.")
+            raise UploadedFileError(f"{literal(var_name)} is the state_dict of a VAR transformer alone: it needs the "
+                                    f"VQVAE (tokenizer) it was trained with. Upload that .pth too, or upload the "
+                                    f"run's weights export (`python -m varlite export-run RUN --out "
+                                    f"model.safetensors`), which holds both.")
         vqvae, var = pretrained.load_pair(vae_path, var_path)
+        _checked_pair(vqvae, var, literal(vae_name), literal(var_name))
     except UploadedFileError:
         raise
     except Exception as err:      # noqa: BLE001 -- every loader error, with the upload's names for the paths
-        text = str(err).replace(str(var_path), var_name)
-        text = text.replace(str(vae_path), vae_name) if vae_path else text
+        text = str(err).replace(str(var_path), literal(var_name))
+        text = text.replace(str(vae_path), literal(vae_name)) if vae_path else text
         raise UploadedFileError(f"{type(err).__name__}: {text}") from None
-    source, verified = _source_words(var, f"uploaded files `{vae_name}` + `{var_name}`")
+    source, verified = _source_words(var, f"uploaded files {literal(vae_name)} + {literal(var_name)}")
     for path, name in ((var_path, var_name), (vae_path, vae_name)):
-        source = source.replace(str(path), name)
-    return LoadedModel(key, Path(var_name).stem, vqvae.eval(), var.eval(), source, verified,
+        source = source.replace(str(path), literal(name))
+    return LoadedModel(key, model_name(var_name), vqvae.eval(), var.eval(), source, verified,
                        _imagenet_or_blank(var.num_classes), files=[vae_name, var_name],
                        sampling=pretrained.DEMO_SAMPLING if var.num_classes == imagenet.NUM_CLASSES
                        else builtin.DEFAULT_SAMPLING)
@@ -236,11 +447,24 @@ def reset_official() -> None:
     _load_run.clear()
 
 
+def without_server_paths(text: str) -> str:
+    """``text`` with every path of a model folder made relative to it (``runs/mine/checkpoint.pt``) and the upload
+    folder's paths cut to the file name: the pages never show where the server keeps its files."""
+    try:
+        folders = pretrained.model_folders()
+    except OSError:
+        folders = []
+    for folder in sorted(folders, key=lambda f: len(str(f)), reverse=True):
+        text = text.replace(f"{folder}{os.sep}", "").replace(str(folder), "the model folder")
+    return without_upload_folder(text)
+
+
 def friendly_error(err: BaseException) -> str:
-    """One paragraph for the page: what went wrong and (from the library's message) what to do."""
+    """One paragraph for the page: what went wrong and (from the library's message) what to do; no server paths."""
     if isinstance(err, UploadedFileError):
-        return str(err)
+        return without_server_paths(str(err))
     if isinstance(err, FileNotFoundError):
-        return (f"A file is missing: {err}. Download the official weights on the **Models** page "
-                f"(or `python -m varlite download d16`), or give the paths of files you have.")
-    return f"{type(err).__name__}: {err}"
+        return without_server_paths(
+            f"A file is missing: {err}. Download the official weights on the **Models** page (or `python -m varlite "
+            f"download d16`), or give the names of files you have.")
+    return without_server_paths(f"{type(err).__name__}: {err}")
