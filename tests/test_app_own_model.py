@@ -62,7 +62,7 @@ def state_dict_bytes(module: torch.nn.Module) -> bytes:
 def test_a_run_in_the_model_folders_is_listed_loaded_and_used_on_every_page(homes):
     at = new_app("views/models.py")
     found = at.selectbox(key="models_run_found").options
-    assert found == [str(homes)]                       # the train-var run only: not the tokenizer run beside it
+    assert found == ["runs/mine"]          # the train-var run only (not the tokenizer run), relative to its folder
     load_found_run(at, homes)
     assert_clean(at)
     key = f"run:{homes.resolve()}"
@@ -144,7 +144,7 @@ def test_an_uploaded_state_dict_pair_loads_and_a_lone_var_is_explained(homes):
     upload(at, "models_upload_var", "my_var.pth", state_dict_bytes(var))
     at.button(key="models_load_upload").click().run()
     assert not at.exception
-    assert "my_var.pth is the state_dict of a VAR transformer alone: it needs the VQVAE" in error_text(at)
+    assert "`my_var.pth` is the state_dict of a VAR transformer alone: it needs the VQVAE" in error_text(at)
     upload(at, "models_upload_vae", "my_vae.pth", state_dict_bytes(var.vqvae))
     at.button(key="models_load_upload").click().run()
     assert_clean(at)
@@ -162,7 +162,7 @@ def test_swapped_damaged_and_malicious_uploads_are_refused_by_name(homes, capsys
         (state_dict_bytes(var.vqvae), "is a VQVAE (tokenizer) checkpoint, not a VAR"),
         (b"\x80" + np.random.default_rng(0).bytes(2000), "is a damaged legacy torch pickle"),
         ((homes / "checkpoint.pt").read_bytes()[:5000], "truncated or damaged"),
-        (malicious.getvalue(), "refused to load weights.pth: it asks to import or call Python objects"),
+        (malicious.getvalue(), "refused to load `weights.pth`: it asks to import or call Python objects"),
     ]
     at = new_app("views/models.py")
     for data, message in cases:
@@ -182,7 +182,8 @@ def test_uploads_over_the_limit_are_refused_before_loading(homes, monkeypatch):
     upload(at, "models_upload_var", "big.pt", b"\0" * (2**20 + 1))
     at.button(key="models_load_upload").click().run()
     assert not at.exception
-    assert "big.pt is 1.0 MB; weights uploads are limited to 1 MB here" in error_text(at)
+    assert "`big.pt` is 1.0 MB; weights uploads are limited to 1 MB here" in error_text(at)
+    assert "export-run RUN --out model.safetensors" in error_text(at) and "server.maxUploadSize" in error_text(at)
 
 
 def test_the_upload_store_keeps_the_last_files_and_says_when_one_is_gone(tmp_path):

@@ -1,10 +1,20 @@
 """Models: what is loaded, where its weights came from, your own model (a training run or uploaded weights), and how
 to get the official ones. Every section is a function called by ``main`` with what it needs; the session's
-settings come from ``state.get()``."""
+settings come from ``state.get()``.
+
+Managing the model folders (deleting a damaged file, downloading official files of up to 8 GB, seeing where the
+folders are on the server) is for whoever runs the server (``may_manage_files``): on a server that others reach (a
+class server: ``--server.address`` other than this machine's loopback, as ``make serve`` starts it) it is off,
+unless the server was started with a teacher token (``VARLITE_TEACHER_TOKEN``), which the teacher enters once per
+browser session. With a token set, it is needed on every server. Paths are shown relative to their model folder.
+"""
 from __future__ import annotations
 
 import dataclasses
+import hmac
+import os
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -18,20 +28,68 @@ from varlite.download import varlite_home
 
 
 CARD_IMAGE_MAX_PX = 720
+TEACHER_TOKEN_ENV = "VARLITE_TEACHER_TOKEN"
+TEACHER_KEY = "teacher_session"             # st.session_state: True once this session entered the token
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 
 
+# ------------------------------------------------------------------------------------------------ who manages files
+def class_server() -> bool:
+    """Whether other machines reach this server: it was started with ``--server.address`` naming an address other
+    than this machine's loopback (``make serve`` gives 0.0.0.0)."""
+    address = str(st.get_option("server.address") or "")
+    return address != "" and address not in LOOPBACK
+
+
+def may_manage_files() -> bool:
+    """Whether this session may delete and download files of the model folders and see where they are: with a
+    teacher token set, once the session entered it; without one, unless this is a class server."""
+    if os.environ.get(TEACHER_TOKEN_ENV):
+        return st.session_state.get(TEACHER_KEY) is True
+    return not class_server()
+
+
+def teacher_sign_in() -> None:
+    """With a teacher token set and not entered yet in this session: a small form to enter it."""
+    token = os.environ.get(TEACHER_TOKEN_ENV, "")
+    if not token or st.session_state.get(TEACHER_KEY) is True:
+        return
+    with st.expander("Teacher: manage the model folders"):
+        typed = st.text_input("Teacher token (set when the server was started)", key="models_teacher_token",
+                              type="password")
+        if st.button("Enter", key="models_teacher_enter"):
+            if hmac.compare_digest(typed.encode(), token.encode()):
+                st.session_state[TEACHER_KEY] = True
+                st.rerun()
+            time.sleep(1)                   # a wrong token costs a second: no fast guessing
+            st.error("That is not the teacher token.")
+
+
+def folders_text() -> str:
+    """The model folders as this session may see them: their paths for whoever manages them, else a phrase."""
+    if not may_manage_files():
+        return "the server's model folders"
+    try:
+        return "the model folders " + ", ".join(f"`{f}`" for f in pretrained.model_folders())
+    except OSError as err:
+        return f"the model folders (unusable: {err})"
+
+
+# ------------------------------------------------------------------------------------------------ the loaded model
 def show_model_card(card: str, folder) -> None:
     """A model card in markdown; its image lines (``![alt](file.png)``, files beside the card) become st.image at
-    their own width (at most CARD_IMAGE_MAX_PX), since the browser cannot fetch files relative to the card."""
+    their own width (at most CARD_IMAGE_MAX_PX), since the browser cannot fetch files relative to the card. An
+    image that resolves outside the card's folder (a symbolic link leading elsewhere) is not shown."""
     text = []
     for line in card.splitlines():
         image = re.fullmatch(r"!\[(.*)\]\(([^)/]+)\)", line.strip())
         if image:
             st.markdown("\n".join(text))
             path = Path(folder) / image.group(2)
-            with Image.open(path) as im:
-                width = min(im.width, CARD_IMAGE_MAX_PX)
-            st.image(str(path), caption=image.group(1), width=width)
+            if path.resolve().is_relative_to(Path(folder).resolve()) and path.is_file():
+                with Image.open(path) as im:
+                    width = min(im.width, CARD_IMAGE_MAX_PX)
+                st.image(str(path), caption=image.group(1), width=width)
             text = []
         else:
             text.append(line)
@@ -52,7 +110,7 @@ def loaded_model_section(model: LoadedModel) -> None:
     c[2].metric("Scales K / tokens L", f"{len(model.patch_nums)} / {model.var.L}")
     st.markdown(f"**Weights from:** {model.source}  \n**Verification:** {model.verified}")
     for f in model.files:
-        st.caption(f"file: `{f}`")
+        st.caption(f"file: {uploads.literal(f)}")
     a, b = st.columns(2)
     with a:
         st.markdown("**VAR config**")
@@ -99,15 +157,14 @@ def own_model_section() -> None:
 
 def _run_tab() -> None:
     try:
-        folders = ", ".join(f"`{f}`" for f in pretrained.model_folders())
         runs = training_runs.training_runs()
-    except OSError as err:
-        folders, runs = f"(unusable: {err})", []
-    st.caption(f"Runs are read only from the model folders: {folders}. Train into one "
-               "(`--run-dir $VARLITE_HOME/runs/mine`) or add your runs folder to `VARLITE_MODEL_DIRS`.")
+    except OSError:
+        runs = []
+    st.caption(f"Runs are read only from {folders_text()}. Train into one (`--run-dir $VARLITE_HOME/runs/mine`) or "
+               "add your runs folder to `VARLITE_MODEL_DIRS`. Paths are shown relative to their model folder.")
     if runs:
         found = state.bound(st.selectbox, "Training runs found in the model folders", "models_run_found",
-                            options=[str(r) for r in runs])
+                            options=[str(r) for r in runs], format_func=training_runs.shown_path)
         if st.button("Load this run", key="models_load_found_run", type="primary"):
             _adopt_own(f"run:{found}", f"Your run: {Path(found).name}")
     else:
@@ -118,20 +175,24 @@ def _run_tab() -> None:
         try:
             run_path = pretrained.resolve_model_path(run_text)
         except pretrained.NotInModelFolderError as err:
-            st.error(str(err))
+            st.error(loaders.without_server_paths(str(err)))
         else:
             _adopt_own(f"run:{run_path}", f"Your run: {run_path.name if run_path.is_dir() else run_path.parent.name}")
 
 
 def _upload_tab() -> None:
     limit = uploads.weights_upload_limit_mb()
-    st.caption(f"Up to {limit} MB per file (the server's `maxUploadSize`; larger files load from a run folder). "
-               "Files are read with `torch.load(weights_only=True)` and checked strictly: every tensor name and "
-               f"shape must match the model they describe. The server keeps the last {uploads.MAX_UPLOADS} uploads.")
-    up_var = st.file_uploader("The VAR: a train-var `checkpoint.pt`, or a VAR state_dict `.pth`",
-                              key="models_upload_var", type=["pt", "pth"], max_upload_size=limit)
-    up_vae = st.file_uploader("Its VQVAE state_dict `.pth` (only needed with a VAR state_dict)",
-                              key="models_upload_vae", type=["pt", "pth"], max_upload_size=limit)
+    st.markdown(uploads.limit_text(limit))
+    st.caption("Files are read without running code (`torch.load(weights_only=True)`, or safetensors) and checked "
+               "strictly before anything is built: every tensor name, shape and dtype must match the model they "
+               f"describe, and every value must be finite. The server keeps the last {uploads.MAX_UPLOADS} uploads.")
+    types = ["safetensors", "pt", "pth"]
+    too_big = f"Larger than {limit} MB? Export the weights alone: {uploads.EXPORT_COMMAND}"
+    up_var = st.file_uploader(f"The model: a weights export `.safetensors`, a train-var `checkpoint.pt`, or a VAR "
+                              f"state_dict `.pth` (up to {limit} MB)", key="models_upload_var", type=types,
+                              max_upload_size=limit, help=too_big)
+    up_vae = st.file_uploader(f"Its VQVAE state_dict `.pth` (only needed with a VAR state_dict; up to {limit} MB)",
+                              key="models_upload_vae", type=["pt", "pth"], max_upload_size=limit, help=too_big)
     if st.button("Load the uploaded files", key="models_load_upload", disabled=up_var is None):
         try:
             store = uploads.upload_store()
@@ -140,7 +201,8 @@ def _upload_tab() -> None:
         except uploads.UploadedFileError as err:
             st.error(str(err))
         else:
-            _adopt_own(f"upload:{var_sha}" + (f"|{vae_sha}" if vae_sha else ""), f"Uploaded: {up_var.name}")
+            _adopt_own(f"upload:{var_sha}" + (f"|{vae_sha}" if vae_sha else ""),
+                       f"Uploaded: {uploads.model_name(up_var.name)}")
 
 
 # ------------------------------------------------------------------------------------------------ built-in cards
@@ -165,13 +227,15 @@ def _forget_official() -> None:
 
 def official_weights_section(load_error: BaseException | None) -> None:
     """The official files in the cache: which are there, the damaged ones (to delete or download again), a
-    download, and files the user already has. ``load_error``: why the picked model failed to load, if it did."""
+    download, and files the user already has. ``load_error``: why the picked model failed to load, if it did.
+    Deleting and downloading are for whoever manages the files (``may_manage_files``)."""
     st.subheader("Official weights")
     try:
         home = varlite_home()
     except OSError as err:
-        st.error(f"The cache folder cannot be used: {err}")
+        st.error(f"The cache folder cannot be used: {loaders.without_server_paths(str(err))}")
         st.stop()
+    manage = may_manage_files()
     problems = official_files.official_file_problems()
     if load_error is not None:
         for name in official_files.files_named_in(load_error):
@@ -182,22 +246,32 @@ def official_weights_section(load_error: BaseException | None) -> None:
         status = "no" if not path.is_file() else ("yes, damaged" if name in problems else "yes")
         rows.append({"name": name, "file": entry.filename, "size (MB)": entry.approx_mb, "in the cache": status})
     st.dataframe(pd.DataFrame(rows), hide_index=True)
-    st.markdown(f"Cache folder: `{home}` (set `VARLITE_HOME` to change it). From a terminal: "
-                "`python -m varlite download vae d16`. Each VAR file needs the `vae` file too.")
+    where = f"Cache folder: `{home}` (set `VARLITE_HOME` to change it). " if manage else ""
+    st.markdown(f"{where}From a terminal on the server: `python -m varlite download vae d16`. Each VAR file needs "
+                "the `vae` file too.")
     for name, problem in problems.items():
-        _damaged_file(name, problem)
+        _damaged_file(name, loaders.without_server_paths(problem), manage)
+    teacher_sign_in()
     a, b = st.columns([2, 3])
     with a:
-        _download()
+        if manage:
+            _download()
+        else:
+            st.info("Downloading and deleting files of the model folders is for the teacher: on the server, run "
+                    "`python -m varlite download d16`, or start the server with a teacher token "
+                    f"(`{TEACHER_TOKEN_ENV}`) and enter it here.")
     with b:
         _files_you_have()
 
 
-def _damaged_file(name: str, problem: str) -> None:
-    """A damaged official file: what is wrong, and buttons to delete it or download it again."""
+def _damaged_file(name: str, problem: str, manage: bool) -> None:
+    """A damaged official file: what is wrong, and (for whoever manages the files) buttons to delete it or
+    download it again."""
     path = pretrained.official_path(name)
     with st.container(border=True):
-        st.error(f"**{name}**: `{path}` cannot be used: {problem}")
+        st.error(f"**{name}**: `{training_runs.shown_path(path)}` cannot be used: {problem}")
+        if not manage:
+            return
         a, b = st.columns(2)
         if a.button(f"Delete {path.name}", key=f"models_delete_{name}", icon=":material/delete:"):
             path.unlink(missing_ok=True)
@@ -211,7 +285,7 @@ def _damaged_file(name: str, problem: str) -> None:
                 with st.spinner(f"Downloading {name} (~{pretrained.OFFICIAL_FILES[name].approx_mb} MB)..."):
                     pretrained.download_official(name, progress=False)
             except Exception as err:      # noqa: BLE001 -- offline, HTTP errors, corrupt files: all explained
-                st.error(f"{name}: {err}")
+                st.error(f"{name}: {loaders.without_server_paths(str(err))}")
             else:
                 st.rerun()
 
@@ -228,7 +302,7 @@ def _download() -> None:
                     pretrained.download_official(name, progress=False)
                 st.success(f"{name}: downloaded and verified.")
             except Exception as err:      # noqa: BLE001 -- offline, HTTP errors, corrupt files: all explained
-                st.error(f"{name}: {err}")
+                st.error(f"{name}: {loaders.without_server_paths(str(err))}")
                 break
         else:
             _forget_official()
@@ -238,17 +312,16 @@ def _download() -> None:
 def _files_you_have() -> None:
     """A VQVAE file and a VAR file named by the user, read from the model folders only."""
     s = state.get()
-    folders = ", ".join(f"`{f}`" for f in pretrained.model_folders())
     st.markdown("**Or use files you already have**")
-    st.caption(f"Files are read only from the model folders: {folders} (add folders with `VARLITE_MODEL_DIRS`). "
-               "A name without a folder is looked up in the cache folder.")
+    st.caption(f"Files are read only from {folders_text()} (add folders with `VARLITE_MODEL_DIRS`). A name "
+               "without a folder is looked up in the cache folder.")
     vae_text = state.bound(st.text_input, "VQVAE file (e.g. vae_ch160v4096z32.pth)", "models_vae_path", default="")
     var_text = state.bound(st.text_input, "VAR file (e.g. var_d16.pth)", "models_var_path", default="")
     if st.button("Load these files", key="models_load_paths"):
         try:
             vae_path, var_path = (pretrained.resolve_model_path(t) for t in (vae_text, var_text))
         except pretrained.NotInModelFolderError as err:
-            st.error(str(err))
+            st.error(loaders.without_server_paths(str(err)))
         else:
             key = f"path:{vae_path}|{var_path}"
             try:
