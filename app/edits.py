@@ -19,7 +19,6 @@ from app import inputs
 from app.loaders import load_model
 from app.traces import GenSettings, finished_generation, to_uint8
 from varlite import editing
-from varlite.images import prepare_image
 
 EDIT_OPS = {
     "inpaint": "In-painting: regenerate the region, keep the rest",
@@ -89,7 +88,7 @@ def source_tokens(model_key: str, source: EditSource) -> list[torch.Tensor]:
     model = load_model(model_key)
     if source.settings is not None:
         return [step.tokens for step in finished_generation(source.settings).steps]
-    image = prepare_image(inputs.read_image_bytes(source.image, source.name), model.image_size)[0]
+    image = inputs.model_image(source.image, source.name, model.image_size).tensor()
     return [t.cpu() for t in editing.image_tokens(model.vqvae, image.to(model.device))]
 
 
@@ -99,8 +98,7 @@ def source_picture(model_key: str, source: EditSource) -> np.ndarray:
     if source.settings is not None:
         run = finished_generation(source.settings)
         return run.image(len(run.steps) - 1, model)
-    image = prepare_image(inputs.read_image_bytes(source.image, source.name), model.image_size)[0]
-    return to_uint8(image.add(1).mul(0.5))[0]
+    return inputs.model_image(source.image, source.name, model.image_size).u8_HW3
 
 
 @dataclass

@@ -19,9 +19,9 @@ from app import edits, figures, inputs, loaders, state, traces, ui
 from app.edits import EDIT_OPS, EditSource
 from app.loaders import LoadedModel
 from varlite import editing
-from varlite.images import prepare_image
 
 REGENERATE = np.array([240, 120, 20], float)        # orange: what the model generates
+REPLACED = np.array([40, 110, 230], np.uint8)        # blue: tokens token surgery replaced
 
 
 def _version(key: str) -> int:
@@ -68,9 +68,12 @@ def paint_grid(key: str, side: int, cells: frozenset, picture: np.ndarray | None
                        selection_mode=[figures.PICK, figures.BRUSH], width="content", theme=None)
 
 
-def keep_picture(keep_hw: np.ndarray) -> bytes:
-    """A keep mask as a small framed picture: white = the source's token is kept, orange = generated."""
+def keep_picture(keep_hw: np.ndarray, replaced_hw: np.ndarray | None = None) -> bytes:
+    """A keep mask as a small framed picture: white = the source's token is kept, orange = generated, and blue =
+    replaced (``replaced_hw``: the cells token surgery set to its token, which the keep mask counts as fixed)."""
     rgb = np.where(keep_hw.astype(bool)[..., None], np.array([255, 255, 255], np.uint8), REGENERATE.astype(np.uint8))
+    if replaced_hw is not None:
+        rgb = np.where(replaced_hw.astype(bool)[..., None], REPLACED, rgb)
     return figures.png(np.pad(figures.enlarge(rgb, 60), ((1, 1), (1, 1), (0, 0)), constant_values=120))
 
 
@@ -112,7 +115,7 @@ def source_picker(model: LoadedModel) -> EditSource:
         st.stop()
     source = EditSource(image=up.getvalue(), name=up.name)
     try:
-        notes = prepare_image(inputs.read_image_bytes(source.image, source.name), model.image_size)[1]
+        notes = inputs.model_image(source.image, source.name, model.image_size).notes     # decoded once per upload
     except inputs.ImageInputError as err:
         st.error(str(err))
         st.stop()
@@ -256,10 +259,13 @@ def show_result(model: LoadedModel, res: edits.EditOutcome, op: str, surgery_sca
     c[1].image(figures.enlarge(marked, 256), caption="the region" + (f" at scale {surgery_scale + 1}"
                                                                       if op == "surgery" else ""), width="stretch")
     c[2].image(figures.enlarge(res.after, 256), caption="after", width="stretch")
-    st.markdown("**Kept tokens at every scale** (white = kept from the source, orange = generated) **and the result "
-                "after each scale**")
+    replaced = " blue = replaced by the chosen token," if op == "surgery" else ""
+    st.markdown(f"**Kept tokens at every scale** (white = kept from the source,{replaced} orange = generated) **and "
+                f"the result after each scale**")
     for i, col in enumerate(st.columns(len(model.patch_nums))):
-        col.image(keep_picture(res.keep[i]), width="stretch", caption=f"{model.patch_nums[i]}x{model.patch_nums[i]}")
+        surgery_here = op == "surgery" and i == surgery_scale
+        col.image(keep_picture(res.keep[i], res.region if surgery_here else None), width="stretch",
+                  caption=f"{model.patch_nums[i]}x{model.patch_nums[i]}")
         if res.steps is not None:
             col.image(res.steps[i], width="stretch")
     with st.expander("Why does keeping a centred box lose what is in it?"):
@@ -279,6 +285,32 @@ def show_result(model: LoadedModel, res: edits.EditOutcome, op: str, surgery_sca
 
 
 # ------------------------------------------------------------------------------------------------ the page
+def edit_view(model: LoadedModel) -> None:
+    """The source, the edit, the region (or the tokens), then the result."""
+    s = state.get()
+    left, right = st.columns([2, 3])
+    with left:
+        source = source_picker(model)
+        op, label, seed, cfg = edit_choice(model, source)
+        if op == "surgery":
+            region, surgery_scale, surgery_token = surgery_region(model, source, label, seed, cfg)
+        else:
+            region, surgery_scale, surgery_token = mask_region(model, source, op), 0, 0
+    req = edits.EditRequest(model.key, op, region, label, seed, cfg, s.top_k, s.top_p, surgery_scale, surgery_token,
+                            source.settings, source.image, source.name)
+    try:
+        with st.spinner("Editing..."):
+            res = edits.edit_result(req)
+    except (ValueError, inputs.ImageInputError) as err:
+        st.error(f"This edit cannot be done: {loaders.without_server_paths(str(err))}")
+        st.stop()
+    except Exception as err:      # noqa: BLE001
+        st.error(f"The edit failed: {loaders.friendly_error(err)}")
+        st.stop()
+    with right:
+        show_result(model, res, op, surgery_scale)
+
+
 def main() -> None:
     st.title("Edit: fix some tokens, let VAR generate the rest")
     ui.explain(
@@ -295,28 +327,10 @@ def main() -> None:
         "changes a large area; at a fine scale it stays local.",
         ("editing",))
     model = ui.current_model()
-    s = state.get()
-    left, right = st.columns([2, 3])
-    with left:
-        source = source_picker(model)
-        op, label, seed, cfg = edit_choice(model, source)
-        if op == "surgery":
-            region, surgery_scale, surgery_token = surgery_region(model, source, label, seed, cfg)
-        else:
-            region, surgery_scale, surgery_token = mask_region(model, source, op), 0, 0
-    req = edits.EditRequest(model.key, op, region, label, seed, cfg, s.top_k, s.top_p, surgery_scale, surgery_token,
-                            source.settings, source.image, source.name)
     try:
-        with st.spinner("Editing..."):
-            res = edits.edit_result(req)
-    except (ValueError, inputs.ImageInputError) as err:
-        st.error(f"This edit cannot be done: {err}")
-        st.stop()
-    except Exception as err:      # noqa: BLE001
-        st.error(f"The edit failed: {loaders.friendly_error(err)}")
-        st.stop()
-    with right:
-        show_result(model, res, op, surgery_scale)
+        edit_view(model)
+    except Exception as err:      # noqa: BLE001 -- a failure anywhere on the page is explained, never a traceback
+        st.error(f"This page could not be drawn: {loaders.friendly_error(err)}")
 
 
 main()

@@ -70,7 +70,8 @@ def scale_panels(model: LoadedModel, trace: EncodeTrace, si: int) -> None:
     pn = step.pn
     row, col = _take_click(si, pn)
     vmax = max(float(s.contribution[0].norm(dim=0).max()) for s in steps)
-    st.subheader(f"Scale {si + 1} of {K}: {pn}x{pn} tokens, {step.codes_used} distinct codebook entries "
+    entries = "entry" if step.codes_used == 1 else "entries"
+    st.subheader(f"Scale {si + 1} of {K}: {pn}x{pn} tokens, {step.codes_used} distinct codebook {entries} "
                  f"(of {step.vocab_size})")
     pics = [
         (f"rest before, shrunk to {pn}x{pn}", figures.channel_norm(step.target[0].numpy())),
@@ -99,19 +100,8 @@ def scale_panels(model: LoadedModel, trace: EncodeTrace, si: int) -> None:
                "each position.")
 
 
-def main() -> None:
-    st.title("Encode: an image becomes a pyramid of token maps")
-    ui.explain(
-        "The tokenizer encodes the image to a latent map `f`. Then, for k = 1..K: take what is still unexplained "
-        "(the **rest**, f − f_hat), shrink it to the k-th side, snap every vector to its nearest codebook entry (the "
-        "**tokens**), enlarge the chosen entries back and pass them through a small conv φ: that is the scale's "
-        "**contribution**, added to `f_hat` and taken from the rest. `f_hat` after k scales decodes to a coarse "
-        "version of the image. Click a token to pick its position: it is framed on every panel, and the same image "
-        "area stays picked on every scale (hover over a token for its id).",
-        "The rest shrinks scale after scale, and PSNR rises: the first scales capture layout and colour, the "
-        "last ones fine detail. VAR's transformer is trained to predict exactly these token maps, coarse to fine.",
-        ("images_as_tokens", "multiscale_residual"))
-    model = ui.current_model()
+def encoding_view(model: LoadedModel) -> None:
+    """The image, its encoding, the curves over the scales, one scale's panels, the downloads and figures."""
     size = model.image_size
     left, right = st.columns([2, 3])
     with left:
@@ -144,6 +134,26 @@ def main() -> None:
         st.dataframe(df, hide_index=True)
         for col, s in zip(st.columns(len(steps)), steps):
             col.image(traces.to_uint8(s.image())[0], caption=f"{s.pn}x{s.pn}", width="stretch")
+
+
+
+def main() -> None:
+    st.title("Encode: an image becomes a pyramid of token maps")
+    ui.explain(
+        "The tokenizer encodes the image to a latent map `f`. Then, for k = 1..K: take what is still unexplained "
+        "(the **rest**, f − f_hat), shrink it to the k-th side, snap every vector to its nearest codebook entry (the "
+        "**tokens**), enlarge the chosen entries back and pass them through a small conv φ: that is the scale's "
+        "**contribution**, added to `f_hat` and taken from the rest. `f_hat` after k scales decodes to a coarse "
+        "version of the image. Click a token to pick its position: it is framed on every panel, and the same image "
+        "area stays picked on every scale (hover over a token for its id).",
+        "The rest shrinks scale after scale, and PSNR rises: the first scales capture layout and colour, the "
+        "last ones fine detail. VAR's transformer is trained to predict exactly these token maps, coarse to fine.",
+        ("images_as_tokens", "multiscale_residual"))
+    model = ui.current_model()
+    try:
+        encoding_view(model)
+    except Exception as err:      # noqa: BLE001 -- a failure anywhere on the page is explained, never a traceback
+        st.error(f"This page could not be drawn: {loaders.friendly_error(err)}")
 
 
 main()
