@@ -62,6 +62,22 @@ def heading_scale(at: AppTest) -> tuple[int, int]:
     return int(k), int(K)
 
 
+def rerun_until(at: AppTest, done, timeout_s: float = TIMEOUT) -> AppTest:
+    """Run the page again until ``done(at)``: the step viewer never waits for the scheduler (a browser's timer reruns
+    it while scales are being computed or decoded; AppTest has no timer)."""
+    deadline = time.monotonic() + timeout_s
+    while not done(at):
+        assert time.monotonic() < deadline, f"the page did not get there in {timeout_s} s"
+        time.sleep(0.2)
+        at.run()
+    return at
+
+
+def shows(k: int):
+    """``rerun_until``'s condition: the heading of scale k is drawn."""
+    return lambda at: any(h.value.startswith(f"Scale {k} of ") for h in at.subheader)
+
+
 def scale_slider(at: AppTest):
     return next(s for s in at.slider if s.key and s.key.startswith("gen_scale_"))
 
@@ -320,9 +336,8 @@ def tiny_model() -> loaders.LoadedModel:
 
 def test_a_run_publishes_every_scale_and_decodes_a_prefix_once_when_asked(monkeypatch):
     model = tiny_model()
-    run = GenerationRun(GenSettings(model.key, 1, 3), model)
-    run.compute(model)
-    assert run.done.is_set() and run.error is None and run.complete
+    run = TraceStore().run(GenSettings(model.key, 1, 3), model)
+    assert run.done.wait(60) and run.error is None and run.complete
     assert [s.scale for s in run.steps] == list(range(len(model.patch_nums)))
     assert all(s._image is None and s.decoder is None for s in run.steps)      # nothing decoded yet
     reference = list(model.var.generate_steps([1], seed=3))
@@ -346,19 +361,16 @@ def test_a_page_can_wait_for_the_first_scale_while_the_rest_are_computed():
     assert run.wait_for(1, 0.01) and not run.wait_for(2, 0.01) and not run.complete
 
 
-def test_the_store_is_bounded_and_stops_evicted_runs():
+def test_the_store_keeps_the_most_recent_runs_and_reuses_them():
     model = tiny_model()
     store = TraceStore(max_runs=2)
-    runs = [store.run(GenSettings(model.key, 0, seed), model) for seed in range(3)]
-    assert len(store) == 2
-    assert runs[0]._stop.is_set() and not runs[2]._stop.is_set()
-    assert store.run(GenSettings(model.key, 0, 2), model) is runs[2]          # kept runs are reused
-    for run in runs:
-        run.done.wait(60)
-    small = TraceStore(max_bytes=1)                    # a byte bound keeps only the newest run
+    runs = []
     for seed in range(3):
-        small.run(GenSettings(model.key, 0, seed), model).done.wait(60)
-    assert len(small) == 1
+        runs.append(store.run(GenSettings(model.key, 0, seed), model))
+        assert runs[-1].done.wait(60)
+    assert len(store) == 2 and runs[0].evicted and not runs[2].evicted
+    assert store.run(GenSettings(model.key, 0, 2), model) is runs[2]          # kept runs are reused
+    assert store.run(GenSettings(model.key, 0, 0), model) is not runs[0]      # an evicted one is made again
     store.clear()
     assert len(store) == 0
 
@@ -565,29 +577,34 @@ def test_official_d16_switches_at_once_with_imagenet_names_and_streams(synthetic
     assert picker.value == 0 and picker.options[0] == "0: tench" and picker.options[207] == "207: golden retriever"
     assert len(picker.options) == 1001 and not any("red disc" in o for o in picker.options)
     assert names[0] == "tench"
-    assert heading_scale(at) == (1, 10)               # the first scale is shown ...
+    rerun_until(at, shows(1))                         # the first scale is shown (the page does not wait) ...
+    assert heading_scale(at) == (1, 10)
     settings_ = GenSettings("official:d16", 0, 0, 4.0, 900, 0.95)
     run = traces.generation(settings_)
     assert run.steps[0].pn == 1
+    rerun_until(at, lambda at: 0 in run.decoded() and "decoded so far" in [c for i in at.image for c in i.captions])
     decoded = run.decoded()
     assert set(decoded) == {0}                        # ... and only its prefix image was decoded
-    at.button(key="gen_next").click().run()           # the next scale: waited for, then decoded, once
+    assert not any("decoding the image" in c.value for c in at.caption)    # the image replaced the note in its place
+    at.button(key="gen_next").click().run()           # the next scale: shown when computed, then decoded, once
+    rerun_until(at, lambda at: shows(2)(at) and 1 in run.decoded())
     assert heading_scale(at) == (2, 10) and set(run.decoded()) == {0, 1}
     assert run.decoded()[0] is decoded[0]
-    assert "decoded so far" in [c for img in at.image for c in img.captions]     # the prefix image, drawn last,
-    assert not any("decoding the image" in c.value for c in at.caption)         # replaced the note in its place
     at.number_input(key="gen_seed").set_value(1).run()   # new settings: back to scale 1, where the new image streams
     assert_clean(at)
-    assert heading_scale(at) == (1, 10) and settings(at).scale == 1
+    assert settings(at).scale == 1
+    rerun_until(at, shows(1))
     run = traces.generation(GenSettings("official:d16", 0, 1, 4.0, 900, 0.95))
+    rerun_until(at, lambda at: 0 in run.decoded())
     assert set(run.decoded()) == {0}
 
-    def no_decoding(*args):
-        raise RuntimeError("the decoder was stopped here")
-    monkeypatch.setattr(figures, "decoded_panel", no_decoding)   # everything before the decode is on the page:
+    wished = []
+    monkeypatch.setattr(traces, "want_image", lambda run, si, model: wished.append(si))    # nothing is decoded now:
     at.button(key="gen_next").click().run()
-    assert heading_scale(at) == (2, 10) and "the decoder was stopped here" in at.exception[0].message
+    rerun_until(at, shows(2))                         # the scale is drawn all the same, with a note where its image goes
+    assert_clean(at)
     assert "contribution of this scale to f_hat" in [c for img in at.image for c in img.captions]
     assert any("decoding the image so far" in c.value for c in at.caption) and set(run.decoded()) == {0}
+    assert wished and set(wished) == {1}              # the page asked for the image of the scale it shows
     traces.trace_store().clear()                      # stop the rest of the d16 generation
     loaders.reset_official()

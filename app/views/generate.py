@@ -1,25 +1,31 @@
 """Generate: watch VAR draw an image coarse to fine, one scale per step.
 
 The page is ``main``: the sampling controls (setting A, and B when comparing), the generations they name
-(``traces.generation``: computed in a worker thread, shared by every session), then ``step_viewer``, a fragment that
-redraws itself on a timer while scales are being computed or while playing. Every function is given the model and
-the generations it draws (``Generations``); the session's settings come from ``state.get()``.
+(``traces.generations``: this session's request to the server's scheduler, which computes requests made together as
+one batch and shares every run between sessions), then ``step_viewer``, a fragment that redraws itself on a timer
+while scales are being computed or decoded, or while playing. Every function is given the model and the generations
+it draws (``Generations``); the session's settings come from ``state.get()``.
 
-The scale shown is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
-server's value, so every click the server receives counts and the slider, the heading and the panels are drawn from
-one number in one run. Scales appear as the worker thread computes them. A small model's generation is waited for
-(up to ``WHOLE_WAIT_S``) and its page drawn once, complete. A large model (``traces.streams``: images above 64 px,
-e.g. d16 at 256 px) streams: a scale's heading, token map and contribution are drawn as soon as it is computed, and
-its decoded image (seconds on a CPU) last, in the place kept for it; new settings on such a model go back to scale 1,
-so that the new image streams in as after a model switch.
+The scale asked for is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
+server's value, so every click the server receives counts, and the slider is drawn from that number. The scale shown
+is that one once it is computed, else the last computed one before it, with a note that the page moves on when it
+is there: a click on Next while the next scale is still being computed counts, and the page advances when it is
+ready. The step viewer never waits for the scheduler: while a request waits in the queue the page says where it
+stands, and the timer looks again. A small model's generation is waited for (up to ``WHOLE_WAIT_S``) and its page
+drawn once, complete. A large model (``traces.streams``: images above 64 px, e.g. d16 at 256 px) streams: a scale's
+heading, token map and contribution are drawn as soon as it is computed, and its decoded image (seconds on a CPU),
+decoded in the background for the scale the student stopped at, once it is ready; new settings on such a model go
+back to scale 1, so that the new image streams in as after a model switch.
 
-Two clicks on the same button less than ~100 ms apart can become one step. A Streamlit button is a trigger (a
-boolean, not a counter): when a second rerun request arrives while the first is still queued, Streamlit merges the
-two and keeps one "clicked" for that button (``_coalesce_widget_states`` in
-streamlit/runtime/scriptrunner_utils/script_requests.py), so the script never sees the second click. Counting such
-clicks would take a widget whose value the browser itself increments (a custom component, or a number input's +/-
-in place of the Next button, which steps from the scale the browser last displayed). Clicks 300 ms apart all count
-(tests/test_browser.py::test_every_click_counts).
+Two clicks on the same button that reach the server during one run of the step viewer become one step. A
+Streamlit button is a trigger (a boolean, not a counter): a click inside a fragment does not interrupt the running
+fragment, and when a second rerun request arrives while the first is still queued, Streamlit merges the two and keeps
+one "clicked" for that button (``_coalesce_widget_states`` and ``on_scriptrunner_yield`` in
+streamlit/runtime/scriptrunner_utils/script_requests.py), so the script never sees the second click. That is why the
+step viewer never blocks (no waiting for a scale, no decoding of a large image in its run): its runs are short, so
+clicks 300 ms apart all count (tests/test_browser.py::test_every_click_counts, and on d16 while the scales are
+still being computed, tests/test_browser_d16.py). Counting faster clicks would take a widget whose value the browser
+itself increments (a custom component).
 
 A click on the token, probability or entropy map picks a position (app/position_inspector.py).
 """
@@ -35,8 +41,8 @@ from app.loaders import LoadedModel
 from app.traces import GenerationRun, GenSettings
 
 PLAY_INTERVAL_S = 1.0
-POLL_S = 0.5             # while scales are still being computed, the step viewer looks again this often
-WAIT_SLICE_S = 0.2       # waiting for a scale, the page redraws its progress bar (where a click can stop it) this often
+POLL_S = 0.5             # while scales are being computed or decoded, the step viewer looks again this often
+WAIT_SLICE_S = 0.2       # waiting for a small generation, the page redraws its progress bar this often
 WHOLE_WAIT_S = 2.0       # a generation that ends within this is waited for (small models): no streaming, no timer
 PANEL_PX = 160           # the clickable token map among the panels (fits their column on a 1000 px wide window)
 # the overview strip's wrapper sticks to the top of the scrolling main area while the step viewer is in view
@@ -67,6 +73,21 @@ class Generations:
     def done(self) -> bool:
         return all(run.done.is_set() for _, _, run in self.runs)
 
+    @property
+    def computed(self) -> int:
+        """How many scales every run has computed."""
+        return min(len(run.steps) for _, _, run in self.runs)
+
+    def shown(self, k: int) -> int:
+        """The scale the page shows when scale k is asked for: k once computed, else the last computed one before
+        it (0: none yet)."""
+        return min(k, self.computed)
+
+    def decoding(self, k: int) -> bool:
+        """Whether a streaming model's prefix image of scale k (shown and asked for) is still being decoded."""
+        return (self.streaming and 1 <= k == self.shown(k)
+                and any(k - 1 not in run.decoded() for _, _, run in self.runs))
+
     def caption(self, name: str, cap: str) -> str:
         """A panel's caption, named by its run when two are shown."""
         return cap if len(self.runs) == 1 else f"{name}: {cap}"
@@ -90,7 +111,8 @@ def generations(model: LoadedModel) -> Generations:
         except ValueError as err:
             st.error(f"These settings cannot be used: {err}")
             st.stop()
-    return Generations(model, tuple((name, settings, traces.generation(settings)) for name, settings in named))
+    runs = traces.generations([settings for _, settings in named], model)
+    return Generations(model, tuple((name, settings, run) for (name, settings), run in zip(named, runs)))
 
 
 def _back_to_scale_1_on_new_settings(gens: Generations) -> None:
@@ -179,8 +201,9 @@ def _controls(K: int) -> None:
 
 # ------------------------------------------------------------------------------------------------ polling
 def _timer_s(gens: Generations) -> float | None:
-    """How often the step viewer reruns by itself: while scales are being computed, while playing, else never."""
-    if not gens.done:
+    """How often the step viewer reruns by itself: while scales are being computed or the shown one decoded, while
+    playing, else never."""
+    if not gens.done or gens.decoding(state.get().scale):
         return POLL_S
     return PLAY_INTERVAL_S if state.get().playing else None
 
@@ -207,35 +230,43 @@ def _follow_the_timer(gens: Generations, timer_s: float | None) -> None:
         st.rerun(scope="app")
 
 
-def _wait_for_scale(gens: Generations, k: int) -> bool:
-    """Wait (interruptibly: the progress bar is redrawn every WAIT_SLICE_S) until scale k of every run is computed;
-    False, with the error shown, when a generation failed."""
-    bar = None
-    for name, _, run in gens.runs:
-        while not run.wait_for(k, WAIT_SLICE_S):
-            if run.done.is_set():
-                break
-            bar = bar or st.progress(0.0)
-            bar.progress(len(run.steps) / gens.K, text=f"{name + ': ' if len(gens.runs) > 1 else ''}computing scale "
-                                                       f"{len(run.steps) + 1} of {gens.K}...")
-    if bar is not None:
-        bar.empty()
+def _failed(gens: Generations) -> bool:
+    """Show the error of a failed generation; whether there was one."""
     for _, _, run in gens.runs:
         if run.error is not None:
             st.error(f"Generation failed: {loaders.friendly_error(run.error)}")
-            return False
-    return True
+            return True
+    return False
 
 
-def _status(gens: Generations) -> None:
-    """How far the generation is: shown while scales are still being computed."""
+def _where(gens: Generations, name: str, run: GenerationRun) -> str | None:
+    """Where an unfinished run stands, in words (None when it is complete)."""
+    if run.done.is_set():
+        return None
+    who = name + ": " if len(gens.runs) > 1 else ""
+    place = traces.place(run)
+    if place is None or place.computing or run.steps:
+        together = f", in one batch with {place.rows - 1} other image{'s' if place.rows > 2 else ''}" \
+            if place is not None and place.rows > 1 else ""
+        return (f":material/hourglass_top: {who}computed {len(run.steps)} of {gens.K} scales "
+                f"({run.ready_s[-1] if run.ready_s else 0:.1f} s){together}; step through them while the rest are "
+                f"computed.")
+    if place.starting:
+        return (f":material/hourglass_top: {who}starting in a moment (requests made at the same time are computed "
+                f"together, as one batch).")
+    return (f":material/hourglass_top: {who}waiting for {place.ahead} generation{'s' if place.ahead > 1 else ''} of "
+            f"this model ahead of yours (other students' requests, computed one batch at a time).")
+
+
+def _status(gens: Generations, k: int, shown: int) -> None:
+    """Where each generation stands while it is not complete, and a note when the scale asked for is not computed
+    yet (the page moves on by itself when it is)."""
     for name, _, run in gens.runs:
-        if not run.done.is_set():
-            st.caption(f":material/hourglass_top: {name + ': ' if len(gens.runs) > 1 else ''}computed "
-                       f"{len(run.steps)} of {gens.K} scales ({run.ready_s[-1] if run.ready_s else 0:.1f} s); "
-                       f"step through them while the rest are computed.")
-
-
+        where = _where(gens, name, run)
+        if where:
+            st.caption(where)
+    if shown and shown < k:
+        st.caption(f":material/pending: Scale {k} is shown as soon as it is computed (now showing scale {shown}).")
 # ------------------------------------------------------------------------------------------------ the step viewer
 @dataclass
 class StepLayout:
@@ -279,10 +310,12 @@ def _draw_decoded(gens: Generations, slot, name: str, settings: GenSettings, si:
     slot.image(img, caption=gens.caption(name, cap), width="stretch", output_format="PNG")
 
 
-def _draw_panels(gens: Generations, layout: StepLayout, si: int, pick: tuple[int, int]) -> None:
+def _draw_panels(gens: Generations, layout: StepLayout, si: int, pick: tuple[int, int], looking: bool) -> None:
     """Scale si's token map and contribution of every run (with one run, the token map is clickable; with two, it
-    is in the inspector: the panels are too narrow), its decoded image (a streaming model's waits: ``_stream``),
-    and the attention mask with the picked token's row."""
+    is in the inspector: the panels are too narrow), its decoded image, and the attention mask with the picked
+    token's row. A streaming model's image is decoded in the background (``traces.want_image``) when the student is
+    ``looking`` at this scale (it is the one asked for, not one the page passes through); a note keeps its place
+    until then."""
     row, col = pick
     step_a = gens.runs[0][2].steps[si]
     for (name, settings, run), pcols, slot in zip(gens.runs, layout.panels, layout.decoded):
@@ -296,19 +329,13 @@ def _draw_panels(gens: Generations, layout: StepLayout, si: int, pick: tuple[int
                     st.image(img, caption=gens.caption(name, cap), width="stretch", output_format="PNG")
         if gens.streaming and si not in run.decoded():
             slot.caption(":material/hourglass_top: decoding the image so far...")
+            if looking:
+                traces.want_image(run, si, gens.model)
         else:
             _draw_decoded(gens, slot, name, settings, si, pick)
     layout.mask.image(figures.block_mask(gens.model.patch_nums, si, row * step_a.pn + col), width="stretch",
                       output_format="PNG", caption=f"attention mask, L={step_a.total_tokens}: scale {si + 1}'s rows "
                                                    f"in orange, the picked token's row in blue")
-
-
-def _stream(gens: Generations, layout: StepLayout, si: int, pick: tuple[int, int]) -> None:
-    """A streaming model, once everything else is on screen: decode scale si's images (seconds) into their places
-    and redraw the overview strips with them."""
-    for (name, settings, _), slot in zip(gens.runs, layout.decoded):
-        _draw_decoded(gens, slot, name, settings, si, pick)
-    _draw_strips(gens, layout.strips, si)
 
 
 def step_viewer(gens: Generations, timer_s: float | None) -> None:
@@ -317,24 +344,25 @@ def step_viewer(gens: Generations, timer_s: float | None) -> None:
     t0 = time.perf_counter()
     _follow_the_timer(gens, timer_s)
     _controls(gens.K)
-    k = state.get().scale                      # everything below is drawn from this one number
-    if not _wait_for_scale(gens, k):
+    if _failed(gens):
         return
-    si = k - 1
-    _status(gens)
+    k = state.get().scale                      # the scale asked for
+    shown = gens.shown(k)                      # everything below is drawn from this one number
+    _status(gens, k, shown)
+    if shown == 0:                             # nothing computed yet: the status says where the request stands
+        return
+    si = shown - 1
     if not gens.streaming:                     # small: decode this prefix (once, milliseconds) before drawing
         for _, _, run in gens.runs:
             run.image(si, gens.model)
     pick = position_inspector.take_clicks(si, gens.runs[0][2].steps[si].pn)
     layout = _lay_out(gens, si)
     _draw_strips(gens, layout.strips, si)
-    _draw_panels(gens, layout, si, pick)
+    _draw_panels(gens, layout, si, pick, looking=shown == k)
     _, settings_a, run_a = gens.runs[0]
     position_inspector.inspector(gens.model, run_a.steps[si], settings_a, si, *pick, with_tokens=len(gens.runs) > 1)
     details(gens.model, settings_a, si, *pick)
     downloads.generation_downloads(gens.model, settings_a)
-    if gens.streaming:
-        _stream(gens, layout, si, pick)
     st.caption(f"step rendered in {(time.perf_counter() - t0) * 1000:.0f} ms on the server")
 
 
