@@ -1,13 +1,15 @@
-"""Your own model in a real browser (issue 12 sec 3-4): a train-var run in the cache folder is loaded on the Models
-page, becomes the sidebar's model, and its step-through downloads as a GIF (Encode page) -- Chromium through
-Playwright, as tests/test_browser.py (install: `apt-get install -y chromium`; never `playwright install`)."""
+"""Your own model in a real browser: a train-var run in the cache folder is loaded on the Models page, becomes the
+sidebar's model, and its step-through downloads as a GIF (Encode page); an oversized upload is explained and a
+weights export uploads instead; the upload folder goes with the server -- Chromium through Playwright, as
+tests/test_browser.py (install: `apt-get install -y chromium`; never `playwright install`)."""
 from __future__ import annotations
 
 import pytest
 import torch
 from PIL import Image
 
-from tests.browser_harness import CHROMIUM_ARGS, checked_page, chromium_path, serve_app_for_tests
+from tests.browser_harness import ARTIFACTS, CHROMIUM_ARGS, checked_page, chromium_path, serve_app_for_tests, \
+    streamlit_process
 from tests.test_browser import SETTLE_MS, check_page, open_page, screenshot, settle
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
@@ -92,3 +94,43 @@ def test_load_a_training_run_then_export_its_step_through_as_a_gif(page, server,
     assert gif.format == "GIF" and gif.n_frames == SHAPES_K
     strip = download(page, "Step-through as PNG strip", "varlite_mine_class0_seed0.png", tmp_path)
     assert strip.format == "PNG" and strip.width > strip.height                     # scales side by side
+
+
+def test_an_oversized_upload_is_explained_and_an_export_loads_and_its_folder_goes_with_the_server(home, tmp_path):
+    """The uploader says the limit and how to get under it (a weights-only export); the export of the run loads; the
+    server's upload folder (in its TMPDIR) is deleted when the server is stopped (SIGTERM, as Ctrl-C or a kill)."""
+    from varlite import builtin
+    from varlite.train.transformer import load_var_run
+    if chromium_path() is None:
+        pytest.skip("Chromium is missing: run `apt-get install -y chromium`")
+    var, configs = load_var_run(home / "runs" / "mine")
+    export = builtin.save_builtin(tmp_path / "mine.safetensors", configs["train"]["preset"], var.vqvae, var)
+    too_big = tmp_path / "checkpoint.pt"
+    too_big.write_bytes(bytes(11 * 2**20))
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    ARTIFACTS.mkdir(exist_ok=True)
+    with streamlit_process(env={"VARLITE_HOME": str(home), "TMPDIR": str(temp)},
+                           log_path=ARTIFACTS / "streamlit-server-uploads.log") as (url, _):
+        with playwright_sync.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+            with checked_page(browser, SETTLE_MS) as pg:
+                open_page(pg, url, "models", "Your own model")
+                pg.get_by_role("tab", name="Upload weights files").click()
+                model_input = pg.locator(".st-key-models_upload_var input[type=file]")
+                model_input.set_input_files(str(too_big))
+                settle(pg)
+                shown = pg.locator('[data-testid="stMain"]').inner_text()
+                assert "Weights files up to 10 MB each" in shown, shown
+                assert "python -m varlite export-run RUN --out model.safetensors" in shown
+                assert not list(temp.glob("varlite-uploads-*"))          # nothing reached the server's store
+                model_input.set_input_files(str(export))
+                settle(pg)
+                pg.get_by_role("button", name="Load the uploaded files").click()
+                pg.get_by_text("Loaded: mine").wait_for()
+                settle(pg)
+                check_page(pg)
+                assert "Uploaded: mine" in picked(pg)
+                assert len(list(temp.glob("varlite-uploads-*/*.pth"))) == 1
+            browser.close()
+    assert not list(temp.glob("varlite-uploads-*"))
