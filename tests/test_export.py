@@ -177,7 +177,7 @@ def test_figure_command_gif_unconditional_in_bfloat16(tmp_path, capsys):
     gif = Image.open(out)
     assert gif.n_frames == 7 and gif.info["duration"] == 300
     assert gif.width == export.GAP + 3 * (48 + export.GAP)
-    assert "class 10 'unconditional', cfg 0.0, top-k 20, top-p 0.0, seed 0, cpu, bf16," in capsys.readouterr().err
+    assert "class 10 'unconditional', cfg 0.0, top-k 20, top-p 0.0, more_smooth False, seed 0, cpu, bf16," in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -38,7 +38,18 @@ def test_the_grid_is_the_library_generation_with_the_recommended_sampling(tmp_pa
     assert grid.shape == ((SHAPES_SIDE + 4) * SHAPES_ZOOM, (2 * SHAPES_SIDE + 6) * SHAPES_ZOOM, 3)
     assert np.array_equal(grid, expected)
     err = capsys.readouterr().err
-    assert "built-in shapes, classes 0 'red disc' (one row each, 2 images), cfg 1.5, top-k 20, top-p 0.0, seed 3, cpu" in err
+    assert ("built-in shapes, classes 0 'red disc' (one row each, 2 images), cfg 1.5, top-k 20, top-p 0.0, "
+            "more_smooth False, seed 3, cpu") in err
+
+
+def test_one_row_lays_the_batch_out_as_the_official_demo(tmp_path, shapes_models, capsys):
+    """The official demo samples classes (980, 980, 437, 437, 22, 22, 562, 562) and shows them in one row of 8."""
+    grid = generate(tmp_path, "--class", "0", "1", "2", "3", "--n", "2", "--one-row", "--more-smooth", "--seed", "1")
+    expected_images = shapes_models[1].generate([0, 0, 1, 1, 2, 2, 3, 3], **sampling_defaults("shapes"),
+                                                more_smooth=True, seed=1)
+    assert np.array_equal(grid, png(save_grid(expected_images, 8, tmp_path / "e.png", scale=SHAPES_ZOOM)))
+    assert grid.shape[:2] == ((SHAPES_SIDE + 4) * SHAPES_ZOOM, (8 * SHAPES_SIDE + 18) * SHAPES_ZOOM)
+    assert "(one row of 8), cfg 1.5, top-k 20, top-p 0.0, more_smooth True, seed 1" in capsys.readouterr().err
 
 
 def test_classes_by_number_or_name_and_overrides(tmp_path, shapes_models, capsys):
@@ -171,7 +182,7 @@ def test_a_training_run_generates_with_its_dataset_names(tmp_path_factory, tmp_p
         del PRESETS[MICRO.name]
     assert grid.shape == ((SHAPES_SIDE + 4) * SHAPES_ZOOM, (3 * SHAPES_SIDE + 8) * SHAPES_ZOOM, 3)
     assert (f"training run {runs / 'var'}, classes 1 'green square' (one row each, 3 images), cfg 2.5, top-k 0, "
-            f"top-p 0.0, seed 0, cpu") in capsys.readouterr().err
+            f"top-p 0.0, more_smooth False, seed 0, cpu") in capsys.readouterr().err
 
 
 def test_bf16_precision_is_the_library_generation_under_a_bfloat16_autocast(tmp_path, shapes_models, capsys):

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from . import course, imagenet
 from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults
@@ -231,7 +232,8 @@ def autocast_for(precision: str, device: torch.device):
 
 
 def cmd_generate(args) -> int:
-    """Sample a grid (one row per class, --n columns) with the model's recommended sampling unless overridden."""
+    """Sample a grid (one row per class, --n columns; or --one-row, as the official demo lays out its 8 samples) with
+    the model's recommended sampling unless overridden. A progress bar counts the scales when stderr is a terminal."""
     device = pick_device(args.device)
     model = load_generation_model(args.model, args.vae, args.cache_dir, device)
     if args.list_classes:
@@ -253,20 +255,25 @@ def cmd_generate(args) -> int:
     zoom = max(1, 64 // model.vqvae.config.image_size)
     t0 = time.perf_counter()
     kept = []
-    with autocast_for(args.precision, device):
+    bar = tqdm(total=len(model.var.patch_nums), desc="scales", unit="scale", disable=not sys.stderr.isatty())
+    with bar, autocast_for(args.precision, device):
         for step in model.var.generate_steps(labels_B, **sampling, more_smooth=args.more_smooth, seed=args.seed):
+            bar.update(1)
             if steps_out is not None:
                 write_step_pngs(step, colors_V3, steps_out, args.n, zoom)
                 kept.append(step.detached())
-        row_names = [f"{c} {model.class_names[c]}".strip() for c in classes] if args.labels else None
-        out = save_grid(step.image(), args.n, args.out, scale=zoom, row_names=row_names)
+        row_names = [f"{c} {model.class_names[c]}".strip() for c in classes] if args.labels and not args.one_row \
+            else None
+        columns = len(labels_B) if args.one_row else args.n
+        out = save_grid(step.image(), columns, args.out, scale=zoom, row_names=row_names)
     seconds = time.perf_counter() - t0
     if steps_out is not None:
         write_overview_figures(kept, model.vqvae.quantize.embedding.weight, steps_out)
     rows = ", ".join(f"{c}" + (f" {model.class_names[c]!r}" if model.class_names[c] else "") for c in classes)
-    print(f"wrote {out}: {model.description}, classes {rows} (one row each, {args.n} images), cfg {sampling['cfg']}, "
-          f"top-k {sampling['top_k']}, top-p {sampling['top_p']}, seed {args.seed}, {device}, {args.precision}, "
-          f"{seconds:.1f} s"
+    layout = f"one row of {len(labels_B)}" if args.one_row else f"one row each, {args.n} images"
+    print(f"wrote {out}: {model.description}, classes {rows} ({layout}), cfg {sampling['cfg']}, "
+          f"top-k {sampling['top_k']}, top-p {sampling['top_p']}, more_smooth {args.more_smooth}, seed {args.seed}, "
+          f"{device}, {args.precision}, {seconds:.1f} s"
           + (f"; per-scale PNGs in {steps_out}" if steps_out is not None else ""), file=sys.stderr)
     return 0
 
@@ -306,8 +313,8 @@ def cmd_figure(args) -> int:
     what = {"gif": f"{len(steps)} frames", "png": f"a strip of {len(steps)} scales",
             "html": f"a page to step through {len(steps)} scales"}[kind]
     print(f"wrote {out} ({what}): {model.description}, class {label} {name!r}, cfg {sampling['cfg']}, "
-          f"top-k {sampling['top_k']}, top-p {sampling['top_p']}, seed {args.seed}, {device}, {args.precision}, "
-          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+          f"top-k {sampling['top_k']}, top-p {sampling['top_p']}, more_smooth {args.more_smooth}, seed {args.seed}, "
+          f"{device}, {args.precision}, {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return 0
 
 
@@ -366,6 +373,9 @@ def add_generate_options(p: argparse.ArgumentParser) -> None:
     add_sampling_options(p)
     p.add_argument("--out", default="samples.png", help="the grid PNG: one row per class (default samples.png)")
     p.add_argument("--labels", action="store_true", help="write each row's class left of it in the grid")
+    p.add_argument("--one-row", action="store_true",
+                   help="every image in one row, as the official demo lays out its batch (e.g. --class 980 437 22 562 "
+                        "--n 2: eight images)")
     p.add_argument("--steps-out", default=None, metavar="DIR",
                    help="also write each scale's token map, contribution and partial image as PNGs into DIR")
 
