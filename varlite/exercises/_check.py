@@ -1,11 +1,20 @@
 """Shared checking machinery of the lesson exercises: the verdict (``CheckResult``), the comparison helpers that
 describe the first difference, and ``_run``, which runs a learner's function on every case, names known mistakes and
-never raises."""
+never raises.
+
+A learner's function is run with the library functions its exercise asks for disabled (``shortcuts_disabled``), and
+not at all when it reaches past its arguments (``reaches_outside``): into the checker, the reference solutions, the
+running program's frames, or a function kept in a default argument. In grading the function runs in another process
+(``RemoteFunction``, implemented by ``sandbox.SandboxedFunction``) and only its answer comes back."""
 from __future__ import annotations
 
+import abc
 import contextlib
 import math
+import re
+import sys
 import traceback
+import types
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -173,6 +182,8 @@ def _compare_list(got, expected: list[torch.Tensor], what: str, item: Callable[[
 
 def _learner_line(err: BaseException) -> str:
     """The last traceback line that is not inside varlite/torch/numpy: usually the learner's own code."""
+    if isinstance(err, LearnerRaised):
+        return err.line
     frames = traceback.extract_tb(err.__traceback__)[1:]     # skip the frame of the check itself
     mine = [f for f in frames if not any(p in f.filename for p in ("/varlite/", "/torch/", "/numpy/"))]
     frame = (mine or frames or [None])[-1]
@@ -250,28 +261,165 @@ class ShortcutCalled(BaseException):
         super().__init__(name)
         self.name = name
 
+    @property
+    def reason(self) -> str:
+        """What the learner's function did, as the end of "your function ..."."""
+        return f"calls `{self.name}`, varlite's own version of what this exercise asks you to write"
+
+
+class Forbidden(ShortcutCalled):
+    """The learner's function reaches past its arguments (``reaches_outside``), or did something the grading
+    sandbox refuses; ``reason`` says what."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self._reason = reason
+
+    @property
+    def reason(self) -> str:
+        return self._reason
+
+
+class LearnerRaised(Exception):
+    """What a learner's function raised in another process (grading): the message, and ``line``, the learner's line
+    it came from (as ``_learner_line`` writes it). The sandbox makes a subclass named after the original type, so
+    ``type(err).__name__`` reads as it would have here."""
+
+    def __init__(self, message: str, line: str = ""):
+        super().__init__(message)
+        self.line = line
+
+
+class RemoteFunction(abc.ABC):
+    """A learner's function that runs in another process (grading: ``sandbox.SandboxedFunction``). ``run`` sends one
+    call there and returns its answer, or raises what the call raised there (``NotImplementedError``,
+    ``ShortcutCalled``, ``Forbidden``, ``_Mismatch`` or ``LearnerRaised``)."""
+
+    @abc.abstractmethod
+    def run(self, call: Callable | None, args: tuple, kwargs: dict) -> Any:
+        """``call(fn, *args)`` -- or ``fn(*args, **kwargs)`` when ``call`` is None -- computed by the learner's
+        process; ``call`` must be a module-level function (it travels by name)."""
+
+    def __call__(self, *args, **kwargs):
+        return self.run(None, args, kwargs)
+
+
+# Names a function reaching past its arguments uses: the running program's frames and objects ...
+_FRAME_WORDS = frozenset({"_getframe", "currentframe", "_current_frames", "f_back", "f_locals", "f_globals",
+                          "tb_frame", "gi_frame", "cr_frame", "getouterframes", "getinnerframes", "settrace",
+                          "setprofile", "get_referrers", "get_referents", "get_objects", "inspect", "gc"})
+_CHECKER_WORDS = frozenset({"exercises", "_check", "EXERCISES", "shortcuts_disabled", "ShortcutCalled"})
+_SOLUTION_WORDS = frozenset({"solutions"})
+_DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
+
+
+def _code_objects(code: types.CodeType):
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _is_checker(value) -> bool:
+    name = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+    return isinstance(name, str) and name.startswith("varlite.exercises")
+
+
+def reaches_outside(fn) -> str | None:
+    """Why ``fn`` may not be run by a check, or None. A check gives the function its inputs and nothing else, so it
+    refuses a function that
+
+    * keeps a function in a default argument (evaluated once, before the check disables the library's functions);
+    * reaches into the checker (``varlite.exercises``: the check's cases and expected answers), the reference
+      solutions (``lessons.solutions``) or the running program's frames and objects (``sys._getframe``,
+      ``inspect.currentframe``, ``gc``);
+    * is varlite's own function.
+
+    Read from the code objects (the names they use, and dotted names in their string constants) of ``fn``, its
+    nested functions and the helper functions of the same namespace it calls. A cheap, static test: a name built at
+    run time escapes it (the grading sandbox refuses those at run time)."""
+    fn = getattr(fn, "__func__", fn)                          # a bound method
+    if not isinstance(fn, types.FunctionType):
+        return None
+    if (fn.__module__ or "").startswith("varlite."):
+        return f"is varlite's own `{fn.__qualname__}`, not a function you wrote"
+    seen: set[int] = set()
+    todo = [fn]
+    while todo:
+        f = todo.pop()
+        if id(f) in seen:
+            continue
+        seen.add(id(f))
+        for value in list(f.__defaults__ or ()) + list((f.__kwdefaults__ or {}).values()):
+            if callable(value):
+                return (f"keeps a function in a default argument of `{f.__name__}` "
+                        f"({getattr(value, '__qualname__', type(value).__name__)}): a default is evaluated once, "
+                        f"before the check runs, so the check cannot disable it")
+        for code in _code_objects(f.__code__):
+            strings = {c for c in code.co_consts if isinstance(c, str) and _DOTTED.fullmatch(c)}
+            for word in sorted(set(code.co_names) | strings):
+                parts = set(word.split("."))
+                if parts & _FRAME_WORDS:
+                    return f"inspects the running program (`{word}`): it may use only its arguments"
+                if parts & _CHECKER_WORDS or (word in code.co_names and _is_checker(f.__globals__.get(word))):
+                    return f"reaches into the checker (`{word}`): it may use only its arguments"
+                if parts & _SOLUTION_WORDS:
+                    return f"reaches into the reference solutions (`{word}`)"
+                helper = f.__globals__.get(word) if word in code.co_names else None
+                if isinstance(helper, types.FunctionType) and helper.__globals__ is f.__globals__:
+                    todo.append(helper)
+    return None
+
 
 @contextlib.contextmanager
 def shortcuts_disabled(fn: Callable, shortcuts: Sequence[Shortcut]):
-    """While inside: every shortcut raises ``ShortcutCalled`` -- on its owner (module or class) and wherever the
-    learner's globals hold the same function (``from varlite.core.sampling import guide`` binds a second name)."""
+    """While inside: every shortcut raises ``ShortcutCalled`` -- on its owner (module or class) and wherever else
+    the learner's globals, the function's closure or the modules of the owner's package hold the same function
+    (``from varlite.core.sampling import guide`` binds a second name; ``np.polyfit`` is also
+    ``numpy.lib._polynomial_impl.polyfit``). Raises ``Forbidden`` on entry if the function reaches outside
+    (``reaches_outside``)."""
+    reason = reaches_outside(fn)
+    if reason is not None:
+        raise Forbidden(reason)
     patches: list[tuple[Any, str, Any]] = []
-    learner_globals = getattr(fn, "__globals__", {})
-    for shortcut in shortcuts:
-        original = shortcut.owner.__dict__.get(shortcut.attr) if isinstance(shortcut.owner, type) else \
-            getattr(shortcut.owner, shortcut.attr, None)
-        if original is None:
-            continue
-
-        def refuse(*args, _name=shortcut.name, **kwargs):
-            raise ShortcutCalled(_name)
-        patches.append((shortcut.owner, shortcut.attr, original))
-        setattr(shortcut.owner, shortcut.attr, refuse)
-        for key, value in list(learner_globals.items()):
-            if value is original or getattr(value, "__func__", None) is original:
-                patches.append((learner_globals, key, value))
-                learner_globals[key] = refuse
     try:
+        refusals: dict[int, Callable] = {}                # id(original function) -> its refusing stand-in
+        packages = set()
+        for shortcut in shortcuts:
+            original = shortcut.owner.__dict__.get(shortcut.attr) if isinstance(shortcut.owner, type) else \
+                getattr(shortcut.owner, shortcut.attr, None)
+            if original is None:
+                continue
+
+            def refuse(*args, _name=shortcut.name, **kwargs):
+                raise ShortcutCalled(_name)
+            refusals[id(original)] = refuse
+            patches.append((shortcut.owner, shortcut.attr, original))
+            setattr(shortcut.owner, shortcut.attr, refuse)
+            owner = shortcut.owner.__module__ if isinstance(shortcut.owner, type) else shortcut.owner.__name__
+            packages.add(owner.split(".")[0])
+
+        def stand_in(value) -> Callable | None:
+            if type(value) is types.MethodType:           # a bound method: q.nearest_code
+                value = value.__func__
+            return refusals.get(id(value))
+
+        namespaces = [getattr(fn, "__globals__", {})] + [
+            vars(module) for name, module in list(sys.modules.items())
+            if module is not None and name.split(".")[0] in packages]
+        for namespace in namespaces:
+            for key, value in list(namespace.items()):
+                if (refuse := stand_in(value)) is not None:
+                    patches.append((namespace, key, value))
+                    namespace[key] = refuse
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:                            # an empty cell (a name not assigned yet)
+                continue
+            if (refuse := stand_in(value)) is not None:
+                patches.append((cell, "cell_contents", value))
+                cell.cell_contents = refuse
         yield
     finally:
         for owner, attr, original in reversed(patches):
@@ -279,6 +427,15 @@ def shortcuts_disabled(fn: Callable, shortcuts: Sequence[Shortcut]):
                 owner[attr] = original
             else:
                 setattr(owner, attr, original)
+
+
+def _call_learner(exercise: str, fn, call: Callable | None, args: tuple, kwargs: dict):
+    """The learner's answer to one case: ``call(fn, *args)`` (or ``fn(*args, **kwargs)``) with the exercise's
+    shortcuts disabled -- here, or in the grading sandbox's process when ``fn`` is a ``RemoteFunction``."""
+    if isinstance(fn, RemoteFunction):
+        return fn.run(call, args, kwargs)
+    with shortcuts_disabled(fn, EXERCISES[exercise].shortcuts):
+        return call(fn, *args) if call else fn(*args, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------- verdicts
@@ -304,6 +461,10 @@ def _not_attempted(exercise: str, verbose: bool) -> CheckResult:
 
 
 def _refused(exercise: str, called: ShortcutCalled, verbose: bool) -> CheckResult:
+    if isinstance(called, Forbidden):
+        return _report(CheckResult(exercise, "refused", (
+            f"[{exercise}] REFUSED: your function {called.reason}. A check gives your function its inputs and nothing "
+            f"else: compute the answer from the arguments.")), verbose)
     return _report(CheckResult(exercise, "refused", (
         f"[{exercise}] REFUSED: your function calls `{called.name}`, varlite's own version of what this exercise asks "
         f"you to write (the check runs your code with it disabled). Write the computation yourself with tensor "
@@ -345,9 +506,7 @@ def _run(exercise: str, fn, reference: Callable | None, cases: Sequence[_Case], 
         label = (f"hidden case {n} of {len(cases)} (inputs not shown)" if case.hidden
                  else f"case {n} of {len(cases)} ({case.label})")
         try:
-            args = _clone(case.args)
-            with shortcuts_disabled(fn, EXERCISES[exercise].shortcuts):
-                got = call(fn, *args) if call else fn(*args, **_clone(kwargs))
+            got = _call_learner(exercise, fn, call, _clone(case.args), _clone(kwargs))
         except NotImplementedError:
             return _not_attempted(exercise, verbose)
         except ShortcutCalled as called:

@@ -123,6 +123,11 @@ def _sample_variant(logits_2BlV, cfg, si, K, top_k, top_p, seed, *, ramp=True, s
     return sampling.sample_tokens(guided, _gen(seed))
 
 
+def _call_with_a_generator(fn, logits, cfg, si, K, k, p, seed):
+    """The learner's step with a generator seeded ``seed`` (module level: in grading it travels by name)."""
+    return fn(logits, cfg, si, K, k, p, _gen(seed))
+
+
 def check_sample_scale(sample_scale, verbose: bool = True) -> CheckResult:
     """``sample_scale(logits_2BlV, cfg, si, num_scales, top_k, top_p, generator) -> idx_Bl`` (int64): one scale of
     VAR's sampler on the doubled batch (rows [:B] conditional, [B:] unconditional): guidance ramped with the scale,
@@ -137,9 +142,6 @@ def check_sample_scale(sample_scale, verbose: bool = True) -> CheckResult:
 
     def reference(logits, cfg, si, K, k, p, seed):
         return _sample_variant(logits, cfg, si, K, k, p, seed)
-
-    def call(fn, logits, cfg, si, K, k, p, seed):
-        return fn(logits, cfg, si, K, k, p, _gen(seed))
 
     mistakes = [
         _Mistake("guidance with the sign flipped (steering *away* from the class)",
@@ -159,4 +161,4 @@ def check_sample_scale(sample_scale, verbose: bool = True) -> CheckResult:
                 lambda got, exp: _compare_tensor(got, exp, "the tokens", names=("b", "token"),
                                                  kind_hint="Return token indices (int64), not logits."),
                 mistakes, success="This is one step of generate_steps: the whole sampler is this, K times.",
-                verbose=verbose, call=call)
+                verbose=verbose, call=_call_with_a_generator)

@@ -189,7 +189,7 @@ def check_vq_loss(vq_loss, verbose: bool = True) -> CheckResult:
     ]
     return _run("vq_loss", vq_loss, outcome_of(_vq_reference), cases, compare, mistakes,
                 success="These two lines are why a VQ tokenizer can be trained at all.",
-                verbose=verbose, call=lambda fn, f, f_hats, beta, weight: _vq_outcome(fn, f, f_hats, beta, weight))
+                verbose=verbose, call=_vq_outcome)
 
 
 def _train_case(seed: int, B: int, label_smoothing: float):
@@ -271,7 +271,7 @@ def check_train_step(train_step, verbose: bool = True) -> CheckResult:
     ]
     return _run("train_step", train_step, outcome_of(), cases, compare, mistakes,
                 success="This is the step VarTrainer repeats, plus its schedule, clipping and data order.",
-                verbose=verbose, call=lambda fn, var, vqvae, batches, ls: _train_outcome(fn, var, vqvae, batches, ls))
+                verbose=verbose, call=_train_outcome)
 
 
 def _tokenizer_case(seed: int, B: int):
@@ -353,4 +353,4 @@ def check_tokenizer_loss(tokenizer_loss, verbose: bool = True) -> CheckResult:
     ]
     return _run("tokenizer_loss", tokenizer_loss, outcome_of(), cases, compare, mistakes,
                 success="Reconstruction + vq loss + straight-through: the tokenizer trainer's whole loss.",
-                verbose=verbose, call=lambda fn, vqvae, img: _tokenizer_outcome(fn, vqvae, img))
+                verbose=verbose, call=_tokenizer_outcome)

@@ -273,7 +273,7 @@ def _outcome(piece: Piece, fn) -> tuple[str, str]:
     except NotImplementedError:
         return "not attempted", "still raises NotImplementedError"
     except ShortcutCalled as called:
-        return "refused", f"calls `{called.name}`, varlite's own version: write it yourself"
+        return "refused", called.reason
     except _Mismatch as mismatch:
         return "wrong", str(mismatch)
     except ReferenceSetMissing:
