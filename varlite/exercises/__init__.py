@@ -1,7 +1,8 @@
 """Self-checking exercises for the lessons (``lessons/*.ipynb``), and the lessons' model loader.
 
 One module per lesson (``lesson01`` ... ``lesson10``, the capstone) holds that lesson's checks; ``_check`` holds the shared
-machinery (the verdict, the comparisons that describe the first difference, the runner); ``models`` the loader.
+machinery (the verdict, the comparisons that describe the first difference, the runner); ``models`` the loader;
+``grade`` and ``sandbox`` the teachers' grading mode.
 Everything a notebook uses is importable from here: ``from varlite import exercises as ex; ex.check_lookup(...)``.
 
 Dimension key: B batch, N vectors, Cv latent channels, V vocabulary, K scales, pn_k side of scale k, l tokens of one
@@ -19,12 +20,15 @@ what varlite itself computes (the library is the reference: ``MultiScaleQuantize
                   the nucleus keeping the wrong tail ...) -- the name of that mistake and how to fix it;
 - ERROR           the function raised: the exception, the line of the learner's code it came from, and a hint;
 - REFUSED         the function called the library function it was meant to write (each check runs the learner's
-                  code with those functions disabled: ``Exercise.shortcuts``).
+                  code with those functions disabled: ``Exercise.shortcuts``), or reaches past its arguments (into the
+                  checker, the reference solutions or the program's frames, or a function kept in a default
+                  argument: ``_check.reaches_outside``).
 
 Hints come in three tiers: a WRONG or ERROR verdict prints the idea (tier 1); ``hint(2)`` gives the approach and
 ``hint(3)`` the code, for the exercise that failed last. Every check also runs hidden cases, whose inputs its
 messages never describe. ``python -m varlite.exercises.grade FOLDER --out grades.csv`` grades a folder of learners'
-notebooks.
+notebooks, each learner's functions in a separate, guarded process that sees only their source and each call's inputs
+(``sandbox``).
 
 Checks never raise, so a notebook keeps running whatever the learner writes. The learner's function gets copies of
 the inputs (so an in-place edit cannot corrupt the reference). ``rel_error`` is the CS231n-style helper for
