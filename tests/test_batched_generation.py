@@ -153,3 +153,22 @@ def test_per_row_settings_are_checked_row_by_row(tiny_models, kwargs, message):
     _, var = tiny_models
     with pytest.raises(ValueError, match=message):
         next(var.generate_steps([1, 2, 3], **kwargs))
+
+
+def test_a_row_of_a_batched_step_is_the_solo_step(tiny_models):
+    """ScaleStep.row(b): what the scheduler hands each request of a batch, equal to the step of its solo run."""
+    _, var = tiny_models
+    settings = {"cfg": [1.5, 3.0], "top_k": [0, 20], "top_p": [0.0, 0.9], "seed": [4, 9]}
+    batched = list(var.generate_steps([2, 7], capture_attention=True, **settings))
+    for b, label in enumerate((2, 7)):
+        solo = list(var.generate_steps([label], capture_attention=True,
+                                       **{key: values[b] for key, values in settings.items()}))
+        for step, alone in zip(batched, solo):
+            row = step.row(b)
+            assert torch.equal(row.tokens, alone.tokens) and row.cfg == pytest.approx(alone.cfg)
+            torch.testing.assert_close(row.raw_logits, alone.raw_logits, atol=1e-3, rtol=0)
+            torch.testing.assert_close(row.f_hat, alone.f_hat, atol=1e-3, rtol=0)
+            assert [a.shape for a in row.attention] == [a.shape for a in alone.attention]
+            torch.testing.assert_close(row.image(), alone.image(), atol=1e-3, rtol=0)
+    with pytest.raises(IndexError, match="row 2 does not exist: this step has 2 rows"):
+        batched[0].row(2)

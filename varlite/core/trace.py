@@ -79,7 +79,7 @@ class ScaleStep:
     scale: int                      # si, 0-based (the paper's k = si + 1)
     pn: int                         # pn_k, the side of this scale's token map (pn x pn)
     num_scales: int                 # K
-    cfg: float                      # guidance strength t_k actually used at this scale
+    cfg: float | list[float]        # guidance strength t_k used at this scale (one per row when rows differ)
     tokens: torch.Tensor            # (B, h, w) int64: the chosen token map r_k
     embedding: torch.Tensor         # (B, Cv, h, w) float: codebook vectors of the tokens (a Gumbel mix if smoothing)
     contribution: torch.Tensor      # (B, Cv, H, W) float: phi_k(upsample(embedding)), what this scale adds to f_hat
@@ -133,6 +133,21 @@ class ScaleStep:
     def image(self) -> torch.Tensor:
         """The image decoded from f_hat so far, (B, 3, Hi, Wi) float in [0, 1]; decoded on first use, then kept."""
         return _decoded_once(self)
+
+    def row(self, b: int) -> ScaleStep:
+        """Row b of a batched step as a step of its own (batch 1): what a solo generation with that row's label and
+        settings yields (the attention and the conditional / unconditional logits of that row; its image if decoded).
+        A scheduler that runs several requests as one batch hands each its rows this way."""
+        B = self.tokens.shape[0]
+        if not 0 <= b < B:
+            raise IndexError(f"row {b} does not exist: this step has {B} rows")
+        one = slice(b, b + 1)
+        return dataclasses.replace(
+            self, tokens=self.tokens[one], embedding=self.embedding[one], contribution=self.contribution[one],
+            f_hat=self.f_hat[one], logits=self.logits[one], raw_logits=self.raw_logits[[b, B + b]],
+            cfg=self.cfg[b] if isinstance(self.cfg, list) else self.cfg,
+            attention=None if self.attention is None else [weights[one] for weights in self.attention],
+            _image=None if self._image is None else self._image[one])
 
     def detached(self, decode: bool = True) -> ScaleStep:
         """This step on the CPU, out of autograd, with no reference to the model (``decoder`` is None): safe to cache,
