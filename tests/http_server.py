@@ -48,6 +48,19 @@ class PayloadServer:
         self._thread.join()
 
 
+def trickle(handler: BaseHTTPRequestHandler, body: bytes, every_s: float, stopping: threading.Event) -> None:
+    """Send ``body`` one byte every ``every_s`` seconds (a server that stalls without closing), until the client
+    gives up or the server stops."""
+    for i in range(len(body)):
+        if stopping.wait(every_s):
+            return
+        try:
+            handler.wfile.write(body[i:i + 1])
+            handler.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            return                                  # the client gave up, as it should
+
+
 class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         server: PayloadServer = self.server.payload_server
@@ -77,14 +90,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         if server.trickle_s is not None:
-            for i in range(len(body)):
-                if server.stopping.wait(server.trickle_s):
-                    return
-                try:
-                    self.wfile.write(body[i:i + 1])
-                    self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
-                    return                                  # the client gave up, as it should
+            trickle(self, body, server.trickle_s, server.stopping)
             return
         if server.cut_first_request_after is not None and len(server.requests) == 1:
             body = body[:server.cut_first_request_after]      # then return: HTTP/1.0 closes the connection
@@ -204,14 +210,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         if not with_body:
             return
         if hub.trickle_s is not None:
-            for i in range(len(body)):
-                if hub.stopping.wait(hub.trickle_s):
-                    return
-                try:
-                    self.wfile.write(body[i:i + 1])
-                    self.wfile.flush()
-                except (BrokenPipeError, ConnectionResetError):
-                    return                                  # the client gave up, as it should
+            trickle(self, body, hub.trickle_s, hub.stopping)
             return
         if hub.cut_first_get_after is not None and len(hub.gets()) == 1:
             body = body[:hub.cut_first_get_after]       # then return: HTTP/1.0 closes the connection
