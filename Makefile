@@ -20,14 +20,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet "$(TORCH)" -e ".[dev]"
 	touch $(STAMP)
 
+# on this machine only (localhost): the Models page's download / delete buttons are then the user's own
 app: $(STAMP)
-	$(PY) -m streamlit run app/streamlit_app.py
+	$(PY) -m streamlit run app/streamlit_app.py --server.address localhost
 
-# for a class: every network interface, a fixed port, no browser opened on the server (usage statistics are off
-# in .streamlit/config.toml)
+# for a class: every network interface, a fixed port, no browser opened on the server; visitors see no error
+# details (only their type), no developer menu, and the server does not watch its files (usage statistics are off
+# and XSRF protection on in .streamlit/config.toml). Model-folder management (download, delete, server paths) is off
+# for visitors; VARLITE_TEACHER_TOKEN=<secret> make serve lets a teacher unlock it in their session.
 PORT ?= 8501
 serve: $(STAMP)
-	$(PY) -m streamlit run app/streamlit_app.py --server.address 0.0.0.0 --server.port $(PORT) --server.headless true
+	$(PY) -m streamlit run app/streamlit_app.py --server.address 0.0.0.0 --server.port $(PORT) --server.headless true \
+		--client.showErrorDetails type --client.toolbarMode viewer --server.fileWatcherType none --server.runOnSave false
 
 # the browser tests save their screenshots under test-artifacts/; this copies the README's pictures over docs/
 # (not models-own-run.png: it shows the test's temporary paths)

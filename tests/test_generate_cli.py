@@ -178,11 +178,29 @@ def test_a_training_run_generates_with_its_dataset_names(tmp_path_factory, tmp_p
         assert VarTrainer(VarTrainConfig(run_dir=str(runs / "var"), tokenizer=str(runs / "tok"), sample_cfg=2.5,
                                          samples_per_class=1, **common)).run().finished
         grid = generate(tmp_path, "--model", str(runs / "var"), "--class", "green square", "--n", "3")
+        assert (f"training run {runs / 'var'}, classes 1 'green square' (one row each, 3 images), cfg 2.5, top-k 0, "
+                f"top-p 0.0, more_smooth False, seed 0, cpu") in capsys.readouterr().err
+        export_is_the_run_in_one_small_file(runs / "var", tmp_path / "model.safetensors", capsys)
     finally:
         del PRESETS[MICRO.name]
     assert grid.shape == ((SHAPES_SIDE + 4) * SHAPES_ZOOM, (3 * SHAPES_SIDE + 8) * SHAPES_ZOOM, 3)
-    assert (f"training run {runs / 'var'}, classes 1 'green square' (one row each, 3 images), cfg 2.5, top-k 0, "
-            f"top-p 0.0, more_smooth False, seed 0, cpu") in capsys.readouterr().err
+
+
+def export_is_the_run_in_one_small_file(run, out, capsys):
+    """export-run: the run's weights (float16) in the built-in format, without the optimizer: a fraction of the
+    checkpoint, every weight within float16 rounding of the run's."""
+    from safetensors import safe_open
+
+    from varlite.train.transformer import load_var_run
+    assert cli_main(["export-run", str(run), "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().err
+    assert out.stat().st_size < (run / "checkpoint.pt").stat().st_size / 2
+    var, configs = load_var_run(run)
+    with safe_open(str(out), "pt") as f:
+        assert f.metadata()["preset"] == configs["train"]["preset"]
+        for key, weight in var.state_dict().items():
+            torch.testing.assert_close(f.get_tensor(f"var.{key}").float(), weight.float(), atol=2e-3, rtol=1e-3)
+    assert cli_main(["export-run", str(run), "--out", str(out.with_suffix(".pt"))]) == 2
 
 
 def test_bf16_precision_is_the_library_generation_under_a_bfloat16_autocast(tmp_path, shapes_models, capsys):

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from . import course, imagenet
-from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults
+from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults, save_builtin
 from .command import OneLineParser, add_debug_option, device_name, number_in, run_command
 from .core.var import VAR
 from .core.vqvae import VQVAE
@@ -278,6 +278,23 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_export_run(args) -> int:
+    """Write a train-var run's VQVAE and VAR weights -- no optimizer state, no RNG -- as one .safetensors file in the
+    built-in models' format (float16 or int8 storage, the preset and the run's guidance in its header): a few MB
+    instead of the checkpoint's tens, small enough for the walkthrough's upload (Models page)."""
+    from .train.transformer import load_var_run
+    out = Path(args.out)
+    if out.suffix != ".safetensors" or out.is_dir():
+        raise ValueError(f"--out must name a .safetensors file; got {args.out!r}")
+    var, configs = load_var_run(args.run)
+    train = configs["train"]
+    sampling = {"cfg": train["sample_cfg"], "top_k": 0, "top_p": 0.0}
+    path = save_builtin(out, train["preset"], var.vqvae, var, sampling, args.storage)
+    print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB, {args.storage}, preset {train['preset']}, "
+          f"cfg {train['sample_cfg']}): upload it on the walkthrough's Models page", file=sys.stderr)
+    return 0
+
+
 # ------------------------------------------------------------------------------------------------ figure
 def parse_one_class(value: str | None, names: list[str]) -> int:
     """The label of ``figure --class``: one number or name (``parse_classes``), or "unconditional" (the class
@@ -447,6 +464,14 @@ def build_parser() -> argparse.ArgumentParser:
                        description=cmd_lessons.__doc__)
     p.add_argument("dir", help="the folder to copy them into (made if missing; files already there are kept)")
     p.set_defaults(func=cmd_lessons)
+
+    p = sub.add_parser("export-run", help="write a train-var run's weights as one small .safetensors file (for the "
+                                          "walkthrough's upload)", description=cmd_export_run.__doc__)
+    p.add_argument("run", help="a train-var run folder or its checkpoint.pt")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--storage", choices=("float16", "int8"), default="float16",
+                   help="float16 (default) or int8 (about half the size; weights rounded per output channel)")
+    p.set_defaults(func=cmd_export_run)
 
     train_cli.add_subcommands(sub)    # train-tokenizer, train-var, train-classifier, evaluate, export-builtin
     add_debug_option(parser, sub)

@@ -32,7 +32,7 @@ CHECKOUT = Path(__file__).resolve().parents[1]             # the repository root
 # root: no usage statistics, uploads up to 10 MB, no full garbage collection after every script run (it took ~2/3
 # of the server's CPU per step). Arguments given to `varlite app` come after these, and Streamlit keeps the last.
 STREAMLIT_SETTINGS = ("--browser.gatherUsageStats", "false", "--server.maxUploadSize", "10",
-                      "--runner.postScriptGC", "false")
+                      "--server.enableXsrfProtection", "true", "--runner.postScriptGC", "false")
 
 BOOT = ("import sys; sys.path[:] = [sys.argv.pop(1)] + [p for p in sys.path if p != '']; "
         "from streamlit.web.cli import main; main(prog_name='streamlit')")
