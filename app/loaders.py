@@ -5,8 +5,8 @@ checked, class names, a model card and the recommended sampling settings. ``load
 to its loader; uploaded files (``app/uploads.py``) are read like files on disk, and messages about them name the
 uploaded file, never its path on the server; files of the model folders are named relative to their folder.
 
-Checks before use: every model's weights must be finite (``check_finite``: a NaN weight would load, then fail or draw
-noise on every page). A training checkpoint (a run's, or uploaded) and an exported weights file are checked before
+Checks before use: every model's weights must be finite (``varlite.safe_io.check_finite``, which the library's
+loaders run too: a NaN weight would load, then fail or draw noise on every page). A training checkpoint (a run's, or uploaded) and an exported weights file are checked before
 anything is built (``check_against_preset``): its preset must exist, every tensor must have the name, shape and dtype
 of that preset's model, the file must hold every byte the tensors declare, and the server must have the memory for
 them; the model is then built on the meta device and takes the file's tensors as they are (nothing is allocated
@@ -37,7 +37,7 @@ from varlite.core.var import VAR, block_causal_bias, scale_index_of_tokens
 from varlite.core.vqvae import VQVAE
 from varlite.data import cifar10, shapes
 from varlite.device import pick_device
-from varlite.safe_io import CheckpointError, read_torch_file
+from varlite.safe_io import CheckpointError, check_finite, read_torch_file
 from varlite.train.checkpoint import FORMAT as TRAIN_CHECKPOINT_FORMAT, VERSION as TRAIN_CHECKPOINT_VERSION
 
 GENERIC_SAMPLING = {"cfg": 1.5, "top_k": 0, "top_p": 0.0}     # for models that recommend no setting
@@ -107,18 +107,6 @@ def _source_words(var: VAR, default: str) -> tuple[str, str]:
 
 
 # ------------------------------------------------------------------------------------------------ weights checks
-def check_finite(module: torch.nn.Module, what: str) -> None:
-    """Refuse weights holding NaN or infinite values, naming the first such tensor. The -inf entries of VAR's
-    block-causal mask (``attn_bias_for_masking``) are its definition, not damage, and are not checked."""
-    for name, tensor in module.state_dict().items():
-        if name == "attn_bias_for_masking" or not tensor.is_floating_point() or bool(tensor.isfinite().all()):
-            continue
-        bad = int((~tensor.isfinite()).sum())
-        raise CheckpointError(f"{what}: the tensor `{name}` holds {bad:,} NaN or infinite values (of "
-                              f"{tensor.numel():,}): the weights are damaged, or the training diverged. Use an "
-                              f"earlier checkpoint, or train again (e.g. with a lower learning rate).")
-
-
 def available_memory_bytes() -> int | None:
     """Memory the server can still give (``MemAvailable`` of /proc/meminfo, else the free pages); None if unknown."""
     try:
@@ -277,8 +265,6 @@ def _load_untrained(preset_name: str) -> LoadedModel:
 def _load_builtin(name: str) -> LoadedModel:
     vqvae, var = builtin.load_builtin(name)
     file_name = builtin.weights_path(name).name
-    for module, part in ((vqvae, "VQVAE"), (var, "VAR")):
-        check_finite(module, f"{file_name} ({part})")
     source, verified = _source_words(var, f"weights shipped with varlite (`varlite/weights/{file_name}`)")
     if verified == "not verified":
         verified = "loaded strictly: every tensor of the preset present, with its shape; every value finite"
@@ -292,16 +278,10 @@ def _imagenet_or_blank(num_classes: int) -> tuple[str, ...]:
     return imagenet.class_names() if num_classes == imagenet.NUM_CLASSES else ("",) * num_classes
 
 
-def _checked_pair(vqvae: VQVAE, var: VAR, vae_name: str, var_name: str) -> None:
-    check_finite(vqvae, vae_name)
-    check_finite(var, var_name)
-
-
 @st.cache_resource(show_spinner="Loading the official model (once per server)...", max_entries=1)
 def _load_official(depth: int) -> LoadedModel:
     vqvae, var = pretrained.load_official(depth)
     files = [shown_path(pretrained.official_path("vae")), shown_path(pretrained.official_path(f"d{depth}"))]
-    _checked_pair(vqvae, var, *files)
     source, verified = _source_words(var, "official checkpoint")
     return LoadedModel(f"official:d{depth}", f"VAR-d{depth}", vqvae.eval(), var.eval(), source, verified,
                        _imagenet_or_blank(var.num_classes), files=files, sampling=pretrained.DEMO_SAMPLING)
@@ -311,7 +291,6 @@ def _load_official(depth: int) -> LoadedModel:
 def _load_files(vae_path: str, var_path: str) -> LoadedModel:
     vqvae, var = pretrained.load_pair(vae_path, var_path)
     files = [shown_path(vae_path), shown_path(var_path)]
-    _checked_pair(vqvae, var, *files)
     source, verified = _source_words(var, "files given on the Models page")
     return LoadedModel(f"path:{vae_path}|{var_path}", Path(var_path).stem, vqvae.eval(), var.eval(), source, verified,
                        _imagenet_or_blank(var.num_classes), files=files, sampling=pretrained.DEMO_SAMPLING)
@@ -400,8 +379,7 @@ def _load_upload(var_sha: str, vae_sha: str) -> LoadedModel:
                                     f"VQVAE (tokenizer) it was trained with. Upload that .pth too, or upload the "
                                     f"run's weights export (`python -m varlite export-run RUN --out "
                                     f"model.safetensors`), which holds both.")
-        vqvae, var = pretrained.load_pair(vae_path, var_path)
-        _checked_pair(vqvae, var, literal(vae_name), literal(var_name))
+        vqvae, var = pretrained.load_pair(vae_path, var_path)      # strict layout, finite weights
     except UploadedFileError:
         raise
     except Exception as err:      # noqa: BLE001 -- every loader error, with the upload's names for the paths

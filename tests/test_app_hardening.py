@@ -207,6 +207,20 @@ def test_builtin_and_official_loaders_check_finiteness():
     loaders.check_finite(var, "the -inf of the attention mask is not damage")
 
 
+def test_the_library_loaders_refuse_non_finite_weights(tmp_path, ref_state_dicts):
+    """A VAR file with a NaN weight is refused by pretrained's loaders (which the CLI and the app use), naming it."""
+    import math
+
+    from varlite import pretrained
+    vae_sd, var_sd = (dict(sd) for sd in ref_state_dicts)
+    var_sd["head.bias"] = var_sd["head.bias"].clone()
+    var_sd["head.bias"][3] = math.nan
+    torch.save(vae_sd, tmp_path / "vae.pth")
+    torch.save(var_sd, tmp_path / "var.pth")
+    with pytest.raises(pretrained.CheckpointError, match=r"var\.pth: the tensor `head\.bias` holds 1 NaN or infinite"):
+        pretrained.load_pair(tmp_path / "vae.pth", tmp_path / "var.pth", device="cpu")
+
+
 @pytest.mark.parametrize("page, target, name", [
     ("views/encode.py", figures, "codebook_colors"),
     ("views/edit.py", edits, "source_picture"),

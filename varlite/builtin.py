@@ -30,6 +30,7 @@ from safetensors.torch import save_file
 from .core.configs import get_preset
 from .core.var import VAR
 from .core.vqvae import VQVAE
+from .safe_io import check_finite
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 SUFFIX = ".safetensors"
@@ -85,6 +86,8 @@ def load_builtin(name: str = "shapes", device: str | torch.device = "cpu") -> tu
     var = VAR(preset.var, vqvae)
     vqvae.load_state_dict(_to_float32(stored["vqvae"], scales["vqvae"]))
     var.load_state_dict(_to_float32(stored["var"], scales["var"]))
+    check_finite(vqvae, f"{path} (VQVAE)")
+    check_finite(var, f"{path} (VAR)")
     vqvae.to(device).eval()
     var.to(device).eval()
     return vqvae, var

@@ -24,7 +24,8 @@ import torch
 from .core.configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig
 from .download import STALL_S, hub_cached, hub_download, varlite_home
 from .device import pick_device
-from .safe_io import CheckpointError, CorruptCheckpointError, UnsafeCheckpointError, read_torch_file  # noqa: F401
+from .safe_io import (CheckpointError, CorruptCheckpointError, UnsafeCheckpointError, check_finite,  # noqa: F401
+                      read_torch_file)
 from .core.var import VAR, block_causal_bias
 from .core.vqvae import VQVAE
 
@@ -294,6 +295,7 @@ def vqvae_from_state_dict(sd: dict[str, torch.Tensor], patch_nums=OFFICIAL_PATCH
     if tuple(sd["quantize.ema_vocab_hit_SV"].shape) != tuple(ema.shape):   # as upstream: keep the model's own
         sd["quantize.ema_vocab_hit_SV"] = torch.zeros(ema.shape)
     model.load_state_dict(sd, strict=True, assign=True)
+    check_finite(model, what)
     model.source = {"what": what, "layout": layout or "varlite (non-official config)", "verified": True}
     return model.eval()
 
@@ -326,6 +328,7 @@ def var_from_state_dict(sd: dict[str, torch.Tensor], vqvae: VQVAE, what: str = "
     if not torch.equal(sd["attn_bias_for_masking"], block_causal_bias(cfg.patch_nums)):
         raise LayoutMismatchError(f"{what}: attn_bias_for_masking is not the block-causal mask of patch_nums {cfg.patch_nums}")
     model.load_state_dict(sd, strict=True, assign=True)
+    check_finite(model, what)
     model.source = {"what": what, "layout": layout or "varlite (non-official config)", "verified": True}
     return model.eval()
 

@@ -105,3 +105,19 @@ def read_torch_file(path: Path, remedy: str, mmap: bool = False, unsafe_hint: st
         what = "zip archive" if kind == "zip" else "legacy torch pickle"
         raise CorruptCheckpointError(f"{path} is a damaged {what}: its contents cannot be read "
                                      f"({type(err).__name__}); {remedy}") from None
+
+
+# buffers whose infinite entries are their definition, not damage: VAR's block-causal mask (0 or -inf)
+DEFINED_INFINITE = ("attn_bias_for_masking",)
+
+
+def check_finite(module: torch.nn.Module, what: str) -> None:
+    """Refuse weights holding NaN or infinite values, naming the first such tensor (a NaN weight loads, then fails
+    deep inside a generation or draws noise). The -inf entries of ``DEFINED_INFINITE`` buffers are not checked."""
+    for name, tensor in module.state_dict().items():
+        if name in DEFINED_INFINITE or not tensor.is_floating_point() or bool(tensor.isfinite().all()):
+            continue
+        bad = int((~tensor.isfinite()).sum())
+        raise CheckpointError(f"{what}: the tensor `{name}` holds {bad:,} NaN or infinite values (of "
+                              f"{tensor.numel():,}): the weights are damaged, or the training diverged. Use an "
+                              f"earlier checkpoint, or train again (e.g. with a lower learning rate).")
