@@ -14,14 +14,13 @@ The rules:
   ``batch_key``, up to ``max_rows`` of them, and runs them as one batch: the library gives row b exactly the tokens
   of a solo run of its settings, so a student's image does not depend on who it was computed with.
 - Gathering. A request that finds its lane idle starts after ``gather_s`` (slow models only), so that students
-  who press Generate together share a batch; while a batch is young (less than ``join_s`` since it started) a new
-  request with the same key joins it: the batch restarts at its next scale boundary with the new rows (the old rows
-  recompute their first scales, which are cheap: reading the weights dominates them, whatever the batch size, and
-  their pages keep what they showed).
+  who press Generate together share a batch; a request with the same key that arrives less than ``join_s`` after
+  a batch started joins it: the batch restarts at its next scale boundary with the new rows (the old rows recompute
+  their first scales, which are cheap: reading the weights dominates them, whatever the batch size, and their pages
+  keep what they showed).
 - Cancellation. A queued request nobody wants any more is dropped when its batch is formed. At each scale boundary
-  a batch drops its unwanted rows (they are no longer published); a young batch restarts without them, an older one
-  computes them on unseen (the library cannot take a row out of a running call), and a batch with no wanted row
-  left stops before its next scale.
+  a batch stops publishing to its unwanted rows; it computes them on, unseen (the library cannot take a row out of
+  a running call), until no wanted row is left: then it stops before its next scale.
 - Places. ``place(job)``: whether the job is computing (and with how many rows), about to start, or waiting, and
   then how many batches run before its own.
 """
@@ -122,8 +121,7 @@ class Scheduler:
             lane = self._lanes[lane_key]
             live = [j for j in rows if j.wanted()]
             joiners = self._joiners(lane, live)
-            young = bool(live) and self._young(lane, live[0])
-            if joiners or (young and len(live) < len(rows)):
+            if joiners:
                 lane.queue = [j for j in lane.queue if not any(j is k for k in joiners)]
                 for job in joiners:
                     lane.arrived.pop(id(job), None)
@@ -171,14 +169,12 @@ class Scheduler:
     def _batch_of(queue: list, head) -> list:
         return [j for j in queue if j.batch_key == head.batch_key][:head.max_rows]
 
-    def _young(self, lane: _Lane, row) -> bool:
-        """Whether the running batch of ``lane`` (whose rows are like ``row``) may still take new rows."""
-        return row.gathers and time.monotonic() - lane.started < self.join_s
-
     def _joiners(self, lane: _Lane, live: list) -> list:
-        """The queued jobs that join the running batch (rows ``live``) at its next scale boundary: while it is
-        young, those with its key, oldest first, as many as it has room for."""
-        if not live or not self._young(lane, live[0]):
+        """The queued jobs that join the running batch (rows ``live``) at its next scale boundary: those with its
+        key that arrived less than ``join_s`` after it started (slow models only), oldest first, as many as it has
+        room for."""
+        if not live or not live[0].gathers:
             return []
-        fits = [j for j in lane.queue if j.wanted() and j.batch_key == live[0].batch_key]
+        fits = [j for j in lane.queue if j.wanted() and j.batch_key == live[0].batch_key
+                and lane.arrived[id(j)] - lane.started < self.join_s]
         return fits[:max(0, live[0].max_rows - len(live))]

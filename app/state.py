@@ -39,6 +39,7 @@ class Settings:
     playing: bool = False
     last_tick: float = 0.0               # Generate: time.monotonic() of the last Play step
     generated: tuple = ()                # Generate: the GenSettings (A, and B if shown) the page last showed
+    drawn: tuple = ()                    # Generate: what the step viewer's picture was drawn from (its watcher's cue)
     pick_y: float = 0.5                  # Generate: the inspected point, as fractions of the image (row, column);
     pick_x: float = 0.5                  # each scale inspects the token whose cell contains it (``position``)
     view: dict[str, Any] = field(default_factory=dict)    # the other pages' controls, by widget key

@@ -173,7 +173,8 @@ class GenerationRun:
         self.on_grow = lambda: None                # the store's bound, checked as the run grows
         self._changed = threading.Condition()
         self._images: dict[int, np.ndarray] = {}
-        self._decode_lock = threading.Lock()
+        self._decoding: dict[int, threading.Event] = {}    # scales being decoded now, set when done
+        self._images_lock = threading.Lock()               # held for bookkeeping only, never during a decode
 
     @staticmethod
     def compute(batch: list[GenerationRun], scheduler: Scheduler) -> None:
@@ -218,23 +219,34 @@ class GenerationRun:
 
     def image(self, si: int, model: LoadedModel) -> np.ndarray:
         """(Hi, Wi, 3) uint8: the image decoded from f_hat after scale ``si`` (0-based); decoded on first request
-        (by whichever session or the decoder thread asks first), then kept."""
-        with self._decode_lock:
-            if si not in self._images:
-                with torch.inference_mode():
-                    f_hat = self.steps[si].f_hat.to(model.device)
-                    self._images[si] = to_uint8(model.vqvae.decode_f_hat(f_hat).cpu())[0]
-                self.nbytes += self._images[si].nbytes
-                grew = True
-            else:
-                grew = False
-        if grew:
-            self.on_grow()
-        return self._images[si]
+        (by whichever session or the decoder thread asks first; another asking meanwhile waits for that one), then
+        kept. No lock is held while decoding (seconds for d16), so ``decoded()`` always answers at once."""
+        while True:
+            with self._images_lock:
+                if si in self._images:
+                    return self._images[si]
+                underway = self._decoding.get(si)
+                if underway is None:
+                    underway = self._decoding[si] = threading.Event()
+                    break
+            underway.wait()                      # decoded by another thread (or failed there: then try here)
+        try:
+            with torch.inference_mode():
+                f_hat = self.steps[si].f_hat.to(model.device)
+                image = to_uint8(model.vqvae.decode_f_hat(f_hat).cpu())[0]
+            with self._images_lock:
+                self._images[si] = image
+                self.nbytes += image.nbytes
+        finally:
+            with self._images_lock:
+                del self._decoding[si]
+            underway.set()
+        self.on_grow()
+        return image
 
     def decoded(self) -> dict[int, np.ndarray]:
         """The images decoded so far, by scale (a copy)."""
-        with self._decode_lock:
+        with self._images_lock:
             return dict(self._images)
 
     def step_with_image(self, si: int, model: LoadedModel) -> ScaleStep:

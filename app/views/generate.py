@@ -2,16 +2,17 @@
 
 The page is ``main``: the sampling controls (setting A, and B when comparing), the generations they name
 (``traces.generations``: this session's request to the server's scheduler, which computes requests made together as
-one batch and shares every run between sessions), then ``step_viewer``, a fragment that redraws itself on a timer
-while scales are being computed or decoded, or while playing. Every function is given the model and the generations
+one batch and shares every run between sessions), then two fragments: ``watcher``, a few captions that look
+again every ``POLL_S`` while a scale is being computed or decoded and rerun the page when what it shows must change,
+and ``step_viewer``, which draws the scale (and reruns itself on a timer while playing). Every function is given the model and the generations
 it draws (``Generations``); the session's settings come from ``state.get()``.
 
 The scale asked for is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
 server's value, so every click the server receives counts, and the slider is drawn from that number. The scale shown
 is that one once it is computed, else the last computed one before it, with a note that the page moves on when it
 is there: a click on Next while the next scale is still being computed counts, and the page advances when it is
-ready. The step viewer never waits for the scheduler: while a request waits in the queue the page says where it
-stands, and the timer looks again. A small model's generation is waited for (up to ``WHOLE_WAIT_S``) and its page
+ready. The step viewer never waits for the scheduler: while a request waits in the queue the watcher says where it
+stands, and looks again; the step viewer runs only on a click or a change, so its runs are few and short. A small model's generation is waited for (up to ``WHOLE_WAIT_S``) and its page
 drawn once, complete. A large model (``traces.streams``: images above 64 px, e.g. d16 at 256 px) streams: a scale's
 heading, token map and contribution are drawn as soon as it is computed, and its decoded image (seconds on a CPU),
 decoded in the background for the scale the student stopped at, once it is ready; new settings on such a model go
@@ -41,7 +42,7 @@ from app.loaders import LoadedModel
 from app.traces import GenerationRun, GenSettings
 
 PLAY_INTERVAL_S = 1.0
-POLL_S = 0.5             # while scales are being computed or decoded, the step viewer looks again this often
+POLL_S = 0.5             # while scales are being computed or decoded, the watcher looks again this often
 WAIT_SLICE_S = 0.2       # waiting for a small generation, the page redraws its progress bar this often
 WHOLE_WAIT_S = 2.0       # a generation that ends within this is waited for (small models): no streaming, no timer
 PANEL_PX = 160           # the clickable token map among the panels (fits their column on a 1000 px wide window)
@@ -200,12 +201,19 @@ def _controls(K: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ polling
-def _timer_s(gens: Generations) -> float | None:
-    """How often the step viewer reruns by itself: while scales are being computed or the shown one decoded, while
-    playing, else never."""
-    if not gens.done or gens.decoding(state.get().scale):
-        return POLL_S
-    return PLAY_INTERVAL_S if state.get().playing else None
+def _timers(gens: Generations) -> tuple[float | None, float | None]:
+    """(watcher, step viewer): the watcher looks every POLL_S while a scale is being computed or the shown one
+    decoded; the step viewer reruns every PLAY_INTERVAL_S while playing. Both are set when the page draws them."""
+    s = state.get()
+    watch = POLL_S if not gens.done or gens.decoding(s.scale) else None
+    return watch, PLAY_INTERVAL_S if s.playing else None
+
+
+def _picture(gens: Generations) -> tuple:
+    """What the step viewer's picture depends on besides the session's own controls: the scale shown, whether its
+    image is still being decoded, whether a generation failed."""
+    k = state.get().scale
+    return gens.shown(k), gens.decoding(k), any(run.error is not None for _, _, run in gens.runs)
 
 
 def _tick(gens: Generations) -> None:
@@ -221,13 +229,31 @@ def _tick(gens: Generations) -> None:
         s.playing = False
 
 
-def _follow_the_timer(gens: Generations, timer_s: float | None) -> None:
-    """Play one step if it is time, and rerun the whole page when the step viewer's timer must change (Play
-    pressed, or playing or computing ended): its timer is set when the page draws it."""
+def _follow_the_timer(gens: Generations, timers: tuple) -> None:
+    """Play one step if it is time, and rerun the whole page when a fragment's timer must change (Play pressed,
+    playing, computing or decoding ended, a decode asked for): the timers are set when the page draws them."""
     if state.get().playing:
         _tick(gens)
-    if _timer_s(gens) != timer_s:
+    if _timers(gens) != timers:
         st.rerun(scope="app")
+
+
+def watcher(gens: Generations, timers: tuple) -> None:
+    """Where each unfinished generation stands; drawn as a fragment that looks again every POLL_S while something
+    is pending, and reruns the page when the step viewer's picture changed (``_picture``: the scale asked for was
+    computed, its image decoded, a generation failed) or the timers must change. Its runs are a few captions, so
+    looking often costs little, and the step viewer's runs stay rare and short: clicks on Next all count. While the
+    student looks at a scale whose image is being decoded, it renews the decoder's wish (``traces.want_image``)."""
+    k = state.get().scale
+    if _picture(gens) != state.get().drawn or _timers(gens) != timers:
+        st.rerun(scope="app")
+    if gens.decoding(k):                       # the student is looking at this scale: keep its decode wished for
+        for _, _, run in gens.runs:
+            traces.want_image(run, k - 1, gens.model)
+    for name, _, run in gens.runs:
+        where = _where(gens, name, run)
+        if where:
+            st.caption(where)
 
 
 def _failed(gens: Generations) -> bool:
@@ -258,15 +284,12 @@ def _where(gens: Generations, name: str, run: GenerationRun) -> str | None:
             f"this model ahead of yours (other students' requests, computed one batch at a time).")
 
 
-def _status(gens: Generations, k: int, shown: int) -> None:
-    """Where each generation stands while it is not complete, and a note when the scale asked for is not computed
-    yet (the page moves on by itself when it is)."""
-    for name, _, run in gens.runs:
-        where = _where(gens, name, run)
-        if where:
-            st.caption(where)
+def _pending_note(k: int, shown: int) -> None:
+    """A note while the scale asked for is not computed yet (the page moves on by itself when it is)."""
     if shown and shown < k:
         st.caption(f":material/pending: Scale {k} is shown as soon as it is computed (now showing scale {shown}).")
+
+
 # ------------------------------------------------------------------------------------------------ the step viewer
 @dataclass
 class StepLayout:
@@ -338,18 +361,19 @@ def _draw_panels(gens: Generations, layout: StepLayout, si: int, pick: tuple[int
                                                    f"in orange, the picked token's row in blue")
 
 
-def step_viewer(gens: Generations, timer_s: float | None) -> None:
+def step_viewer(gens: Generations, timers: tuple) -> None:
     """Scale ``Settings.scale`` of every run: controls, overview strips, panels, the inspector, a detailed figure
-    and the downloads; drawn as a fragment that reruns itself every ``timer_s`` (``_timer_s``)."""
+    and the downloads; drawn as a fragment that reruns itself on a click, and on a timer while playing."""
     t0 = time.perf_counter()
-    _follow_the_timer(gens, timer_s)
+    _follow_the_timer(gens, timers)
     _controls(gens.K)
+    picture = state.get().drawn = _picture(gens)     # what the watcher compares with
     if _failed(gens):
         return
     k = state.get().scale                      # the scale asked for
-    shown = gens.shown(k)                      # everything below is drawn from this one number
-    _status(gens, k, shown)
-    if shown == 0:                             # nothing computed yet: the status says where the request stands
+    shown = picture[0]                         # everything below is drawn from this one number
+    _pending_note(k, shown)
+    if shown == 0:                             # nothing computed yet: the watcher says where the request stands
         return
     si = shown - 1
     if not gens.streaming:                     # small: decode this prefix (once, milliseconds) before drawing
@@ -414,8 +438,10 @@ def main() -> None:
     _back_to_scale_1_on_new_settings(gens)
     _wait_for_small_generations(gens)
     st.html(STICKY_OVERVIEW_CSS)
-    timer_s = _timer_s(gens)
-    st.fragment(step_viewer, run_every=timer_s)(gens, timer_s)
+    timers = _timers(gens)
+    s.drawn = _picture(gens)                   # what the step viewer draws below, in this run
+    st.fragment(watcher, run_every=timers[0])(gens, timers)
+    st.fragment(step_viewer, run_every=timers[1])(gens, timers)
 
 
 main()
