@@ -2,6 +2,7 @@
 
     python bench/bench_app_d16.py                    # synthetic official-layout d16 files in a temporary cache
     python bench/bench_app_d16.py --home ~/.cache/varlite    # a cache folder that holds the official files
+    python bench/bench_app_d16.py --home DIR --sessions 5    # and five students pressing Generate together
 
 Writes official-layout vae + d16 files with synthetic weights (``varlite.synthetic``, seed 0; ~5 s, 1.7 GB) into a
 temporary $VARLITE_HOME unless --home is given, starts `streamlit run app/streamlit_app.py` on it and drives it with
@@ -9,21 +10,28 @@ bench/bench_app_load.py's protocol-level client (no browser on the machine):
 
 1. session 1 opens the Generate page on official:d16 (cold: the weights are loaded) and steps to the last scale
    as fast as the page allows: the model is loaded and one trace is cached, every prefix decoded;
-2. "Generate" with the weights loaded: Reset to scale 1, then a new seed, and the session steps to the last scale as fast as the
-   page allows. Per scale: when the server had computed it (the page's own progress caption), when its heading
-   arrived and when the page settled (run finished, images fetched); then back to scale 1 with Previous
-   (everything computed and decoded);
-3. session 2 opens the same page: it must reuse the loaded model (its RSS does not grow by the weights' size).
+2. "Generate" alone (the solo time): Reset to scale 1, then a new seed, and Next until the last scale is asked for,
+   a click every CLICK_GAP_S without waiting for the scales (a click on a scale not computed yet counts, and the
+   page moves on when it is there). Per scale: when the server had computed it (the page's own progress caption)
+   and when its heading arrived; then back to scale 1 with Previous (everything computed);
+3. with ``--sessions N`` (N > 1): N more sessions open the page, then press Generate within one second (each at a
+   random moment of that second, each with its own seed) and step as in 2; for each, when scale 1's heading and
+   the last scale's heading arrived after its press;
+4. session 2 opens the same page: it must reuse the loaded model (its RSS does not grow by the weights' size).
 
-The server's RSS is read after each phase, with its peak (VmHWM).
+The server's RSS is read after each phase, with its peak (VmHWM). The last lines are the machine's ``uptime`` and
+``sessions=N first_scale_max_s=... last_scale_max_s=... solo_last_scale_s=...`` (the slowest of the N sessions, and
+phase 2's solo time, all from this one run; with N = 1 the solo figures).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
+import random
 import re
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,11 +43,13 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from bench_app_load import StreamlitSession, percentile, shows_scale  # noqa: E402
+from bench_app_load import SessionError, StreamlitSession, cpu_s, percentile, shows_scale  # noqa: E402
 from tests.browser_harness import rss_mib, streamlit_process, write_synthetic_official  # noqa: E402
 from varlite.core.configs import OFFICIAL_PATCH_NUMS  # noqa: E402
 
 COMPUTED = re.compile(r"computed (\d+) of (\d+) scales \(([\d.]+) s\)")
+CLICK_GAP_S = 0.4        # between two clicks on Next while the scales are still being computed
+PRESS_WITHIN_S = 1.0     # the N sessions press Generate within this
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -63,6 +73,27 @@ async def step_to_last(session: StreamlitSession, K: int, t0: float, timeout_s: 
         await session.click("Next", shows_scale(k), timeout_s)
         times.append((heading_at(session, k, clicked) - t0, time.perf_counter() - t0))
     return times
+
+
+def heading_after(session: StreamlitSession, k: int, since: float) -> float | None:
+    return next((t for t, text in session.log if t >= since and text.startswith(f"Scale {k} of ")), None)
+
+
+async def generate_and_step(session: StreamlitSession, seed: int, K: int, timeout_s: float) -> float:
+    """Press Generate (a new seed: the page goes back to scale 1), then Next every CLICK_GAP_S until scale K is asked
+    for (the slider shows what is asked), without waiting for the scales; return once scale K's heading arrived.
+    Returns time.perf_counter() at the press."""
+    t0 = time.perf_counter()
+    await session.set_int("gen_seed", seed, shows_scale(1), timeout_s)
+    while heading_after(session, K, t0) is None:
+        if session.errors:
+            raise SessionError("; ".join(session.errors))
+        if time.perf_counter() - t0 > timeout_s:
+            raise TimeoutError(f"scale {K} was not shown within {timeout_s:.0f} s of Generate")
+        if session.sliders.get("Scale", 1) < K and not session.buttons["Next"].disabled:
+            await session.press("Next")
+        await asyncio.sleep(CLICK_GAP_S)
+    return t0
 
 
 def computed_at(session: StreamlitSession, since: float, K: int) -> dict[int, float]:
@@ -94,10 +125,12 @@ async def run(url: str, pid: int, args) -> dict:
     rss("d16 loaded, one trace cached (10 prefixes decoded)")
 
     await one.click("Reset", shows_scale(1), args.timeout)  # back to scale 1 (a new seed keeps the scale shown)
-    t0 = time.perf_counter()                                 # "Generate" with the weights loaded: a new seed
-    await one.set_int("gen_seed", 1, shows_scale(1), args.timeout)
-    r["first_s"] = time.perf_counter() - t0
-    r["shown_s"] = [(heading_at(one, 1, t0) - t0, r["first_s"])] + await step_to_last(one, K, t0, args.timeout)
+    cpu0 = cpu_s(pid)
+    t0 = await generate_and_step(one, 1, K, args.timeout)    # "Generate" alone, with the weights loaded: a new seed
+    r["solo_cpu_s"] = cpu_s(pid) - cpu0
+    r["shown_s"] = [heading_after(one, k, t0) for k in range(1, K + 1)]
+    r["shown_s"] = [None if t is None else t - t0 for t in r["shown_s"]]
+    r["first_s"], r["solo_last_s"] = r["shown_s"][0], r["shown_s"][-1]
     r["computed_s"] = computed_at(one, t0, K)
     back = []
     for k in range(K - 1, 0, -1):
@@ -106,6 +139,12 @@ async def run(url: str, pid: int, args) -> dict:
         back.append((time.perf_counter() - t) * 1000)
     r["cached_step_ms"] = back
     rss("two traces cached (seeds 0 and 1)")
+
+    cpu0 = cpu_s(pid)
+    r["together"] = await together(url, K, args) if args.sessions > 1 else []
+    r["together_cpu_s"] = cpu_s(pid) - cpu0
+    if r["together"]:
+        rss(f"{args.sessions} more sessions, {args.sessions} more traces")
 
     two = StreamlitSession(url, "model=official:d16")
     await two.open(args.timeout)
@@ -119,22 +158,51 @@ async def run(url: str, pid: int, args) -> dict:
     return r
 
 
+async def together(url: str, K: int, args) -> list[tuple[float, float]]:
+    """Phase 3: ``args.sessions`` sessions open the page, then each presses Generate at a random moment of the same
+    second (its own seed) and steps to the last scale; (seconds to scale 1's heading, to scale K's) per session."""
+    sessions = [StreamlitSession(url, "model=official:d16") for _ in range(args.sessions)]
+    for session in sessions:
+        await session.open(args.timeout)
+        await session.rerun(shows_scale(None), timeout_s=args.timeout)
+    rng = random.Random(0)
+
+    async def student(i: int, session: StreamlitSession) -> tuple[float, float]:
+        await asyncio.sleep(rng.uniform(0, PRESS_WITHIN_S))
+        t0 = await generate_and_step(session, 100 + i, K, args.timeout)
+        return heading_after(session, 1, t0) - t0, heading_after(session, K, t0) - t0
+
+    try:
+        return list(await asyncio.gather(*(student(i, s) for i, s in enumerate(sessions))))
+    finally:
+        for session in sessions:
+            await session.close()
+
+
 def report(r: dict, args, K_sides: tuple[int, ...]) -> None:
     print(f"official d16 in the app ({'synthetic weights' if not args.home else args.home}); machine: "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at the end; torch threads "
           f"{torch.get_num_threads()} (this process)")
     print(f"cold (server just started): scale 1 shown after {r['cold_first_s']:.1f} s (weights loaded), "
           f"all {len(K_sides)} scales stepped through after {r['cold_all_s']:.1f} s")
-    print(f"\nGenerate with the weights loaded (new seed, Next pressed as soon as each scale is shown): "
-          f"first scale shown after {r['first_s']:.2f} s\n")
-    print("| scale | side | tokens | computed (server clock) s | heading shown s | settled s |")
-    print("|------:|-----:|-------:|--------------------------:|----------------:|----------:|")
-    for k, (side, (heading, shown)) in enumerate(zip(K_sides, r["shown_s"]), start=1):
+    print(f"\nGenerate alone, with the weights loaded (a new seed, then Next every {CLICK_GAP_S} s until the last "
+          f"scale is asked for): first scale shown after {r['first_s']:.2f} s, the last after "
+          f"{r['solo_last_s']:.1f} s; server CPU {r['solo_cpu_s']:.0f} s\n")
+    print("| scale | side | tokens | computed (server clock) s | heading shown s |")
+    print("|------:|-----:|-------:|--------------------------:|----------------:|")
+    for k, (side, heading) in enumerate(zip(K_sides, r["shown_s"]), start=1):
         computed = r["computed_s"].get(k)
         print(f"| {k:5d} | {side:4d} | {side * side:6d} | {'-' if computed is None else f'{computed:.1f}':>25} "
-              f"| {heading:15.1f} | {shown:9.1f} |")
-    print("(seconds from Generate; 'settled': the run finished and its images were fetched, the decoded prefix "
-          "included)")
+              f"| {'-' if heading is None else f'{heading:.1f}':>15} |")
+    print("(seconds from Generate; the page shows a scale as soon as it is computed once it has been asked for; "
+          "'-': computed between two of the page's looks, or skipped)")
+    if r["together"]:
+        print(f"\n{args.sessions} sessions pressing Generate within {PRESS_WITHIN_S:.0f} s (own seeds), stepping as "
+              f"above; server CPU {r['together_cpu_s']:.0f} s (the sessions' page loads included):\n")
+        print("| session | scale 1 shown s | last scale shown s |")
+        print("|--------:|----------------:|-------------------:|")
+        for i, (first, last) in enumerate(r["together"]):
+            print(f"| {i:7d} | {first:15.1f} | {last:18.1f} |")
     back = r["cached_step_ms"]
     print(f"\nstepping back through computed and decoded scales: p50 {percentile(back, 50):.0f} ms, "
           f"max {max(back):.0f} ms, mean {statistics.fmean(back):.0f} ms")
@@ -152,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--home", help="a cache folder holding the official vae and d16 files (default: synthetic "
                                        "files in a temporary folder)")
+    parser.add_argument("--sessions", type=int, default=1, help="students pressing Generate together (default 1: "
+                                                                "the solo measurement only)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds a page may take to settle")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="varlite-d16-") as tmp:
@@ -165,6 +235,11 @@ def main(argv: list[str] | None = None) -> int:
         with streamlit_process(env={"VARLITE_HOME": str(home)}, log_path=log) as (url, proc):
             r = asyncio.run(run(url, proc.pid, args))
     report(r, args, OFFICIAL_PATCH_NUMS)
+    firsts, lasts = ([f for f, _ in r["together"]], [t for _, t in r["together"]]) if r["together"] else \
+        ([r["first_s"]], [r["solo_last_s"]])
+    print("uptime: " + subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip())
+    print(f"sessions={args.sessions} first_scale_max_s={max(firsts):.1f} last_scale_max_s={max(lasts):.1f} "
+          f"solo_last_scale_s={r['solo_last_s']:.1f}")
     return 1 if r["errors"] else 0
 
 

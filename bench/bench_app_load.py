@@ -86,6 +86,7 @@ class StreamlitSession:
         self.page_hash = ""
         self.buttons: dict[str, Button] = {}
         self.widget_ids: dict[str, str] = {}          # widget key -> id
+        self.sliders: dict[str, float] = {}           # slider label -> the value it was last drawn with
         self.views: list[RunView] = []                # views waiting for a settled page
         self.errors: list[str] = []
         self.image_bytes = 0
@@ -176,6 +177,8 @@ class StreamlitSession:
                 view.images += [img.url for img in el.imgs.imgs if img.url.startswith("/")]
         elif kind == "button":
             self.buttons[el.button.label] = Button(el.button.id, fragment_id, el.button.disabled)
+        elif kind == "slider" and el.slider.default:
+            self.sliders[el.slider.label] = el.slider.default[0]
         elif kind == "exception":
             self.errors.append(f"exception in the page: {el.exception.type}: {el.exception.message[:200]}")
         elif kind == "alert" and el.alert.format == el.alert.ERROR:
@@ -244,6 +247,15 @@ class StreamlitSession:
         trigger = BackMsg().rerun_script.widget_states.widgets.add()
         trigger.id, trigger.trigger_value = button.id, True
         return await self.rerun(until, [trigger], button.fragment_id, timeout_s)
+
+    async def press(self, label: str) -> None:
+        """Send a click and return at once, as a person clicking again before the page has answered."""
+        button = self.buttons[label]
+        if button.disabled:
+            raise SessionError(f"button {label!r} is disabled")
+        trigger = BackMsg().rerun_script.widget_states.widgets.add()
+        trigger.id, trigger.trigger_value = button.id, True
+        await self._send_rerun([trigger], button.fragment_id)
 
     async def set_int(self, key: str, value: int, until, timeout_s: float = 120.0) -> RunView:
         """Change a number input (by widget key), as typing a value and pressing Enter does."""

@@ -2,11 +2,13 @@
 it (issue 11 §3): official-layout d16 files with synthetic weights (``varlite.synthetic``, the upstream rule) in a
 temporary cache folder, the app in Debian's headless Chromium (see tests/test_browser.py).
 
-One test, kept short because each d16 pass is heavy on a CPU (the weights are ~1.6 GB together): pick "Official
-VAR-d16" after choosing a class of the built-in model, see ImageNet class names at once and no trace of the previous
-model, see scale 1 while the later scales are still being computed (a progress caption counting them, which grows
-without a click), and step to scale 2 while the generation goes on. It never waits for the whole generation and
-decodes two prefix images only.
+Two tests, kept short because each d16 pass is heavy on a CPU (the weights are ~1.6 GB together). The first picks
+"Official VAR-d16" after choosing a class of the built-in model, sees ImageNet class names at once and no trace of the
+previous model, sees scale 1 while the later scales are still being computed (a progress caption counting them, which
+grows without a click), and steps to scale 2 while the generation goes on; it never waits for the whole generation
+and decodes two prefix images only. The second presses Generate (a new seed) and clicks Next nine times while the
+scales are still being computed: every click counts (the slider is at the last scale at once), the page shows the
+last computed scale with a note, and moves on by itself until the last scale is shown (one whole d16 generation).
 """
 from __future__ import annotations
 
@@ -107,3 +109,33 @@ def test_official_d16_switches_at_once_and_streams(page, server):
     page.wait_for_function("() => !document.querySelector('[data-testid=\"stMain\"] [data-stale=\"true\"]')")
     check_page(page)
     assert page.get_by_role("button", name="Previous").is_enabled()
+
+
+def slider_value(pg) -> int:
+    return int(pg.locator('input[type="range"][aria-label="Scale"]').input_value())
+
+
+def test_clicks_on_next_while_the_scales_are_computed_all_count(page, server):
+    page.goto(f"{server}/?model=official:d16")
+    main = page.get_by_test_id("stMain")
+    main.get_by_text("Scale 1 of 10:").first.wait_for()
+    settle(page)
+    seed = main.get_by_role("spinbutton", name="Seed")
+    seed.fill("5")                                   # Generate: a new seed, computed from scratch
+    seed.press("Enter")
+    settle(page)
+    main.get_by_text("Scale 1 of 10:").first.wait_for()
+    settle(page)
+    assert slider_value(page) == 1 and computed_scales(page) is not None
+    for _ in range(9):
+        page.get_by_role("button", name="Next").click()
+        page.wait_for_timeout(400)
+    page.wait_for_function("() => document.querySelector('input[type=\"range\"][aria-label=\"Scale\"]')"
+                           ".value === '10'", timeout=30_000)
+    # the clicks landed while scales were still being computed: the page shows the last computed one and says it
+    # moves on (unless the last scale came in the meantime)
+    main.get_by_text(re.compile(r"Scale 10 is shown as soon as it is computed|^Scale 10 of 10:")).first.wait_for()
+    main.get_by_text("Scale 10 of 10:").first.wait_for()
+    settle(page)
+    check_page(page)
+    assert slider_value(page) == 10 and page.get_by_role("button", name="Next").is_disabled()
