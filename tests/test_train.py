@@ -308,7 +308,7 @@ def test_mismatched_checkpoint_names_the_difference(folder, tokenizer_run, tmp_p
 
 
 def test_atomic_save_leaves_no_temporary_file(tmp_path):
-    save_checkpoint(tmp_path / "c.pt", {"kind": "tokenizer", "step": 1})
+    save_checkpoint(tmp_path / "c.pt", {"kind": "tokenizer", "step": 1, "configs": {}, "model": {}})
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
     assert load_checkpoint(tmp_path / "c.pt")["step"] == 1
 

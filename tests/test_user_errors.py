@@ -135,3 +135,42 @@ def test_an_error_line_quoting_a_huge_name_is_cut():
     line = error_line(ValueError("unexpected key " + "k" * 100_000 + " in the file"))
     assert len(line) <= MAX_ERROR_CHARS and line.startswith("unexpected key kkk") and line.endswith("(message cut)")
     assert error_line(ValueError("short\n message")) == "short message"
+
+
+@pytest.mark.parametrize("option, value, says", [
+    ("--batch-size", "0", "--batch-size must be an integer >= 1; got 0"),
+    ("--ckpt-every", "0", "--ckpt-every must be an integer >= 1; got 0"),
+    ("--log-every", "0", "--log-every must be an integer >= 1; got 0"),
+    ("--steps", "-5", "--steps must be an integer >= 1; got -5"),
+    ("--lr", "nan", "--lr must be a finite number > 0; got nan"),
+    ("--min-lr-ratio", "2", "--min-lr-ratio must be a finite number in [0, 1]; got 2.0"),
+])
+def test_training_options_that_cannot_run_are_refused_before_anything_starts(option, value, says, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert says in one_line_error(["train-tokenizer", "--run-dir", str(run), option, value], capsys)
+    assert not run.exists()
+
+
+def test_a_run_dir_naming_a_file_is_one_line(tmp_path, capsys):
+    run = tmp_path / "a-file"
+    run.write_text("x")
+    assert "is a file; give a folder" in one_line_error(["train-tokenizer", "--run-dir", str(run)], capsys)
+
+
+def test_a_damaged_training_checkpoint_is_a_checkpoint_error_that_quotes_nothing_from_the_file(tmp_path):
+    """Missing entries are named; the file's own version / kind strings are not echoed (they could be anything)."""
+    import torch
+
+    from varlite.safe_io import CheckpointError
+    from varlite.train.checkpoint import FORMAT, VERSION, load_checkpoint
+    path = tmp_path / "checkpoint.pt"
+    cases = [({"version": "x" * 100_000}, "has a checkpoint version this varlite does not read"),
+             ({"version": VERSION, "kind": "<b>y</b>" * 1000}, "is an unknown kind of checkpoint, but a 'var'"),
+             ({"version": VERSION, "kind": "var", "model": {}, "step": 3}, "its 'configs' entry is missing"),
+             ({"version": VERSION, "kind": "var", "configs": {}, "model": [], "step": 3}, "its 'model' entry"),
+             ({"version": VERSION, "kind": "var", "configs": {}, "model": {}, "step": "3"}, "its 'step' entry")]
+    for fields, says in cases:
+        torch.save({"format": FORMAT, **fields}, path)
+        with pytest.raises(CheckpointError, match=says) as info:
+            load_checkpoint(path, "var")
+        assert len(str(info.value)) < 300

@@ -48,11 +48,16 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise CheckpointError(f"{path} is not a varlite training checkpoint (expected a dict with format={FORMAT!r}). "
                               f"Official VAR weights load with varlite.pretrained; built-in ones with "
                               f"varlite.builtin.load_builtin.")
-    if ckpt.get("version") != VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {ckpt.get('version')!r}; this varlite reads version "
-                              f"{VERSION}")
+    if ckpt.get("version") != VERSION:          # the file's own strings are never quoted: they could be anything
+        raise CheckpointError(f"{path} has a checkpoint version this varlite does not read (it reads version "
+                              f"{VERSION})")
     if kind is not None and ckpt.get("kind") != kind:
-        raise CheckpointError(f"{path} is a {ckpt.get('kind')!r} checkpoint, but a {kind!r} checkpoint is needed here")
+        found = repr(ckpt["kind"]) if ckpt.get("kind") in KINDS else "an unknown kind of"
+        raise CheckpointError(f"{path} is {found} checkpoint, but a {kind!r} checkpoint is needed here")
+    for key, kinds in (("configs", dict), ("model", dict), ("step", int)):
+        if not isinstance(ckpt.get(key), kinds):
+            raise CheckpointError(f"{path} is damaged: its '{key}' entry is missing or not a {kinds.__name__}; "
+                                  f"delete it and retrain, or resume from an older copy")
     return ckpt
 
 

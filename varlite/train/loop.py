@@ -63,8 +63,25 @@ class LoopConfig:
     precision: str = "fp32"          # fp32 | bf16: bf16 runs the forward pass under autocast (weights stay float32)
 
     def __post_init__(self):
+        """Refuse settings that cannot run (checked before anything is loaded or written), naming the option."""
         if self.precision not in ("fp32", "bf16"):
             raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        at_least = {"steps": 1, "batch_size": 1, "log_every": 1, "ckpt_every": 1, "eval_every": 0,
+                    "sample_every": 0, "warmup_steps": 0, "stop_at": 0, "threads": 0, "seed": 0}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if not (isinstance(value, int) and low <= value <= 2 ** 63 - 1):
+                meaning = {0: " (0 = off or the default)", 1: ""}[low]
+                raise ValueError(f"--{name.replace('_', '-')} must be an integer >= {low}{meaning}; got {value!r}")
+        for name in ("lr", "weight_decay", "grad_clip", "min_lr_ratio"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name == "lr" and value == 0) or \
+                    (name == "min_lr_ratio" and value > 1):
+                allowed = {"lr": "> 0", "min_lr_ratio": "in [0, 1]"}.get(name, ">= 0")
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number {allowed}; got {value!r}")
+        if Path(self.run_dir).exists() and not Path(self.run_dir).is_dir():
+            raise ValueError(f"--run-dir {self.run_dir} is a file; give a folder (made if missing) for the run's "
+                             f"checkpoint, metrics and samples")
 
 
 # ----------------------------------------------------------------------------------------------------- schedule, data order, RNG
