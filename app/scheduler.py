@@ -151,7 +151,9 @@ class Scheduler:
         """The next batch of ``lane`` (called with the lock held): after the gathering wait, the head of the queue
         and the jobs that share its key; unwanted jobs are dropped on the way."""
         while True:
-            lane.queue = [j for j in lane.queue if j.wanted()]
+            for job in [j for j in lane.queue if not j.wanted()]:
+                lane.queue.remove(job)
+                del lane.arrived[id(job)]
             if not lane.queue:
                 return []
             first = min(lane.arrived[id(j)] for j in lane.queue)

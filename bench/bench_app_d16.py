@@ -49,6 +49,8 @@ from varlite.core.configs import OFFICIAL_PATCH_NUMS  # noqa: E402
 
 COMPUTED = re.compile(r"computed (\d+) of (\d+) scales \(([\d.]+) s\)")
 CLICK_GAP_S = 0.4        # between two clicks on Next while the scales are still being computed
+LOST_AFTER_S = 5.0       # a slider still below the last scale this long after the clicks: clicks were lost
+HOSTILE_CHANGES, HOSTILE_S = 20, 10.0
 PRESS_WITHIN_S = 1.0     # the N sessions press Generate within this
 
 
@@ -79,21 +81,59 @@ def heading_after(session: StreamlitSession, k: int, since: float) -> float | No
     return next((t for t, text in session.log if t >= since and text.startswith(f"Scale {k} of ")), None)
 
 
-async def generate_and_step(session: StreamlitSession, seed: int, K: int, timeout_s: float) -> float:
-    """Press Generate (a new seed: the page goes back to scale 1), then Next every CLICK_GAP_S until scale K is asked
-    for (the slider shows what is asked), without waiting for the scales; return once scale K's heading arrived.
-    Returns time.perf_counter() at the press."""
+async def generate_and_step(session: StreamlitSession, seed: int, K: int, timeout_s: float) -> tuple[float, int]:
+    """Press Generate (a new seed: the page goes back to scale 1), then Next K - 1 times, CLICK_GAP_S apart, without
+    waiting for the scales, and wait until scale K's heading arrived. A click the server did not count shows as a
+    slider (the scale asked for) that stays below K: such clicks are counted as lost and sent again. Returns
+    (time.perf_counter() at the press, clicks lost)."""
     t0 = time.perf_counter()
     await session.set_int("gen_seed", seed, shows_scale(1), timeout_s)
+    for _ in range(K - 1):
+        await session.press("Next")
+        await asyncio.sleep(CLICK_GAP_S)
+    lost, settled = 0, time.perf_counter()
     while heading_after(session, K, t0) is None:
         if session.errors:
             raise SessionError("; ".join(session.errors))
         if time.perf_counter() - t0 > timeout_s:
             raise TimeoutError(f"scale {K} was not shown within {timeout_s:.0f} s of Generate")
-        if session.sliders.get("Scale", 1) < K and not session.buttons["Next"].disabled:
-            await session.press("Next")
-        await asyncio.sleep(CLICK_GAP_S)
-    return t0
+        asked = int(session.sliders.get("Scale", 1))
+        if asked < K and time.perf_counter() - settled > LOST_AFTER_S:     # the page answered: clicks were lost
+            lost += K - asked
+            for _ in range(K - asked):
+                await session.press("Next")
+                await asyncio.sleep(CLICK_GAP_S)
+            settled = time.perf_counter()
+        await asyncio.sleep(0.1)
+    return t0, lost
+
+
+async def hostile_then_user(url: str, K: int, args) -> tuple[float, float]:
+    """Phase 4: a tab sends HOSTILE_CHANGES seed changes in HOSTILE_S seconds and closes; then another user presses
+    Generate. Seconds from that press until the user's scale 1 and scale K were shown."""
+    hostile, user = StreamlitSession(url, "model=official:d16"), StreamlitSession(url, "model=official:d16")
+    for session in (hostile, user):
+        await session.open(args.timeout)
+        await session.rerun(shows_scale(None), timeout_s=args.timeout)
+    for i in range(HOSTILE_CHANGES):
+        await hostile.send_int("gen_seed", 1000 + i)
+        await asyncio.sleep(HOSTILE_S / HOSTILE_CHANGES)
+    await hostile.close()
+    t0, _ = await generate_and_step(user, 2000, K, args.timeout)
+    await user.close()
+    return heading_after(user, 1, t0) - t0, heading_after(user, K, t0) - t0
+
+
+async def builtin_during(url: str, delay_s: float, args) -> float:
+    """A built-in-model user who presses Generate ``delay_s`` after the d16 sessions: seconds until scale 1 shows."""
+    session = StreamlitSession(url, "model=builtin:shapes")
+    await session.open(args.timeout)
+    await session.rerun(shows_scale(None), timeout_s=args.timeout)
+    await asyncio.sleep(delay_s)
+    t0 = time.perf_counter()
+    await session.set_int("gen_seed", 77, shows_scale(1), args.timeout)
+    await session.close()
+    return time.perf_counter() - t0
 
 
 def computed_at(session: StreamlitSession, since: float, K: int) -> dict[int, float]:
@@ -126,7 +166,7 @@ async def run(url: str, pid: int, args) -> dict:
 
     await one.click("Reset", shows_scale(1), args.timeout)  # back to scale 1 (a new seed keeps the scale shown)
     cpu0 = cpu_s(pid)
-    t0 = await generate_and_step(one, 1, K, args.timeout)    # "Generate" alone, with the weights loaded: a new seed
+    t0, r["lost_clicks"] = await generate_and_step(one, 1, K, args.timeout)   # "Generate" alone: a new seed
     r["solo_cpu_s"] = cpu_s(pid) - cpu0
     r["shown_s"] = [heading_after(one, k, t0) for k in range(1, K + 1)]
     r["shown_s"] = [None if t is None else t - t0 for t in r["shown_s"]]
@@ -141,10 +181,13 @@ async def run(url: str, pid: int, args) -> dict:
     rss("two traces cached (seeds 0 and 1)")
 
     cpu0 = cpu_s(pid)
-    r["together"] = await together(url, K, args) if args.sessions > 1 else []
-    r["together_cpu_s"] = cpu_s(pid) - cpu0
-    if r["together"]:
+    if args.sessions > 1:
+        r["together"], r["builtin_s"] = await asyncio.gather(together(url, K, args, r), builtin_during(url, 3.0, args))
         rss(f"{args.sessions} more sessions, {args.sessions} more traces")
+    else:
+        r["together"], r["builtin_s"] = [], None
+    r["together_cpu_s"] = cpu_s(pid) - cpu0
+    r["hostile"] = await hostile_then_user(url, K, args)
 
     two = StreamlitSession(url, "model=official:d16")
     await two.open(args.timeout)
@@ -158,7 +201,7 @@ async def run(url: str, pid: int, args) -> dict:
     return r
 
 
-async def together(url: str, K: int, args) -> list[tuple[float, float]]:
+async def together(url: str, K: int, args, r: dict) -> list[tuple[float, float]]:
     """Phase 3: ``args.sessions`` sessions open the page, then each presses Generate at a random moment of the same
     second (its own seed) and steps to the last scale; (seconds to scale 1's heading, to scale K's) per session."""
     sessions = [StreamlitSession(url, "model=official:d16") for _ in range(args.sessions)]
@@ -169,7 +212,8 @@ async def together(url: str, K: int, args) -> list[tuple[float, float]]:
 
     async def student(i: int, session: StreamlitSession) -> tuple[float, float]:
         await asyncio.sleep(rng.uniform(0, PRESS_WITHIN_S))
-        t0 = await generate_and_step(session, 100 + i, K, args.timeout)
+        t0, lost = await generate_and_step(session, 100 + i, K, args.timeout)
+        r["lost_clicks"] += lost
         return heading_after(session, 1, t0) - t0, heading_after(session, K, t0) - t0
 
     try:
@@ -203,6 +247,11 @@ def report(r: dict, args, K_sides: tuple[int, ...]) -> None:
         print("|--------:|----------------:|-------------------:|")
         for i, (first, last) in enumerate(r["together"]):
             print(f"| {i:7d} | {first:15.1f} | {last:18.1f} |")
+        print(f"\na built-in-model user pressing Generate 3 s after them: scale 1 shown after {r['builtin_s']:.2f} s")
+    first, last = r["hostile"]
+    print(f"a tab sending {HOSTILE_CHANGES} seed changes in {HOSTILE_S:.0f} s, then closed; the next user's scale 1 "
+          f"shown after {first:.1f} s, the last scale after {last:.1f} s")
+    print(f"Next clicks lost (sent again): {r['lost_clicks']}")
     back = r["cached_step_ms"]
     print(f"\nstepping back through computed and decoded scales: p50 {percentile(back, 50):.0f} ms, "
           f"max {max(back):.0f} ms, mean {statistics.fmean(back):.0f} ms")

@@ -259,9 +259,16 @@ class StreamlitSession:
 
     async def set_int(self, key: str, value: int, until, timeout_s: float = 120.0) -> RunView:
         """Change a number input (by widget key), as typing a value and pressing Enter does."""
+        return await self.rerun(until, [self._int_state(key, value)], "", timeout_s)
+
+    async def send_int(self, key: str, value: int) -> None:
+        """``set_int`` without waiting for the page."""
+        await self._send_rerun([self._int_state(key, value)])
+
+    def _int_state(self, key: str, value: int):
         state = BackMsg().rerun_script.widget_states.widgets.add()
         state.id, state.int_value = self.widget_ids[key], value
-        return await self.rerun(until, [state], "", timeout_s)
+        return state
 
 
 def shows_scale(k: int | None = None):

@@ -9,14 +9,15 @@ it draws (``Generations``); the session's settings come from ``state.get()``.
 
 The scale asked for is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
 server's value, so every click the server receives counts, and the slider is drawn from that number. The scale shown
-is that one once it is computed, else the last computed one before it, with a note that the page moves on when it
-is there: a click on Next while the next scale is still being computed counts, and the page advances when it is
-ready. The step viewer never waits for the scheduler: while a request waits in the queue the watcher says where it
-stands, and looks again; the step viewer runs only on a click or a change, so its runs are few and short. A small model's generation is waited for (up to ``WHOLE_WAIT_S``) and its page
-drawn once, complete. A large model (``traces.streams``: images above 64 px, e.g. d16 at 256 px) streams: a scale's
-heading, token map and contribution are drawn as soon as it is computed, and its decoded image (seconds on a CPU),
-decoded in the background for the scale the student stopped at, once it is ready; new settings on such a model go
-back to scale 1, so that the new image streams in as after a model switch.
+is that one once it is computed; until then the page holds the scale it showed, with a note that it moves on when
+the one asked for is there: a click on Next while the next scale is still being computed counts, and the page
+advances when it is ready. The step viewer never waits for the scheduler: while a request waits in the queue the
+watcher says where it stands, and looks again; the step viewer runs only on a click or a change, so its runs are few
+and short. A small model's generation is waited for (up to ``WHOLE_WAIT_S``) and its page drawn once, complete. A
+large model (``traces.streams``: images above 64 px, e.g. d16 at 256 px) streams: a scale's heading, token map and
+contribution are drawn as soon as it is computed, and its decoded image (seconds on a CPU), decoded in the
+background for the scale asked for, once it is ready; new settings on such a model go back to scale 1, so that the
+new image streams in as after a model switch.
 
 Two clicks on the same button that reach the server during one run of the step viewer become one step. A
 Streamlit button is a trigger (a boolean, not a counter): a click inside a fragment does not interrupt the running
@@ -79,14 +80,14 @@ class Generations:
         """How many scales every run has computed."""
         return min(len(run.steps) for _, _, run in self.runs)
 
-    def shown(self, k: int) -> int:
-        """The scale the page shows when scale k is asked for: k once computed, else the last computed one before
-        it (0: none yet)."""
-        return min(k, self.computed)
+    def shown(self, k: int, held: int) -> int:
+        """The scale the page shows when scale k is asked for and it showed scale ``held`` before: k once computed,
+        else it holds its scale until k is there (the last computed one if it had none: 0 when none is)."""
+        return k if self.computed >= k else min(held or k, self.computed)
 
     def decoding(self, k: int) -> bool:
-        """Whether a streaming model's prefix image of scale k (shown and asked for) is still being decoded."""
-        return (self.streaming and 1 <= k == self.shown(k)
+        """Whether a streaming model's prefix image of scale k (asked for and computed) is still being decoded."""
+        return (self.streaming and 1 <= k <= self.computed
                 and any(k - 1 not in run.decoded() for _, _, run in self.runs))
 
     def caption(self, name: str, cap: str) -> str:
@@ -210,10 +211,13 @@ def _timers(gens: Generations) -> tuple[float | None, float | None]:
 
 
 def _picture(gens: Generations) -> tuple:
-    """What the step viewer's picture depends on besides the session's own controls: the scale shown, whether its
-    image is still being decoded, whether a generation failed."""
-    k = state.get().scale
-    return gens.shown(k), gens.decoding(k), any(run.error is not None for _, _, run in gens.runs)
+    """What the step viewer's picture depends on besides the session's own controls: the scale shown (the one asked
+    for once computed; until then the page holds the one it showed, so that it redraws once, not at every scale
+    computed meanwhile: its runs stay few while the student clicks on), whether that image is still being decoded,
+    whether a generation failed."""
+    s = state.get()
+    held = s.drawn[0] if s.drawn else 0
+    return gens.shown(s.scale, held), gens.decoding(s.scale), any(run.error is not None for _, _, run in gens.runs)
 
 
 def _tick(gens: Generations) -> None:
