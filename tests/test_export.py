@@ -166,7 +166,7 @@ def test_figure_command_writes_the_library_strip_with_the_recommended_sampling(s
     expected = export.strip_image(steps, codebook(vqvae))
     np.testing.assert_array_equal(np.asarray(Image.open(out).convert("RGB")), np.asarray(expected))
     err = capsys.readouterr().err
-    assert "(a strip of 7 scales): built-in shapes, class 3 'yellow ring', cfg 1.5, top-k 20, top-p 0.0, seed 0" in err
+    assert "(a strip of 7 scales): built-in shapes, class 3 'yellow ring', cfg 1.5, top-k 20, top-p 0.0, more_smooth False, seed 0" in err
 
 
 def test_figure_command_gif_unconditional_in_bfloat16(tmp_path, capsys):
