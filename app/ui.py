@@ -127,3 +127,12 @@ def settings_caption(model: LoadedModel, settings: GenSettings) -> str:
             f"top-k {settings.top_k}{' (off)' if settings.top_k == 0 else ''}, "
             f"top-p {settings.top_p:g}{' (off)' if settings.top_p == 0 else ''}, "
             f"{'smoothing' if settings.smooth else 'no smoothing'}")
+
+
+def drawn_or_explained(view, model: LoadedModel) -> None:
+    """Draw a page's body, ``view(model)``; a failure anywhere in it is explained in an error box, never shown as a
+    traceback (which would carry server paths)."""
+    try:
+        view(model)
+    except Exception as err:      # noqa: BLE001 -- a failure anywhere on the page is explained, never a traceback
+        st.error(f"This page could not be drawn: {loaders.friendly_error(err)}")

@@ -102,6 +102,13 @@ def measured(model: LoadedModel) -> None:
                                                       color="variable:N").properties(height=220), width="stretch")
 
 
+def cost_view(model: LoadedModel) -> None:
+    """The page's three parts: counted costs, how they grow with the side, measured times."""
+    counted(model.var.config)
+    growth(model.var.config)
+    measured(model)
+
+
 def main() -> None:
     st.title("Cost: K steps instead of n² steps")
     ui.explain(
@@ -114,13 +121,7 @@ def main() -> None:
         "attention grows like n⁴ against AR's n⁶; with a cache, AR attention is actually smaller: read the FLOP "
         "columns carefully. In the measured times, the last (largest) scales dominate.",
         ("cost_and_scale",))
-    model = ui.current_model()
-    try:
-        counted(model.var.config)
-        growth(model.var.config)
-        measured(model)
-    except Exception as err:      # noqa: BLE001 -- a failure anywhere on the page is explained, never a traceback
-        st.error(f"This page could not be drawn: {loaders.friendly_error(err)}")
+    ui.drawn_or_explained(cost_view, ui.current_model())
 
 
 main()

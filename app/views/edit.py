@@ -327,10 +327,7 @@ def main() -> None:
         "changes a large area; at a fine scale it stays local.",
         ("editing",))
     model = ui.current_model()
-    try:
-        edit_view(model)
-    except Exception as err:      # noqa: BLE001 -- a failure anywhere on the page is explained, never a traceback
-        st.error(f"This page could not be drawn: {loaders.friendly_error(err)}")
+    ui.drawn_or_explained(edit_view, model)
 
 
 main()

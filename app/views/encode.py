@@ -150,10 +150,7 @@ def main() -> None:
         "last ones fine detail. VAR's transformer is trained to predict exactly these token maps, coarse to fine.",
         ("images_as_tokens", "multiscale_residual"))
     model = ui.current_model()
-    try:
-        encoding_view(model)
-    except Exception as err:      # noqa: BLE001 -- a failure anywhere on the page is explained, never a traceback
-        st.error(f"This page could not be drawn: {loaders.friendly_error(err)}")
+    ui.drawn_or_explained(encoding_view, model)
 
 
 main()
