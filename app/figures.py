@@ -23,7 +23,7 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from app import traces
+from app import attention_jobs, traces
 from app.loaders import load_model
 from app.traces import GenSettings
 from varlite import complexity, viz
@@ -356,8 +356,8 @@ def mask_figure(patch_nums: tuple[int, ...], si: int) -> bytes:
 @st.cache_data(show_spinner="Drawing...", max_entries=256, ttl=3600)
 def attention_figure(settings: GenSettings, si: int, row: int, col: int, layer: int, head: int | None) -> bytes:
     model = load_model(settings.model_key)
-    step = traces.step_with_attention_row(traces.generation(settings).steps[si],
-                                          traces.attention_at(settings, si, row, col), row, col)
+    step = attention_jobs.step_with_attention_row(traces.generation(settings).steps[si],
+                                                  attention_jobs.attention_at(settings, si, row, col), row, col)
     return fig_png(viz.attention_figure(step, model.patch_nums, layer, head, row, col))
 
 

@@ -31,11 +31,10 @@ from safetensors import safe_open
 from app.training_runs import run_card, shown_path
 from app.uploads import UploadedFileError, literal, model_name, upload_store, without_upload_folder
 from varlite import builtin, imagenet, pretrained
-from varlite.cli import class_names_for
 from varlite.core.configs import get_preset
 from varlite.core.var import VAR, block_causal_bias, scale_index_of_tokens
 from varlite.core.vqvae import VQVAE
-from varlite.data import cifar10, shapes
+from varlite.data import cifar10, class_names_for, shapes
 from varlite.device import pick_device
 from varlite.safe_io import CheckpointError, check_finite, read_torch_file
 from varlite.train.checkpoint import FORMAT as TRAIN_CHECKPOINT_FORMAT, VERSION as TRAIN_CHECKPOINT_VERSION

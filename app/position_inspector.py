@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import figures, loaders, state, traces
+from app import attention_jobs, figures, loaders, state
 from app.loaders import LoadedModel
 from app.traces import GenSettings
 from varlite.core.trace import ScaleStep
@@ -87,7 +87,7 @@ def inspector(model: LoadedModel, step: ScaleStep, settings: GenSettings, si: in
 def _attention(settings: GenSettings, si: int, row: int, col: int) -> None:
     """The picked token's attention over every scale it can see, for a chosen layer and head (or their mean)."""
     try:
-        att = traces.attention_at(settings, si, int(row), int(col))
+        att = attention_jobs.attention_at(settings, si, int(row), int(col))
     except Exception as err:     # noqa: BLE001
         st.error(f"Could not capture attention: {loaders.friendly_error(err)}")
         return

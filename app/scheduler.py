@@ -1,6 +1,6 @@
 """The generation scheduler of the server: one queue per model, whose waiting requests run together as one batch.
 
-A job is anything with these attributes (``traces.GenerationRun`` and ``traces.AttentionJob`` in the app, simple
+A job is anything with these attributes (``traces.GenerationRun`` and ``attention_jobs.AttentionJob`` in the app, simple
 objects in the tests): ``lane`` (the model's key), ``batch_key`` (jobs with equal keys may share one batch),
 ``max_rows`` (the most rows a batch of them may hold), ``gathers`` (whether its batch waits for others to join: a
 slow model), ``wanted()`` (whether a live session still wants it) and ``compute(batch, scheduler)``, which computes a

@@ -40,6 +40,7 @@ from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from app import inputs
 from app.loaders import LoadedModel, load_model
+from app.prefix_decoder import Decoder
 from app.scheduler import Place, Scheduler
 from varlite.complexity import attention_capture_bytes
 from varlite.core.trace import EncodeStep, ScaleStep
@@ -52,7 +53,6 @@ DECODE_ALL_UP_TO = 64                    # models with images up to this side de
 BATCH_KV_BYTES = 2**30                   # a batch holds at most this much KV cache (d16: 6 rows of 178 MB)
 MAX_BATCH_ROWS = 32
 MAX_WANTED = 4                           # the runs one session may be waiting for at once (the newest kept)
-WISH_S = 1.5                             # a wish for a decoded prefix lapses unless renewed within this (Decoder)
 
 
 def streams(model) -> bool:
@@ -122,19 +122,6 @@ def _nbytes(x) -> int:
 def step_nbytes(step: ScaleStep) -> int:
     return _nbytes([step.tokens, step.embedding, step.contribution, step.f_hat, step.logits, step.raw_logits,
                     step.attention or []])
-
-
-def row_of(step: ScaleStep, b: int) -> ScaleStep:
-    """Row b of a detached batch step, as the step of a solo run (its own copies: the batch's tensors are freed
-    with the batch). Raw logits keep row b's conditional and unconditional rows (b and B + b)."""
-    B = step.tokens.shape[0]
-    if B == 1:
-        return step
-    one = lambda x: x[b:b + 1].clone()        # noqa: E731
-    return replace(step, cfg=step.cfg[b] if isinstance(step.cfg, (list, tuple)) else step.cfg,
-                   tokens=one(step.tokens), embedding=one(step.embedding), contribution=one(step.contribution),
-                   f_hat=one(step.f_hat), logits=one(step.logits), raw_logits=step.raw_logits[[b, B + b]],
-                   attention=None if step.attention is None else [one(a) for a in step.attention])
 
 
 # ------------------------------------------------------------------------------------------------ sessions
@@ -277,7 +264,7 @@ def compute_batch(runs: list[GenerationRun], scheduler: Scheduler) -> None:
                 detached = step.detached(decode=False)
                 for b, run in enumerate(rows):
                     if any(run is live for live in regroup.live):
-                        run.publish(row_of(detached, b))
+                        run.publish(detached.row(b))
                 if regroup.restart is not None or not regroup.live:
                     restart = regroup.restart
                     break
@@ -288,42 +275,6 @@ def compute_batch(runs: list[GenerationRun], scheduler: Scheduler) -> None:
     except BaseException as err:      # noqa: BLE001 -- handed to the pages, which explain it
         for run in rows:
             run.fail(err)
-
-
-# ------------------------------------------------------------------------------------------------ decoding
-class Decoder:
-    """Decodes, in one background thread, the prefix images that pages are showing (a large model's: seconds
-    each). A page renews its wish on every redraw (``want``); the newest wish goes first, and a wish not renewed
-    within WISH_S lapses (the student has moved on), so only what someone is looking at is decoded."""
-
-    def __init__(self):
-        self._wishes: dict[tuple[int, int], tuple[float, GenerationRun, int, LoadedModel]] = {}
-        self._lock = threading.Lock()
-        self._worker: threading.Thread | None = None
-
-    def want(self, run: GenerationRun, si: int, model: LoadedModel) -> None:
-        with self._lock:
-            self._wishes[(id(run), si)] = (time.monotonic(), run, si, model)
-            if self._worker is None:
-                self._worker = threading.Thread(target=self._work, daemon=True, name="varlite-decode")
-                self._worker.start()
-
-    def _work(self) -> None:
-        while True:
-            with self._lock:
-                now = time.monotonic()
-                fresh = {key: wish for key, wish in self._wishes.items()
-                         if now - wish[0] <= WISH_S and wish[2] not in wish[1].decoded()}
-                self._wishes = fresh
-                if not fresh:
-                    self._worker = None
-                    return
-                key = max(fresh, key=lambda k: fresh[k][0])
-                _, run, si, model = self._wishes.pop(key)
-            try:
-                run.image(si, model)
-            except Exception:      # noqa: BLE001 -- the page decodes it itself then, and shows the error
-                pass
 
 
 # ------------------------------------------------------------------------------------------------ the store
@@ -447,6 +398,13 @@ def want_image(run: GenerationRun, si: int, model: LoadedModel) -> None:
     trace_store().decoder.want(run, si, model)
 
 
+def wait_scheduled(job, what: str) -> None:
+    """Wait until the scheduler's ``job`` ended; GenerationStopped if it was dropped first (its session closed)."""
+    while not job.done.wait(0.5):
+        if not trace_store().scheduler.scheduled(job):
+            raise GenerationStopped(f"{what} was cancelled before it ended")
+
+
 class GenerationStopped(RuntimeError):
     """A generation was cancelled (superseded by a newer request, or its session closed) before it ended."""
 
@@ -454,83 +412,10 @@ class GenerationStopped(RuntimeError):
 def finished_generation(settings: GenSettings) -> GenerationRun:
     """The generation of ``settings``, waited for until every scale is computed; raises its error if it failed."""
     run = generation(settings)
-    _wait_scheduled(run, "the generation")
+    wait_scheduled(run, "the generation")
     if run.error is not None:
         raise run.error
     return run
-
-
-# ------------------------------------------------------------------------------------------------ attention
-class AttentionJob:
-    """The attention of the token ``i`` of scale ``si`` of a generation, captured by running the generation again up
-    to that scale (same seed, so the same tokens): a job of the scheduler that runs alone in its model's lane, so that
-    it waits for the batches ahead instead of slowing them down."""
-
-    def __init__(self, settings: GenSettings, si: int, i: int, model: LoadedModel):
-        self.settings, self.si, self.i = settings, si, i
-        self.lane, self.batch_key, self.max_rows, self.gathers = settings.model_key, ("attention", id(self)), 1, False
-        self.model = weakref.ref(model)
-        self.owner = session_id()
-        self.result: np.ndarray | None = None      # (layers, heads, end) float32
-        self.error: BaseException | None = None
-        self.done = threading.Event()
-
-    def wanted(self) -> bool:
-        return not self.done.is_set() and session_alive(self.owner)
-
-    @staticmethod
-    def compute(batch: list[AttentionJob], scheduler: Scheduler) -> None:
-        job = batch[0]
-        try:
-            model = job.model()
-            if model is None:
-                raise RuntimeError("the model was unloaded before the attention could be captured: ask again")
-            for live in model.var.generate_steps([job.settings.label], capture_attention=True, **job.settings.args()):
-                if live.scale == job.si:
-                    job.result = np.stack([w[0, :, job.i, :].float().cpu().numpy() for w in live.attention])
-                    break
-                if not scheduler.boundary(job.lane, batch).live:
-                    break
-        except BaseException as err:      # noqa: BLE001 -- handed to the page, which explains it
-            job.error = err
-        finally:
-            job.done.set()
-
-
-def _wait_scheduled(job, what: str) -> None:
-    """Wait until the scheduler's ``job`` ended; GenerationStopped if it was dropped first (its session closed)."""
-    while not job.done.wait(0.5):
-        if not trace_store().scheduler.scheduled(job):
-            raise GenerationStopped(f"{what} was cancelled before it ended")
-
-
-@st.cache_data(show_spinner="Capturing attention...", max_entries=256, ttl=3600)
-def attention_at(settings: GenSettings, si: int, row: int, col: int) -> np.ndarray:
-    """(layers, heads, end) float32: the attention of the token at (row, col) of scale ``si`` over every token it
-    can see. Small models keep it in the trace; for larger ones the generation is run again with attention capture
-    up to scale ``si`` (``AttentionJob``) and only this row is kept."""
-    step = finished_generation(settings).steps[si]
-    i = row * step.pn + col
-    if step.attention is not None:
-        return np.stack([w[0, :, i, :].float().cpu().numpy() for w in step.attention])
-    job = AttentionJob(settings, si, i, load_model(settings.model_key))
-    trace_store().scheduler.submit(job)
-    _wait_scheduled(job, "capturing the attention")
-    if job.error is not None:
-        raise job.error
-    if job.result is None:
-        raise GenerationStopped("capturing the attention was cancelled before it ended")
-    return job.result
-
-
-def step_with_attention_row(step: ScaleStep, att_nLnHLk: np.ndarray, row: int, col: int) -> ScaleStep:
-    """``step`` with one position's attention (layers, heads, Lk) as per-layer (1, heads, l, Lk) tensors in which
-    only that position's row is meaningful (an expanded view, no l x Lk copy): what ``viz.attention_figure`` reads."""
-    n_layers, n_heads, Lk = att_nLnHLk.shape
-    l = step.pn * step.pn
-    rows = [torch.from_numpy(np.ascontiguousarray(att_nLnHLk[i])).view(1, n_heads, 1, Lk).expand(1, n_heads, l, Lk)
-            for i in range(n_layers)]
-    return replace(step, attention=rows)
 
 
 # ------------------------------------------------------------------------------------------------ encoding

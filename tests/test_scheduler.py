@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("streamlit")
 
-from app import traces  # noqa: E402
+from app import attention_jobs, traces  # noqa: E402
 from app.scheduler import Place, Scheduler  # noqa: E402
 from app.traces import GenSettings, TraceStore  # noqa: E402
 from tests.test_app import tiny_model  # noqa: E402
@@ -311,7 +311,7 @@ def test_the_decoder_decodes_what_a_page_shows(model):
 def test_attention_is_captured_in_the_models_lane(model):
     store = TraceStore()
     settings = GenSettings(model.key, 1, seed=4, cfg=2.0)
-    job = traces.AttentionJob(settings, si=2, i=5, model=model)
+    job = attention_jobs.AttentionJob(settings, si=2, i=5, model=model)
     store.scheduler.submit(job)
     assert job.done.wait(30) and job.error is None
     want = next(s for s in model.var.generate_steps([1], capture_attention=True, **settings.args()) if s.scale == 2)

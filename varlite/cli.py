@@ -19,13 +19,13 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from . import course, imagenet
-from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults, save_builtin
+from . import course
+from .builtin import DEFAULT_SAMPLING, BuiltinError, list_builtin, load_builtin, sampling_defaults
 from .command import OneLineParser, add_debug_option, device_name, number_in, run_command
 from .core.var import VAR
 from .core.vqvae import VQVAE
-from .data import DATASET_NAMES, DatasetError, download_cifar10
-from .data import class_names as dataset_class_names
+from .data import DatasetError, download_cifar10
+from .data import class_names_for
 from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .device import pick_device
 from .download import DownloadError, varlite_home
@@ -103,29 +103,6 @@ class GenerationModel:
     description: str
     sampling: dict
     class_names: list[str]
-
-
-def folder_class_names(data_root: str | Path) -> list[str] | None:
-    """The class names of a ``folder`` dataset, by ``ImageFolder``'s rule without reading any image: the sorted
-    names of the non-hidden sub-folders of ``<data_root>/train`` (or of ``data_root`` when it has no train/);
-    None when the folder is not there."""
-    root = Path(data_root).expanduser()
-    split = root / "train" if (root / "train").is_dir() else root
-    if not split.is_dir():
-        return None
-    return sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def class_names_for(dataset: str | None, num_classes: int, data_root: str | Path | None = None) -> list[str]:
-    """A dataset's names (shapes, cifar10; a built-in model is named after its dataset; a ``folder`` dataset's
-    from its sub-folders when ``data_root`` is given and still there), ImageNet names for 1,000 classes, else
-    blanks."""
-    names = dataset_class_names(dataset) if dataset in DATASET_NAMES else None
-    if names is None and dataset == "folder" and data_root:
-        names = folder_class_names(data_root)
-    if names is None and num_classes == imagenet.NUM_CLASSES:
-        names = imagenet.class_names()
-    return list(names) if names is not None and len(names) == num_classes else [""] * num_classes
 
 
 def load_generation_model(model: str, vae: str | None, cache_dir: str | None, device: torch.device) -> GenerationModel:
@@ -275,23 +252,6 @@ def cmd_generate(args) -> int:
           f"top-k {sampling['top_k']}, top-p {sampling['top_p']}, more_smooth {args.more_smooth}, seed {args.seed}, "
           f"{device}, {args.precision}, {seconds:.1f} s"
           + (f"; per-scale PNGs in {steps_out}" if steps_out is not None else ""), file=sys.stderr)
-    return 0
-
-
-def cmd_export_run(args) -> int:
-    """Write a train-var run's VQVAE and VAR weights -- no optimizer state, no RNG -- as one .safetensors file in the
-    built-in models' format (float16 or int8 storage, the preset and the run's guidance in its header): a few MB
-    instead of the checkpoint's tens, small enough for the walkthrough's upload (Models page)."""
-    from .train.transformer import load_var_run
-    out = Path(args.out)
-    if out.suffix != ".safetensors" or out.is_dir():
-        raise ValueError(f"--out must name a .safetensors file; got {args.out!r}")
-    var, configs = load_var_run(args.run)
-    train = configs["train"]
-    sampling = {"cfg": train["sample_cfg"], "top_k": 0, "top_p": 0.0}
-    path = save_builtin(out, train["preset"], var.vqvae, var, sampling, args.storage)
-    print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB, {args.storage}, preset {train['preset']}, "
-          f"cfg {train['sample_cfg']}): upload it on the walkthrough's Models page", file=sys.stderr)
     return 0
 
 
@@ -465,15 +425,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="the folder to copy them into (made if missing; files already there are kept)")
     p.set_defaults(func=cmd_lessons)
 
-    p = sub.add_parser("export-run", help="write a train-var run's weights as one small .safetensors file (for the "
-                                          "walkthrough's upload)", description=cmd_export_run.__doc__)
-    p.add_argument("run", help="a train-var run folder or its checkpoint.pt")
-    p.add_argument("--out", required=True, help="the .safetensors file to write")
-    p.add_argument("--storage", choices=("float16", "int8"), default="float16",
-                   help="float16 (default) or int8 (about half the size; weights rounded per output channel)")
-    p.set_defaults(func=cmd_export_run)
-
-    train_cli.add_subcommands(sub)    # train-tokenizer, train-var, train-classifier, evaluate, export-builtin
+    train_cli.add_subcommands(sub)    # train-tokenizer, train-var, train-classifier, evaluate, export-builtin,
+                                      # export-run
     add_debug_option(parser, sub)
     return parser
 

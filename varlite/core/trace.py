@@ -137,17 +137,19 @@ class ScaleStep:
     def row(self, b: int) -> ScaleStep:
         """Row b of a batched step as a step of its own (batch 1): what a solo generation with that row's label and
         settings yields (the attention and the conditional / unconditional logits of that row; its image if decoded).
-        A scheduler that runs several requests as one batch hands each its rows this way."""
+        A scheduler that runs several requests as one batch hands each its rows this way; the row's tensors are
+        copies, so the batch's can be freed."""
         B = self.tokens.shape[0]
         if not 0 <= b < B:
             raise IndexError(f"row {b} does not exist: this step has {B} rows")
-        one = slice(b, b + 1)
+        def one(x: torch.Tensor) -> torch.Tensor:       # a copy: the batch's tensors can be freed
+            return x[b:b + 1].clone()
         return dataclasses.replace(
-            self, tokens=self.tokens[one], embedding=self.embedding[one], contribution=self.contribution[one],
-            f_hat=self.f_hat[one], logits=self.logits[one], raw_logits=self.raw_logits[[b, B + b]],
-            cfg=self.cfg[b] if isinstance(self.cfg, list) else self.cfg,
-            attention=None if self.attention is None else [weights[one] for weights in self.attention],
-            _image=None if self._image is None else self._image[one])
+            self, tokens=one(self.tokens), embedding=one(self.embedding), contribution=one(self.contribution),
+            f_hat=one(self.f_hat), logits=one(self.logits), raw_logits=self.raw_logits[[b, B + b]],
+            cfg=self.cfg[b] if isinstance(self.cfg, (list, tuple)) else self.cfg,
+            attention=None if self.attention is None else [one(weights) for weights in self.attention],
+            _image=None if self._image is None else one(self._image))
 
     def detached(self, decode: bool = True) -> ScaleStep:
         """This step on the CPU, out of autograd, with no reference to the model (``decoder`` is None): safe to cache,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import imagenet
 from . import cifar10, shapes
 from .base import CorruptDatasetError, DatasetError, DatasetNotFoundError, ImageDataset, to_pm1  # noqa: F401
 from .cifar10 import CIFAR10, download_cifar10, find_cifar10  # noqa: F401
@@ -47,5 +48,29 @@ def class_names(name: str) -> list[str] | None:
     return {"shapes": list(shapes.CLASS_NAMES), "cifar10": list(cifar10.CLASSES)}.get(name)
 
 
+def folder_class_names(data_root: str | Path) -> list[str] | None:
+    """The class names of a ``folder`` dataset, by ``ImageFolder``'s rule without reading any image: the sorted
+    names of the non-hidden sub-folders of ``<data_root>/train`` (or of ``data_root`` when it has no train/);
+    None when the folder is not there."""
+    root = Path(data_root).expanduser()
+    split = root / "train" if (root / "train").is_dir() else root
+    if not split.is_dir():
+        return None
+    return sorted(p.name for p in split.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def class_names_for(dataset: str | None, num_classes: int, data_root: str | Path | None = None) -> list[str]:
+    """A dataset's names (shapes, cifar10; a built-in model is named after its dataset; a ``folder`` dataset's
+    from its sub-folders when ``data_root`` is given and still there), ImageNet names for 1,000 classes, else
+    blanks."""
+    names = class_names(dataset) if dataset in DATASET_NAMES else None
+    if names is None and dataset == "folder" and data_root:
+        names = folder_class_names(data_root)
+    if names is None and num_classes == imagenet.NUM_CLASSES:
+        names = imagenet.class_names()
+    return list(names) if names is not None and len(names) == num_classes else [""] * num_classes
+
+
 __all__ = ["DatasetError", "DatasetNotFoundError", "CorruptDatasetError", "to_pm1", "ImageDataset", "CIFAR10",
-           "download_cifar10", "find_cifar10", "ImageFolder", "Shapes", "DATASET_NAMES", "load_dataset", "class_names"]
+           "download_cifar10", "find_cifar10", "ImageFolder", "Shapes", "DATASET_NAMES", "load_dataset", "class_names",
+           "class_names_for", "folder_class_names"]

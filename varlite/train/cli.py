@@ -1,6 +1,6 @@
 """Command line for training and evaluation: the ``python -m varlite <command>`` subcommands registered here.
 
-Commands: train-tokenizer, train-var, train-classifier, evaluate, export-builtin. Every field of a training
+Commands: train-tokenizer, train-var, train-classifier, evaluate, export-builtin, export-run. Every field of a training
 config is an option of the same name (``batch_size`` -> ``--batch-size``). Data parallel: start the same
 command with ``torchrun --nproc_per_node N -m varlite ...``.
 """
@@ -45,12 +45,13 @@ def _train(trainer_cls, config_cls):
 
 
 def add_subcommands(subparsers) -> None:
-    """Register train-tokenizer, train-var, train-classifier, evaluate and export-builtin on an argparse
+    """Register train-tokenizer, train-var, train-classifier, evaluate, export-builtin and export-run on an argparse
     subparsers object (``python -m varlite`` calls this)."""
     from .classifier import ClassifierTrainConfig, ClassifierTrainer
     from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
     from .transformer import VarTrainConfig, VarTrainer
-    from .evaluate import cmd_evaluate, cmd_export_builtin, add_evaluate_options, add_export_options
+    from .evaluate import (add_evaluate_options, add_export_options, add_export_run_options, cmd_evaluate,
+                           cmd_export_builtin, cmd_export_run)
 
     for name, config_cls, trainer_cls, text in [
             ("train-tokenizer", TokenizerTrainConfig, TokenizerTrainer, "train the multi-scale VQVAE"),
@@ -66,4 +67,8 @@ def add_subcommands(subparsers) -> None:
     p = subparsers.add_parser("export-builtin", help="write a VAR run as a shipped varlite/weights/<name>.pth")
     add_export_options(p)
     p.set_defaults(func=cmd_export_builtin)
+    p = subparsers.add_parser("export-run", help="write a train-var run's weights as one small .safetensors file "
+                                                 "(for the walkthrough's upload)", description=cmd_export_run.__doc__)
+    add_export_run_options(p)
+    p.set_defaults(func=cmd_export_run)
 

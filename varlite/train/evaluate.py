@@ -155,3 +155,26 @@ def cmd_export_builtin(args) -> int:
     print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.2f} MiB); write its model card {path.with_suffix('.md')}",
           file=sys.stderr)
     return 0
+
+
+def cmd_export_run(args) -> int:
+    """Write a train-var run's VQVAE and VAR weights -- no optimizer state, no RNG -- as one .safetensors file in the
+    built-in models' format (float16 or int8 storage, the preset and the run's guidance in its header): a few MB
+    instead of the checkpoint's tens, small enough for the walkthrough's upload (Models page)."""
+    out = Path(args.out)
+    if out.suffix != ".safetensors" or out.is_dir():
+        raise ValueError(f"--out must name a .safetensors file; got {args.out!r}")
+    var, configs = load_var_run(args.run)
+    train = configs["train"]
+    sampling = {"cfg": train["sample_cfg"], "top_k": 0, "top_p": 0.0}
+    path = save_builtin(out, train["preset"], var.vqvae, var, sampling, args.storage)
+    print(f"wrote {path} ({path.stat().st_size / 2 ** 20:.1f} MiB, {args.storage}, preset {train['preset']}, "
+          f"cfg {train['sample_cfg']}): upload it on the walkthrough's Models page", file=sys.stderr)
+    return 0
+
+
+def add_export_run_options(p) -> None:
+    p.add_argument("run", help="a train-var run folder or its checkpoint.pt")
+    p.add_argument("--out", required=True, help="the .safetensors file to write")
+    p.add_argument("--storage", choices=("float16", "int8"), default="float16",
+                   help="float16 (default) or int8 (about half the size; weights rounded per output channel)")
