@@ -2,10 +2,10 @@
 
 The page is ``main``: the sampling controls (setting A, and B when comparing), the generations they name
 (``traces.generations``: this session's request to the server's scheduler, which computes requests made together as
-one batch and shares every run between sessions), then two fragments: ``watcher``, a few captions that look
-again every ``POLL_S`` while a scale is being computed or decoded and rerun the page when what it shows must change,
-and ``step_viewer``, which draws the scale (and reruns itself on a timer while playing). Every function is given the model and the generations
-it draws (``Generations``); the session's settings come from ``state.get()``.
+one batch and shares every run between sessions), then two fragments: ``watcher``, a few captions that look again
+every ``POLL_S`` while a scale is being computed or decoded and rerun the page when what it shows must change, and
+``step_viewer``, which draws the scale (on a timer while playing). Every function is given the model and the
+generations it draws (``Generations``); the session's settings come from ``state.get()``.
 
 The scale asked for is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
 server's value, so every click the server receives counts, and the slider is drawn from that number. The scale shown
@@ -27,9 +27,8 @@ streamlit/runtime/scriptrunner_utils/script_requests.py), so the script never se
 step viewer never blocks (no waiting for a scale, no decoding of a large image in its run): its runs are short, so
 clicks 300 ms apart all count (tests/test_browser.py::test_every_click_counts, and on d16 while the scales are
 still being computed, tests/test_browser_d16.py). Counting faster clicks would take a widget whose value the browser
-itself increments (a custom component).
-
-A click on the token, probability or entropy map picks a position (app/position_inspector.py).
+itself increments (a custom component). A click on a token, probability or entropy map picks a position
+(app/position_inspector.py).
 """
 from __future__ import annotations
 
