@@ -56,8 +56,8 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise CheckpointError(f"{path} is {found} checkpoint, but a {kind!r} checkpoint is needed here")
     for key, kinds in (("configs", dict), ("model", dict), ("step", int)):
         if not isinstance(ckpt.get(key), kinds):
-            raise CheckpointError(f"{path} is damaged: its '{key}' entry is missing or not a {kinds.__name__}; "
-                                  f"delete it and retrain, or resume from an older copy")
+            raise CheckpointError(f"{path} is damaged: its '{key}' entry is missing or of the wrong type (a "
+                                  f"{kinds.__name__} is expected); delete it and retrain, or resume from an older copy")
     return ckpt
 
 
