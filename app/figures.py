@@ -125,6 +125,18 @@ def block_mask(patch_nums: tuple[int, ...], scale: int, query: int | None = None
     return png(rgb)
 
 
+def block_mask_caption(patch_nums: tuple[int, ...], scale: int) -> str:
+    """What ``block_mask`` shows of ``scale``. At the first scale the scale's one row is the 1x1 token's, one pixel
+    high, and it may attend only to itself: its one orange cell is under the picked token's blue, so no orange row
+    can be seen; the caption names what can (the blue corner, the ticks, the grey staircase)."""
+    L = sum(p * p for p in patch_nums)
+    if scale == 0:
+        return (f"attention mask, L={L}: at scale 1 the only query is the 1x1 token, the top row (one pixel high; "
+                f"the blue ticks in the margins point at it). It sees only itself: the blue top-left corner. The "
+                f"grey staircase below is what the later scales' rows will see")
+    return f"attention mask, L={L}: scale {scale + 1}'s rows in orange, the picked token's row in blue"
+
+
 # ------------------------------------------------------------------------------------------------ clickable maps
 PICK, BRUSH = "pick", "brush"          # names of the point and interval selections of every clickable map
 

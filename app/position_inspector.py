@@ -17,6 +17,7 @@ from varlite.core.trace import ScaleStep
 
 CLICKABLE = ("tokens", "probability", "entropy")
 INSPECTOR_PX = 150
+MEAN_OVER_HEADS = "mean"      # the attention view's head choice that averages the heads
 
 
 def take_clicks(si: int, pn: int) -> tuple[int, int]:
@@ -96,9 +97,11 @@ def _attention(settings: GenSettings, si: int, row: int, col: int) -> None:
     with a:
         layer = state.bound(st.selectbox, "Layer", "gen_att_layer", default=n_layers - 1,
                             options=list(range(n_layers)))
-    with b:
-        head = state.bound(st.selectbox, "Head", "gen_att_head", default=None, options=[None] + list(range(n_heads)),
-                           format_func=lambda h: "mean over heads" if h is None else f"head {h}")
-    st.image(figures.attention_figure(settings, si, int(row), int(col), int(layer), head), width="stretch")
+    with b:          # "mean" is an option of its own: a None value would show as no choice ("Choose an option")
+        head = state.bound(st.selectbox, "Head", "gen_att_head", default=MEAN_OVER_HEADS,
+                           options=[MEAN_OVER_HEADS] + list(range(n_heads)),
+                           format_func=lambda h: "mean over heads" if h == MEAN_OVER_HEADS else f"head {h}")
+    st.image(figures.attention_figure(settings, si, int(row), int(col), int(layer),
+                                      None if head == MEAN_OVER_HEADS else int(head)), width="stretch")
     st.caption("One map per scale this token can see (its own included, the token outlined); the titles "
                "give each scale's share of the attention. Brighter = more attention.")

@@ -248,6 +248,8 @@ def test_inspector_shows_candidates_and_attention_per_layer_and_head():
     assert any("Position **(0, 1)**: chosen token" in m.value for m in at.markdown)
     at.toggle(key="gen_show_att").set_value(True).run()
     assert_clean(at)
+    head = at.selectbox(key="gen_att_head")      # the figure's default, shown as the choice (not "Choose an option")
+    assert head.index == 0 and head.options[0] == "mean over heads"
     at.selectbox(key="gen_att_layer").set_value(0).run()
     at.selectbox(key="gen_att_head").set_value(0).run()
     assert_clean(at)
@@ -281,6 +283,18 @@ def test_one_token_is_singular_in_the_heading():
     at = new_app()
     assert next(h.value for h in at.subheader if h.value.startswith("Scale 1 ")).startswith(
         "Scale 1 of 7: 1x1 = 1 token, predicted")
+
+
+def mask_caption(at: AppTest) -> str:
+    return next(c for img in at.image for c in img.captions if c.startswith("attention mask"))
+
+
+def test_the_mask_caption_promises_only_what_can_be_seen():
+    """At scale 1 the scale's one row is one pixel high and its one cell is the picked token's blue: no orange row."""
+    at = new_app()
+    assert "in orange" not in mask_caption(at) and "only query is the 1x1 token" in mask_caption(at)
+    at.button(key="gen_next").click().run()
+    assert "scale 2's rows in orange" in mask_caption(at)
 
 
 def test_invalid_settings_are_refused_with_the_librarys_reason():

@@ -360,8 +360,7 @@ def _draw_panels(gens: Generations, layout: StepLayout, si: int, pick: tuple[int
         else:
             _draw_decoded(gens, slot, name, settings, si, pick)
     layout.mask.image(figures.block_mask(gens.model.patch_nums, si, row * step_a.pn + col), width="stretch",
-                      output_format="PNG", caption=f"attention mask, L={step_a.total_tokens}: scale {si + 1}'s rows "
-                                                   f"in orange, the picked token's row in blue")
+                      output_format="PNG", caption=figures.block_mask_caption(gens.model.patch_nums, si))
 
 
 def step_viewer(gens: Generations, timers: tuple) -> None:
