@@ -6,8 +6,10 @@ before the widget is drawn and copied into the object by the widget's ``on_chang
 the script, so the page always draws from the new value). The object lives in ``st.session_state["settings"]``.
 
 When the model changes, ``adopt_model`` resets what belongs to the old model at once (class, scale, inspected
-position, the other pages' controls) and clamps the sampling settings the user chose to what the new model can
-take, with a note saying so; settings the user never touched follow the new model's recommendation.
+position, the other pages' controls) and sets the sampling settings (cfg, top-k, top-p) to the new model's
+recommendation (its card's, ``varlite.builtin.sampling_defaults``; the official demo's for official models,
+``varlite.pretrained.DEMO_SAMPLING``), with a note saying so when they change: guidance chosen for one model is no
+guide for another (shapes looks best at cfg 1.5, cifar10 at 8). ``use_recommended`` puts them back on request.
 """
 from __future__ import annotations
 
@@ -44,8 +46,8 @@ class Settings:
     pick_x: float = 0.5                  # each scale inspects the token whose cell contains it (``position``)
     view: dict[str, Any] = field(default_factory=dict)    # the other pages' controls, by widget key
     custom_pairs: list[tuple[str, str]] = field(default_factory=list)   # (vae, var) files loaded on the Models page
-    touched: set[str] = field(default_factory=set)        # sampling fields the user changed
-    notes: list[str] = field(default_factory=list)        # what the last model change clamped
+    notes: list[str] = field(default_factory=list)        # what the last model change (or the link) changed
+    linked: bool = False                 # the page's link (its query parameters) was read: once per session
 
     def position(self, side: int) -> tuple[int, int]:
         """(row, col) of the token of a side x side scale whose cell contains the picked point: the same image
@@ -70,22 +72,37 @@ def get(default_model: str | None = None) -> Settings:
     return ss["settings"]
 
 
+def recommended(model: LoadedModel) -> dict:
+    """The model's recommended sampling settings: {"cfg": float, "top_k": int, "top_p": float}."""
+    return {name: model.default(name) for name in SAMPLING_FIELDS}
+
+
+def sampling_words(values: dict) -> str:
+    """'cfg 4, top-k 900, top-p 0.95' ('(off)' after a filter at 0)."""
+    return (f"cfg {values['cfg']:g}, top-k {values['top_k']}{' (off)' if values['top_k'] == 0 else ''}, "
+            f"top-p {values['top_p']:g}{' (off)' if values['top_p'] == 0 else ''}")
+
+
+def use_recommended(model: LoadedModel) -> None:
+    """Set cfg (of A and B), top-k and top-p to the model's recommendation."""
+    s = get()
+    for name, value in recommended(model).items():
+        setattr(s, name, value)
+    s.cfg_b = s.cfg
+
+
 def adopt_model(model: LoadedModel) -> None:
     """Make the settings belong to ``model`` (a no-op when they already do); see the module docstring."""
     s = get()
     if s.adopted_key == model.key:
         return
     first = s.adopted_key is None
+    before = {name: getattr(s, name) for name in SAMPLING_FIELDS}
+    use_recommended(model)
     notes = []
-    for name in SAMPLING_FIELDS:
-        if name not in s.touched:
-            setattr(s, name, model.default(name))
-    if "cfg" not in s.touched:
-        s.cfg_b = s.cfg
-    if s.top_k > model.vocab_size:
-        notes.append(f"top-k {s.top_k} is more than this model's {model.vocab_size} codebook entries: "
-                     f"now {model.vocab_size}.")
-        s.top_k = model.vocab_size
+    if not first and before != recommended(model):
+        notes.append(f"Sampling set to what {model.name} recommends: {sampling_words(recommended(model))} "
+                     f"(it was {sampling_words(before)}).")
     if not first and (s.label, s.label_b) != (0, 0):
         notes.append(f"The class was reset to {model.class_label(0)} (classes differ between models).")
     s.label = s.label_b = 0
@@ -122,5 +139,3 @@ def _copy_back(key: str, field: str | None) -> None:
     if "@" in key and key.rsplit("@", 1)[1] != s.model_key:
         return     # a widget of the previous model (a class picked just before the switch): not this model's value
     _store(s, key, field, st.session_state[key])
-    if field:
-        s.touched.add(field)

@@ -87,8 +87,10 @@ def class_picker(model: LoadedModel, key: str, field: str | None = None, label: 
 
 
 def sampling_controls(model: LoadedModel, b: bool = False) -> GenSettings:
-    """Class, seed and cfg (and, for setting A, top-k, top-p and smoothing), bound to the session's settings."""
+    """Class, seed and cfg (and, for setting A, top-k, top-p, smoothing and "Reset to recommended"), bound to the
+    session's settings; each help names the model's recommended value."""
     sfx = "_b" if b else ""
+    rec = state.recommended(model)
     cols = st.columns(3 if b else 6)
     with cols[0]:
         class_picker(model, f"gen_class{sfx}", field=f"label{sfx}")
@@ -97,21 +99,37 @@ def sampling_controls(model: LoadedModel, b: bool = False) -> GenSettings:
                     step=1, help="The only source of randomness: the same seed gives the same image.")
     with cols[2]:
         state.bound(st.slider, "Guidance (cfg)", f"gen_cfg{sfx}", field=f"cfg{sfx}", min_value=0.0, max_value=8.0,
-                    step=0.5, help="Classifier-free guidance: 0 = off. Its strength ramps up linearly from the first "
-                                   "scale (no guidance) to the last (full strength).")
+                    step=0.5, help=f"Classifier-free guidance: 0 = off. Its strength ramps up linearly from the first "
+                                   f"scale (no guidance) to the last (full strength). Recommended for {model.name}: "
+                                   f"{rec['cfg']:g}.")
     if not b:
         V = model.vocab_size
         with cols[3]:
             state.bound(st.number_input, "Top-k", "gen_top_k", field="top_k", min_value=0, max_value=V, step=1,
-                        help=f"Sample only among the k most likely tokens (0 = off, max {V}).")
+                        help=f"Sample only among the k most likely tokens (0 = off, max {V}). Recommended for "
+                             f"{model.name}: {rec['top_k']}.")
         with cols[4]:
             state.bound(st.slider, "Top-p", "gen_top_p", field="top_p", min_value=0.0, max_value=1.0, step=0.01,
-                        help="Sample only from the smallest set of tokens whose probability reaches p (0 = off).")
+                        help=f"Sample only from the smallest set of tokens whose probability reaches p (0 = off). "
+                             f"Recommended for {model.name}: {rec['top_p']:g}.")
         with cols[5]:
             state.bound(st.toggle, "Smoothing", "gen_smooth", field="smooth",
                         help="Gumbel smoothing ('more_smooth'): mixes codebook vectors instead of picking one; "
                              "nicer pictures, not used for FID.")
+        _recommended_row(model, rec)
     return generation_settings(model, b)
+
+
+def _recommended_row(model: LoadedModel, rec: dict) -> None:
+    """The model's recommended sampling settings in words, and a button that sets them (cfg of A and B)."""
+    s = state.get()
+    current = {name: getattr(s, name) for name in state.SAMPLING_FIELDS}
+    with st.container(horizontal=True, gap="small", vertical_alignment="center"):
+        st.button("Reset to recommended", icon=":material/restart_alt:", key="gen_recommended",
+                  on_click=state.use_recommended, args=(model,), disabled=current == rec and s.cfg_b == rec["cfg"],
+                  help=f"Set cfg, top-k and top-p to what {model.name} recommends.")
+        st.caption(f"Recommended for {model.name}: {state.sampling_words(rec)}"
+                   f"{' (in use)' if current == rec else ''}.")
 
 
 def generation_settings(model: LoadedModel, b: bool = False) -> GenSettings:

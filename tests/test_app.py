@@ -130,7 +130,7 @@ def test_settings_survive_a_trip_to_another_page():
     assert heading_scale(at)[0] == 2 and scale_slider(at).value == 2
 
 
-def test_switching_the_model_resets_its_classes_and_clamps_top_k():
+def test_switching_the_model_resets_its_classes_and_applies_its_recommended_sampling():
     at = new_app()
     at.selectbox(key=f"gen_class@{SHAPES}").set_value(3).run()
     assert at.selectbox(key=f"gen_class@{SHAPES}").value == 3
@@ -142,14 +142,15 @@ def test_switching_the_model_resets_its_classes_and_clamps_top_k():
     picker = at.selectbox(key=f"gen_class@{registry.UNTRAINED_TINY}")
     assert picker.value == 0
     assert picker.options[:2] == ["class 0", "class 1"] and picker.options[-1] == f"{tiny.num_classes}: unconditional"
-    assert at.number_input(key="gen_top_k").value == tiny.vocab_size == 64
+    assert at.number_input(key="gen_top_k").value == loaders.GENERIC_SAMPLING["top_k"]
     notes = " ".join(i.value for i in at.sidebar.info)
-    assert "top-k 200" in notes and "now 64" in notes
+    assert "Sampling set to what untrained tiny recommends: cfg 1.5, top-k 0 (off)" in notes and "top-k 200" in notes
+    assert "class was reset" in notes
     assert heading_scale(at) == (1, len(tiny.patch_nums))
-    # back: the class list is the shapes list again, and the user's top-k stays clamped (it was theirs)
+    # back: the class list is the shapes list again, and shapes' own recommendation
     at.sidebar.selectbox(key="model_picker").set_value(SHAPES).run()
     assert at.selectbox(key=f"gen_class@{SHAPES}").options[0] == "0: red disc"
-    assert at.number_input(key="gen_top_k").value == 64
+    assert at.number_input(key="gen_top_k").value == builtin.sampling_defaults("shapes")["top_k"]
 
 
 def test_switching_to_cifar10_shows_its_class_names_at_once():
@@ -163,12 +164,27 @@ def test_switching_to_cifar10_shows_its_class_names_at_once():
     assert at.number_input(key="gen_top_k").value == builtin.sampling_defaults("cifar10")["top_k"] == 100
 
 
-def test_untouched_settings_follow_the_model_recommendation():
+def test_a_model_switch_brings_the_new_models_guidance_and_reset_brings_it_back():
+    """cfg 3 chosen on shapes does not stay on cifar10, whose card recommends 8: the switch applies cifar10's
+    settings and says so; the widgets' help names them; "Reset to recommended" restores them after a change."""
+    rec = builtin.sampling_defaults("cifar10")
     at = new_app()
-    assert at.number_input(key="gen_top_k").value == builtin.sampling_defaults("shapes")["top_k"]
-    at.sidebar.selectbox(key="model_picker").set_value(registry.UNTRAINED_TINY).run()
-    assert at.number_input(key="gen_top_k").value == loaders.GENERIC_SAMPLING["top_k"]
-    assert not at.sidebar.info
+    at.slider(key="gen_cfg").set_value(3.0).run()
+    at.sidebar.selectbox(key="model_picker").set_value("builtin:cifar10").run()
+    assert_clean(at)
+    assert at.slider(key="gen_cfg").value == rec["cfg"] == 8.0
+    assert (settings(at).cfg, settings(at).top_k, settings(at).top_p) == (rec["cfg"], rec["top_k"], rec["top_p"])
+    assert any("cifar10 recommends: cfg 8" in i.value and "it was cfg 3" in i.value for i in at.sidebar.info)
+    assert "Recommended for cifar10: 8." in at.slider(key="gen_cfg").help
+    assert "Recommended for cifar10: 100." in at.number_input(key="gen_top_k").help
+    assert at.button(key="gen_recommended").disabled
+    at.slider(key="gen_cfg").set_value(2.0)
+    at.number_input(key="gen_top_k").set_value(7).run()
+    assert not at.button(key="gen_recommended").disabled
+    at.button(key="gen_recommended").click().run()
+    assert_clean(at)
+    assert (at.slider(key="gen_cfg").value, at.number_input(key="gen_top_k").value) == (8.0, 100)
+    assert settings(at).cfg == 8.0 and at.button(key="gen_recommended").disabled
 
 
 # ------------------------------------------------------------------------------------------------ Generate
