@@ -81,7 +81,8 @@ def test_a_run_in_the_model_folders_is_listed_loaded_and_used_on_every_page(home
         assert_clean(at)
         assert settings(at).model_key == key, page
         if page == "views/generate.py":
-            assert [b.key for b in at.get("download_button")] == ["gen_export_gif", "gen_export_png"]
+            assert [b.key for b in at.get("download_button")] == ["gen_export_gif", "gen_export_png",
+                                                                  "gen_export_html"]
     at.switch_page("views/encode.py").run()
     at.radio(key="enc_source").set_value("Upload").run()
     at.file_uploader(key="enc_upload").set_value(("wide.png", png_bytes("RGB", (90, 60)), "image/png")).run()
@@ -216,6 +217,9 @@ def test_the_generation_download_is_the_library_export_of_the_same_generation():
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png)).convert("RGB")), np.asarray(expected))
     gif = Image.open(io.BytesIO(downloads.generation_file(settings, "gif")))
     assert gif.format == "GIF" and gif.n_frames == 7
+    page = downloads.generation_file(settings, "html")        # the Generate page's "Step-through as HTML page"
+    assert page == export.step_through_bytes("html", steps, vqvae.quantize.embedding.weight, title=title)
+    assert page.startswith(b"<!DOCTYPE html>") and b"seed 4" in page
 
 
 def test_the_encode_page_offers_the_step_through_downloads():
