@@ -33,6 +33,8 @@ from ..synthetic import synthetic_state_dict
 from ..core.transformer import AdaLNBeforeHead, AdaLNSelfAttn, SelfAttention
 from ..core.var import VAR
 from ..core.vqvae import VQVAE
+from .capstone_hints import HINTS
+from .capstone_mistakes import diagnose
 from ._check import (CheckResult, Shortcut, ShortcutCalled, _compare_list, _compare_tensor, _learner_line, _Mismatch,
                      _not_callable, _report, exercise, shortcuts_disabled)
 
@@ -226,17 +228,25 @@ def _run_filter(fn, ref):
 
 
 def _run_generate(fn, ref):
+    """Compared in generation order: scale 1's raw logits, its tokens, scale 2's raw logits, ..., the final f_hat --
+    so the first difference named is the first the loop made (wrong tokens at scale 1 explain every later logit)."""
     labels = ref.arrays["labels"]
     for run, top_k, top_p, seed in (("greedy", 1, 0.0, 0), ("sampled", 5, 0.9, 42)):
         got = fn(labels.clone(), ref.weights(), dict(ref.config), 1.5, top_k, top_p, seed)
         if not (isinstance(got, (tuple, list)) and len(got) == 3):
             raise _Mismatch("generate must return (token_maps, raw_logits, f_hat)")
         token_maps, raw_logits, f_hat = got
-        _compare_list(raw_logits, _scales(ref, f"{run}.raw_logits"), f"the {run} run's raw logits",
-                      lambda k: f"scale {k + 1} (rows [:B] conditional, [B:] unconditional)", atol=1e-4, rtol=1e-4,
-                      names=("row", "token", "vocab"))
-        _compare_list(token_maps, _scales(ref, f"{run}.idx"), f"the {run} run's tokens", lambda k: f"scale {k + 1}",
-                      names=("b", "token"))
+        for what, got_list in (("raw logits", raw_logits), ("tokens", token_maps)):
+            if not isinstance(got_list, (list, tuple)) or len(got_list) != len(ref.config["patch_nums"]):
+                raise _Mismatch(f"the {run} run's {what}: expected a list of {len(ref.config['patch_nums'])} "
+                                f"tensors (one per scale), got {type(got_list).__name__} of length "
+                                f"{len(got_list) if isinstance(got_list, (list, tuple)) else '-'}")
+        for si, (raw, tokens) in enumerate(zip(raw_logits, token_maps)):
+            _compare_tensor(raw, ref.arrays[f"{run}.raw_logits.s{si}"], f"the {run} run's raw logits, scale {si + 1} "
+                            f"(rows [:B] conditional, [B:] unconditional)", atol=1e-4, rtol=1e-4,
+                            names=("row", "token", "vocab"))
+            _compare_tensor(tokens, ref.arrays[f"{run}.idx.s{si}"], f"the {run} run's tokens, scale {si + 1}",
+                            names=("b", "token"))
         _compare_tensor(f_hat, ref.arrays[f"{run}.f_hat"], f"the {run} run's final f_hat", atol=1e-4, rtol=1e-4,
                         names=("b", "channel", "row", "col"))
 
@@ -261,33 +271,36 @@ PIECES = [
 PIECE_BY_NAME = {piece.name: piece for piece in PIECES}
 
 
-def _outcome(piece: Piece, fn) -> tuple[str, str]:
-    """(status, detail) of one piece on the reference set; never raises."""
+def _outcome(piece: Piece, fn) -> tuple[str, str, str]:
+    """(status, detail, diagnosis) of one piece on the reference set; never raises. The diagnosis of a wrong piece
+    names the catalogued mistake its answers equal (``capstone_mistakes``), or is empty."""
     if not callable(fn):
-        return "missing", f"no function `{piece.name}` defined"
+        return "missing", f"no function `{piece.name}` defined", ""
     def guarded(*args):                 # the learner's call, with varlite's model functions disabled
         with shortcuts_disabled(fn, _LIBRARY):
             return fn(*args)
     try:
         piece.run(guarded, reference())
     except NotImplementedError:
-        return "not attempted", "still raises NotImplementedError"
+        return "not attempted", "still raises NotImplementedError", ""
     except ShortcutCalled as called:
-        return "refused", called.reason
+        return "refused", called.reason, ""
     except _Mismatch as mismatch:
-        return "wrong", str(mismatch)
+        mistake = diagnose(piece.name, guarded, reference())
+        return "wrong", str(mismatch), "" if mistake is None else \
+            f"this is exactly what {mistake.name} gives. {mistake.advice}"
     except ReferenceSetMissing:
         raise
     except Exception as err:        # the learner's code failed
-        return "error", f"raised {type(err).__name__}: {err}{_learner_line(err)}"
-    return "passed", f"matches {piece.compared_with}"
+        return "error", f"raised {type(err).__name__}: {err}{_learner_line(err)}", ""
+    return "passed", f"matches {piece.compared_with}", ""
 
 
 def _check_piece(name: str, fn, verbose: bool) -> CheckResult:
     if not callable(fn):
         return _not_callable(name, fn, verbose)
     piece = PIECE_BY_NAME[name]
-    status, detail = _outcome(piece, fn)
+    status, detail, diagnosis = _outcome(piece, fn)
     head = f"[{name}]"
     message = {"passed": f"{head} PASSED: {detail}.",
                "not attempted": f"{head} NOT ATTEMPTED YET: `{name}` still raises NotImplementedError. Write it "
@@ -298,8 +311,8 @@ def _check_piece(name: str, fn, verbose: bool) -> CheckResult:
         message = f"{head} {label} on the reference set: {detail}."
         if piece.needs:
             message += f"\n  It calls your {', '.join(piece.needs)}: if one of them is not PASSED yet, fix that first."
-        message += f"\n  Hint 1 (the idea): {_HINTS[name][0]}\n  Still stuck? ex.hint(2) gives the approach, " \
-                   f"ex.hint(3) the code (exercise {piece.number})."
+        message += f"\n  Diagnosis: {diagnosis}" if diagnosis else f"\n  Hint 1 (the idea): {HINTS[name][0]}"
+        message += f"\n  Still stuck? ex.hint(2) gives the approach, ex.hint(3) the code (exercise {piece.number})."
     return _report(CheckResult(name, status, message), verbose)
 
 
@@ -332,11 +345,15 @@ class CapstoneReport:
 
 
 def check_my_var(namespace: dict, verbose: bool = True) -> CapstoneReport:
-    """Run every piece found in ``namespace`` (a notebook's ``globals()``) on the reference set and report which
-    arrays match the official ones and where the first difference is."""
+    """Run every piece found in ``namespace`` (a notebook's ``globals()``) on the reference set, in pipeline order
+    (tokenizer, transformer, sampling, the generation loop), and report which arrays match the official ones, the
+    named mistake a wrong piece's answers equal, and the first difference: the first piece, in that order, that
+    differs while every piece it calls matches."""
     rows, status_of = [], {}
     for piece in PIECES:
-        status, detail = _outcome(piece, namespace.get(piece.name))
+        status, detail, diagnosis = _outcome(piece, namespace.get(piece.name))
+        if diagnosis:
+            detail = f"{detail}; diagnosis: {diagnosis}"
         if status in ("wrong", "error"):
             broken = [dep for dep in piece.needs if status_of.get(dep) not in ("passed", None)]
             if broken:
@@ -352,78 +369,10 @@ def check_my_var(namespace: dict, verbose: bool = True) -> CapstoneReport:
 
 
 # ---------------------------------------------------------------------------------------------- hints
-_HINTS = {
-    "phi_of_scale": (
-        "Scale k's contribution is corrected by one of the 4 shared 3x3 convolutions, the one whose tick is nearest "
-        "to the scale's relative position; the correction is blended with the identity (quant_resi = 0.5).",
-        "ticks = np.linspace(1/12, 11/12, 4); i = argmin |ticks - si / (K - 1)|; conv = F.conv2d(h, "
-        "W[f'quantize.quant_resi.qresi_ls.{i}.weight'], W[...bias], padding=1); return (1 - 0.5) h + 0.5 conv.",
-        "i = int(np.argmin(np.abs(np.linspace(1 / 12, 11 / 12, 4) - si / (K - 1)))); w = "
-        "f'quantize.quant_resi.qresi_ls.{i}.'; return 0.5 * h + 0.5 * F.conv2d(h, W[w + 'weight'], W[w + 'bias'], "
-        "padding=1)"),
-    "encode_tokens": (
-        "Exercise 2.1 on the official weights: each scale quantizes the rest at its own size, then removes its "
-        "contribution from the rest.",
-        "rest = f; per scale: area-down (not the last), your nearest_code against W['quantize.embedding.weight'], "
-        "look the codes up, bicubic up (not the last), your phi_of_scale, subtract from rest.",
-        "target = rest if si == K - 1 else F.interpolate(rest, size=(pn, pn), mode='area'); idx = "
-        "nearest_code(target.permute(0, 2, 3, 1).reshape(-1, Cv), E).view(B, -1); z = E[idx].transpose(1, "
-        "2).reshape(B, Cv, pn, pn); up = z if si == K - 1 else F.interpolate(z, size=(H, H), mode='bicubic'); "
-        "rest = rest - phi_of_scale(up, si, K, W)"),
-    "var_input": (
-        "Exercise 3.1 on the official weights: the input of scale k+1 is f_hat after scales 1..k, seen at the next "
-        "side.",
-        "Running f_hat = sum of phi_of_scale(bicubic up(E[r_k])); after scale si < K - 1, area-downsample to "
-        "patch_nums[si + 1], flatten to (B, l, Cv); concatenate.",
-        "for si in range(K - 1): f_hat = f_hat + phi_of_scale(up(E[maps[si]]), si, K, W); out.append(F.interpolate("
-        "f_hat, size=(pn[si + 1],) * 2, mode='area').flatten(2).transpose(1, 2)); return torch.cat(out, 1)"),
-    "attention": (
-        "One attention sublayer of block i: q, k, v from one linear map (q and v have biases, k none), q and k "
-        "L2-normalised, the scores multiplied by the head's logit scale exp(min(s_h, log 100)), the mask added, "
-        "softmax, the weighted values, the output projection. With a cache, this scale's k and v join the cached ones.",
-        "qkv = F.linear(x, W[p + 'mat_qkv.weight'], cat(q_bias, zeros, v_bias)).view(B, l, 3, H, c).permute(2, 0, 3, "
-        "1, 4); normalise q, k; q *= scale; if cache is not None: cat k, v after cache.get(i) and store them; "
-        "F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=1.0); proj.",
-        "see lessons/solutions/lesson10.py: attention"),
-    "adaln_block": (
-        "A block: the class condition gives six vectors (two gates, two scales, two shifts); attention and the FFN "
-        "each see LN(x) * (1 + scale) + shift, and their outputs, multiplied by a gate, are added to x.",
-        "gamma1, gamma2, scale1, scale2, shift1, shift2 = F.linear(F.silu(cond), W[p + 'ada_lin.1.weight'], "
-        "W[p + 'ada_lin.1.bias']).view(B, 1, 6, C).unbind(2); x = x + attention(ln(x) * (1 + scale1) + shift1, ...) "
-        "* gamma1; x = x + ffn(ln(x) * (1 + scale2) + shift2) * gamma2; ffn = fc2(gelu_tanh(fc1)).",
-        "see lessons/solutions/lesson10.py: adaln_block"),
-    "logits_head": (
-        "Before the head, one more AdaLN (scale and shift only, from the class); then a linear map to V logits.",
-        "scale, shift = F.linear(F.silu(cond), W['head_nm.ada_lin.1.weight'], W[...bias]).view(B, 1, 2, C).unbind(2); "
-        "F.linear(LN(x) * (1 + scale) + shift, W['head.weight'], W['head.bias']).",
-        "see lessons/solutions/lesson10.py: logits_head"),
-    "var_forward": (
-        "The teacher-forced pass: the first token is the class embedding plus pos_start, the others are word_embed "
-        "of the teacher-forcing input; every token adds its position and level embedding; the blocks run under the "
-        "block-causal mask; the head gives the logits.",
-        "cond = W['class_emb.weight'][labels]; x = cat(cond[:, None] + pos_start, F.linear(x_BLCv, word_embed)) + "
-        "lvl_embed[lvl] + pos_1LC; bias = where(mask, 0, -inf); blocks; logits_head.",
-        "see lessons/solutions/lesson10.py: var_forward"),
-    "guided_logits": (
-        "Classifier-free guidance on the doubled batch, with a strength that grows linearly from nothing at the first "
-        "scale to cfg at the last.",
-        "B = len // 2; t = cfg * si / (K - 1) (0 if K == 1); (1 + t) cond - t uncond.",
-        "t = cfg * si / (K - 1) if K > 1 else 0.0; return (1 + t) * x[:B] - t * x[B:]"),
-    "generate": (
-        "Next-scale sampling with a KV cache: the class token first; at every scale run the blocks on this scale's "
-        "tokens only (the cache holds the rest), guide, filter, sample, add the contribution to f_hat, and build the "
-        "next scale's input from f_hat.",
-        "labels_2B = cat(labels, full(num_classes)); cond = class_emb[labels_2B]; x = cond + pos_start + lvl_pos[:1]; "
-        "cache = {}; per scale: blocks(x, cond, W, i, None, cache) -> logits_head -> raw; guided_logits; "
-        "top_k_top_p; multinomial(softmax.view(-1, V), 1, replacement=True, generator=Generator().manual_seed(seed)); "
-        "f_hat += phi_of_scale(up(E[idx])); x = word_embed(area-down(f_hat)) + lvl_pos[next scale], repeated twice.",
-        "see lessons/solutions/lesson10.py: generate"),
-}
-
 for _piece in PIECES:
-    if _piece.name in _HINTS:
-        exercise(_piece.name, _piece.number, concept=_HINTS[_piece.name][0], approach=_HINTS[_piece.name][1],
-                 code=_HINTS[_piece.name][2], shortcuts=_LIBRARY)
+    if _piece.name in HINTS:
+        exercise(_piece.name, _piece.number, concept=HINTS[_piece.name][0], approach=HINTS[_piece.name][1],
+                 code=HINTS[_piece.name][2], shortcuts=_LIBRARY)
 
 
 def check_phi_of_scale(phi_of_scale, verbose: bool = True) -> CheckResult:
