@@ -27,6 +27,7 @@ from .metrics import frechet_distance
 from .grid import save_grid
 from ..device import pick_device
 from .loop import load_checked
+from .progress import Progress
 from .tokenizer import evaluate_tokenizer, images_at, load_tokenizer
 from .transformer import TokenCache, evaluate_var, load_var_run, sample_grid_images
 
@@ -74,32 +75,50 @@ def frechet_report(classifier, samples01_N3HW: torch.Tensor, test_set, train_set
 
 def evaluate_models(vqvae, var, dataset, classifier=None, per_class=10, cfg=1.5, seed=0, max_images=0, grid=None,
                     device="cpu", cache_dir: Path | None = None, top_k: int = 0, top_p: float = 0.0,
-                    batch_classes: int = 10, train_set=None) -> dict:
-    """All metrics of a (vqvae, var) pair (var may be None) on ``dataset``'s held-out split."""
+                    batch_classes: int = 10, train_set=None, progress: bool = True) -> dict:
+    """All metrics of a (vqvae, var) pair (var may be None) on ``dataset``'s held-out split. ``progress``: show on
+    stderr which stage runs (``Progress``: a bar on a terminal, else one line at the end)."""
     t0 = time.time()
+    judged = var is not None and classifier is not None
+    stages = ["tokenizer", *(["transformer"] if var is not None else []), *(["samples", "frechet"] if judged else []),
+              *(["grid"] if var is not None and grid and not judged else []),
+              *(["classifier accuracy"] if classifier is not None else [])]
+    bar = Progress("evaluate", len(stages), 0, enabled=progress, unit="stage")
+
+    def begin(stage: str) -> None:
+        bar.update(stages.index(stage), stage, force=True)
+
+    begin("tokenizer")
     out = {"tokenizer": evaluate_tokenizer(vqvae, dataset, max_images, device)}
     if var is not None:
+        begin("transformer")
         n = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
         cache = TokenCache(vqvae, dataset, cache_dir / "tokens_test.pt" if cache_dir is not None else None)
         idx_NL = cache.get(torch.arange(n))
         if cache_dir is not None:
             cache.save()
         out["var"] = evaluate_var(var, idx_NL, dataset.labels[:n], n, device)
-        if classifier is not None:
+        if judged:
+            begin("samples")
             samples01, labels = samples_per_class(var, per_class, cfg, seed, top_k, top_p, batch_classes)
             out["class_consistency"] = consistency_of(classifier, samples01, labels, var.num_classes)
             out["class_consistency"].update(cfg=cfg, top_k=top_k, top_p=top_p, seed=seed, batch_classes=batch_classes)
+            begin("frechet")
             out["frechet"] = frechet_report(classifier, samples01, dataset, train_set)
         if grid:
-            if classifier is not None:     # the first 10 measured samples of every class, one row per class
+            if judged:                     # the first 10 measured samples of every class, one row per class
                 shown = torch.cat([samples01[labels == c][:10] for c in range(var.num_classes)])
                 save_grid(shown, min(10, per_class), grid, row_names=dataset.classes)
             else:
+                begin("grid")
                 save_grid(sample_grid_images(var, per_class, cfg, seed, top_k, top_p), per_class, grid,
                           row_names=dataset.classes)
     if classifier is not None:
+        begin("classifier accuracy")
         out["classifier_test_acc"] = accuracy(classifier, dataset, 0, device)
     out["eval_seconds"] = round(time.time() - t0, 1)
+    bar.update(len(stages), "done")
+    bar.close()
     return out
 
 
