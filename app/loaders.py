@@ -6,11 +6,12 @@ to its loader; uploaded files (``app/uploads.py``) are read like files on disk, 
 uploaded file, never its path on the server; files of the model folders are named relative to their folder.
 
 Checks before use: every model's weights must be finite (``varlite.safe_io.check_finite``, which the library's
-loaders run too: a NaN weight would load, then fail or draw noise on every page). A training checkpoint (a run's, or uploaded) and an exported weights file are checked before
-anything is built (``check_against_preset``): its preset must exist, every tensor must have the name, shape and dtype
-of that preset's model, the file must hold every byte the tensors declare, and the server must have the memory for
-them; the model is then built on the meta device and takes the file's tensors as they are (nothing is allocated
-for a model that the file cannot fill).
+loaders run: a NaN weight would load, then fail or draw noise on every page). A training checkpoint (a run's, or
+uploaded; read by the library's ``load_var_run``) and an exported weights file are checked before anything is built
+(``varlite.preset_weights``): its preset must exist, every tensor must have the name, shape and dtype of that
+preset's model, the file must hold every byte the tensors declare, and the server must have the memory for them;
+the model is then built on the meta device and takes the file's tensors as they are (nothing is allocated for a
+model that the file cannot fill).
 
 Memory bound: ``st.cache_resource`` keeps at most one model per kind -- one official model, one pair of files, two
 runs, two uploads, two built-in models (each a few MB) and two untrained ones -- shared by every session. Loading a
@@ -32,12 +33,14 @@ from app.training_runs import run_card, shown_path
 from app.uploads import UploadedFileError, literal, model_name, upload_store, without_upload_folder
 from varlite import builtin, imagenet, pretrained
 from varlite.core.configs import get_preset
-from varlite.core.var import VAR, block_causal_bias, scale_index_of_tokens
+from varlite.core.var import VAR
 from varlite.core.vqvae import VQVAE
 from varlite.data import cifar10, class_names_for, shapes
 from varlite.device import pick_device
-from varlite.safe_io import CheckpointError, check_finite, read_torch_file
-from varlite.train.checkpoint import FORMAT as TRAIN_CHECKPOINT_FORMAT, VERSION as TRAIN_CHECKPOINT_VERSION
+from varlite.preset_weights import model_from_states
+from varlite.safe_io import CheckpointError, read_torch_file
+from varlite.train.checkpoint import FORMAT as TRAIN_CHECKPOINT_FORMAT
+from varlite.train.transformer import load_var_run
 
 GENERIC_SAMPLING = {"cfg": 1.5, "top_k": 0, "top_p": 0.0}     # for models that recommend no setting
 CLASS_NAMES = {"shapes": shapes.CLASS_NAMES, "cifar10": cifar10.CLASSES}
@@ -105,105 +108,6 @@ def _source_words(var: VAR, default: str) -> tuple[str, str]:
     return default, "not verified"
 
 
-# ------------------------------------------------------------------------------------------------ weights checks
-def available_memory_bytes() -> int | None:
-    """Memory the server can still give (``MemAvailable`` of /proc/meminfo, else the free pages); None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
-
-
-def check_against_preset(states: dict[str, dict], preset_name: object, file_bytes: int,
-                         what: str) -> tuple[VQVAE, VAR]:
-    """The (vqvae, var) of preset ``preset_name`` built on the meta device (no memory) after checking that
-    ``states`` = {"vqvae": state dict, "var": state dict} fits it: the same tensor names, shapes and dtypes, every
-    tensor backed by as many stored values as it has (no view repeating a few values), all of them together no more
-    than the ``file_bytes`` they were read from, and no more than the memory the server has left. Raises
-    CheckpointError saying what does not fit."""
-    if not isinstance(preset_name, str):
-        raise CheckpointError(f"{what} names no preset (a text such as 'shapes'), so its model is unknown")
-    preset = get_preset(preset_name)          # an unknown name: ValueError naming the presets
-    with torch.device("meta"):
-        vqvae = VQVAE(preset.vqvae)
-        var = VAR(preset.var, vqvae)
-    needed = 0
-    for part, module in (("vqvae", vqvae), ("var", var)):
-        state, expected = states.get(part), module.state_dict()
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise CheckpointError(f"{what} holds no {part} state dict of tensors")
-        missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-        if missing or unexpected:
-            raise CheckpointError(f"{what} does not fit preset {preset_name!r}: {part} tensors missing "
-                                  f"{missing[:5]}, unexpected {unexpected[:5]}")
-        for name, want in expected.items():
-            got = state[name]
-            if got.shape != want.shape or got.dtype != want.dtype:
-                raise CheckpointError(f"{what} does not fit preset {preset_name!r}: {part} tensor `{name}` is "
-                                      f"{got.dtype} {tuple(got.shape)}, the preset's is {want.dtype} "
-                                      f"{tuple(want.shape)}")
-            if got.untyped_storage().nbytes() < got.numel() * got.element_size():
-                raise CheckpointError(f"{what}: {part} tensor `{name}` repeats fewer stored values than it has "
-                                      f"(a view with stride 0), which torch.save never writes for a model")
-            needed += want.numel() * want.element_size()
-    if needed > file_bytes:
-        raise CheckpointError(f"{what} declares {needed / 2**20:,.1f} MB of {preset_name!r} weights but the file "
-                              f"has only {file_bytes / 2**20:,.1f} MB: it cannot hold them")
-    free = available_memory_bytes()
-    if free is not None and needed > free:
-        raise CheckpointError(f"{what} needs {needed / 2**30:,.2f} GB of memory for preset {preset_name!r}; this "
-                              f"server has {free / 2**30:,.2f} GB free")
-    return vqvae, var
-
-
-def materialise(vqvae: VQVAE, var: VAR, states: dict[str, dict], what: str, device) -> tuple[VQVAE, VAR]:
-    """Give the meta-built models of ``check_against_preset`` the checked tensors themselves (``assign``: no copy,
-    no fresh allocation), check the buffers derived from the preset (which scale each token belongs to, the
-    block-causal mask) and that every weight is finite, then move both to ``device`` in eval mode."""
-    vqvae.load_state_dict(states["vqvae"], assign=True)
-    var.load_state_dict(states["var"], assign=True)
-    for name, want in (("lvl_1L", scale_index_of_tokens(var.patch_nums)),
-                       ("attn_bias_for_masking", block_causal_bias(var.patch_nums))):
-        if not torch.equal(getattr(var, name), want.view_as(getattr(var, name))):
-            raise CheckpointError(f"{what}: the buffer `{name}` is not the one of its scales {var.patch_nums}")
-    check_finite(vqvae, f"{what} (VQVAE)")
-    check_finite(var, f"{what} (VAR)")
-    return vqvae.to(device).eval(), var.to(device).eval()
-
-
-def read_training_checkpoint(path: Path, what: str, device) -> tuple[VAR, dict]:
-    """(var with its tokenizer as ``var.vqvae``, configs) of a train-var ``checkpoint.pt``: read safely with its
-    tensors memory-mapped (the optimizer state is never read into memory), checked by ``check_against_preset``
-    before anything is built. ``what`` names the file in messages."""
-    if not path.is_file():
-        raise CheckpointError(f"the checkpoint {what} does not exist: give a train-var run folder (it holds "
-                              f"config.json and checkpoint.pt) or its checkpoint.pt")
-    ckpt = read_torch_file(path, remedy="use the checkpoint.pt of a train-var run", mmap=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != TRAIN_CHECKPOINT_FORMAT:
-        raise CheckpointError(f"{what} is not a varlite training checkpoint (expected a dict with "
-                              f"format={TRAIN_CHECKPOINT_FORMAT!r})")
-    if ckpt.get("version") != TRAIN_CHECKPOINT_VERSION:
-        raise CheckpointError(f"{what} has checkpoint version {ckpt.get('version')!r}; this varlite reads version "
-                              f"{TRAIN_CHECKPOINT_VERSION}")
-    if ckpt.get("kind") != "var":
-        raise CheckpointError(f"{what} is a {ckpt.get('kind')!r} checkpoint, but a 'var' checkpoint is needed here")
-    configs = ckpt.get("configs")
-    train = configs.get("train") if isinstance(configs, dict) else None
-    if not isinstance(train, dict):
-        raise CheckpointError(f"{what} has no training config (configs['train'])")
-    states = {"vqvae": ckpt.get("vqvae"), "var": ckpt.get("model")}
-    vqvae, var = check_against_preset(states, train.get("preset"), path.stat().st_size, what)
-    vqvae, var = materialise(vqvae, var, states, what, device)
-    return var, configs
-
-
 EXPORT_FORMAT, EXPORT_VERSION = builtin.FORMAT, builtin.VERSION      # an exported run is a built-in-format file
 
 
@@ -212,7 +116,8 @@ def read_exported_weights(path: Path, what: str, device) -> tuple[VAR, dict]:
     safetensors file holding "vqvae.<key>" and "var.<key>" tensors, float16 or int8 with per-row scales, and the
     metadata format, version, preset, storage, sampling; optionally "class_names", a JSON list, or "dataset"), as
     the run export writes it. safetensors checks that the file holds every byte its header declares; the stored
-    tensors are checked against the preset before anything is built, then turned into float32."""
+    tensors are turned into float32, then checked against the preset before anything is built
+    (``varlite.preset_weights``)."""
     try:
         with safe_open(path, framework="pt") as f:
             metadata = f.metadata() or {}
@@ -228,21 +133,20 @@ def read_exported_weights(path: Path, what: str, device) -> tuple[VAR, dict]:
         target = scales if name.startswith(builtin.SCALE_PREFIX) else stored
         part, _, key = name.removeprefix(builtin.SCALE_PREFIX).partition(".")
         if part not in stored:
-            raise CheckpointError(f"{what} holds a tensor `{name}` that is neither vqvae.* nor var.*")
+            raise CheckpointError(f"{what} holds a tensor whose name starts with neither vqvae. nor var.")
         target[part][key] = tensor
     states = {part: {key: _as_float32(t, scales[part].get(key)) for key, t in stored[part].items()}
               for part in stored}
-    vqvae, var = check_against_preset(states, metadata.get("preset"), 4 * path.stat().st_size, what)
-    vqvae, var = materialise(vqvae, var, states, what, device)
+    _, var = model_from_states(states, metadata.get("preset"), 4 * path.stat().st_size, what, device)
     return var, metadata
 
 
 def _as_float32(stored: torch.Tensor, int8_scale: torch.Tensor | None) -> torch.Tensor:
     """A stored tensor as the model holds it: float16 -> float32, int8 q -> q * its row's scale, others as they
-    are. (float32 is at most 4x the stored bytes, hence ``4 * file size`` in ``check_against_preset``.)"""
+    are. (float32 is at most 4x the stored bytes, hence ``4 * file size`` as the bytes the file can hold.)"""
     if int8_scale is not None:
         if stored.dtype != torch.int8 or int8_scale.numel() != (stored.shape[0] if stored.ndim else 0):
-            return stored          # not a valid int8 pair: check_against_preset refuses its dtype or shape
+            return stored          # not a valid int8 pair: the preset check refuses its dtype or shape
         return stored.float() * int8_scale.float().view(-1, *([1] * (stored.ndim - 1)))
     return stored.float() if stored.is_floating_point() else stored
 
@@ -297,7 +201,7 @@ def _load_files(vae_path: str, var_path: str) -> LoadedModel:
 
 def _run_model(key: str, var: VAR, configs: dict, source: str, run_dir: Path | None, files: list[str],
                read_folder_names: bool) -> LoadedModel:
-    """A LoadedModel from ``read_training_checkpoint``'s (var, configs). A ``folder`` dataset's class names are read
+    """A LoadedModel from ``load_var_run``'s (var, configs). A ``folder`` dataset's class names are read
     from its sub-folders only when ``read_folder_names`` (runs on the server, never uploads: their configs could
     name any server folder)."""
     train = configs["train"]
@@ -318,7 +222,7 @@ def _load_run(run_path: str) -> LoadedModel:
     path = Path(run_path)
     run_dir = path if path.is_dir() else path.parent
     checkpoint = pretrained.resolve_model_path(path / "checkpoint.pt" if path.is_dir() else path)
-    var, configs = read_training_checkpoint(checkpoint, shown_path(checkpoint), pick_device("auto"))
+    var, configs = load_var_run(checkpoint, pick_device("auto"))
     return _run_model(f"run:{run_path}", var, configs,
                       f"training run `{shown_path(run_dir)}` (`python -m varlite train-var`)", run_dir,
                       [shown_path(checkpoint)], read_folder_names=True)
@@ -369,7 +273,7 @@ def _load_upload(var_sha: str, vae_sha: str) -> LoadedModel:
             var, metadata = read_exported_weights(var_path, literal(var_name), device)
             return _export_model(key, var, metadata, var_name)
         if kind == "checkpoint":
-            var, configs = read_training_checkpoint(var_path, literal(var_name), device)
+            var, configs = load_var_run(var_path, device)
             return _run_model(key, var, configs, f"uploaded training checkpoint {literal(var_name)}", None,
                               [var_name], read_folder_names=False)
         pretrained.check_is_var(pretrained.load_state_dict(var_path), literal(var_name))

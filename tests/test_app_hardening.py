@@ -6,7 +6,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -30,7 +29,7 @@ from varlite import complexity  # noqa: E402
 from varlite.core.configs import get_preset  # noqa: E402
 from varlite.core.var import VAR  # noqa: E402
 from varlite.core.vqvae import VQVAE  # noqa: E402
-from varlite.train.checkpoint import FORMAT, VERSION  # noqa: E402
+from varlite.safe_io import CheckpointError, check_finite  # noqa: E402
 from varlite.train.transformer import load_var_run  # noqa: E402
 
 
@@ -69,105 +68,6 @@ def texts(at) -> str:
     return " ".join(str(p) for p in parts)
 
 
-def crafted_checkpoint(preset: str, tensor=lambda t: torch.zeros(1).expand(t.shape)) -> bytes:
-    """A train-var checkpoint naming ``preset`` whose every tensor has the preset's name and shape, made by
-    ``tensor(meta tensor)``: by default one stored zero repeated (a stride-0 view), so a few KB declare a whole
-    model."""
-    p = get_preset(preset)
-    with torch.device("meta"):
-        vqvae = VQVAE(p.vqvae)
-        var = VAR(p.var, vqvae)
-    states = {part: {k: tensor(v).to(v.dtype) for k, v in m.state_dict().items()} for part, m in
-              (("vqvae", vqvae), ("model", var))}
-    buf = io.BytesIO()
-    torch.save({"format": FORMAT, "version": VERSION, "kind": "var", "configs": {"train": {"preset": preset}},
-                **states}, buf)
-    return buf.getvalue()
-
-
-# ------------------------------------------------------------------------------------------------ crafted checkpoints
-PROBE = """
-import resource, sys, time
-from pathlib import Path
-from app import loaders
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-start = time.monotonic()
-try:
-    loaders.read_training_checkpoint(Path(sys.argv[1]), "crafted.pt", "cpu")
-    print("LOADED")
-except Exception as err:
-    print("REFUSED", type(err).__name__, err)
-grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
-print(f"GROWN {grown_mib:.0f} SECONDS {time.monotonic() - start:.2f}")
-"""
-
-
-@pytest.mark.parametrize("preset, crafted, refusal", [
-    ("d16", "empty", "vqvae tensors missing"),
-    ("d16", "stride 0", "repeats fewer stored values than it has"),
-    ("d30", "stride 0", "repeats fewer stored values than it has"),
-])
-def test_a_tiny_checkpoint_naming_a_huge_preset_is_refused_before_anything_is_built(preset, crafted, refusal,
-                                                                                     tmp_path):
-    """1.5 KB naming d16 once made the loader build the full 2 GB model before any check; now the file's tensors are
-    checked on the meta device first (in a fresh process, so that its peak memory is this load's)."""
-    path = tmp_path / "crafted.pt"
-    if crafted == "empty":
-        torch.save({"format": FORMAT, "version": VERSION, "kind": "var", "configs": {"train": {"preset": preset}},
-                    "model": {}, "vqvae": {}}, path)
-    else:
-        path.write_bytes(crafted_checkpoint(preset))
-    assert path.stat().st_size < 2**20
-    out = subprocess.run([sys.executable, "-c", PROBE, str(path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300).stdout
-    assert "REFUSED CheckpointError" in out and refusal in out, out
-    grown_mib, seconds = map(float, re.search(r"GROWN (\S+) SECONDS (\S+)", out).groups())
-    assert grown_mib < 150 and seconds < 20, out          # d16 alone is 1,601 MiB of float32
-
-
-def test_wrong_shapes_dtypes_and_missing_bytes_are_named_before_building(tmp_path):
-    path = tmp_path / "c.pt"
-    path.write_bytes(crafted_checkpoint("shapes", lambda t: torch.zeros(2)))
-    with pytest.raises(loaders.CheckpointError, match=r"does not fit preset 'shapes': vqvae tensor `\S+` is "
-                                                      r"torch.float32 \(2,\), the preset's is"):
-        loaders.read_training_checkpoint(path, "c.pt", "cpu")
-    path.write_bytes(crafted_checkpoint("shapes", lambda t: torch.zeros(t.shape)))
-    with pytest.raises(loaders.CheckpointError, match=r"c\.pt: the buffer `lvl_1L` is not the one of its scales"):
-        loaders.read_training_checkpoint(path, "c.pt", "cpu")           # right shapes, but not the preset's buffer
-    full = torch.load(path, weights_only=True)
-    double = dict(full["model"], pos_1LC=full["model"]["pos_1LC"].double())
-    with pytest.raises(loaders.CheckpointError, match=r"var tensor `pos_1LC` is torch\.float64"):
-        loaders.check_against_preset({"vqvae": full["vqvae"], "var": double}, "shapes", 10**9, "x")
-    with pytest.raises(loaders.CheckpointError, match=r"declares 8\.\d MB of 'shapes' weights but the file has only"):
-        loaders.check_against_preset({"vqvae": full["vqvae"], "var": full["model"]}, "shapes", 1000, "x")
-    with pytest.raises(ValueError, match="unknown preset"):
-        loaders.check_against_preset({"vqvae": {}, "var": {}}, "d99", 10**9, "x")
-    with pytest.raises(loaders.CheckpointError, match="x names no preset"):
-        loaders.check_against_preset({"vqvae": {}, "var": {}}, None, 10**9, "x")
-
-
-def test_a_checkpoint_needing_more_memory_than_the_server_has_is_refused(tmp_path, monkeypatch):
-    path = tmp_path / "c.pt"
-    path.write_bytes(crafted_checkpoint("shapes", lambda t: torch.zeros(t.shape)))
-    monkeypatch.setattr(loaders, "available_memory_bytes", lambda: 2**20)
-    with pytest.raises(loaders.CheckpointError, match=r"needs 0\.01 GB of memory .* this server has 0\.00 GB free"):
-        loaders.read_training_checkpoint(path, "c.pt", "cpu")
-
-
-def test_the_app_loader_gives_the_model_of_load_var_run(homes):
-    """Built on the meta device from the file's own tensors: the same weights and the same generation."""
-    var, configs = loaders.read_training_checkpoint(homes / "checkpoint.pt", "runs/mine/checkpoint.pt", "cpu")
-    ref, ref_configs = load_var_run(homes)
-    assert configs == ref_configs
-    for a, b in ((var, ref), (var.vqvae, ref.vqvae)):
-        assert not any(t.is_meta for t in a.state_dict().values())
-        assert a.state_dict().keys() == b.state_dict().keys()
-        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
-    with torch.inference_mode():
-        images = [m.generate([1, 3], cfg=1.5, top_k=5, seed=2) for m in (var, ref)]
-    assert torch.equal(*images)
-
-
 # ------------------------------------------------------------------------------------------------ NaN weights
 def with_nan(checkpoint: Path, out: Path, part: str, name: str) -> Path:
     ckpt = torch.load(checkpoint, weights_only=True)
@@ -197,14 +97,14 @@ def test_nan_weights_are_refused_by_tensor_name_and_no_page_shows_a_traceback(ho
 
 def test_builtin_and_official_loaders_check_finiteness():
     vqvae = VQVAE(get_preset("shapes").vqvae)
-    loaders.check_finite(vqvae, "ok")
+    check_finite(vqvae, "ok")
     with torch.no_grad():
         vqvae.decoder.conv_out.bias[1] = float("inf")
-    with pytest.raises(loaders.CheckpointError, match=r"x\.pth: the tensor `decoder\.conv_out\.bias` holds 1 NaN or "
-                                                      r"infinite values \(of 3\)"):
-        loaders.check_finite(vqvae, "x.pth")
+    with pytest.raises(CheckpointError, match=r"x\.pth: the tensor `decoder\.conv_out\.bias` holds 1 NaN or "
+                                              r"infinite values \(of 3\)"):
+        check_finite(vqvae, "x.pth")
     var = VAR(get_preset("shapes").var, VQVAE(get_preset("shapes").vqvae))
-    loaders.check_finite(var, "the -inf of the attention mask is not damage")
+    check_finite(var, "the -inf of the attention mask is not damage")
 
 
 def test_the_library_loaders_refuse_non_finite_weights(tmp_path, ref_state_dicts):

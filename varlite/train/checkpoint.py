@@ -36,14 +36,16 @@ def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
-    """Read a checkpoint safely and check its format (and its kind, when given); raise CheckpointError if wrong."""
+def load_checkpoint(path: str | os.PathLike, kind: str | None = None, mmap: bool = False) -> dict:
+    """Read a checkpoint safely and check its format, its kind (when given) and that its entries "configs", "model"
+    and "step" are there; raise CheckpointError if wrong. ``mmap``: the tensors are memory-mapped from the file, not
+    read (a reader that wants only the model never reads the optimizer state into memory)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a checkpoint written by "
                               f"varlite's trainer (e.g. runs/<name>/checkpoint.pt)")
     ckpt = read_torch_file(path, remedy="the checkpoint cannot be read: delete it and retrain, or resume from an "
-                                        "older copy")
+                                        "older copy", mmap=mmap)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a varlite training checkpoint (expected a dict with format={FORMAT!r}). "
                               f"Official VAR weights load with varlite.pretrained; built-in ones with "
@@ -52,7 +54,7 @@ def load_checkpoint(path: str | os.PathLike, kind: str | None = None) -> dict:
         raise CheckpointError(f"{path} has a checkpoint version this varlite does not read (it reads version "
                               f"{VERSION})")
     if kind is not None and ckpt.get("kind") != kind:
-        found = repr(ckpt["kind"]) if ckpt.get("kind") in KINDS else "an unknown kind of"
+        found = f"a {ckpt['kind']!r}" if ckpt.get("kind") in KINDS else "an unknown kind of"
         raise CheckpointError(f"{path} is {found} checkpoint, but a {kind!r} checkpoint is needed here")
     for key, kinds in (("configs", dict), ("model", dict), ("step", int)):
         if not isinstance(ckpt.get(key), kinds):

@@ -33,8 +33,8 @@ import torch
 from varlite.builtin import load_builtin
 from varlite.core.configs import get_preset
 from varlite.core.var import VAR
-from varlite.core.vqvae import VQVAE
 
+from ..preset_weights import model_from_states
 from ..safe_io import CheckpointError
 from .checkpoint import load_checkpoint
 from .classifier import class_consistency, load_classifier
@@ -285,19 +285,22 @@ def sample_grid_images(var: VAR, per_class: int, cfg: float, seed: int = 0, top_
 
 
 def load_var_run(path, device="cpu") -> tuple[VAR, dict]:
-    """The VAR of a train-var run (its folder or its checkpoint.pt), in eval mode, with its tokenizer as
-    ``var.vqvae`` (a VAR checkpoint is self-contained): returns (var, configs)."""
+    """The VAR of a train-var run (its folder or its checkpoint.pt), in eval mode on ``device``, with its tokenizer
+    as ``var.vqvae`` (a VAR checkpoint is self-contained): returns (var, configs).
+
+    The one reader of a train-var checkpoint (command line, evaluation, ``--init-from``, the walkthrough's runs and
+    uploads), careful with a file from anyone: read safely with its tensors memory-mapped (the optimizer state is
+    never read into memory), every tensor checked against the preset the file names before anything is built, then
+    the model built on the meta device from the file's own tensors, every weight finite
+    (``varlite.preset_weights``). Messages name the file by its path."""
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
-    ckpt = load_checkpoint(path, "var")
-    preset = get_preset(ckpt["configs"]["train"]["preset"])
-    vqvae = VQVAE(preset.vqvae)
-    var = VAR(preset.var, vqvae)
-    try:
-        vqvae.load_state_dict(ckpt["vqvae"])
-        var.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{path} does not fit preset {preset.name!r} ({str(err)[:300]})") from err
-    vqvae.to(device).eval()
-    return var.to(device).eval(), ckpt["configs"]
+    ckpt = load_checkpoint(path, "var", mmap=True)
+    train = ckpt["configs"].get("train")
+    if not isinstance(train, dict):
+        raise CheckpointError(f"{path} is damaged: it has no training config (configs['train']); delete it and "
+                              f"retrain, or use an older copy")
+    _, var = model_from_states({"vqvae": ckpt.get("vqvae"), "var": ckpt["model"]}, train.get("preset"),
+                               path.stat().st_size, str(path), device)
+    return var, ckpt["configs"]
