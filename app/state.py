@@ -21,6 +21,8 @@ import streamlit as st
 from app.loaders import LoadedModel
 
 SAMPLING_FIELDS = ("cfg", "top_k", "top_p")
+SEED_MAX = 2**31 - 1                  # the seed control's range is 0..SEED_MAX
+CFG_RANGE = (0.0, 8.0)               # the guidance sliders' range
 
 
 @dataclass

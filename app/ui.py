@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app import loaders, registry, state
+from app import links, loaders, registry, state
 from app.loaders import LoadedModel
 from app.traces import GenSettings
 
@@ -29,24 +29,31 @@ def explain(what: str, notice: str, lessons: tuple[str, ...] = ()) -> None:
 
 
 def model_picker() -> None:
-    """Sidebar: which model every page uses. A link may pick it (``?model=<key>``); a key that is no longer offered
-    (e.g. official files deleted) falls back to the default."""
+    """Sidebar: which model every page uses. A session's first run takes the model and the settings of its link
+    (app/links.py: ``?model=<key>&seed=...``); a key that is not offered (e.g. official files deleted) falls back to
+    the default, with a note."""
     s = state.get()
     choices = registry.available_models(s.custom_pairs)
     keys = [c.key for c in choices]
     labels = {c.key: c.label for c in choices}
-    if not s.model_key and st.query_params.get("model") in keys:
-        s.model_key = st.query_params["model"]
+    default = registry.DEFAULT_MODEL if registry.DEFAULT_MODEL in keys else keys[0]
+    link_notes = []
+    if not s.linked:
+        linked_key, link_notes = links.requested_model(keys, labels[default])
+        s.model_key = s.model_key or linked_key or default
     if s.model_key not in keys:
-        s.model_key = registry.DEFAULT_MODEL if registry.DEFAULT_MODEL in keys else keys[0]
+        s.model_key = default
     with st.sidebar:
         state.bound(st.selectbox, "Model", "model_picker", field="model_key", options=keys, format_func=labels.get,
                     help="Built-in models are small and shipped with varlite. Official models appear here once "
                          "their weights are in the cache (see the Models page).")
         try:
-            load_current_model()          # adopt it now, so the notes below are about this model
+            model = load_current_model()  # adopt it now, so the notes below are about this model
+            link_notes += [] if s.linked else links.restore(model)
         except Exception:                 # noqa: BLE001 -- the page explains the failure (and the Models page fixes it)
             pass
+        if not s.linked:
+            s.notes, s.linked = s.notes + link_notes, True
         for note in s.notes:
             st.info(note, icon=":material/tune:")
         st.caption("VAR (Tian et al., NeurIPS 2024) generates an image coarse-to-fine: one whole token map per "
@@ -95,11 +102,11 @@ def sampling_controls(model: LoadedModel, b: bool = False) -> GenSettings:
     with cols[0]:
         class_picker(model, f"gen_class{sfx}", field=f"label{sfx}")
     with cols[1]:
-        state.bound(st.number_input, "Seed", f"gen_seed{sfx}", field=f"seed{sfx}", min_value=0, max_value=2**31 - 1,
+        state.bound(st.number_input, "Seed", f"gen_seed{sfx}", field=f"seed{sfx}", min_value=0, max_value=state.SEED_MAX,
                     step=1, help="The only source of randomness: the same seed gives the same image.")
     with cols[2]:
-        state.bound(st.slider, "Guidance (cfg)", f"gen_cfg{sfx}", field=f"cfg{sfx}", min_value=0.0, max_value=8.0,
-                    step=0.5, help=f"Classifier-free guidance: 0 = off. Its strength ramps up linearly from the first "
+        state.bound(st.slider, "Guidance (cfg)", f"gen_cfg{sfx}", field=f"cfg{sfx}", min_value=state.CFG_RANGE[0],
+                    max_value=state.CFG_RANGE[1], step=0.5, help=f"Classifier-free guidance: 0 = off. Its strength ramps up linearly from the first "
                                    f"scale (no guidance) to the last (full strength). Recommended for {model.name}: "
                                    f"{rec['cfg']:g}.")
     if not b:

@@ -113,6 +113,59 @@ def test_a_link_can_pick_the_model():
     assert settings(at).model_key == registry.UNTRAINED_TINY
 
 
+def linked_app(params: dict[str, str]) -> AppTest:
+    """The app opened from a link carrying ``params`` (a fresh session)."""
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    return at.run()
+
+
+def test_a_link_opens_the_same_view():
+    """The Generate page keeps its settings, scale and picked token in the address; a new session opened from that
+    address shows the same view."""
+    at = new_app()
+    at.selectbox(key=f"gen_class@{SHAPES}").set_value(3)
+    at.number_input(key="gen_seed").set_value(7)
+    at.slider(key="gen_cfg").set_value(2.5)
+    at.number_input(key="gen_top_k").set_value(9).run()
+    for _ in range(3):
+        at.button(key="gen_next").click().run()
+    at.session_state["gen_pick_tokens_3_2_2"] = {"selection": {"pick": [{"row": 1, "col": 3}]}}   # a click
+    at.run()
+    link = dict(at.query_params)
+    assert link == {"model": SHAPES, "class": "3", "seed": "7", "cfg": "2.5", "top_k": "9", "top_p": "0",
+                    "smooth": "0", "scale": "4", "pick": "1,3"}
+    opened = linked_app(link)
+    assert_clean(opened)
+    assert not opened.sidebar.info
+    assert heading_scale(opened)[0] == 4 and settings(opened).position(4) == (1, 3)
+    assert opened.selectbox(key=f"gen_class@{SHAPES}").value == 3 and opened.number_input(key="gen_seed").value == 7
+    assert (opened.slider(key="gen_cfg").value, opened.number_input(key="gen_top_k").value) == (2.5, 9)
+    assert any("Position **(1, 3)**" in m.value for m in opened.markdown)
+    compared = linked_app({"model": "builtin:cifar10", "compare": "1", "seed_b": "4", "cfg_b": "6"})
+    assert_clean(compared)
+    assert compared.number_input(key="gen_seed_b").value == 4 and compared.slider(key="gen_cfg_b").value == 6.0
+    assert compared.slider(key="gen_cfg").value == builtin.sampling_defaults("cifar10")["cfg"]
+
+
+def test_bad_values_in_a_link_are_named_in_a_note_never_raised():
+    at = linked_app({"model": "official:d99", "class": "cat", "seed": "-1", "cfg": "nan", "top_k": "9999",
+                     "top_p": "0.5", "smooth": "maybe", "scale": "99", "pick": "1;2"})
+    assert_clean(at)
+    notes = [i.value for i in at.sidebar.info]
+    model = loaders.load_model(SHAPES)
+    rec = builtin.sampling_defaults("shapes")
+    for expected in ["model `official:d99` is not offered", f"class=`cat` is not a whole number from 0 to {model.num_classes}: "
+                     "using 0: red disc", "seed=`-1`", "cfg=`nan` is not a number from 0 to 8: using cfg 1.5",
+                     f"top_k=`9999` is not a whole number from 0 to {model.vocab_size}: using top_k 20",
+                     "smooth=`maybe` is not 0 or 1", "scale=`99`", "pick=`1;2` is not a token row,col of scale 1"]:
+        assert any(expected in note for note in notes), (expected, notes)
+    s = settings(at)
+    assert (s.model_key, s.label, s.seed, s.cfg, s.top_k, s.scale) == (SHAPES, 0, 0, rec["cfg"], rec["top_k"], 1)
+    assert s.top_p == 0.5            # the good values of the link are used
+    assert heading_scale(at)[0] == 1
+
+
 # ------------------------------------------------------------------------------------------------ settings
 def test_settings_survive_a_trip_to_another_page():
     at = new_app()

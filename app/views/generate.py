@@ -28,7 +28,7 @@ step viewer never blocks (no waiting for a scale, no decoding of a large image i
 clicks 300 ms apart all count (tests/test_browser.py::test_every_click_counts, and on d16 while the scales are
 still being computed, tests/test_browser_d16.py). Counting faster clicks would take a widget whose value the browser
 itself increments (a custom component). A click on a token, probability or entropy map picks a position
-(app/position_inspector.py).
+(app/position_inspector.py). The page's address holds the settings, the scale and the position (app/links.py).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import streamlit as st
 
-from app import downloads, figures, loaders, position_inspector, state, traces, ui
+from app import downloads, figures, links, loaders, position_inspector, state, traces, ui
 from app.loaders import LoadedModel
 from app.traces import GenerationRun, GenSettings
 
@@ -46,11 +46,12 @@ POLL_S = 0.5             # while scales are being computed or decoded, the watch
 WAIT_SLICE_S = 0.2       # waiting for a small generation, the page redraws its progress bar this often
 WHOLE_WAIT_S = 2.0       # a generation that ends within this is waited for (small models): no streaming, no timer
 PANEL_PX = 160           # the clickable token map among the panels (fits their column on a 1000 px wide window)
-# the overview strip's wrapper sticks to the top of the scrolling main area while the step viewer is in view
-STICKY_OVERVIEW_CSS = """<style>
+# the overview strip sticks to the top of the scrolling main area; the panels keep a gap below the scale's heading as
+# tall as a hover toolbar (44 px, drawn above a chart), which would cover it (tests/test_browser.py checks)
+PAGE_CSS = """<style>
 div:has(> .st-key-gen_overview) { position: sticky; top: 3.75rem; z-index: 99; }
 .st-key-gen_overview { background: white; padding-bottom: 0.25rem; border-bottom: 1px solid rgba(128, 128, 128, 0.3); }
-</style>"""
+.st-key-gen_panels { padding-top: 2.5rem; }</style>"""
 DETAILS = {"none": "none", "tokens": "token maps so far", "latents": "contribution and f_hat so far",
            "probability": "probability and entropy maps", "topk": "top candidates (figure)",
            "mask": "attention mask (figure)"}
@@ -307,16 +308,15 @@ def _lay_out(gens: Generations, si: int) -> StepLayout:
     """The overview strips, the scale's heading, and a column per run (token map, contribution, decoded image)
     beside the attention mask's column."""
     step_a = gens.runs[0][2].steps[si]
-    with st.container(key="gen_overview"):          # sticky (STICKY_OVERVIEW_CSS): stays in view while scrolling
+    with st.container(key="gen_overview"):          # sticky (PAGE_CSS): stays in view while scrolling
         strips = [st.empty() for _ in gens.runs]
     pn, tokens = step_a.pn, step_a.pn * step_a.pn
     st.subheader(f"Scale {si + 1} of {gens.K}: {pn}x{pn} = {tokens} token{'s' if tokens > 1 else ''}, "
                  f"predicted in one step (guidance here t = {step_a.cfg:.2f})")
-    cols = st.columns([3, 1] if len(gens.runs) == 1 else [3, 3, 1])
+    cols = st.container(key="gen_panels").columns([3, 1] if len(gens.runs) == 1 else [3, 3, 1])
     panels, decoded = [], []
     for col in cols[:-1]:
-        with col:
-            pcols = st.columns(3)
+        pcols = col.columns(3)
         panels.append(pcols[:2])
         decoded.append(pcols[2].empty())
     return StepLayout(strips, panels, decoded, cols[-1])
@@ -382,6 +382,7 @@ def step_viewer(gens: Generations, timers: tuple) -> None:
         for _, _, run in gens.runs:
             run.image(si, gens.model)
     pick = position_inspector.take_clicks(si, gens.runs[0][2].steps[si].pn)
+    links.write(gens.model)                    # the address holds this view (app/links.py)
     layout = _lay_out(gens, si)
     _draw_strips(gens, layout.strips, si)
     _draw_panels(gens, layout, si, pick, looking=shown == k)
@@ -439,7 +440,7 @@ def main() -> None:
     s.scale = int(min(max(s.scale, 1), K))
     _back_to_scale_1_on_new_settings(gens)
     _wait_for_small_generations(gens)
-    st.html(STICKY_OVERVIEW_CSS)
+    st.html(PAGE_CSS)
     timers = _timers(gens)
     s.drawn = _picture(gens)                   # what the step viewer draws below, in this run
     st.fragment(watcher, run_every=timers[0])(gens, timers)
