@@ -13,6 +13,7 @@ from varlite.core.configs import PRESETS
 from varlite.data import DATASET_NAMES
 from varlite.train import cli as train_cli
 from varlite.train.classifier import ARCHS, ClassifierTrainConfig
+from varlite.train.loop import PRECISIONS
 from varlite.train.tokenizer import TokenizerTrainConfig
 from varlite.train.transformer import VarTrainConfig
 
@@ -60,7 +61,7 @@ def test_train_var_help_names_the_allowed_presets_datasets_and_builtin_models(ca
     assert "one of: " + ", ".join(DATASET_NAMES) in entries["--dataset"]
     builtins = "|".join(f"builtin:{name}" for name in list_builtin())
     assert list_builtin() and builtins in entries["--tokenizer"] and builtins in entries["--init-from"]
-    assert "fp32 or bf16" in entries["--precision"]
+    assert "one of: " + ", ".join(PRECISIONS) in entries["--precision"]
 
 
 def test_train_classifier_help_names_the_architectures(capsys, monkeypatch):
@@ -68,9 +69,16 @@ def test_train_classifier_help_names_the_architectures(capsys, monkeypatch):
     assert all(f"{name} ({cls.__name__})" in arch for name, cls in ARCHS.items())
 
 
-@pytest.mark.parametrize("field, config", [("precision", TokenizerTrainConfig), ("recon_loss", TokenizerTrainConfig)])
+def test_every_precision_the_help_lists_is_accepted_and_others_refused(tmp_path):
+    for value in PRECISIONS:
+        assert TokenizerTrainConfig(run_dir=str(tmp_path), precision=value).precision == value
+    with pytest.raises(ValueError, match="--precision must be fp32, bf16 or auto"):
+        TokenizerTrainConfig(run_dir=str(tmp_path), precision="fp16")
+
+
+@pytest.mark.parametrize("field, config", [("recon_loss", TokenizerTrainConfig)])
 def test_the_values_a_help_line_lists_are_accepted(field, config, tmp_path):
-    """precision and recon_loss have no list of names in the code: the two the help names must be accepted."""
+    """recon_loss has no list of names in the code: the two the help names must be accepted."""
     values = re.search(r"(\w+) or (\w+)", train_cli.OPTION_HELP[field]).groups()
     for value in values:
         assert getattr(config(run_dir=str(tmp_path), **{field: value}), field) == value

@@ -1,10 +1,16 @@
-"""Which device a command runs on: ``auto`` picks the best available one, a named one is checked first.
+"""Which device a command runs on: ``auto`` picks the best available one, a named one is checked first; and what
+the CPU can do fast (the matrix instructions that decide whether bfloat16 pays).
 
 Below the loaders and the trainers; imports nothing else of varlite.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+# CPU flags (as /proc/cpuinfo names them) that run bfloat16 matmuls natively, best first, with their usual names
+BF16_CPU_FLAGS = {"amx_bf16": "AMX-BF16", "avx512_bf16": "AVX-512-BF16"}
 
 
 def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
@@ -31,3 +37,42 @@ def pick_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 def _mps_available() -> bool:
     return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
+def cpu_flags() -> set[str]:
+    """The instruction-set flags of this machine's CPU (Linux: /proc/cpuinfo; elsewhere empty)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_features() -> str:
+    """What the CPU offers for matmuls, in words: the bfloat16 units (AMX-BF16, AVX-512-BF16) or their absence,
+    and the vector instructions PyTorch's kernels use here (``torch.backends.cpu.get_cpu_capability()``)."""
+    flags = cpu_flags()
+    bf16 = [name for flag, name in BF16_CPU_FLAGS.items() if flag in flags]
+    units = ", ".join(bf16) if bf16 else "no AMX, no AVX-512-BF16"
+    return f"{units}; PyTorch kernels: {torch.backends.cpu.get_cpu_capability()}"
+
+
+def fast_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 autocast speeds up matmuls on ``device``: a CUDA GPU that supports bfloat16, or a CPU with
+    AMX-BF16 or AVX-512-BF16. Elsewhere (e.g. AVX2 only) bfloat16 is converted in software and is slower than
+    float32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(cpu_flags() & set(BF16_CPU_FLAGS))
+    return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``auto`` -> ``bf16`` where ``fast_bf16(device)``, else ``fp32``; ``fp32`` / ``bf16`` are kept as asked."""
+    if precision == "auto":
+        return "bf16" if fast_bf16(device) else "fp32"
+    return precision

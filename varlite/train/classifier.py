@@ -18,6 +18,10 @@ a VGG-style net in the spirit of the fast CIFAR-10 training recipes (BatchNorm, 
 Class-consistency of a generator = the fraction of its samples for class c that the classifier labels c.
 It is only as trustworthy as the classifier, so its own test accuracy is reported beside it. Both nets expose
 ``features(img)``, the vector before the last linear layer, for the Frechet distance of ``varlite.train.metrics``.
+
+Shipped judges: a judge is evaluation, not the model, so the CIFAR-10 judge ships with varlite
+(``varlite/weights/judges/cifar10.safetensors``, written by ``save_judge``) and ``load_classifier("builtin:cifar10")``
+reads it; a recipe then needs no judge training, and ``train-classifier`` still retrains one.
 """
 from __future__ import annotations
 
@@ -27,6 +31,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
 
 from ..safe_io import CheckpointError
 from .checkpoint import load_checkpoint
@@ -155,8 +161,50 @@ def accuracy(model: nn.Module, dataset, max_images: int = 0, device="cpu", batch
     return correct / n
 
 
+JUDGES_DIR = Path(__file__).resolve().parent.parent / "weights" / "judges"
+JUDGE_FIELDS = ("arch", "num_classes", "width", "dataset", "test_acc")     # the metadata a shipped judge carries
+
+
+def save_judge(path, model: nn.Module, config: dict, test_acc: float) -> Path:
+    """Write a trained classifier as a shipped judge: its weights (float32) in a safetensors file whose metadata
+    holds its architecture, dataset and test accuracy. ``config`` is its train-classifier config."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {**{k: str(config[k]) for k in JUDGE_FIELDS[:4]}, "test_acc": f"{test_acc:.4f}"}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().float().contiguous().cpu() for k, v in model.state_dict().items()}, str(tmp), meta)
+    tmp.replace(path)
+    return path
+
+
+def load_judge(name: str, device="cpu") -> tuple[nn.Module, dict]:
+    """The shipped judge ``name`` (``varlite/weights/judges/<name>.safetensors``) in eval mode, and its metadata
+    (arch, num_classes, width, dataset, test_acc) as the config."""
+    path = JUDGES_DIR / f"{name}.safetensors"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in JUDGES_DIR.glob("*.safetensors"))
+        raise CheckpointError(f"no shipped judge named {name!r}; shipped: {', '.join(shipped) or 'none'} (or give "
+                              f"a train-classifier run folder)")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise CheckpointError(f"the shipped judge {path} is damaged ({err}); reinstall varlite") from err
+    if any(k not in meta for k in JUDGE_FIELDS):
+        raise CheckpointError(f"the shipped judge {path} lacks its metadata; reinstall varlite")
+    config = {"arch": meta["arch"], "num_classes": int(meta["num_classes"]), "width": int(meta["width"]),
+              "dataset": meta["dataset"], "test_acc": float(meta["test_acc"])}
+    model = build_classifier(config["arch"], config["num_classes"], config["width"])
+    model.load_state_dict(state)
+    return model.to(device).eval(), config
+
+
 def load_classifier(path, device="cpu") -> tuple[nn.Module, dict]:
-    """The classifier of a checkpoint (file or run dir) in eval mode, and its training config."""
+    """The classifier of a checkpoint (file or run dir) or a shipped judge (``builtin:<dataset>``) in eval mode,
+    and its training config."""
+    if str(path).startswith("builtin:"):
+        return load_judge(str(path).removeprefix("builtin:"), device)
     path = Path(path)
     if path.is_dir():
         path = path / "checkpoint.pt"
@@ -213,3 +261,27 @@ def features_of(classifier: nn.Module, img_N3HW: torch.Tensor, batch_size: int =
     device = next(classifier.parameters()).device
     return torch.cat([classifier.features(img_N3HW[i:i + batch_size].to(device)).float().cpu()
                       for i in range(0, len(img_N3HW), batch_size)])
+
+
+def add_export_judge_options(parser) -> None:
+    parser.add_argument("--classifier", required=True, help="the train-classifier run folder (or its checkpoint.pt)")
+    parser.add_argument("--dataset", default="cifar10", help="the dataset it judges (its test split measures it)")
+    parser.add_argument("--data-root", default=None, help="where that dataset is (as for train-classifier)")
+    parser.add_argument("--out", default=None,
+                        help="the file to write (default: varlite/weights/judges/<dataset>.safetensors, the judge "
+                             "that --classifier builtin:<dataset> loads)")
+
+
+def cmd_export_judge(args) -> int:
+    """Ship a trained classifier as a judge: measure its accuracy on the whole test split, then write its weights
+    and that accuracy (``save_judge``)."""
+    model, config = load_classifier(args.classifier)
+    if config.get("dataset") != args.dataset:
+        raise ValueError(f"{args.classifier} was trained on {config.get('dataset')!r}, not {args.dataset!r}; pass "
+                         f"--dataset {config.get('dataset')}")
+    test_set = load_checked(args.dataset, "test", args.data_root, config["image_size"], config["num_classes"])
+    test_acc = accuracy(model, test_set)
+    out = save_judge(args.out or JUDGES_DIR / f"{args.dataset}.safetensors", model, config, test_acc)
+    print(f"wrote {out}: {config['arch']} judge of {args.dataset}, test accuracy {100 * test_acc:.2f} % "
+          f"({len(test_set)} images)")
+    return 0

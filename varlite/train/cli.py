@@ -1,6 +1,6 @@
 """Command line for training and evaluation: the ``python -m varlite <command>`` subcommands registered here.
 
-Commands: train-tokenizer, train-var, train-classifier, evaluate, export-builtin, export-run. Every field of a training
+Commands: train-tokenizer, train-var, train-classifier, evaluate, export-builtin, export-run, export-judge. Every field of a training
 config is an option of the same name (``batch_size`` -> ``--batch-size``), whose ``--help`` line is ``OPTION_HELP``'s
 text for that field: what it does and the values it takes (the names of presets, datasets, built-in models and
 classifier architectures are read from where they are defined, so the help lists what the code accepts). Data
@@ -38,7 +38,8 @@ OPTION_HELP = {
     "threads": "torch CPU threads, an integer >= 0 (0 = torch's default)",
     "progress": "show a progress line (rate, ETA, loss) on stderr; --no-progress: none",
     "stop_at": "save and stop after this step, an integer >= 0 (0 = run to --steps); rerun the command to continue",
-    "precision": "fp32 or bf16 (bf16: the forward pass under bfloat16 autocast; the weights stay float32)",
+    "precision": "one of: {precisions} (bf16: the forward pass under bfloat16 autocast, the weights stay float32; "
+                 "auto: bf16 where the device has bfloat16 matmul units (AMX, AVX-512-BF16, a CUDA GPU), else fp32)",
     "preset": "model sizes, one of: {presets} (train-var: its tokenizer's preset)",
     "dataset": "training images, one of: {datasets} (folder: your own images, in --data-root)",
     "data_root": "where the dataset is: for folder, one sub-folder of images per class (with train/ and test/ "
@@ -73,13 +74,14 @@ OPTION_HELP = {
 
 def allowed_values() -> dict[str, str]:
     """The names the help lines list, read from where they are defined: the presets, the dataset names, the
-    shipped models (as ``builtin:<name>``) and the classifier architectures."""
+    shipped models (as ``builtin:<name>``), the classifier architectures and the precisions."""
     from varlite.builtin import list_builtin
     from varlite.core.configs import PRESETS
     from varlite.data import DATASET_NAMES
 
     from .classifier import ARCHS
-    return {"presets": ", ".join(sorted(PRESETS)), "datasets": ", ".join(DATASET_NAMES),
+    from .loop import PRECISIONS
+    return {"precisions": ", ".join(PRECISIONS), "presets": ", ".join(sorted(PRESETS)), "datasets": ", ".join(DATASET_NAMES),
             "builtins": "|".join(f"builtin:{name}" for name in list_builtin()),
             "archs": ", ".join(f"{name} ({cls.__name__})" for name, cls in ARCHS.items())}
 
@@ -119,11 +121,12 @@ def _train(trainer_cls, config_cls):
 
 
 def add_subcommands(subparsers) -> None:
-    """Register train-tokenizer, train-var, train-classifier, evaluate, export-builtin and export-run on an argparse
+    """Register train-tokenizer, train-var, train-classifier, evaluate, export-builtin, export-run and export-judge on an argparse
     subparsers object (``python -m varlite`` calls this)."""
     from .classifier import ClassifierTrainConfig, ClassifierTrainer
     from .tokenizer import TokenizerTrainConfig, TokenizerTrainer
     from .transformer import VarTrainConfig, VarTrainer
+    from .classifier import add_export_judge_options, cmd_export_judge
     from .evaluate import (add_evaluate_options, add_export_options, add_export_run_options, cmd_evaluate,
                            cmd_export_builtin, cmd_export_run)
 
@@ -145,4 +148,8 @@ def add_subcommands(subparsers) -> None:
                                                  "(for the walkthrough's upload)", description=cmd_export_run.__doc__)
     add_export_run_options(p)
     p.set_defaults(func=cmd_export_run)
+    p = subparsers.add_parser("export-judge", help="ship a train-classifier run as the judge that --classifier "
+                                                   "builtin:<dataset> loads", description=cmd_export_judge.__doc__)
+    add_export_judge_options(p)
+    p.set_defaults(func=cmd_export_judge)
 

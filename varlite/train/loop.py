@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..device import cpu_features, resolve_precision
 from ..safe_io import CheckpointError
 from .checkpoint import check_same_config, load_checkpoint, save_checkpoint
 from .distributed import Dist, setup_distributed
@@ -35,6 +36,7 @@ from .metric_log import MetricLog
 from .progress import Progress
 
 CHECKPOINT_NAME = "checkpoint.pt"
+PRECISIONS = ("fp32", "bf16", "auto")       # --precision: auto = bf16 where the device has bfloat16 matmul units
 # fields of a config that may change between a run and its resumption (they do not change the maths)
 RESUMABLE_CHANGES = {"run_dir", "device", "threads", "log_every", "eval_every", "sample_every", "ckpt_every",
                      "steps", "stop_at", "progress", "eval_images", "encode_first", "judge", "judge_per_class"}
@@ -60,12 +62,13 @@ class LoopConfig:
     threads: int = 0                 # torch CPU threads (0 = torch's default)
     progress: bool = True
     stop_at: int = 0                 # save and stop after this step (0 = run to ``steps``); rerun to continue
-    precision: str = "fp32"          # fp32 | bf16: bf16 runs the forward pass under autocast (weights stay float32)
+    precision: str = "fp32"          # fp32 | bf16 | auto: bf16 runs the forward pass under autocast (weights stay
+                                     # float32); auto = bf16 where the device has bfloat16 matmul units, else fp32
 
     def __post_init__(self):
         """Refuse settings that cannot run (checked before anything is loaded or written), naming the option."""
-        if self.precision not in ("fp32", "bf16"):
-            raise ValueError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be fp32, bf16 or auto, got {self.precision!r}")
         at_least = {"steps": 1, "batch_size": 1, "log_every": 1, "ckpt_every": 1, "eval_every": 0,
                     "sample_every": 0, "warmup_steps": 0, "stop_at": 0, "threads": 0, "seed": 0}
         for name, low in at_least.items():
@@ -215,6 +218,10 @@ class Trainer:
             torch.set_num_threads(config.threads)
         self.dist = distributed or setup_distributed(config.device)
         self.device = self.dist.device
+        self.precision = resolve_precision(config.precision, self.device)
+        if config.precision == "auto" and self.dist.main and config.progress:
+            where = f"CPU: {cpu_features()}" if self.device.type == "cpu" else f"device {self.device}"
+            print(f"--precision auto: {self.precision} ({where})", file=sys.stderr, flush=True)
         self.run_dir = Path(config.run_dir)
         self.ckpt_path = self.run_dir / CHECKPOINT_NAME
 
@@ -244,9 +251,11 @@ class Trainer:
 
     # machinery -----------------------------------------------------------------------------------
     def autocast(self):
-        """The forward pass's precision: bfloat16 autocast for ``--precision bf16`` (on a CPU with AMX / AVX-512
-        bf16 matmuls run ~3x faster than float32), else a no-op context. Weights, gradients, AdamW stay float32."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.precision == "bf16")
+        """The forward pass's precision: bfloat16 autocast for bf16 (``--precision bf16``, or ``auto`` on a device
+        with bfloat16 matmul units: there the transformer step ran 1.3x and the tokenizer 2.5x faster than float32;
+        on an AVX2-only CPU bfloat16 is emulated and slower), else a no-op context. Weights, gradients and AdamW
+        stay float32."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
 
     def wrap_ddp(self, module: nn.Module) -> nn.Module:
         if not self.dist.active:
