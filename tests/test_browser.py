@@ -69,6 +69,20 @@ def current_scale(pg) -> tuple[int, int]:
     return int(k), int(K)
 
 
+# The boxes of the panels' hover toolbars (one per chart or image, drawn above it) that overlap the box of the scale's
+# heading's text.
+TOOLBARS_ON_HEADING_JS = """() => {
+  const heading = Array.from(document.querySelectorAll('h3')).find(h => /^Scale \\d+ of/.test(h.innerText));
+  const text = document.createRange();
+  text.selectNodeContents(heading);
+  const h = text.getBoundingClientRect();
+  return Array.from(document.querySelectorAll('.st-key-gen_panels [data-testid="stElementToolbar"]'))
+    .map(t => t.getBoundingClientRect())
+    .filter(r => r.height > 0 && r.bottom > h.top && r.top < h.bottom && r.right > h.left && r.left < h.right)
+    .map(r => [r.left, r.top, r.width, r.height]);
+}"""
+
+
 def test_step_through_a_generation(page, server):
     open_page(page, server, "", "Scale 1 of")
     k, K = current_scale(page)
@@ -76,6 +90,10 @@ def test_step_through_a_generation(page, server):
     page.wait_for_function("() => document.querySelectorAll('[data-testid=\"stImage\"] img').length >= 4")
     images = page.locator('[data-testid="stImage"] img')
     assert images.count() == 4                        # overview strip, contribution, decoded image, mask
+    page.locator('.st-key-gen_panels [data-testid="stVegaLiteChart"]').first.hover()     # its toolbar shows
+    page.wait_for_function("() => Array.from(document.querySelectorAll('.st-key-gen_panels "
+                           "[data-testid=\"stElementToolbar\"]')).some(t => getComputedStyle(t).opacity === '1')")
+    assert page.evaluate(TOOLBARS_ON_HEADING_JS) == [], "a hover toolbar covers the 'Scale k' heading"
     for expected in range(2, K + 1):
         page.get_by_role("button", name="Next").click()
         page.get_by_text(f"Scale {expected} of {K}:").wait_for()
