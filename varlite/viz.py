@@ -164,6 +164,78 @@ def pyramid_figure(steps: Sequence, b: int = 0, input_image: torch.Tensor | None
     return fig
 
 
+def _has_image(step) -> bool:
+    """Whether the step's image can be shown: decoded already, or a decoder is attached."""
+    return step._image is not None or step.decoder is not None
+
+
+def scale_figure(step, codebook_VCv: torch.Tensor, b: int = 0, image: bool = True) -> Figure:
+    """One scale of a generation (``ScaleStep``) or an encoding (``EncodeStep``) in a row of panels: the image
+    decoded after this scale (if ``image`` and the step can decode it), the token map r_k in codebook colours, and
+    for a generation the probability of the chosen tokens and the entropy (as ``probability_figure``), for an encoding
+    the channel norm of the rest f - f_hat still unexplained. What ``varlite.stepper`` shows per scale."""
+    generation = hasattr(step, "logits")
+    panels = (["image"] if image and _has_image(step) else []) + ["tokens"] + (
+        ["p", "entropy"] if generation else ["rest"])
+    fig, axes = row_figure(len(panels), panel_inches=2.6, extra_width=1.2)
+    colors_V3 = codebook_colors(codebook_VCv)
+    for ax, panel in zip(axes, panels):
+        if panel == "image":
+            ax.imshow(_image_HW3(step.image(), b))
+            ax.set_title(f"decoded after scale {step.scale + 1}", fontsize=9)
+            ax.set_xticks([])
+            ax.set_yticks([])
+        elif panel == "tokens":
+            tokens_hw = to_numpy(step.tokens[b]).astype(np.int64)
+            ax.imshow(colors_V3[tokens_hw], interpolation="nearest")
+            _grid_axis(ax, step.pn, f"tokens r_{step.scale + 1}")
+        elif panel == "rest":
+            shown = ax.imshow(_reduce_channels(step.rest, b, "norm", None), cmap="viridis", interpolation="nearest")
+            _grid_axis(ax, step.rest.shape[-1], f"rest ||f - f_hat||: {float(step.rest_norm[b]):.0%} of ||f||")
+            fig.colorbar(shown, ax=ax, shrink=0.8)
+        else:
+            values, cmap, vmax, label = ((step.token_prob, "viridis", 1.0, "p(chosen token)") if panel == "p" else
+                                         (step.entropy, "magma", float(np.log(step.logits.shape[-1])), "entropy (nats)"))
+            shown = ax.imshow(to_numpy(values[b]), cmap=cmap, vmin=0, vmax=vmax, interpolation="nearest")
+            _grid_axis(ax, step.pn, label)
+            fig.colorbar(shown, ax=ax, shrink=0.8)
+    t = step.cfg[b] if generation and isinstance(step.cfg, (list, tuple)) else getattr(step, "cfg", None)
+    what = f", guidance t = {t:.2f}" if generation else ""
+    fig.suptitle(f"Scale {step.scale + 1} of {step.num_scales}: {step.pn}x{step.pn} tokens{what}")
+    return fig
+
+
+def scales_overview_figure(steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0, image: bool = True) -> Figure:
+    """Every scale of a generation or encoding at a glance, a column per scale: the image decoded after it (if
+    ``image`` and the steps can decode), its token map, and p(chosen token) for a generation or the norm of the rest
+    f - f_hat for an encoding. Bare panels (no ticks, one figure), cheap to draw: the static stand-in for
+    ``varlite.stepper`` where widgets cannot be shown."""
+    generation = hasattr(steps[0], "logits")
+    rows = (["image"] if image and _has_image(steps[0]) else []) + ["tokens", "p" if generation else "rest"]
+    fig = Figure(figsize=(1.3 * len(steps), 1.4 * len(rows) + 0.5))
+    axes = fig.subplots(len(rows), len(steps), squeeze=False)
+    colors_V3 = codebook_colors(codebook_VCv)
+    for si, step in enumerate(steps):
+        for r, row in enumerate(rows):
+            ax = axes[r, si]
+            if row == "image":
+                ax.imshow(_image_HW3(step.image(), b))
+            elif row == "tokens":
+                ax.imshow(colors_V3[to_numpy(step.tokens[b]).astype(np.int64)], interpolation="nearest")
+            elif row == "p":
+                ax.imshow(to_numpy(step.token_prob[b]), cmap="viridis", vmin=0, vmax=1, interpolation="nearest")
+            else:
+                ax.imshow(_reduce_channels(step.rest, b, "norm", None), cmap="viridis", interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if si == 0:
+                ax.set_ylabel({"image": "decoded", "tokens": "tokens", "p": "p(chosen)", "rest": "||rest||"}[row],
+                              fontsize=8)
+        axes[0, si].set_title(f"k={si + 1}: {step.pn}x{step.pn}", fontsize=8)
+    fig.suptitle("Scale by scale (p(chosen): viridis 0..1)" if generation else "Scale by scale", fontsize=9)
+    return fig
+
+
 # ------------------------------------------------------------------------------------------ attention
 def attention_mask_figure(patch_nums: Sequence[int], current_scale: int | None = None) -> Figure:
     """The L x L block-causal mask (1 = query row may attend to key column), scale boundaries drawn as lines,
