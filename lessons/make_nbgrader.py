@@ -1,6 +1,6 @@
 """Write nbgrader *source* notebooks of the lessons, for teachers who grade with nbgrader (JupyterHub's grader).
 
-    .venv/bin/python lessons/make_nbgrader.py COURSE              # every lesson with coding exercises (1-10)
+    .venv/bin/python lessons/make_nbgrader.py COURSE              # every lesson with coding exercises
     .venv/bin/python lessons/make_nbgrader.py COURSE 01 04        # some of them
 
     cd COURSE
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     written = write_course(args.course.expanduser(), args.lessons)
     if not written:
-        print(f"no coding exercise in {args.lessons} (lessons 11 and 12 have none): nothing written", file=sys.stderr)
+        print(f"no coding exercise in {args.lessons}: nothing written", file=sys.stderr)
         return 2
     for target in written:
         print(target)

@@ -25,7 +25,8 @@ _spec = importlib.util.spec_from_file_location("lessons_make_nbgrader", ROOT / "
 make_nbgrader = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(make_nbgrader)
 
-WITH_EXERCISES = [p for p in make_nbgrader.lesson_paths() if make_nbgrader.source_notebook(p) is not None]
+LESSONS = make_nbgrader.lesson_paths()
+WITH_EXERCISES = [p for p in LESSONS if make_nbgrader.source_notebook(p) is not None]
 LESSON = "01_images_as_tokens"      # the lightest lesson with exercises: autograde runs it once per submission
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 
@@ -34,8 +35,10 @@ def graded_cells(nb) -> list:
     return [c for c in nb.cells if "nbgrader" in c.metadata]
 
 
-def test_lessons_1_to_10_have_sources():
-    assert [p.name[:2] for p in WITH_EXERCISES] == [f"{n:02d}" for n in range(1, 11)]
+def test_every_lesson_with_exercise_cells_has_a_source():
+    with_cells = [p for p in LESSONS if any("exercise" in c.metadata.get("tags", [])
+                                            for c in nbformat.read(p, as_version=4).cells)]
+    assert WITH_EXERCISES == with_cells and [p.name[:2] for p in with_cells][:10] == [f"{n:02d}" for n in range(1, 11)]
 
 
 @pytest.mark.parametrize("path", WITH_EXERCISES, ids=lambda p: p.stem)
@@ -91,7 +94,8 @@ def test_lesson_6_answers_are_the_solution_bodies_alone():
 
 
 def test_a_lesson_without_exercises_gives_no_source(tmp_path):
-    assert make_nbgrader.main([str(tmp_path), "11", "12"]) == 2
+    assert LESSONS[10].name.startswith("11") and LESSONS[10] not in WITH_EXERCISES     # reading and discussion
+    assert make_nbgrader.main([str(tmp_path), "11"]) == 2
     assert not (tmp_path / "source").exists()
 
 
