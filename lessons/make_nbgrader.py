@@ -25,7 +25,8 @@ edited by hand (run this again after a lesson changes; it replaces the files it 
   own hidden-test markers are not needed.
 
 Every other cell is the lesson's, and every cell keeps its id, tags and ``varlite`` metadata, so
-``python -m varlite.exercises.grade`` grades the same submissions. ``COURSE/nbgrader_config.py`` is written when there
+``python -m varlite.exercises.grade`` grades the same submissions. A folder of ``lessons/data`` that the lesson's code
+names (``data/reproduce`` in lesson 12) is copied beside the notebook: ``generate_assignment`` releases it with it. ``COURSE/nbgrader_config.py`` is written when there
 is none: ``autograde`` runs the whole notebook, and lesson 6's training cell takes minutes where nbgrader's per-cell
 limit is 30 s.
 
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import shutil
 import sys
 import textwrap
 from pathlib import Path
@@ -188,9 +190,17 @@ def source_notebook(path: Path):
     return nb
 
 
+def data_folders(nb) -> list[Path]:
+    """The folders of ``lessons/data`` whose path (``data/<name>``) the notebook's code cells name."""
+    code = "\n".join(cell.source for cell in nb.cells if cell.cell_type == "code")
+    folders = sorted(p for p in (LESSONS_DIR / "data").iterdir() if p.is_dir()) if (LESSONS_DIR / "data").is_dir() \
+        else []
+    return [folder for folder in folders if f"data/{folder.name}" in code]
+
+
 def write_course(course: Path, selected: list[str] | None = None) -> list[Path]:
-    """Write the source notebook of every selected lesson that has exercises into ``course/source/<lesson>/``, and
-    ``course/nbgrader_config.py`` when missing; returns the notebooks written."""
+    """Write the source notebook of every selected lesson that has exercises into ``course/source/<lesson>/``, with
+    the data folders it names, and ``course/nbgrader_config.py`` when missing; returns the notebooks written."""
     written = []
     for path in lesson_paths(selected):
         nb = source_notebook(path)
@@ -199,6 +209,8 @@ def write_course(course: Path, selected: list[str] | None = None) -> list[Path]:
         target = course / "source" / path.stem / path.name
         target.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, target)
+        for folder in data_folders(nb):
+            shutil.copytree(folder, target.parent / "data" / folder.name, dirs_exist_ok=True)
         written.append(target)
     config = course / "nbgrader_config.py"
     if written and not config.exists():

@@ -93,6 +93,21 @@ def test_lesson_6_answers_are_the_solution_bodies_alone():
         assert "import " not in region and "    def " not in region, cell.metadata["nbgrader"]["grade_id"]
 
 
+def test_the_data_a_lesson_names_goes_beside_its_source(tmp_path):
+    """Lesson 12 reads data/reproduce next to its notebook: its assignment folder holds a copy (when it has
+    exercises); a lesson that names no data folder gets none."""
+    written = make_nbgrader.write_course(tmp_path)
+    named = {target.parent.name: make_nbgrader.data_folders(nbformat.read(target, as_version=4)) for target in written}
+    assert named["01_images_as_tokens"] == [] and not (tmp_path / "source" / "01_images_as_tokens" / "data").exists()
+    for lesson, folders in named.items():
+        for folder in folders:
+            copied = tmp_path / "source" / lesson / "data" / folder.name
+            assert sorted(p.relative_to(copied) for p in copied.rglob("*")) == \
+                sorted(p.relative_to(folder) for p in folder.rglob("*"))
+    reproduce = make_nbgrader.LESSONS_DIR / "data" / "reproduce"
+    assert "12_reproducing_the_paper" not in named or named["12_reproducing_the_paper"] == [reproduce]
+
+
 def test_a_lesson_without_exercises_gives_no_source(tmp_path):
     assert LESSONS[10].name.startswith("11") and LESSONS[10] not in WITH_EXERCISES     # reading and discussion
     assert make_nbgrader.main([str(tmp_path), "11"]) == 2
