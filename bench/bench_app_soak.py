@@ -415,6 +415,7 @@ def main(argv: list[str] | None = None) -> int:
     if chromium_path() is None:
         print("Chromium is missing: apt-get install -y chromium", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))     # killed (e.g. by `timeout`): still stop the server
     uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"uptime: {uptime}")
     print(f"CPU: {os.cpu_count()} cores; {cpu_features()}")
