@@ -1,7 +1,8 @@
 """Self-checking exercises for the lessons (``lessons/*.ipynb``), and the lessons' model loader.
 
-One module per lesson (``lesson01`` ... ``lesson10``, the capstone) holds that lesson's checks; ``_check`` holds the shared
-machinery (the verdict, the comparisons that describe the first difference, the runner); ``models`` the loader;
+One module per lesson with coding exercises (``lesson01`` ... ``lesson10``, the capstone, with its hints and named
+mistakes in ``capstone_hints`` and ``capstone_mistakes``; ``lesson12``) holds that lesson's checks; ``_check`` holds
+the shared machinery (the verdict, the comparisons that describe the first difference, the runner); ``models`` the loader;
 ``grade`` and ``sandbox`` the teachers' grading mode.
 Everything a notebook uses is importable from here: ``from varlite import exercises as ex; ex.check_lookup(...)``.
 
@@ -49,6 +50,7 @@ from .lesson08 import check_attention_pairs, check_fit_power_law
 from .lesson09 import check_kv_cache_bytes, check_var_param_count
 from .lesson10 import (check_adaln_block, check_attention, check_encode_tokens, check_generate, check_guided_logits,
                        check_logits_head, check_my_var, check_phi_of_scale, check_var_forward, check_var_input)
+from .lesson12 import check_fit_paper_form, check_frechet_distance
 from .models import lesson_models
 
 __all__ = [
@@ -64,4 +66,5 @@ __all__ = [
     "check_var_param_count", "check_kv_cache_bytes",
     "check_phi_of_scale", "check_encode_tokens", "check_var_input", "check_attention", "check_adaln_block",
     "check_logits_head", "check_var_forward", "check_guided_logits", "check_generate", "check_my_var",
+    "check_fit_paper_form", "check_frechet_distance",
 ]
