@@ -10,7 +10,8 @@ A frame shows scale k = 1..K in three panels:
   image so far  the image decoded from f_hat after scales 1..k.
 The GIF shows the frames one after the other (the last one held longer); the PNG strip puts the K frames side by
 side as columns, the three panels as rows. The page embeds the contribution and image panels and draws the token map
-from the same codebook colours, as buttons that show each position's candidates.
+from the same codebook colours, as buttons: a generation's show each position's candidates, an encoding's the
+nearest codebook entries; an encoding's page also shows the rest ||f - f_hat|| after each scale (``rest_panels``).
 
 Input: the steps of a generation (``ScaleStep``) or of an encoding (``EncodeStep``), live or ``detached()`` with
 their images, plus the VQVAE's codebook. Every picture is a plain uint8 array enlarged with nearest-neighbour
@@ -31,6 +32,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 
+from .core.trace import EncodeStep
 from .html_export import step_through_html
 from .viz import codebook_colors
 
@@ -95,6 +97,19 @@ def scale_panels(steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0,
                        _fit(_u8(viridis(norm_HW / vmax)[..., :3]), panel_px),
                        _fit(_u8(image_HiWi3), panel_px)))
     return panels
+
+
+def rest_panels(steps: Sequence, b: int = 0, panel_px: int = HTML_PANEL_PX) -> list[np.ndarray]:
+    """Per scale of an encoding, the (px, px, 3) uint8 panel of what is left to explain after it: ||f - f_hat|| over
+    the latent channels through viridis, on one colour scale for all scales, 0 to the largest ||f|| of any position
+    (f = f_hat + rest, the whole latent), so the rest visibly darkens scale after scale."""
+    if not steps:
+        raise ValueError("no steps to export: pass the steps of an encoding (one per scale)")
+    f_BCvHW = steps[0].f_hat + steps[0].rest
+    vmax = float(f_BCvHW[b].detach().float().norm(dim=0).max()) or 1.0
+    viridis = colormaps["viridis"]
+    return [_fit(_u8(viridis(step.rest[b].detach().float().norm(dim=0).cpu().numpy() / vmax)[..., :3]), panel_px)
+            for step in steps]
 
 
 def _scale_title(step, K: int) -> str:
@@ -177,14 +192,16 @@ def png_bytes(image: Image.Image) -> bytes:
 def step_through_bytes(kind: str, steps: Sequence, codebook_VCv: torch.Tensor, b: int = 0, title: str = "",
                        panel_px: int | None = None, frame_ms: int = 800) -> bytes:
     """The export as file bytes: ``kind`` "gif" (``step_frames`` animated), "png" (``strip_image``) or "html"
-    (``html_export.step_through_html`` of ``scale_panels``, UTF-8; a generation's steps only)."""
+    (``html_export.step_through_html`` of ``scale_panels``, and of ``rest_panels`` for an encoding; UTF-8)."""
     if kind == "gif":
         return gif_bytes(step_frames(steps, codebook_VCv, b, panel_px or 128, title), frame_ms)
     if kind == "png":
         return png_bytes(strip_image(steps, codebook_VCv, b, panel_px or 96, title))
     if kind == "html":
-        panels = scale_panels(steps, codebook_VCv, b, panel_px or HTML_PANEL_PX)
-        return step_through_html(steps, codebook_VCv, panels, b, title, frame_ms).encode("utf-8")
+        px = panel_px or HTML_PANEL_PX
+        panels = scale_panels(steps, codebook_VCv, b, px)
+        rests = rest_panels(steps, b, px) if all(isinstance(step, EncodeStep) for step in steps) else None
+        return step_through_html(steps, codebook_VCv, panels, b, title, frame_ms, rests).encode("utf-8")
     raise ValueError(f"unknown export kind {kind!r}: expected 'gif' (animation), 'png' (strip) or 'html' (page)")
 
 

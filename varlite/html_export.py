@@ -1,6 +1,6 @@
 """A step-through as one self-contained web page: open the .html file from disk, on a laptop or a phone, no server.
 
-The page shows one generation scale k = 1..K at a time:
+The page shows one generation (or one encoding, below) scale k = 1..K at a time:
   tokens         the token map r_k, each cell a button in its codebook colour (``viz.codebook_colors``, the colours
                  of the GIF and PNG exports); clicking (tapping) one shows the model's 5 most likely tokens there
                  and their probabilities (``ScaleStep.candidates(5)``, softmax of the guided logits), the chosen
@@ -10,15 +10,26 @@ The page shows one generation scale k = 1..K at a time:
   image so far   the image decoded from f_hat after scales 1..k;
   mask row       the block-causal mask row of scale k: its tokens (positions [begin, end) of the L-token sequence)
                  may attend to positions [0, end), every coarser scale and their own; the finer scales are masked.
+An encoding (``VQVAE.encode_steps``, the paper's Algorithm 1) shows, per scale, the same page with what an encoding
+has instead of what only a generation has:
+  tokens         the token map r_k; clicking a cell shows the 5 codebook entries nearest to the vector it quantized
+                 (the rest before this scale at side pn_k, ``EncodeStep.target``) and their Euclidean distances, the
+                 entry the quantizer chose marked;
+  contribution   as above;
+  rest           ||f - f_hat|| after this scale, what is left to explain (``export.rest_panels``);
+  image so far   the reconstruction decoded from f_hat after scales 1..k, with its PSNR against the input;
+and no attention mask (encoding has no transformer).
 Previous / next buttons, the scale buttons, the left / right arrow keys and a horizontal swipe step the scales; Play
-steps them every ``frame_ms`` milliseconds, as the GIF does.
+steps them every ``frame_ms`` milliseconds, as the GIF does. One page engine serves both: the JSON says which
+(``kind``), and the page text that differs is in ``PARTS``.
 
 Self-contained: the styles and the script are inline, the pictures are PNG data: URIs, everything else is one JSON
 document in the page (per scale: side, positions, guidance, token map, chosen token's probability, candidates), and
-the page loads nothing: no network, no fonts, no CDN. Probabilities are written as the shortest decimal that reads
-back as the same float32, so the page holds the trace's numbers exactly.
+the page loads nothing: no network, no fonts, no CDN. Probabilities and distances are written as the shortest
+decimal that reads back as the same float32, so the page holds the trace's numbers exactly.
 
-Dimension key: B batch, h,w one scale's side, V vocabulary, k candidates, px panel side in pixels.
+Dimension key: B batch, h,w one scale's side, l = h*w positions, Cv latent channels, V vocabulary, k candidates,
+px panel side in pixels.
 """
 from __future__ import annotations
 
@@ -34,7 +45,7 @@ import torch
 from matplotlib import colormaps
 from PIL import Image
 
-from .core.trace import ScaleStep
+from .core.trace import EncodeStep, ScaleStep
 from .viz import OKABE_ITO, codebook_colors
 
 TOP_CANDIDATES = 5          # tokens listed per position
@@ -69,40 +80,135 @@ def scale_record(step: ScaleStep, b: int, contribution_hw3: np.ndarray, image_hw
             "contribution": _png_data_uri(contribution_hw3), "image": _png_data_uri(image_hw3)}
 
 
-def page_data(steps: Sequence[ScaleStep], codebook_VCv: torch.Tensor, panels: Sequence, b: int = 0,
-              title: str = "", frame_ms: int = 800) -> dict:
+def nearest_codes(step: EncodeStep, codebook_VCv: torch.Tensor, b: int = 0,
+                  k: int = TOP_CANDIDATES) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k codebook entries nearest to each vector scale ``step`` quantized (its ``target``, the rest before it at
+    side pn_k), nearest first: (tokens (h, w, k) int64, distances ||target - e_v|| (h, w, k) float32) of batch item
+    ``b``. Distances are computed pairwise (not through the dot-product expansion the quantizer's argmin uses), so
+    in a near tie the quantizer's token may sit second."""
+    target_lCv = step.target[b].detach().float().cpu().flatten(1).T
+    codebook_VCv = codebook_VCv.detach().float().cpu()
+    d_lV = torch.cdist(target_lCv, codebook_VCv, compute_mode="donot_use_mm_for_euclid_dist")
+    distances_lk, tokens_lk = d_lV.topk(min(k, d_lV.shape[1]), dim=1, largest=False)
+    shape = (step.pn, step.pn, tokens_lk.shape[1])
+    return tokens_lk.view(shape), distances_lk.view(shape)
+
+
+def encoding_record(step: EncodeStep, b: int, codebook_VCv: torch.Tensor, contribution_hw3: np.ndarray,
+                    rest_hw3: np.ndarray, image_hw3: np.ndarray) -> dict:
+    """What the page shows of one scale of an encoding: side, the token map (h, w), the share of f still unexplained
+    (``rest_norm``), the PSNR of the reconstruction so far (None without an input image), the nearest codebook
+    entries (``nearest_codes``: tokens and distances, (h, w, 5)) and the contribution, rest and image panels as PNG
+    data: URIs."""
+    tokens_hwk, distances_hwk = nearest_codes(step, codebook_VCv, b)
+    return {"scale": step.scale, "pn": step.pn, "tokens": step.tokens[b].tolist(),
+            "rest_share": float(step.rest_norm[b]),
+            "psnr": None if step.input_image is None else float(step.psnr()[b]),
+            "candidates": {"tokens": tokens_hwk.tolist(), "distances": _float32_list(distances_hwk)},
+            "contribution": _png_data_uri(contribution_hw3), "rest": _png_data_uri(rest_hw3),
+            "image": _png_data_uri(image_hw3)}
+
+
+def page_kind(steps: Sequence) -> str:
+    """"generation" (every step a ``ScaleStep``) or "encoding" (every step an ``EncodeStep``)."""
+    for kind, record_type in (("generation", ScaleStep), ("encoding", EncodeStep)):
+        if all(isinstance(step, record_type) for step in steps):
+            return kind
+    raise ValueError("the HTML step-through shows one generation (the steps of VAR.generate_steps) or one encoding "
+                     "(the steps of VQVAE.encode_steps); got steps of neither, or of both")
+
+
+def page_data(steps: Sequence, codebook_VCv: torch.Tensor, panels: Sequence, b: int = 0, title: str = "",
+              frame_ms: int = 800, rests: Sequence | None = None) -> dict:
     """The page's JSON document. ``panels``: ``export.scale_panels(steps, codebook_VCv, b, px)``, one (tokens,
     contribution, image) triple of (px, px, 3) uint8 pictures per scale (the page draws the token map itself, as
-    buttons, from the palette: ``codebook_colors`` in 8-bit hex)."""
-    if not all(isinstance(step, ScaleStep) for step in steps):
-        raise ValueError("the HTML step-through shows a generation (candidates and the attention mask): pass the "
-                         "steps of VAR.generate_steps; an encoding exports as .gif or .png")
+    buttons, from the palette: ``codebook_colors`` in 8-bit hex); an encoding also needs ``rests``:
+    ``export.rest_panels(steps, b, px)``, one (px, px, 3) picture per scale."""
+    kind = page_kind(steps)
     if len(panels) != len(steps):
         raise ValueError(f"{len(panels)} panel triples for {len(steps)} steps: pass export.scale_panels(steps, ...)")
-    return {"title": title, "total_tokens": steps[0].total_tokens, "frame_ms": frame_ms,
-            "palette": [_hex(rgb) for rgb in codebook_colors(codebook_VCv)],
-            "scales": [scale_record(step, b, contribution, image)
-                       for step, (_, contribution, image) in zip(steps, panels)]}
+    document = {"kind": kind, "title": title, "frame_ms": frame_ms,
+                "palette": [_hex(rgb) for rgb in codebook_colors(codebook_VCv)]}
+    if kind == "generation":
+        return {**document, "total_tokens": steps[0].total_tokens,
+                "scales": [scale_record(step, b, contribution, image)
+                           for step, (_, contribution, image) in zip(steps, panels)]}
+    if rests is None or len(rests) != len(steps):
+        raise ValueError("an encoding's page also shows the rest after each scale: pass rests="
+                         "export.rest_panels(steps, b, px), one picture per step")
+    return {**document, "scales": [encoding_record(step, b, codebook_VCv, contribution, rest, image)
+                                   for step, (_, contribution, image), rest in zip(steps, panels, rests)]}
 
 
-def step_through_html(steps: Sequence[ScaleStep], codebook_VCv: torch.Tensor, panels: Sequence, b: int = 0,
-                      title: str = "", frame_ms: int = 800) -> str:
+def step_through_html(steps: Sequence, codebook_VCv: torch.Tensor, panels: Sequence, b: int = 0, title: str = "",
+                      frame_ms: int = 800, rests: Sequence | None = None) -> str:
     """The page as text: ``PAGE`` with ``page_data`` embedded as JSON (every "<" written as \\u003c, so no text in
-    it can close the script element) and the title escaped."""
+    it can close the script element), the title escaped and the text of the page's kind (``PARTS``)."""
     if not steps:
-        raise ValueError("no steps to export: pass the steps of a generation (one per scale)")
-    data = json.dumps(page_data(steps, codebook_VCv, panels, b, title, frame_ms), separators=(",", ":"))
+        raise ValueError("no steps to export: pass the steps of a generation or an encoding (one per scale)")
+    document = page_data(steps, codebook_VCv, panels, b, title, frame_ms, rests)
+    data = json.dumps(document, separators=(",", ":"))
+    parts = PARTS[document["kind"]]
     viridis = colormaps["viridis"]
     cividis = colormaps["cividis"]
     return PAGE.substitute(
-        title=html.escape(title or "A generation, scale by scale"),
+        parts, title=html.escape(title or parts["default_title"]),
         data=data.replace("<", "\\u003c"),
         viridis=", ".join(_hex(viridis(i / 8)) for i in range(9)),
         seen=_hex(cividis(1.0)), masked=_hex(cividis(0.0)), accent=OKABE_ITO["orange"])
 
 
-# The page: $title, $data (the JSON), colours $viridis (the contribution's legend), $seen / $masked (the mask's
-# may-attend / masked, cividis as in viz.attention_mask_figure) and $accent (the current scale, the chosen token).
+# The text that differs between a generation's page and an encoding's: the default title, the number of picture
+# columns, the lead paragraph, the rest panel (an encoding's only) and the cards under the pictures (a generation's
+# candidates and mask row, an encoding's nearest codebook entries).
+_CANDIDATES_CARD = """<section class="card wide">
+    <h3>$heading</h3>
+    <p id="hint">$hint</p>
+    <div id="candidates"></div>
+  </section>"""
+_MASK_CARD = """<section class="card wide">
+    <h3>Attention mask row of this scale</h3>
+    <div id="mask" role="img"></div>
+    <div class="mask-ends"><span>position 0</span><span id="mask-end"></span></div>
+    <p id="mask-text"></p>
+    <p><span class="key" style="background: var(--seen)"></span>may attend
+      <span class="key" style="background: var(--masked)"></span>masked
+      <span class="key" style="box-shadow: inset 0 0 0 3px var(--accent)"></span>this scale's own tokens</p>
+  </section>"""
+PARTS = {
+    "generation": {
+        "default_title": "A generation, scale by scale", "columns": "3",
+        "lead": "VAR generates an image coarse to fine: at each scale the transformer predicts a whole token map at "
+                "once, given every coarser scale. Step through the scales; tap a token to see what else the model "
+                "considered.",
+        "rest_panel": "",
+        "cards": Template(_CANDIDATES_CARD).substitute(
+            heading="Candidates", hint="Tap (or click) a token to see the model's 5 most likely tokens at that "
+                                       "position and their probabilities.") + "\n  " + _MASK_CARD},
+    "encoding": {
+        "default_title": "An encoding, scale by scale", "columns": "4",
+        "lead": "VAR's tokenizer turns an image into a pyramid of token maps, coarse to fine: at each scale it "
+                "shrinks what is still unexplained (the rest, f &minus; <span class=\"hat\">f</span>) to the "
+                "scale's side, snaps every vector to its nearest codebook entry (the tokens), and adds what those "
+                "entries explain to <span class=\"hat\">f</span>. Step through the scales; tap a token to see the "
+                "codebook entries nearest to the vector it replaced.",
+        "rest_panel": """<div class="card">
+      <h3>Rest after this scale</h3>
+      <img id="rest" class="square" alt="">
+      <div class="legend"></div>
+      <div class="legend-labels"><span>0</span><span>largest of f</span></div>
+      <p>What is left to explain for the finer scales: the size of f &minus; <span class="hat">f</span> at each
+        position.</p>
+    </div>
+    """,
+        "cards": Template(_CANDIDATES_CARD).substitute(
+            heading="Nearest codebook entries", hint="Tap (or click) a token to see the 5 codebook entries nearest "
+                                                     "to the vector it replaced, and their distances.")},
+}
+
+# The page: $title, $data (the JSON), the kind's $columns, $lead, $rest_panel and $cards (``PARTS``), colours
+# $viridis (the heat maps' legend), $seen / $masked (the mask's may-attend / masked, cividis as in
+# viz.attention_mask_figure) and $accent (the current scale, the chosen token).
 PAGE = Template("""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -130,7 +236,7 @@ PAGE = Template("""<!DOCTYPE html>
   h2 { display: flex; flex-wrap: wrap; align-items: baseline; column-gap: .6em; font-size: 1.1rem;
        margin: 6px 0 10px; }
   h2 span { color: var(--soft); font-weight: 400; font-size: .95rem; }
-  .panels { display: grid; grid-template-columns: repeat(3, minmax(0, 1fr)); gap: 12px; touch-action: pan-y; }
+  .panels { display: grid; grid-template-columns: repeat($columns, minmax(0, 1fr)); gap: 12px; touch-action: pan-y; }
   .card { background: #fff; border: 1px solid var(--line); border-radius: 10px; padding: 10px; }
   .card h3 { margin: 0 0 6px; font-size: 1rem; }
   .card p { margin: 6px 0 0; color: var(--soft); font-size: .85rem; }
@@ -182,8 +288,7 @@ PAGE = Template("""<!DOCTYPE html>
 <body>
 <main>
   <h1>$title</h1>
-  <p class="lead">VAR generates an image coarse to fine: at each scale the transformer predicts a whole token map at
-    once, given every coarser scale. Step through the scales; tap a token to see what else the model considered.</p>
+  <p class="lead">$lead</p>
   <nav class="controls" aria-label="scales">
     <button id="prev" aria-label="previous scale">&#9664;</button>
     <div class="chips" id="chips"></div>
@@ -206,27 +311,13 @@ PAGE = Template("""<!DOCTYPE html>
       <p>What this scale adds to the latent <span class="hat">f</span>: the size of &phi;<sub>k</sub>(up(e[r<sub>k</sub>])) at each
         position.</p>
     </div>
-    <div class="card">
+    $rest_panel<div class="card">
       <h3>Image so far</h3>
       <img id="image" class="square" alt="">
       <p>Decoded from <span class="hat">f</span> = the sum of the contributions of scales 1&hellip;k.</p>
     </div>
   </section>
-  <section class="card wide">
-    <h3>Candidates</h3>
-    <p id="hint">Tap (or click) a token to see the model's 5 most likely tokens at that position and their
-      probabilities.</p>
-    <div id="candidates"></div>
-  </section>
-  <section class="card wide">
-    <h3>Attention mask row of this scale</h3>
-    <div id="mask" role="img"></div>
-    <div class="mask-ends"><span>position 0</span><span id="mask-end"></span></div>
-    <p id="mask-text"></p>
-    <p><span class="key" style="background: var(--seen)"></span>may attend
-      <span class="key" style="background: var(--masked)"></span>masked
-      <span class="key" style="box-shadow: inset 0 0 0 3px var(--accent)"></span>this scale's own tokens</p>
-  </section>
+  $cards
   <footer>Keys: <kbd>&larr;</kbd> <kbd>&rarr;</kbd> step the scales; on a phone, swipe the pictures. Made with
     varlite; this page is one file and needs no network.</footer>
 </main>
@@ -304,6 +395,8 @@ function drawMask(s) {
   mask.setAttribute("aria-label", text);
 }
 
+// A generation lists the model's most likely tokens at the position (bar: probability); an encoding lists the
+// codebook entries nearest to the vector the position quantized (bar: distance, relative to the farthest listed).
 function drawCandidates() {
   const box = byId("candidates");
   box.replaceChildren();
@@ -311,19 +404,27 @@ function drawCandidates() {
   if (selected === null) return;
   const s = scales[current], r = selected[0], c = selected[1];
   const chosen = s.tokens[r][c];
-  const tokens = s.candidates.tokens[r][c], probs = s.candidates.probs[r][c];
-  box.appendChild(make("p", null, "Scale " + (current + 1) + ", row " + r + ", column " + c + ": the sampler " +
-    "chose token " + chosen + " (probability " + percent(s.chosen_prob[r][c]) + ")" +
-    (tokens.indexOf(chosen) < 0 ? ", which is not among the 5 most likely." : ".")));
+  const tokens = s.candidates.tokens[r][c];
+  const encoding = data.kind === "encoding";
+  const values = encoding ? s.candidates.distances[r][c] : s.candidates.probs[r][c];
+  const farthest = Math.max.apply(null, values) || 1;
+  const where = "Scale " + (current + 1) + ", row " + r + ", column " + c + ": ";
+  box.appendChild(make("p", null, encoding
+    ? where + "the quantizer chose token " + chosen + ", the codebook entry nearest to this vector" +
+      (tokens.indexOf(chosen) < 0 ? " (not among the 5 listed: a near tie)." : ".")
+    : where + "the sampler chose token " + chosen + " (probability " + percent(s.chosen_prob[r][c]) + ")" +
+      (tokens.indexOf(chosen) < 0 ? ", which is not among the 5 most likely." : ".")));
   const table = make("table");
   table.id = "candidate-table";
   const head = make("tr");
-  ["", "token", "probability", ""].forEach(function (name) { head.appendChild(make("th", null, name)); });
+  ["", "token", encoding ? "distance" : "probability", ""].forEach(function (name) {
+    head.appendChild(make("th", null, name));
+  });
   table.appendChild(head);
   tokens.forEach(function (token, i) {
     const row = make("tr", token === chosen ? "chosen" : null);
     row.dataset.token = token;
-    row.dataset.prob = probs[i];
+    row.dataset[encoding ? "distance" : "prob"] = values[i];
     const swatch = make("span", "swatch");
     swatch.style.background = data.palette[token];
     const cellSwatch = make("td");
@@ -331,11 +432,13 @@ function drawCandidates() {
     const cellToken = make("td", "num token", String(token));
     if (token === chosen) cellToken.append(" ", make("span", "tag", "chosen"));
     const bar = make("div", "bar");
-    bar.style.width = (100 * probs[i]).toFixed(2) + "%";
+    bar.style.width = (100 * (encoding ? values[i] / farthest : values[i])).toFixed(2) + "%";
     const cellBar = make("td");
     cellBar.style.width = "45%";
     cellBar.appendChild(bar);
-    row.append(cellSwatch, cellToken, make("td", "num prob", percent(probs[i])), cellBar);
+    const number = encoding ? make("td", "num distance", Number(values[i].toPrecision(3)).toString())
+                            : make("td", "num prob", percent(values[i]));
+    row.append(cellSwatch, cellToken, number, cellBar);
     table.appendChild(row);
   });
   box.appendChild(table);
@@ -355,8 +458,12 @@ function show(i) {
   selected = null;
   const s = scales[current];
   const l = s.pn * s.pn;
+  const note = data.kind === "encoding"
+    ? "rest left " + (100 * s.rest_share).toFixed(1) + "% of \\u2016f\\u2016" +
+      (s.psnr === null ? "" : ", PSNR " + s.psnr.toFixed(1) + " dB")
+    : "guidance t\\u2096 = " + Number(s.cfg.toFixed(2));
   byId("scale-title").replaceChildren("Scale " + (current + 1) + " of " + K + ": " + s.pn + "\\u00d7" + s.pn + " = " +
-    tokenCount(l), make("span", null, "guidance t\\u2096 = " + Number(s.cfg.toFixed(2))));
+    tokenCount(l), make("span", null, note));
   byId("chips").querySelectorAll("button").forEach(function (chip, j) {
     if (j === current) chip.setAttribute("aria-current", "step"); else chip.removeAttribute("aria-current");
   });
@@ -366,8 +473,12 @@ function show(i) {
   byId("contribution").alt = "contribution of scale " + (current + 1);
   byId("image").src = s.image;
   byId("image").alt = "image decoded after scale " + (current + 1);
+  if (data.kind === "encoding") {
+    byId("rest").src = s.rest;
+    byId("rest").alt = "rest after scale " + (current + 1);
+  }
   drawGrid(s);
-  drawMask(s);
+  if (data.kind === "generation") drawMask(s);
   drawCandidates();
 }
 
