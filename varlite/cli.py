@@ -30,8 +30,8 @@ from .data.cifar10 import OFFICIAL_URL as CIFAR10_URL
 from .device import pick_device
 from .download import DownloadError, varlite_home
 from .export import check_export_path, save_step_through
-from .pretrained import (OFFICIAL_FILES, DEMO_SAMPLING, CheckpointError, download_official,
-                         load_official, load_pair, official_path)
+from .pretrained import (OFFICIAL_FILES, DEMO_SAMPLING, CheckpointError, check_fits, download_official,
+                         load_official, load_pair, official_footprint, official_path)
 from .train import cli as train_cli
 from .train.grid import save_grid
 
@@ -208,10 +208,27 @@ def autocast_for(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def check_official_fits(args, device: torch.device) -> None:
+    """Before an official depth whose files are there is loaded: print its size, the memory it needs for this batch
+    and a rough time (``varlite.pretrained.official_footprint``), and, on a CPU, refuse with one line (a
+    NotEnoughMemoryError: exit 2) when the machine has less memory free, instead of being killed while loading. A GPU's
+    memory is not checked here. Missing files are left to the loader, which says how to download them."""
+    if args.vae is not None or args.model not in OFFICIAL_FILES or args.model == "vae":
+        return
+    if not (official_path("vae", args.cache_dir).is_file() and official_path(args.model, args.cache_dir).is_file()):
+        return
+    images = args.n * len(args.classes) if args.classes and not args.list_classes else 1
+    depth = int(args.model[1:])
+    print(official_footprint(depth, images).summary(), file=sys.stderr)
+    if device.type == "cpu":
+        check_fits(depth, images)
+
+
 def cmd_generate(args) -> int:
     """Sample a grid (one row per class, --n columns; or --one-row, as the official demo lays out its 8 samples) with
     the model's recommended sampling unless overridden. A progress bar counts the scales when stderr is a terminal."""
     device = pick_device(args.device)
+    check_official_fits(args, device)
     model = load_generation_model(args.model, args.vae, args.cache_dir, device)
     if args.list_classes:
         print_classes(model)
