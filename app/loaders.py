@@ -181,11 +181,25 @@ def _imagenet_or_blank(num_classes: int) -> tuple[str, ...]:
     return imagenet.class_names() if num_classes == imagenet.NUM_CLASSES else ("",) * num_classes
 
 
+LOADED_OFFICIAL: dict[str, int | None] = {"depth": None}    # the depth ``_load_official`` holds now
+
+
+def official_model(depth: int) -> LoadedModel:
+    """The official VAR-d``depth``, loaded once per server. One that is not loaded yet is first checked against the
+    memory the machine has free (``varlite.pretrained.check_fits``): too little raises NotEnoughMemoryError, which
+    says what is needed, what is free and what to do, instead of the server being killed while loading."""
+    if LOADED_OFFICIAL["depth"] != depth:
+        pretrained.check_fits(depth)
+    return _load_official(depth)
+
+
 @st.cache_resource(show_spinner="Loading the official model (once per server)...", max_entries=1)
 def _load_official(depth: int) -> LoadedModel:
+    LOADED_OFFICIAL["depth"] = None          # the one held before is evicted when this one is stored
     vqvae, var = pretrained.load_official(depth)
     files = [shown_path(pretrained.official_path("vae")), shown_path(pretrained.official_path(f"d{depth}"))]
     source, verified = _source_words(var, "official checkpoint")
+    LOADED_OFFICIAL["depth"] = depth
     return LoadedModel(f"official:d{depth}", f"VAR-d{depth}", vqvae.eval(), var.eval(), source, verified,
                        _imagenet_or_blank(var.num_classes), files=files, sampling=pretrained.DEMO_SAMPLING)
 
@@ -307,7 +321,7 @@ def load_model(key: str) -> LoadedModel:
     if kind == "builtin":
         return _load_builtin(rest)
     if kind == "official":
-        return _load_official(int(rest.removeprefix("d")))
+        return official_model(int(rest.removeprefix("d")))
     if kind == "path":
         vae_path, _, var_path = rest.partition("|")
         return _load_files(vae_path, var_path)
@@ -324,6 +338,7 @@ def reset_official() -> None:
     """Forget the loaded official models, file pairs and runs (after files in the folders were deleted or
     downloaded)."""
     _load_official.clear()
+    LOADED_OFFICIAL["depth"] = None
     _load_files.clear()
     _load_run.clear()
 

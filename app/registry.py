@@ -20,7 +20,7 @@ import streamlit as st
 
 from app.loaders import LoadedModel
 from app.official_files import official_in_cache
-from varlite import builtin
+from varlite import builtin, pretrained
 from varlite.core.configs import PRESETS
 
 DEFAULT_MODEL = "builtin:shapes"
@@ -40,7 +40,7 @@ def available_models(custom_pairs: list[tuple[str, str]] | None = None) -> list[
     this session's own runs and uploads, and an untrained tiny model (always there: the walkthrough before any
     training)."""
     out = [ModelChoice(f"builtin:{n}", f"Built-in: {n}") for n in builtin.list_builtin()]
-    out += [ModelChoice(f"official:d{d}", f"Official VAR-d{d} (ImageNet 256)") for d in official_in_cache()]
+    out += [ModelChoice(f"official:d{d}", official_label(d)) for d in official_in_cache()]
     out += [ModelChoice(f"path:{vae}|{var}", f"From files: {Path(var).name}") for vae, var in custom_pairs or []]
     out += [ModelChoice(key, label) for key, label in own_models().items()]
     out.append(ModelChoice(UNTRAINED_TINY, "Untrained tiny (random weights)"))
@@ -48,6 +48,15 @@ def available_models(custom_pairs: list[tuple[str, str]] | None = None) -> list[
         out += [ModelChoice(f"untrained:{p}", f"Untrained {p} (random weights, dev)") for p in DEV_PRESETS
                 if p in PRESETS]
     return out
+
+
+def official_label(depth: int) -> str:
+    """'Official VAR-d16 (ImageNet 256 px): 310 M parameters, needs ~2.8 GB, ~4 s per image': what choosing it costs
+    (``varlite.pretrained.official_footprint``, from the config alone: nothing is read)."""
+    footprint = pretrained.official_footprint(depth)
+    return (f"Official VAR-d{depth} (ImageNet {footprint.image_size} px): {footprint.var_params / 1e6:,.0f} M "
+            f"parameters, needs ~{footprint.memory_bytes / 2**30:.1f} GB, ~{footprint.seconds_per_image:.0f} s per "
+            f"image")
 
 
 def own_models() -> dict[str, str]:
