@@ -98,11 +98,28 @@ def channel_norm(x_CvHW: np.ndarray, px: int = DISPLAY_PX, vmax: float | None = 
     return colorize(np.linalg.norm(x_CvHW, axis=0), "magma", 0, vmax, px)
 
 
+MASK_MAX_PX = 512      # the mask image's side at most: L = 2,240 tokens (d36, 512 px) would be a 2,240-px image
+
+
+def mask_rows_shown(L: int, side: int, begin: int, end: int, query: int | None) -> np.ndarray:
+    """Which token each of the ``side`` pixel rows (or columns) of a downsampled L x L mask shows: the token at the
+    pixel's centre, except that the current scale's tokens [begin, end) keep at least one pixel row and the query
+    its own (every token of a scale has the same row of the block-causal mask, so no row pattern is lost)."""
+    shown = ((np.arange(side) + 0.5) * L / side).astype(int)
+    first = begin * side // L
+    last = max(first + 1, -(-end * side // L))
+    shown[first:last] = np.clip(shown[first:last], begin, end - 1)
+    if query is not None:
+        shown[query * side // L] = query
+    return shown
+
+
 @st.cache_data(show_spinner=False, max_entries=256)
 def block_mask(patch_nums: tuple[int, ...], scale: int, query: int | None = None, px: int = 240) -> bytes:
     """The full L x L block-causal mask (grey = may attend), the current scale's rows highlighted in orange and, if
     given, the row of its token number ``query`` (row-major within the scale) in blue, with blue ticks in the
-    margins so that a one-pixel row stays easy to find."""
+    margins so that a one-pixel row stays easy to find. Longer than MASK_MAX_PX tokens, the mask is drawn
+    MASK_MAX_PX pixels wide, each pixel showing one token (``mask_rows_shown``)."""
     allowed = (block_causal_bias(patch_nums)[0, 0] == 0).numpy()
     L = allowed.shape[0]
     rgb = np.where(allowed[..., None], np.array([150, 150, 150], np.uint8), np.array([255, 255, 255], np.uint8))
@@ -111,16 +128,21 @@ def block_mask(patch_nums: tuple[int, ...], scale: int, query: int | None = None
     rows = rgb[begin:end]
     rows[allowed[begin:end]] = (240, 120, 20)
     rows[~allowed[begin:end]] = (255, 225, 200)
-    if query is not None:
-        q = begin + query
+    q = None if query is None else begin + query
+    if q is not None:
         rgb[q, allowed[q]] = (20, 90, 220)
     rgb = rgb.astype(np.uint8)
-    if L < px:
+    q_row = q                                  # the query's pixel row
+    if L > MASK_MAX_PX:
+        shown = mask_rows_shown(L, MASK_MAX_PX, begin, end, q)
+        rgb = rgb[shown][:, mask_rows_shown(L, MASK_MAX_PX, begin, end, None)]
+        q_row = None if q is None else q * MASK_MAX_PX // L
+    elif L < px:
         rgb = enlarge(rgb, px)
-    if query is not None:                      # ticks: a margin of 8 px left and right, blue at the query's row
-        rep = rgb.shape[0] // L
+    if q is not None:                          # ticks: a margin of 8 px left and right, blue at the query's row
+        rep = max(1, rgb.shape[0] // L)
         margin = np.full((rgb.shape[0], 8, 3), 255, np.uint8)
-        margin[q * rep:(q + 1) * rep] = (20, 90, 220)
+        margin[q_row * rep:(q_row + 1) * rep] = (20, 90, 220)
         rgb = np.concatenate([margin, rgb, margin], axis=1)
     return png(rgb)
 

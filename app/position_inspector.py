@@ -10,14 +10,17 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from app import attention_jobs, figures, loaders, state
+from app import attention_jobs, figures, loaders, state, traces
 from app.loaders import LoadedModel
 from app.traces import GenSettings
+from varlite.complexity import attention_capture_bytes
 from varlite.core.trace import ScaleStep
 
 CLICKABLE = ("tokens", "probability", "entropy")
 INSPECTOR_PX = 150
 MEAN_OVER_HEADS = "mean"      # the attention view's head choice that averages the heads
+CAPTURE_MAX_BYTES = 2**31     # a capture holds every layer's weights for all of a scale's queries (d36's last: 24 GB)
+TOP_KEYS = 10                 # the keys listed by weight under the attention maps
 
 
 def take_clicks(si: int, pn: int) -> tuple[int, int]:
@@ -82,11 +85,46 @@ def inspector(model: LoadedModel, step: ScaleStep, settings: GenSettings, si: in
                            help="Computed on demand for this position (for large models generation is re-run "
                                 "with attention capture, then cached).")
         if show:
-            _attention(settings, si, row, col)
+            _attention(model, settings, si, row, col)
 
 
-def _attention(settings: GenSettings, si: int, row: int, col: int) -> None:
-    """The picked token's attention over every scale it can see, for a chosen layer and head (or their mean)."""
+def capture_refusal(model: LoadedModel, si: int) -> str | None:
+    """Why scale si's attention is not captured for this model, or None when it is: a model whose traces do not
+    keep attention captures it by generating again, holding every layer's weights for all of the scale's queries
+    and both rows of guidance (``varlite.complexity.attention_capture_bytes``); above CAPTURE_MAX_BYTES it is not
+    run."""
+    if traces.keeps_attention(model):
+        return None
+    per_scale = attention_capture_bytes(model.var.config, batch=2)
+    if per_scale[si] <= CAPTURE_MAX_BYTES:
+        return None
+    config, pn = model.var.config, model.patch_nums[si]
+    up_to = [k + 1 for k, nbytes in enumerate(per_scale) if nbytes <= CAPTURE_MAX_BYTES]
+    where = f"scales 1 to {max(up_to)}" if up_to else "no scale"
+    return (f"Capturing the attention of scale {si + 1} would hold {per_scale[si] / 2**30:.1f} GB: {config.depth} "
+            f"layers x {config.num_heads} heads x {pn * pn} queries x {sum(p * p for p in model.patch_nums[:si + 1])} "
+            f"keys, for the conditional and the unconditional row. For this model the inspector shows attention on "
+            f"{where}: pick the position on one of those.")
+
+
+def top_keys(weights_Lk: np.ndarray, patch_nums: tuple[int, ...], k: int = TOP_KEYS) -> pd.DataFrame:
+    """The ``k`` keys with the most weight, heaviest first: their scale (1-based), position in it and weight."""
+    starts = np.cumsum([0] + [pn * pn for pn in patch_nums])
+    rows = []
+    for key in np.argsort(weights_Lk, kind="stable")[::-1][:k]:
+        si = int(np.searchsorted(starts, key, side="right")) - 1
+        r, c = divmod(int(key - starts[si]), patch_nums[si])
+        rows.append({"scale": si + 1, "position": f"({r}, {c})", "weight": float(weights_Lk[key])})
+    return pd.DataFrame(rows)
+
+
+def _attention(model: LoadedModel, settings: GenSettings, si: int, row: int, col: int) -> None:
+    """The picked token's attention over every scale it can see, for a chosen layer and head (or their mean), and
+    the keys it weighs most."""
+    refusal = capture_refusal(model, si)
+    if refusal:
+        st.info(refusal)
+        return
     try:
         att = attention_jobs.attention_at(settings, si, int(row), int(col))
     except Exception as err:     # noqa: BLE001
@@ -105,3 +143,8 @@ def _attention(settings: GenSettings, si: int, row: int, col: int) -> None:
                                       None if head == MEAN_OVER_HEADS else int(head)), width="stretch")
     st.caption("One map per scale this token can see (its own included, the token outlined); the titles "
                "give each scale's share of the attention. Brighter = more attention.")
+    weights_nHLk = att[int(layer)]
+    weights_Lk = weights_nHLk.mean(axis=0) if head == MEAN_OVER_HEADS else weights_nHLk[int(head)]
+    st.dataframe(top_keys(weights_Lk, model.patch_nums), hide_index=True, column_config={
+        "weight": st.column_config.ProgressColumn("weight", min_value=0.0, max_value=1.0, format="percent")})
+    st.caption(f"The {min(TOP_KEYS, len(weights_Lk))} of its {len(weights_Lk):,} keys it weighs most.")
