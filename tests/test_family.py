@@ -13,7 +13,8 @@ def official_parameter_count(layout: str) -> int:
                if kind == "parameter")
 
 
-@pytest.mark.parametrize("depth, layout", [(16, "var_d16"), (30, "var_d30"), (36, "var_d36_s512_UNVERIFIED")])
+@pytest.mark.parametrize("depth, layout", [(16, "var_d16"), (20, "var_d20"), (24, "var_d24"), (30, "var_d30"),
+                                           (36, "var_d36_s512_UNVERIFIED")])
 def test_parameter_counts_equal_the_official_layouts(depth, layout):
     footprint = pretrained.official_footprint(depth)
     assert footprint.var_params == official_parameter_count(layout)
