@@ -6,13 +6,18 @@ import io
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 pytest.importorskip("streamlit")
 from app import figures, position_inspector, registry  # noqa: E402
 from tests.test_app import assert_clean, new_app, scale_slider  # noqa: E402
+from varlite import pretrained  # noqa: E402
 from varlite.core import configs  # noqa: E402
-from varlite.core.configs import OFFICIAL_PATCH_NUMS_512, Preset, VARConfig, VQVAEConfig  # noqa: E402
+from varlite.core.configs import OFFICIAL_PATCH_NUMS_512, Preset, VARConfig, VQVAEConfig, official_vqvae  # noqa: E402
+from varlite.core.var import VAR  # noqa: E402
+from varlite.core.vqvae import VQVAE  # noqa: E402
+from varlite.synthetic import layout_of, synthetic_state_dict  # noqa: E402
 
 STAND_IN = "d36-standin"
 KEY = f"untrained:{STAND_IN}"
@@ -75,3 +80,19 @@ def test_the_stand_in_renders_every_scale_and_its_attention(d36_stand_in, monkey
     notes = [i.value for i in at.info if "Capturing the attention of scale 10" in i.value]
     assert notes and "2 layers x 2 heads x 1024 queries x 2240 keys" in notes[0]
     assert "attention on scales 1 to 6" in notes[0]
+
+
+def test_d36_files_load_through_the_official_path_and_generate_at_512_px(synthetic_official_home, tmp_path):
+    """A stand-in var_d36.pth (d36-s's scales and shared AdaLN, depth 2, width 64) beside the official-layout vae:
+    `load_official(36)` builds the 512-px tokenizer from the VAR file's scales and generates every scale."""
+    vae = pretrained.OFFICIAL_FILES["vae"].filename
+    (tmp_path / vae).symlink_to(synthetic_official_home / vae)
+    config = VARConfig(patch_nums=OFFICIAL_PATCH_NUMS_512, depth=2, embed_dim=64, num_heads=2, shared_aln=True)
+    with torch.device("meta"):
+        stand_in = VAR(config, VQVAE(official_vqvae(OFFICIAL_PATCH_NUMS_512)))
+    torch.save(synthetic_state_dict(layout_of(stand_in), seed=0, patch_nums=OFFICIAL_PATCH_NUMS_512),
+               tmp_path / pretrained.OFFICIAL_FILES["d36"].filename)
+    vqvae, var = pretrained.load_official(36, tmp_path, device="cpu")
+    assert vqvae.config.image_size == 512 and var.L == 2240 and var.config.shared_aln
+    steps = list(var.generate_steps([207], cfg=4.0, top_k=1, seed=0))
+    assert [step.pn for step in steps] == list(OFFICIAL_PATCH_NUMS_512)
