@@ -1,61 +1,88 @@
 #!/usr/bin/env bash
-# The CPU-first CIFAR-10 recipe of the built-in `cifar10` model (issue 9), as it was run; see varlite/weights/cifar10.md.
+# The CPU-first CIFAR-10 recipe of the built-in `cifar10` model; see varlite/weights/cifar10.md.
 #
-#   bash recipes/cifar10.sh judge|tokenizer|encode|ablation|long|evaluate|export
+#   bash recipes/cifar10.sh all                     # tokenizer, encode, transformer, evaluate, timed (timings.txt)
+#   bash recipes/cifar10.sh tokenizer|encode|ablation|long|evaluate|export|judge|judge-export
 #
 # Run dirs live outside the work tree, under $VARLITE_HOME/runs/cifar10 (default ~/.cache/varlite/runs/cifar10), so a
 # later sitting on the same machine resumes them exactly (every command resumes where it stopped when run again).
 # DATA: the CIFAR-10 python tarball (python -m varlite download cifar10 puts it in the cache).
+# DEVICE=cuda runs every stage on a GPU (PRECISION=auto then uses bfloat16 there); THREADS sets the CPU threads.
+# JUDGE: the classifier that measures class-consistency; by default the judge shipped with varlite
+# (builtin:cifar10, evaluation only), so the recipe trains no judge. `judge` retrains it, `judge-export` ships it.
+# DRY_RUN=1: every stage with a few steps and a few images, token maps encoded as they are used (checks the whole
+# pipeline in a minute, on any device; with DATASET_NAME=shapes it needs no download).
 set -euo pipefail
 HOME_DIR=${VARLITE_HOME:-$HOME/.cache/varlite}
 R=${RUNS:-$HOME_DIR/runs/cifar10}
 DATA=${DATA:-$HOME_DIR/cifar10/cifar-10-python.tar.gz}
 PY=${PY:-python}
+JUDGE=${JUDGE:-builtin:cifar10}
 DATASET="--dataset cifar10 --data-root $DATA"
-COMMON="$DATASET --precision bf16 --threads ${THREADS:-2} --device ${DEVICE:-auto}"   # DEVICE=cuda on a GPU machine
+[ "${DATASET_NAME:-cifar10}" = shapes ] && DATASET="--dataset shapes"    # the built-in synthetic data (dry runs)
+COMMON="$DATASET --precision ${PRECISION:-auto} --threads ${THREADS:-2} --device ${DEVICE:-auto}"
 ABLATION_SECONDS=${ABLATION_SECONDS:-360}      # equal budget per candidate: 6 wall-minutes on 2 cores
+WINNER=${WINNER:-cifar10-s}                    # the ablation's winner (see the model card)
 
-# steps of each candidate's full schedule (about 65 minutes of an idle 2-core CPU each) and its learning rate
-declare -A STEPS=([cifar10-s]=6000 [cifar10-m]=2800 [cifar10-l]=900)
+# steps of each stage (tokenizer, judge) and each candidate's schedule, its learning rate and evaluation interval
+TOK_STEPS=1400; JUDGE_STEPS=1950; EVAL_IMAGES=1000; PER_CLASS=100; JUDGE_PER_CLASS=20; GRID_PER_CLASS=10
+TEST_IMAGES=0                                  # evaluate: 0 = the whole test split
+TOK_BATCH=64; VAR_BATCH=64; JUDGE_BATCH=256
+declare -A STEPS=([cifar10-s]=2800 [cifar10-m]=2800 [cifar10-l]=900)
 declare -A LR=([cifar10-s]=1e-3 [cifar10-m]=8e-4 [cifar10-l]=6e-4)
 declare -A EVAL=([cifar10-s]=500 [cifar10-m]=250 [cifar10-l]=100)
+if [ "${DRY_RUN:-0}" = 1 ]; then
+    TOK_STEPS=2; JUDGE_STEPS=2; EVAL_IMAGES=20; PER_CLASS=1; JUDGE_PER_CLASS=1; GRID_PER_CLASS=1; TEST_IMAGES=20
+    TOK_BATCH=8; VAR_BATCH=8; JUDGE_BATCH=8
+    STEPS=([cifar10-s]=2 [cifar10-m]=2 [cifar10-l]=2); EVAL=([cifar10-s]=2 [cifar10-m]=2 [cifar10-l]=2)
+fi
+STEPS[$WINNER]=${LONG_STEPS:-${STEPS[$WINNER]}}
 
 var_cmd() {   # var_cmd PRESET [extra options]: the train-var command of one candidate
     local p=$1; shift
     echo $PY -m varlite train-var --run-dir $R/var-${p#cifar10-} --preset $p --tokenizer $R/tokenizer $COMMON \
-        --batch-size 64 --lr ${LR[$p]} --warmup-steps 200 --hflip --steps ${STEPS[$p]} --eval-every ${EVAL[$p]} \
-        --eval-images 1000 --sample-every 0 --samples-per-class 10 --sample-cfg 3 --judge $R/judge \
-        --judge-per-class 20 --ckpt-every 50 "$@"
+        --batch-size $VAR_BATCH --lr ${LR[$p]} --warmup-steps 200 --hflip --steps ${STEPS[$p]} --eval-every ${EVAL[$p]} \
+        --eval-images $EVAL_IMAGES --sample-every 0 --samples-per-class $GRID_PER_CLASS --sample-cfg 3 --judge $JUDGE \
+        --judge-per-class $JUDGE_PER_CLASS --ckpt-every 50 "$@"
 }
 
 case "${1:-}" in
-judge)       # the judging classifier: DeepCNN, 10 epochs
+judge)       # retrain the judging classifier: DeepCNN, 10 epochs (the shipped one: builtin:cifar10)
     $PY -m varlite train-classifier --run-dir $R/judge $COMMON --arch deep --hflip --translate 2 \
-        --label-smoothing 0.1 --batch-size 256 --lr 3e-3 --weight-decay 0.05 --warmup-steps 100 --steps 1950 \
+        --label-smoothing 0.1 --batch-size $JUDGE_BATCH --lr 3e-3 --weight-decay 0.05 --warmup-steps 100 --steps $JUDGE_STEPS \
         --eval-every 390 --sample-every 0 --ckpt-every 200 ;;
+judge-export)  # write the retrained judge as a shipped one (JUDGE_OUT, default the package's judges folder)
+    $PY -m varlite export-judge --classifier $R/judge $DATASET ${JUDGE_OUT:+--out $JUDGE_OUT} ;;
 tokenizer)   # the 8x8-latent tokenizer: 1400 steps x 64 images (1.8 epochs)
-    $PY -m varlite train-tokenizer --run-dir $R/tokenizer --preset cifar10-m $COMMON --batch-size 64 --lr 1e-3 \
-        --warmup-steps 100 --hflip --steps 1400 --eval-every 700 --eval-images 1000 --sample-every 700 \
-        --ckpt-every 100 ;;
+    $PY -m varlite train-tokenizer --run-dir $R/tokenizer --preset cifar10-m $COMMON --batch-size $TOK_BATCH --lr 1e-3 \
+        --warmup-steps 100 --hflip --steps $TOK_STEPS --eval-every 700 --eval-images $EVAL_IMAGES \
+        --sample-every 700 --ckpt-every 100 ;;
 encode)      # the token maps of all 50,000 training images and their flips, once; shared by the candidates
-    $(var_cmd cifar10-s --encode-first --stop-at 1)
-    for c in m l; do mkdir -p $R/var-$c; cp $R/var-s/tokens_train.pt $R/var-$c/; done ;;
+    $(var_cmd $WINNER --stop-at 1 $([ "${DRY_RUN:-0}" = 1 ] || echo --encode-first))
+    for c in s m l; do
+        [ "var-$c" = "var-${WINNER#cifar10-}" ] || { mkdir -p $R/var-$c; cp $R/var-${WINNER#cifar10-}/tokens_train.pt $R/var-$c/; }
+    done ;;
 ablation)    # each candidate for ABLATION_SECONDS of training (Ctrl-C = save and stop), then the same evaluation
     for p in ${CANDIDATES:-cifar10-s cifar10-m cifar10-l}; do
         $(var_cmd $p) & pid=$!
         sleep $ABLATION_SECONDS; kill -INT $pid; wait $pid || true
-        $PY -m varlite evaluate --var $R/var-${p#cifar10-} $DATASET --classifier $R/judge --per-class 20 --cfg 3 \
-            --max-images 1000 --out $R/ablation-${p#cifar10-}.json
+        $PY -m varlite evaluate --var $R/var-${p#cifar10-} $DATASET --classifier $JUDGE --per-class 20 --cfg 3 \
+            --max-images $EVAL_IMAGES --out $R/ablation-${p#cifar10-}.json
     done ;;
-long)        # continue the chosen candidate (WINNER=cifar10-s|m|l) to the end of its schedule (LONG_STEPS: shorten it)
-    STEPS[${WINNER:?set WINNER to the ablation winner}]=${LONG_STEPS:-${STEPS[$WINNER]}}
+long)        # train the chosen candidate (WINNER) to the end of its schedule (LONG_STEPS: another length)
     $(var_cmd $WINNER) ;;
-evaluate)    # 1,000 samples (100 per class, class c with seed c) at the recommended settings, judged
-    $PY -m varlite evaluate --var $R/var-${WINNER#cifar10-} $DATASET --classifier $R/judge --per-class 100 \
-        --batch-classes 1 --cfg ${CFG:-3} --top-k ${TOPK:-0} --top-p ${TOPP:-0} --grid $R/samples.png \
-        --out $R/eval.json ;;
-export)      # ship it (float16) with its recommended sampling
+evaluate)    # PER_CLASS samples per class (class c with seed c) at the recommended settings, judged
+    $PY -m varlite evaluate --var $R/var-${WINNER#cifar10-} $DATASET --classifier $JUDGE --per-class $PER_CLASS \
+        --batch-classes 1 --cfg ${CFG:-8} --top-k ${TOPK:-100} --top-p ${TOPP:-0} --max-images $TEST_IMAGES \
+        --grid $R/samples.png --out $R/eval.json ;;
+export)      # ship it (int8 storage) with its recommended sampling
     $PY -m varlite export-builtin --var $R/var-${WINNER#cifar10-} --name cifar10 --preset cifar10 \
-        --cfg ${CFG:-3} --top-k ${TOPK:-0} --top-p ${TOPP:-0} --storage int8 ;;
-*) echo "usage: $0 judge|tokenizer|encode|ablation|long|evaluate|export" >&2; exit 2 ;;
+        --cfg ${CFG:-8} --top-k ${TOPK:-100} --top-p ${TOPP:-0} --storage int8 ;;
+all)         # the whole recipe with the shipped judge, each stage's wall and CPU time appended to $R/timings.txt
+    mkdir -p "$R"
+    echo "# $(date -u +%FT%TZ) $(uname -n): $($PY -c 'from varlite.device import cpu_features; print(cpu_features())'); device ${DEVICE:-auto}, precision ${PRECISION:-auto}, ${THREADS:-2} threads" | tee -a "$R/timings.txt"
+    for stage in tokenizer encode long evaluate; do
+        $PY "$(dirname "$0")/timed.py" "$R/timings.txt" $stage bash "$0" $stage
+    done ;;
+*) echo "usage: $0 all|tokenizer|encode|ablation|long|evaluate|export|judge|judge-export" >&2; exit 2 ;;
 esac

@@ -79,8 +79,8 @@ def test_bf16_smoke_runs_of_both_stages_and_the_judge(folder, tmp_path):
     assert model.features(torch.zeros(3, 3, 32, 32)).shape == (3, 32)
 
 
-def test_precision_must_be_fp32_or_bf16(folder, tmp_path):
-    with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16', got 'fp16'"):
+def test_precision_must_be_fp32_bf16_or_auto(folder, tmp_path):
+    with pytest.raises(ValueError, match="--precision must be fp32, bf16 or auto, got 'fp16'"):
         tok_config(tmp_path, folder, precision="fp16")
 
 

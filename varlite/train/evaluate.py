@@ -59,9 +59,11 @@ def blurred(img_N3HW: torch.Tensor, side: int) -> torch.Tensor:
     return F.interpolate(small, size=img_N3HW.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def frechet_report(classifier, samples01_N3HW: torch.Tensor, test_set, train_set=None) -> dict:
-    """Frechet distance of the judge's features: samples vs the whole held-out split, and its calibrations."""
-    test_pm1 = images_at(test_set, torch.arange(len(test_set)), "cpu")
+def frechet_report(classifier, samples01_N3HW: torch.Tensor, test_set, train_set=None, max_images: int = 0) -> dict:
+    """Frechet distance of the judge's features: samples vs the held-out split (its first ``max_images``; 0 = all),
+    and its calibrations."""
+    n_test = len(test_set) if max_images <= 0 else min(max_images, len(test_set))
+    test_pm1 = images_at(test_set, torch.arange(n_test), "cpu")
     test_feat = features_of(classifier, test_pm1)
     n = len(samples01_N3HW)
     out = {"fd_samples": frechet_distance(features_of(classifier, samples01_N3HW.mul(2).sub(1)), test_feat),
@@ -104,7 +106,7 @@ def evaluate_models(vqvae, var, dataset, classifier=None, per_class=10, cfg=1.5,
             out["class_consistency"] = consistency_of(classifier, samples01, labels, var.num_classes)
             out["class_consistency"].update(cfg=cfg, top_k=top_k, top_p=top_p, seed=seed, batch_classes=batch_classes)
             begin("frechet")
-            out["frechet"] = frechet_report(classifier, samples01, dataset, train_set)
+            out["frechet"] = frechet_report(classifier, samples01, dataset, train_set, max_images)
         if grid:
             if judged:                     # the first 10 measured samples of every class, one row per class
                 shown = torch.cat([samples01[labels == c][:10] for c in range(var.num_classes)])
@@ -115,7 +117,7 @@ def evaluate_models(vqvae, var, dataset, classifier=None, per_class=10, cfg=1.5,
                           row_names=dataset.classes)
     if classifier is not None:
         begin("classifier accuracy")
-        out["classifier_test_acc"] = accuracy(classifier, dataset, 0, device)
+        out["classifier_test_acc"] = accuracy(classifier, dataset, max_images, device)
     out["eval_seconds"] = round(time.time() - t0, 1)
     bar.update(len(stages), "done")
     bar.close()
