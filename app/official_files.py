@@ -9,7 +9,7 @@ import streamlit as st
 
 from varlite import pretrained
 
-OFFICIAL_DEPTHS = (16, 20, 24, 30)       # the official ImageNet-256 models the picker offers
+OFFICIAL_DEPTHS = tuple(int(d) for d in pretrained.official_depths())   # d16 ... d30 (256 px), d36-s (512 px)
 
 
 def official_in_cache() -> list[int]:

@@ -16,13 +16,14 @@ import re
 
 import pytest
 
+from app import registry
 from tests.browser_harness import BROKEN_IMAGES_JS, CHROMIUM_ARGS, SETTLED_JS, checked_page, chromium_path, \
     serve_app_for_tests
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
 TIMEOUT_MS = 240_000           # loading 1.6 GB of weights and the first d16 passes on a busy 2-core machine
-D16_LABEL = "Official VAR-d16 (ImageNet 256)"
+D16_LABEL = registry.official_label(16)    # with its size, memory and time, as the picker shows it
 COMPUTED = re.compile(r"computed (\d+) of 10 scales")
 
 

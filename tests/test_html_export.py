@@ -17,7 +17,6 @@ from PIL import Image
 from tests.browser_harness import ARTIFACTS, CHROMIUM_ARGS, checked_page, chromium_path
 from varlite import export
 from varlite.builtin import load_builtin, sampling_defaults
-from varlite.images import prepare_image
 from varlite.viz import codebook_colors
 
 MAX_BYTES = 3 * 1024 * 1024      # a page a teacher can mail
@@ -104,16 +103,8 @@ def test_the_title_is_escaped_and_cannot_end_the_script(shapes, tmp_path):
     assert embedded(text)["title"] == title
 
 
-def test_html_is_chosen_by_suffix_and_an_encoding_is_refused(shapes, tmp_path):
-    steps, codebook_VCv = shapes
+def test_html_is_chosen_by_suffix():        # an encoding's page: tests/test_html_export_encoding.py
     assert export.check_export_path("Step.HTML") == "html"
-    x_B3HW, _ = prepare_image(np.zeros((32, 32, 3), np.uint8), 32)
-    vqvae, _ = load_builtin("shapes", "cpu")
-    with torch.inference_mode():
-        encode_steps = [s.detached() for s in vqvae.encode_steps(x_B3HW)]
-    with pytest.raises(ValueError, match="the HTML step-through shows a generation"):
-        export.save_step_through(tmp_path / "e.html", encode_steps, codebook_VCv)
-    assert not (tmp_path / "e.html").exists()
 
 
 @pytest.mark.parametrize("model", ["shapes", "cifar10"])

@@ -123,7 +123,7 @@ def encoding_view(model: LoadedModel) -> None:
     k = state.bound(st.slider, "Scale", "enc_scale", default=1, min_value=1, max_value=len(steps))
     scale_panels(model, trace, k - 1)
     downloads.download_buttons("enc_export", lambda kind: downloads.encoding_file(model.key, data, name, kind),
-                               f"varlite_{model.name}_encoding")        # GIF, PNG strip and HTML page
+                               f"varlite_{model.name}_encoding", cli_hint=False)   # GIF, PNG strip and HTML page
     kind = state.bound(st.segmented_control, "Detailed figure (as in the lessons)", "enc_detail", default="none",
                        options=list(DETAILS), format_func=DETAILS.get)
     if kind not in (None, "none"):
