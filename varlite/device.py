@@ -5,6 +5,7 @@ Below the loaders and the trainers; imports nothing else of varlite.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -76,3 +77,19 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if fast_bf16(device) else "fp32"
     return precision
+
+
+def available_memory_bytes() -> int | None:
+    """Memory the machine can give now without swapping: ``MemAvailable`` of /proc/meminfo (Linux), else the free
+    physical pages (``os.sysconf``, other Unix systems); None where neither is known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, ValueError, OSError):
+        return None

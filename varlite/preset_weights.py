@@ -19,31 +19,15 @@ weights exports.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 
 from .core.configs import PRESETS
 from .core.var import VAR, block_causal_bias, scale_index_of_tokens
 from .core.vqvae import VQVAE
+from .device import available_memory_bytes
 from .safe_io import CheckpointError, check_finite
 
 PARTS = ("vqvae", "var")
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the machine can still give (``MemAvailable`` of /proc/meminfo, else the free pages); None if unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def check_against_preset(states: dict, preset_name: object, file_bytes: int, what: str) -> tuple[VQVAE, VAR]:

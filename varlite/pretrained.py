@@ -23,7 +23,7 @@ import torch
 
 from .core.configs import OFFICIAL_PATCH_NUMS, VARConfig, VQVAEConfig, official_var, official_vqvae
 from .download import STALL_S, hub_cached, hub_download, varlite_home
-from .device import pick_device
+from .device import available_memory_bytes, pick_device
 from .safe_io import (CheckpointError, CorruptCheckpointError, UnsafeCheckpointError, check_finite,  # noqa: F401
                       read_torch_file)
 from .core.var import VAR, block_causal_bias
@@ -506,22 +506,6 @@ def official_footprint(depth: int, batch: int = 1) -> Footprint:
 def official_depths() -> list[str]:
     """The official depths by number, as text: ['16', '20', '24', '30', '36']."""
     return [name[1:] for name in OFFICIAL_FILES if name != "vae"]
-
-
-def available_memory_bytes() -> int | None:
-    """Memory the machine can give now without swapping: ``MemAvailable`` of /proc/meminfo (Linux), else the free
-    physical pages (``os.sysconf``, other Unix systems); None where neither is known."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (AttributeError, ValueError, OSError):
-        return None
 
 
 def memory_refusal(footprint: Footprint, available: int | None) -> str | None:
