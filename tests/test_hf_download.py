@@ -179,6 +179,19 @@ def test_a_trickling_server_is_stopped_at_the_deadline_leaving_no_partial_file(p
     assert not [p for p in places[0].rglob("*") if p.is_file() and "blobs" in p.parts]
 
 
+def test_a_worker_killed_before_it_could_clean_up_leaves_no_partial_file_either(places, serve, monkeypatch):
+    """The worker has no time to handle the interrupt (as when a read blocks on a trickling server): the partial
+    file it was writing is removed by the process that started it; partial files of other downloads stay."""
+    monkeypatch.setattr(download, "STOP_GRACE_S", 0.0)
+    serve({"var_d16.pth": os.urandom(10_000)}, trickle_s=0.3)
+    other = places[0] / "models--FoundationVision--var" / "blobs" / "another-file.1234abcd.incomplete"
+    other.parent.mkdir(parents=True)
+    other.write_bytes(b"someone else's download")
+    with pytest.raises(DownloadError, match="after 6 s, its deadline"):
+        download_official("d16", progress=False, stall_s=2, deadline_s=6)
+    assert [p for p in places[0].rglob("*") if p.is_file() and "blobs" in p.parts] == [other]
+
+
 def test_an_unreachable_endpoint_says_offline(places, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
     with pytest.raises(DownloadError, match="You seem to be offline") as info:

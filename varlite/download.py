@@ -114,7 +114,7 @@ def hub_download(repo_id: str, filename: str, revision: str, *, local_dir: str |
         raise DownloadError(f"{filename} is not in the Hugging Face cache ({hub_cache()}) and huggingface_hub is "
                             f"offline (HF_HUB_OFFLINE={os.environ['HF_HUB_OFFLINE']}), so it was not downloaded.\n"
                             f"Unset HF_HUB_OFFLINE and run again with a connection, or {remedy}")
-    size = _hub_probe(url, filename, stall_s, remedy)
+    size, etag = _hub_probe(url, filename, stall_s, remedy)
     rule = "" if deadline_s is not None else (f" (10 min + 2 s per MB of its {(size or 0) / 1e6:.0f} MB: at least "
                                                f"0.5 MB/s on average)")
     deadline_s = default_deadline_s(size) if deadline_s is None else deadline_s
@@ -125,18 +125,20 @@ def hub_download(repo_id: str, filename: str, revision: str, *, local_dir: str |
     if not progress:
         env["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     # `python -m varlite.download` run from the folder that holds the varlite package: found installed or not
+    partials_root = hub_cache() / f"models--{repo_id.replace('/', '--')}" if local_dir is None else Path(local_dir)
+    partials_before = _partials(partials_root, etag)
     worker = subprocess.Popen([sys.executable, "-m", "varlite.download", json.dumps(request)], env=env, text=True,
                               cwd=Path(__file__).resolve().parents[1], stdout=subprocess.PIPE)
     try:
         out, _ = worker.communicate(timeout=deadline_s)
     except subprocess.TimeoutExpired:
-        _stop(worker)
+        _stop(worker, partials_root, etag, partials_before)
         raise DownloadError(f"Stopped downloading {filename} from {url} after {deadline_s:g} s, its deadline"
                             f"{rule}. The connection is too slow or the server sends too little.\nRun again later "
                             f"or with a longer deadline_s, or {remedy}") from None
     finally:
         if worker.poll() is None:      # an exception on its way (Ctrl-C): do not leave the worker running
-            _stop(worker)
+            _stop(worker, partials_root, etag, partials_before)
     result = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": f"exit code {worker.returncode}"}
     if "error" in result:
         raise DownloadError(f"Downloading {filename} from {url} failed: {result['error']}\n"
@@ -155,8 +157,8 @@ def _hub_remedy(url: str, by_hand: Path | None) -> str:
             f"from {url}{place}.")
 
 
-def _hub_probe(url: str, filename: str, stall_s: float, remedy: str) -> int | None:
-    """One metadata request (HEAD) with a ``stall_s`` timeout; the file's size if the server says it. Raises
+def _hub_probe(url: str, filename: str, stall_s: float, remedy: str) -> tuple[int | None, str]:
+    """One metadata request (HEAD) with a ``stall_s`` timeout: (the file's size if the server says it, its ETag). Raises
     DownloadError when the server does not answer, cannot be reached, answers an HTTP error, or is not a
     Hugging Face Hub endpoint."""
     from huggingface_hub import get_hf_file_metadata
@@ -178,12 +180,19 @@ def _hub_probe(url: str, filename: str, stall_s: float, remedy: str) -> int | No
     if metadata.commit_hash is None or metadata.etag is None:
         raise DownloadError(f"{url} answered without the X-Repo-Commit and ETag headers of a Hugging Face Hub "
                             f"endpoint: check HF_ENDPOINT, your proxy and firewall, or {remedy}")
-    return metadata.size
+    return metadata.size, metadata.etag
 
 
-def _stop(worker: subprocess.Popen) -> None:
+def _partials(root: Path, etag: str) -> set[Path]:
+    """The partial files huggingface_hub writes for the file with this ETag under ``root`` (``<etag>.<id>.incomplete``
+    in the cache's blobs, or an ``.incomplete`` file naming it under a ``local_dir``'s ``.cache``)."""
+    return {p for p in root.rglob("*.incomplete") if etag in p.name} if root.is_dir() else set()
+
+
+def _stop(worker: subprocess.Popen, partials_root: Path, etag: str, partials_before: set[Path]) -> None:
     """Interrupt the worker as Ctrl-C would (huggingface_hub then deletes its partial file), kill it if it is
-    still there after STOP_GRACE_S."""
+    still there after STOP_GRACE_S (a read blocked on a trickling server can outlast the interrupt) and then delete
+    the partial file it left: those of this file that were not there before it started."""
     if os.name == "posix":
         worker.send_signal(signal.SIGINT)
     else:
@@ -193,6 +202,8 @@ def _stop(worker: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         worker.kill()
         worker.wait()
+    for partial in _partials(partials_root, etag) - partials_before:
+        partial.unlink(missing_ok=True)
 
 
 def _hub_worker(request_json: str) -> int:
