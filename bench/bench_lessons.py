@@ -48,7 +48,8 @@ def run_lesson(path: Path, timeout: int) -> tuple[float, str]:
                        resources={"metadata": {"path": str(LESSONS_DIR)}}).execute()
         error = ""
     except Exception as err:           # a failing cell: report it in the table, time up to the failure
-        error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1][:120] if str(err).strip() else ''}"
+        last_line = (str(err).strip().splitlines() or [""])[-1]
+        error = f"{type(err).__name__}: {last_line[:120]}"
     finally:
         if env_before is not None:
             os.environ["VARLITE_CI"] = env_before
