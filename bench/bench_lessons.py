@@ -17,25 +17,11 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from varlite.device import cpu_features
+
 LESSONS_DIR = Path(__file__).resolve().parents[1] / "lessons"
 LIMIT_S = {"06": 480}            # the training lesson; every other lesson: DEFAULT_LIMIT_S
 DEFAULT_LIMIT_S = 120
-
-
-def cpu_line() -> str:
-    """The CPU's model and its bfloat16 matrix units (AMX-BF16, AVX-512-BF16) or their absence."""
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-                break
-    except OSError:
-        pass
-    units = [name for flag, name in (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX-512-BF16")) if flag in flags]
-    return f"{model}, {os.cpu_count()} CPUs, {', '.join(units) or 'no AMX, no AVX-512-BF16'}"
 
 
 def run_lesson(path: Path, timeout: int) -> tuple[float, str]:
@@ -63,7 +49,7 @@ def main() -> int:
     args = parser.parse_args()
     wanted = [n for n in args.lessons.split(",") if n]
     paths = sorted(p for p in LESSONS_DIR.glob("[0-9][0-9]_*.ipynb") if not wanted or p.name[:2] in wanted)
-    print(f"CPU: {cpu_line()}; Python {platform.python_version()}")
+    print(f"CPU: {os.cpu_count()} CPUs, {cpu_features()}; Python {platform.python_version()}")
     print(f"{'lesson':<44} {'seconds':>8} {'limit':>6} {'load':>5}  result")
     failures = 0
     for path in paths:
