@@ -113,7 +113,11 @@ def _config_from(args: argparse.Namespace, config_cls):
 
 def _train(trainer_cls, config_cls):
     def run(args):
-        result = trainer_cls(_config_from(args, config_cls)).run()
+        from .distributed import teardown_distributed
+        try:
+            result = trainer_cls(_config_from(args, config_cls)).run()
+        finally:
+            teardown_distributed()
         if result.metrics:               # finished, or Ctrl-C: the held-out metrics of the weights saved
             print(json.dumps(result.metrics, indent=1))
         return 130 if result.interrupted else 0

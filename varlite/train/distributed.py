@@ -65,3 +65,10 @@ def setup_distributed(device_name: str = "auto") -> Dist:
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
     return Dist(rank, world, device)
+
+
+def teardown_distributed() -> None:
+    """Leave the process group, if this process joined one: its background threads then stop before the
+    interpreter exits (left running, gloo's can abort the process at exit, after the work is done)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
