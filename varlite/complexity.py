@@ -134,13 +134,17 @@ def scaling_rows(sides: Sequence[int], config: VARConfig) -> list[dict]:
     return rows
 
 
-def attention_capture_bytes(config: VARConfig, batch: int = 1, bytes_per_value: int = 4) -> list[int]:
-    """Memory that ``capture_attention=True`` keeps per scale: depth x heads x l_k x L_k x bytes x B.
+def attention_capture_bytes(config: VARConfig, batch: int = 1, bytes_per_value: int = 4,
+                            queries: int | None = None) -> list[int]:
+    """Memory an attention capture keeps per scale: depth x heads x q x L_k x bytes x B, where q = l_k for
+    ``capture_attention=True`` (every query of the scale) and q = ``queries`` for a capture of chosen queries only
+    (``capture_attention={si: [i, ...]}`` with that many indices at each scale).
 
-    (Conditional rows only; the official d16 config totals 293 MB per image, 178 MB of it at the last scale.)
+    (Conditional rows only; the official d16 config totals 293 MB per image, 178 MB of it at the last scale; one
+    query's row at d16's last scale is 696 kB.)
     """
-    return [config.depth * config.num_heads * s.new_tokens * s.seen_tokens * bytes_per_value * batch
-            for s in var_cost(config).steps]
+    return [config.depth * config.num_heads * (s.new_tokens if queries is None else queries) * s.seen_tokens
+            * bytes_per_value * batch for s in var_cost(config).steps]
 
 
 def timing_rows(steps: Sequence) -> list[dict]:

@@ -1,7 +1,8 @@
 """The transformer blocks of VAR: AdaLN-conditioned self-attention with L2-normalised q/k, and an explicit KV cache.
 
 Dimension key: B batch, L tokens in the sequence (or of the current scale when generating), C width,
-D condition width (= C), H heads, c = C/H head dim, Lk keys seen so far.
+D condition width (= C), H heads, c = C/H head dim, Lk keys seen so far, l queries of a scale, q of them whose
+attention is captured.
 
 One block (``AdaLNSelfAttn``), with (gamma1, gamma2, scale1, scale2, shift1, shift2) = Linear(SiLU(cond)):
 
@@ -15,7 +16,9 @@ Attention uses L2-normalised queries and keys with a learned per-head temperatur
 Generation does not need the L x L mask: a scale's queries may see every key cached so far (all coarser scales)
 plus the keys of their own scale, which is exactly the block-causal rule. The cache is a ``KVCache`` object owned
 by one generation call, so one model can serve many threads at once; asked to, the same object keeps the latest
-scale's attention probabilities A of every block (attention capture), computed beside the output, never changing it.
+scale's attention probabilities A of every block (attention capture), computed beside the output, never changing it:
+all of A, or only the rows of chosen queries (a row of A depends on its own query alone, so the rows are the same
+numbers, for a fraction of the memory).
 """
 from __future__ import annotations
 
@@ -39,14 +42,17 @@ def attention_weights(q_BHLc: torch.Tensor, k_BHLkc: torch.Tensor,
 class KVCache:
     """Keys and values of every block for the tokens generated so far: ``keys[i]`` is (B, H, Lk, c) or None.
 
-    With ``capture_attention``, ``attention[i]`` is block i's attention weights (B, H, l, Lk) for the queries of the
-    latest scale (each scale's ``extend`` replaces them).
+    Attention capture: ``capture_scale(query_rows)`` before a scale says which of its queries' attention weights to
+    keep; each block then stores its weights in ``attention[i]``, (B, H, q, Lk): the rows ``query_rows`` of the
+    scale's (B, H, l, Lk) weights A -- ``slice(None)`` keeps all l rows, a list of query indices (i = row * pn + col)
+    keeps just those rows in that order, None keeps nothing.
     """
 
-    def __init__(self, depth: int, capture_attention: bool = False):
+    def __init__(self, depth: int):
         self.keys: list[torch.Tensor | None] = [None] * depth
         self.values: list[torch.Tensor | None] = [None] * depth
-        self.attention: list[torch.Tensor | None] | None = [None] * depth if capture_attention else None
+        self.query_rows: slice | list[int] | None = None
+        self.attention: list[torch.Tensor | None] = [None] * depth
 
     def extend(self, block_idx: int, k_BHlc: torch.Tensor, v_BHlc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append this scale's keys/values for one block; return all keys/values seen so far."""
@@ -56,17 +62,24 @@ class KVCache:
         self.keys[block_idx], self.values[block_idx] = k_BHlc, v_BHlc
         return k_BHlc, v_BHlc
 
+    def capture_scale(self, query_rows: slice | list[int] | None) -> None:
+        """Before a scale: capture the attention of these of its queries (see the class docstring); the previous
+        scale's weights are let go."""
+        self.query_rows = query_rows
+        self.attention = [None] * len(self.attention)
+
     def capture(self, block_idx: int, q_BHlc: torch.Tensor, k_BHLkc: torch.Tensor) -> None:
-        """Keep this block's attention weights for the latest scale's queries, if capturing."""
-        if self.attention is not None:
-            self.attention[block_idx] = attention_weights(q_BHlc, k_BHLkc)
+        """Keep this block's attention weights for the chosen queries of this scale, if any: softmax(q k^T) of
+        those queries alone, (B, H, q, Lk)."""
+        if self.query_rows is not None:
+            self.attention[block_idx] = attention_weights(q_BHlc[:, :, self.query_rows], k_BHLkc)
 
     def captured_attention(self, rows: int) -> list[torch.Tensor] | None:
-        """Every block's latest attention weights, batch rows [:rows] only (copied, so the rest can be freed):
-        a list of (rows, H, l, Lk), or None when not capturing."""
-        if self.attention is None:
+        """Every block's attention weights of this scale, batch rows [:rows] only (copied, so the rest can be freed):
+        a list of (rows, H, q, Lk), or None when this scale is not captured."""
+        if self.query_rows is None:
             return None
-        return [weights_BHlLk[:rows].clone() for weights_BHlLk in self.attention]
+        return [weights_BHqLk[:rows].clone() for weights_BHqLk in self.attention]
 
 
 def drop_path(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 import torch
 import torch.nn as nn
@@ -199,12 +199,35 @@ class VAR(nn.Module):
             return tuple(sampling.seeded_generator(row_seed, device) for row_seed in seed)
         return sampling.seeded_generator(seed, device)
 
+    def _capture_plan(self, capture_attention: bool | Mapping[int, Sequence[int]]) -> dict[int, slice | list[int]]:
+        """{scale si: the query rows whose attention to capture there} for ``generate_steps``: every row
+        (``slice(None)``) of every scale for True, nothing for False, and for a mapping {si: [i, ...]} its rows as a
+        list; a ValueError says what is wrong with a mapping."""
+        if isinstance(capture_attention, bool):
+            return {si: slice(None) for si in range(len(self.patch_nums))} if capture_attention else {}
+        if not isinstance(capture_attention, Mapping):
+            raise ValueError(f"capture_attention must be True, False or a mapping {{scale si: [query i, ...]}}; got "
+                             f"{capture_attention!r}")
+        plan = {}
+        for si, queries in capture_attention.items():
+            if not isinstance(si, numbers.Integral) or not 0 <= si < len(self.patch_nums):
+                raise ValueError(f"capture_attention: scale {si!r} does not exist: this model has scales 0.."
+                                 f"{len(self.patch_nums) - 1} (0-based si)")
+            pn = self.patch_nums[si]
+            if (not isinstance(queries, Sequence) or len(queries) == 0
+                    or any(not isinstance(i, numbers.Integral) or not 0 <= i < pn * pn for i in queries)):
+                raise ValueError(f"capture_attention: scale {si} needs a non-empty list of query indices i = row * "
+                                 f"{pn} + col in 0..{pn * pn - 1}; got {queries!r}")
+            plan[int(si)] = [int(i) for i in queries]
+        return plan
+
     @torch.inference_mode()
     def generate_steps(self, labels, cfg: float | Sequence[float] = 1.5, top_k: int | Sequence[int] = 0,
                        top_p: float | Sequence[float] = 0.0, more_smooth: bool = False,
                        seed: int | None | Sequence[int | None] = None,
                        generator: torch.Generator | Sequence[torch.Generator] | None = None,
-                       capture_attention: bool = False, overrides: Overrides | None = None) -> Iterator[ScaleStep]:
+                       capture_attention: bool | Mapping[int, Sequence[int]] = False,
+                       overrides: Overrides | None = None) -> Iterator[ScaleStep]:
         """Generate images for ``labels`` one scale at a time, yielding a ``ScaleStep`` after each scale.
 
         This is the next-scale factorisation p(r_1, ..., r_K | c) = prod_k p(r_k | r_<k, c) with a KV cache. At
@@ -219,7 +242,13 @@ class VAR(nn.Module):
         row b then gets exactly the tokens of ``generate_steps([labels[b]], cfg=cfg[b], top_k=top_k[b],
         top_p=top_p[b], seed=seed[b])`` (several people's requests run as one batch; ``more_smooth`` is one value for
         the batch). A step's ``cfg`` is then the list of the rows' strengths t_k (a float when all rows agree).
-        capture_attention: the KV cache keeps every layer's attention weights for each scale's queries.
+        capture_attention: True: every step's ``attention`` is a list, one per layer, of (B, H, l, Lk) attention
+        weights (H heads, l the scale's queries, Lk = ``step.end`` keys: this scale and all coarser ones), conditional
+        rows only. A mapping {si: [i, ...]} captures only the queries i = row * pn + col listed for each scale si:
+        that step's ``attention`` is per layer (B, H, q, Lk) for its q listed queries, in that order -- the same
+        numbers as those rows of the full capture (a row of softmax(q k^T) depends on its own query alone), held in
+        q / l of the memory (``complexity.attention_capture_bytes``); the other steps have None. The capture is
+        computed beside the output and never changes the tokens or images.
         overrides: {scale si: (tokens, keep)}: at scale si, positions where ``keep`` is True take the given tokens
         instead of sampled ones (``varlite.core.overrides``: token surgery and zero-shot editing). The step's
         probabilities, entropy and candidates are computed from its logits when read; its ``timings`` are the lap
@@ -227,16 +256,18 @@ class VAR(nn.Module):
         """
         labels_B, cfg, top_k, top_p, generator, overrides = self._checked_request(labels, cfg, top_k, top_p, seed,
                                                                                   generator, overrides)
+        capture_plan = self._capture_plan(capture_attention)                     # {si: query rows to capture}
         B, K, quantizer, H = labels_B.shape[0], len(self.patch_nums), self.vqvae.quantize, self.patch_nums[-1]
         # classifier-free guidance runs 2B rows: the labels, then B rows of the unconditional class
         cond_2BD = self.class_emb(torch.cat((labels_B, torch.full_like(labels_B, self.num_classes))))
         modulation_per_block = [block.modulation(self.shared_ada_lin(cond_2BD)) for block in self.blocks]
         lvl_pos_1LC = self.lvl_embed(self.lvl_1L) + self.pos_1LC
         x_2BlC = self.start_tokens(cond_2BD) + lvl_pos_1LC[:, :self.first_l]
-        kv_cache = KVCache(len(self.blocks), capture_attention)    # this call's own: the model stays shared
+        kv_cache = KVCache(len(self.blocks))                      # this call's own: the model stays shared
         f_hat_BCvHW = cond_2BD.new_zeros(B, quantizer.Cv, H, H)
         for si, pn in enumerate(self.patch_nums):
             laps = Laps()                                                        # this scale's time per part
+            kv_cache.capture_scale(capture_plan.get(si))                        # which attention rows to keep
             for block, modulation in zip(self.blocks, modulation_per_block):   # sees this scale and all coarser ones
                 x_2BlC = block.modulated(x_2BlC, modulation, kv_cache=kv_cache)
             raw_logits_2BlV = self.logits(x_2BlC, cond_2BD)

@@ -1,0 +1,105 @@
+"""Attention capture of chosen queries only (``generate_steps(capture_attention={si: [i, ...]})``): the rows are the
+full capture's rows, generation is the same whichever capture is on, the memory is what ``complexity`` says, and the
+app's inspector uses it to offer every scale of d36-s (512 px, L = 2,240 tokens)."""
+import pytest
+import torch
+
+from varlite import complexity
+from varlite.builtin import load_builtin
+from varlite.core.configs import OFFICIAL_PATCH_NUMS_512, VARConfig, VQVAEConfig
+from varlite.core.var import VAR
+from varlite.core.vqvae import VQVAE
+from varlite.synthetic import layout_of, synthetic_state_dict
+
+
+def d36_s_stand_in() -> VAR:
+    """d36-s's scales (L = 2,240) and shared AdaLN at depth 2, width 64, with synthetic weights in the official
+    layout (the upstream rule, seed 0) beside a small tokenizer of the same scales."""
+    vq_config = VQVAEConfig(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 1), num_res_blocks=1, using_sa=False,
+                            using_mid_sa=False, patch_nums=OFFICIAL_PATCH_NUMS_512)
+    var_config = VARConfig(vocab_size=64, z_channels=8, patch_nums=OFFICIAL_PATCH_NUMS_512, num_classes=10, depth=2,
+                           embed_dim=64, num_heads=2, shared_aln=True)
+    vqvae = VQVAE(vq_config)
+    vqvae.load_state_dict(synthetic_state_dict(layout_of(vqvae), seed=0, patch_nums=OFFICIAL_PATCH_NUMS_512))
+    var = VAR(var_config, vqvae)
+    var.load_state_dict(synthetic_state_dict(layout_of(var), seed=0, patch_nums=OFFICIAL_PATCH_NUMS_512))
+    return var.eval()
+
+
+@pytest.fixture(scope="module")
+def shapes() -> VAR:
+    return load_builtin("shapes")[1]
+
+
+@pytest.fixture(scope="module", params=["shapes", "d36-s stand-in"])
+def var(request, shapes) -> VAR:
+    return shapes if request.param == "shapes" else d36_s_stand_in()
+
+
+def chosen_queries(var: VAR) -> dict[int, list[int]]:
+    """Three scales, the last included, with a few queries each in no particular order (one twice)."""
+    pn = var.patch_nums
+    return {0: [0],
+            len(pn) // 2: [pn[len(pn) // 2] ** 2 - 1, 1, 1],
+            len(pn) - 1: [pn[-1] ** 2 - 1, 0, pn[-1] * (pn[-1] // 2) + 3]}
+
+
+def test_query_rows_are_the_full_captures_rows(var):
+    settings = dict(cfg=3.0, top_k=20, seed=7)
+    full = list(var.generate_steps([1, 4], capture_attention=True, **settings))
+    queries = chosen_queries(var)
+    rows = list(var.generate_steps([1, 4], capture_attention=queries, **settings))
+    for full_step, step in zip(full, rows):
+        if step.scale not in queries:
+            assert step.attention is None
+            continue
+        q = len(queries[step.scale])
+        assert len(step.attention) == var.config.depth
+        for full_BHlLk, rows_BHqLk in zip(full_step.attention, step.attention):
+            assert rows_BHqLk.shape == (2, var.config.num_heads, q, step.end)
+            torch.testing.assert_close(rows_BHqLk, full_BHlLk[:, :, queries[step.scale]], rtol=1e-5, atol=1e-6)
+            torch.testing.assert_close(rows_BHqLk.sum(-1), torch.ones(2, var.config.num_heads, q))
+
+
+def test_generation_is_the_same_whichever_capture_is_on(var):
+    settings = dict(cfg=2.0, top_k=30, top_p=0.9, seed=3)
+    runs = [list(var.generate_steps([2, 5], capture_attention=capture, **settings))
+            for capture in (False, True, chosen_queries(var))]
+    for steps in runs[1:]:
+        for plain, step in zip(runs[0], steps):
+            assert torch.equal(step.tokens, plain.tokens)
+            assert torch.equal(step.f_hat, plain.f_hat)
+    if var.patch_nums[-1] <= 8:                 # the shapes model: decode the images too (32 px)
+        assert torch.equal(runs[2][-1].image(), runs[0][-1].image())
+        assert torch.equal(runs[1][-1].image(), runs[0][-1].image())
+
+
+def test_query_capture_memory_is_what_complexity_counts(var):
+    queries = {si: [0, pn * pn - 1] for si, pn in enumerate(var.patch_nums)}
+    steps = list(var.generate_steps([1, 2, 3], seed=0, capture_attention=queries))
+    measured = [sum(w.numel() * w.element_size() for w in step.attention) for step in steps]
+    assert measured == complexity.attention_capture_bytes(var.config, batch=3, queries=2)
+
+
+def test_one_query_of_d36_s_costs_a_row_not_a_scale():
+    """d36-s (36 layers x 36 heads, L = 2,240): all 1,024 queries of the last scale with guidance's two rows hold
+    22 GB; the picked query's row 23 MB."""
+    from varlite.core.configs import get_preset
+    config = get_preset("d36").var
+    full, one_query = (complexity.attention_capture_bytes(config, batch=2, queries=q)[-1] for q in (None, 1))
+    assert full == 36 * 36 * 1024 * 2240 * 4 * 2 and full / 2**30 == pytest.approx(22.15, abs=0.01)
+    assert one_query == full // 1024 == 23_224_320
+
+
+@pytest.mark.parametrize("capture, message", [
+    ({10: [0]}, "scale 10 does not exist"),
+    ({-1: [0]}, "scale -1 does not exist"),
+    ({1: [4]}, r"scale 1 needs a non-empty list of query indices i = row \* 2 \+ col in 0..3; got \[4\]"),
+    ({1: []}, "scale 1 needs a non-empty list"),
+    ({1: 3}, "scale 1 needs a non-empty list"),
+    ({1: [0.5]}, "scale 1 needs a non-empty list"),
+    ("all", "capture_attention must be True, False or a mapping"),
+])
+def test_a_wrong_capture_request_says_what_is_allowed(shapes, capture, message):
+    with pytest.raises(ValueError, match=message):
+        next(shapes.generate_steps([0], seed=0, capture_attention=capture))
