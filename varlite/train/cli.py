@@ -48,6 +48,16 @@ OPTION_HELP = {
     "recon_loss": "reconstruction loss: mse or l1",
     "edge_loss_weight": "weight of the finite-difference edge loss added to the reconstruction loss, a number >= 0 "
                         "(0 = off)",
+    "perceptual_weight": "weight of the perceptual term, an LPIPS-style distance between the features of the "
+                         "reconstruction and of the image in the shipped CIFAR-10 judge (builtin:cifar10), a number "
+                         ">= 0 (0 = off)",
+    "gan_weight": "weight of the adversarial term: a patch discriminator trained beside the tokenizer (hinge loss), "
+                  "its generator loss scaled by VQGAN's adaptive weight, a number >= 0 (0 = off; one process only, "
+                  "not under torchrun)",
+    "disc_start": "the step from which the adversarial term is on and the discriminator trains, an integer >= 0 "
+                  "(with --gan-weight)",
+    "disc_lr": "the discriminator's learning rate (AdamW, betas 0.5 and 0.9, constant), a number > 0 (with "
+               "--gan-weight)",
     "dead_after": "a code not chosen for this many steps is dead and is re-initialised from the batch, an integer",
     "restart_every": "look for dead codes every N steps, an integer >= 0 (0 = never)",
     "hflip": "train on left-right flipped images too (train-var: the tokens of every image and of its flip); not "

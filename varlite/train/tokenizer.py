@@ -4,10 +4,22 @@ Dimension key: B batch, 3 RGB, Hi,Wi image side, Cv latent channels, H,W latent 
 
 Loss (images x in [-1, 1], reconstruction x' = decoder(straight-through f_hat)):
 
-    loss = rec(x', x) + vq_loss + w_edge * edge(x', x)
+    loss = rec(x', x) + vq_loss + w_edge * edge(x', x) + w_perc * perc(x', x) + w_gan * lambda * L_G(x')
     rec  = mean (x' - x)^2   ("mse", default: PSNR is a function of it)  or  mean |x' - x|  ("l1")
     vq_loss = (1/K) sum_k [ beta ||sg(f_hat_k) - f||^2 + ||f_hat_k - sg(f)||^2 ]     (see MultiScaleQuantizer)
     edge = mean |dx(x') - dx(x)| + mean |dy(x') - dy(x)|   (finite differences; off by default, w_edge = 0)
+    perc = the LPIPS-style distance of the CIFAR-10 judge's features (``perceptual``; off by default, w_perc = 0)
+    L_G  = -mean D(x'), a patch discriminator D trained with the hinge loss beside the tokenizer, weighted by VQGAN's
+           adaptive lambda, from step ``disc_start`` on (``discriminator``; off by default, w_gan = 0)
+
+The perceptual and GAN terms are the rest of the compound loss the VAR paper trains its tokenizer with; what is the
+paper's and what follows VQGAN's code is in ``varlite.train.discriminator``. Data-parallel runs (torchrun) take the
+perceptual term, but refuse the GAN term: the adaptive weight's extra gradient passes and the discriminator's own
+optimizer are written for one process.
+
+A term that is off leaves no trace: the loss is computed exactly as without the option, and the option is not
+written into the checkpoint's config, so runs from before these options resume. A run with a term on resumes only
+with the same loss options (a clear error names what changed).
 
 Codebook bookkeeping after every step:
 - usage per scale: ``ema_vocab_hit_SV[k] = 0.99 ema + 0.01 bincount(r_k)`` (the official statistic);
@@ -18,6 +30,7 @@ Codebook bookkeeping after every step:
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,9 +45,15 @@ from varlite.core.vqvae import VQVAE
 
 from ..safe_io import CheckpointError
 from .checkpoint import load_checkpoint
+from .discriminator import PatchDiscriminator, adaptive_weight, generator_loss, hinge_d_loss
 from .grid import save_grid
 from .loop import LoopConfig, Trainer, load_checked
 from .metrics import codebook_stats, psnr, ssim
+from .perceptual import PERCEPTUAL_NET, load_perceptual
+
+# The loss options written into a checkpoint's config only when their term is on (see the module docstring).
+PERCEPTUAL_OPTIONS = ("perceptual_weight",)
+GAN_OPTIONS = ("gan_weight", "disc_start", "disc_lr")
 
 
 @dataclass
@@ -48,11 +67,23 @@ class TokenizerTrainConfig(LoopConfig):
     restart_every: int = 50          # how often dead codes are looked for (0 = never)
     hflip: bool = False              # random horizontal flips (not for Shapes: its classes have a side)
     eval_images: int = 1000          # held-out images used by the periodic evaluation
+    perceptual_weight: float = 0.0   # weight of the LPIPS-style distance of the CIFAR-10 judge's features (0 = off)
+    gan_weight: float = 0.0          # weight of the adversarial term, times the adaptive lambda (0 = off)
+    disc_start: int = 0              # the step from which the GAN term is on and the discriminator trains
+    disc_lr: float = 2e-4            # the discriminator's learning rate (constant)
 
     def __post_init__(self):
         super().__post_init__()
         if self.recon_loss not in ("mse", "l1"):
             raise ValueError(f"recon_loss must be 'mse' or 'l1', got {self.recon_loss!r}")
+        for name in ("perceptual_weight", "gan_weight", "disc_lr"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0) or \
+                    (name == "disc_lr" and value == 0):
+                allowed = "> 0" if name == "disc_lr" else ">= 0 (0 = off)"
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number {allowed}; got {value!r}")
+        if not (isinstance(self.disc_start, int) and 0 <= self.disc_start <= 2 ** 63 - 1):
+            raise ValueError(f"--disc-start must be an integer >= 0; got {self.disc_start!r}")
 
 
 def edge_loss(x_B3HW: torch.Tensor, y_B3HW: torch.Tensor) -> torch.Tensor:
@@ -78,6 +109,10 @@ class TokenizerTrainer(Trainer):
 
     def __init__(self, config: TokenizerTrainConfig, distributed=None):
         super().__init__(config, distributed)
+        if config.gan_weight > 0 and self.dist.active:
+            raise ValueError("--gan-weight is not supported in a data-parallel (torchrun) run: the adaptive weight and "
+                             "the discriminator's optimizer are written for one process. Train with one process, or "
+                             "leave --gan-weight at 0 (--perceptual-weight works under torchrun).")
         self.preset = get_preset(config.preset)
         vq_config = self.preset.vqvae
         self.train_set = load_checked(config.dataset, "train", config.data_root, vq_config.image_size)
@@ -91,16 +126,54 @@ class TokenizerTrainer(Trainer):
         V = vq_config.vocab_size
         self.last_hit_V = torch.full((V,), -config.dead_after, dtype=torch.long)   # all dead at step 0: init from data
         self.codes_restarted = 0
+        self.perceptual = load_perceptual(PERCEPTUAL_NET, self.device) if config.perceptual_weight > 0 else None
+        self.discriminator = self.disc_optimizer = None
+        if config.gan_weight > 0:
+            with torch.random.fork_rng(devices=[]):      # its initial weights draw from their own seed
+                torch.manual_seed(config.seed + 1)
+                self.discriminator = PatchDiscriminator().to(self.device)
+            self.disc_optimizer = torch.optim.AdamW(self.discriminator.parameters(), lr=config.disc_lr,
+                                                    betas=(0.5, 0.9), weight_decay=0.0)
 
     def checkpoint_configs(self):
-        return {"train": super().checkpoint_configs()["train"], "vqvae": self.preset.vqvae.__dict__.copy()}
+        """The train config without the loss options whose term is off, and the VQVAE config."""
+        train = super().checkpoint_configs()["train"]
+        off = (PERCEPTUAL_OPTIONS if self.perceptual is None else ()) + (GAN_OPTIONS if self.discriminator is None
+                                                                         else ())
+        return {"train": {k: v for k, v in train.items() if k not in off}, "vqvae": self.preset.vqvae.__dict__.copy()}
+
+    def resume(self) -> int:
+        """As ``Trainer.resume``, after checking that the checkpoint was trained with the same loss options (a term
+        that was off is absent from its config)."""
+        if self.ckpt_path.exists():
+            saved = load_checkpoint(self.ckpt_path, self.kind)["configs"].get("train", {})
+            now = self.checkpoint_configs()["train"]
+            options = PERCEPTUAL_OPTIONS + GAN_OPTIONS
+            if any(saved.get(k) != now.get(k) for k in options):
+                def described(config):
+                    return " ".join(f"--{k.replace('_', '-')} {config[k]}" for k in options if k in config) or \
+                        "neither the perceptual nor the GAN term"
+                raise CheckpointError(f"{self.ckpt_path} was trained with {described(saved)}, but this run asks for "
+                                      f"{described(now)}. The loss cannot change in the middle of a run: resume with "
+                                      f"the same loss options, or start a new run directory.")
+        return super().resume()
 
     def extra_state(self):
-        return {"last_hit_V": self.last_hit_V.clone(), "codes_restarted": self.codes_restarted}
+        state = {"last_hit_V": self.last_hit_V.clone(), "codes_restarted": self.codes_restarted}
+        if self.discriminator is not None:
+            state.update(discriminator=self.discriminator.state_dict(),
+                         disc_optimizer=self.disc_optimizer.state_dict())
+        return state
 
     def load_extra_state(self, state):
         self.last_hit_V = state["last_hit_V"].clone()
         self.codes_restarted = int(state["codes_restarted"])
+        if self.discriminator is not None:
+            self.discriminator.load_state_dict(state["discriminator"])
+            self.disc_optimizer.load_state_dict(state["disc_optimizer"])
+
+    def gan_on(self, step: int) -> bool:
+        return self.discriminator is not None and step >= self.config.disc_start
 
     def compute_loss(self, idx_b, step):
         config = self.config
@@ -109,16 +182,46 @@ class TokenizerTrainer(Trainer):
         recon, vq_loss, ms_idx_Bl = self.train_module(img)
         rec = F.mse_loss(recon, img) if config.recon_loss == "mse" else F.l1_loss(recon, img)
         loss = rec + vq_loss
+        rec_terms = rec                  # every term comparing x' with x: the adaptive weight's reference
         logs = {"loss": 0.0, "rec": rec.item(), "vq": vq_loss.item()}
         if config.edge_loss_weight > 0:
             edge = edge_loss(recon, img)
             loss = loss + config.edge_loss_weight * edge
+            rec_terms = rec_terms + config.edge_loss_weight * edge
             logs["edge"] = edge.item()
+        if self.perceptual is not None:
+            perc = self.perceptual(recon, img).mean()
+            loss = loss + config.perceptual_weight * perc
+            rec_terms = rec_terms + config.perceptual_weight * perc
+            logs["perc"] = perc.item()
+        if self.gan_on(step):
+            self.discriminator.requires_grad_(False)     # the generator's loss trains the decoder, not D
+            g_loss = generator_loss(self.discriminator(recon))
+            weight = adaptive_weight(rec_terms, g_loss, self.model.decoder.conv_out.weight)
+            loss = loss + config.gan_weight * weight * g_loss
+            logs.update({"gan_g": g_loss.item(), "lambda": weight.item()})
         with torch.no_grad():
             logs["psnr"] = float(psnr(recon.clamp(-1, 1).add(1).div(2), img.add(1).div(2)).mean())
         logs["loss"] = loss.item()
-        self._batch, self._ms_idx_Bl = img, ms_idx_Bl
+        self._batch, self._recon, self._ms_idx_Bl = img, recon.detach(), ms_idx_Bl
         return loss, logs
+
+    def train_step(self, idx_b, step):
+        """The loop's step of the tokenizer, then (with the GAN term on) one step of the discriminator."""
+        logs = super().train_step(idx_b, step)
+        if self.gan_on(step):
+            logs["gan_d"] = self.discriminator_step()
+        return logs
+
+    def discriminator_step(self) -> float:
+        """One AdamW step of D on the hinge loss: this step's images as real, their reconstructions as fake."""
+        self.discriminator.requires_grad_(True).train()
+        with self.autocast():
+            d_loss = hinge_d_loss(self.discriminator(self._batch), self.discriminator(self._recon))
+        self.disc_optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.disc_optimizer.step()
+        return d_loss.item()
 
     @torch.no_grad()
     def after_step(self, step):
