@@ -6,7 +6,7 @@ import torch
 
 from varlite import complexity
 from varlite.builtin import load_builtin
-from varlite.core.configs import OFFICIAL_PATCH_NUMS_512, VARConfig, VQVAEConfig
+from varlite.core.configs import OFFICIAL_PATCH_NUMS_512, VARConfig, VQVAEConfig, get_preset
 from varlite.core.var import VAR
 from varlite.core.vqvae import VQVAE
 from varlite.synthetic import layout_of, synthetic_state_dict
@@ -44,12 +44,17 @@ def chosen_queries(var: VAR) -> dict[int, list[int]]:
             len(pn) - 1: [pn[-1] ** 2 - 1, 0, pn[-1] * (pn[-1] // 2) + 3]}
 
 
-def test_query_rows_are_the_full_captures_rows(var):
+@pytest.fixture(scope="module")
+def runs(var) -> dict[str, list]:
+    """One generation of two labels (guided, top-k) with no capture, the full capture and ``chosen_queries``."""
     settings = dict(cfg=3.0, top_k=20, seed=7)
-    full = list(var.generate_steps([1, 4], capture_attention=True, **settings))
+    return {name: list(var.generate_steps([1, 4], capture_attention=capture, **settings))
+            for name, capture in (("none", False), ("full", True), ("queries", chosen_queries(var)))}
+
+
+def test_query_rows_are_the_full_captures_rows(var, runs):
     queries = chosen_queries(var)
-    rows = list(var.generate_steps([1, 4], capture_attention=queries, **settings))
-    for full_step, step in zip(full, rows):
+    for full_step, step in zip(runs["full"], runs["queries"]):
         if step.scale not in queries:
             assert step.attention is None
             continue
@@ -61,17 +66,13 @@ def test_query_rows_are_the_full_captures_rows(var):
             torch.testing.assert_close(rows_BHqLk.sum(-1), torch.ones(2, var.config.num_heads, q))
 
 
-def test_generation_is_the_same_whichever_capture_is_on(var):
-    settings = dict(cfg=2.0, top_k=30, top_p=0.9, seed=3)
-    runs = [list(var.generate_steps([2, 5], capture_attention=capture, **settings))
-            for capture in (False, True, chosen_queries(var))]
-    for steps in runs[1:]:
-        for plain, step in zip(runs[0], steps):
+def test_generation_is_the_same_whichever_capture_is_on(var, runs):
+    for name in ("full", "queries"):
+        for plain, step in zip(runs["none"], runs[name]):
             assert torch.equal(step.tokens, plain.tokens)
             assert torch.equal(step.f_hat, plain.f_hat)
-    if var.patch_nums[-1] <= 8:                 # the shapes model: decode the images too (32 px)
-        assert torch.equal(runs[2][-1].image(), runs[0][-1].image())
-        assert torch.equal(runs[1][-1].image(), runs[0][-1].image())
+        if var.patch_nums[-1] <= 8:             # the shapes model: decode the images too (32 px)
+            assert torch.equal(runs[name][-1].image(), runs["none"][-1].image())
 
 
 def test_query_capture_memory_is_what_complexity_counts(var):
@@ -83,8 +84,7 @@ def test_query_capture_memory_is_what_complexity_counts(var):
 
 def test_one_query_of_d36_s_costs_a_row_not_a_scale():
     """d36-s (36 layers x 36 heads, L = 2,240): all 1,024 queries of the last scale with guidance's two rows hold
-    22 GB; the picked query's row 23 MB."""
-    from varlite.core.configs import get_preset
+    22 GB (2^30 bytes); the picked query's row 22 MB (2^20 bytes)."""
     config = get_preset("d36").var
     full, one_query = (complexity.attention_capture_bytes(config, batch=2, queries=q)[-1] for q in (None, 1))
     assert full == 36 * 36 * 1024 * 2240 * 4 * 2 and full / 2**30 == pytest.approx(22.15, abs=0.01)
