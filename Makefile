@@ -43,7 +43,7 @@ screenshots: $(STAMP)
 # lint-imports: the import contracts in pyproject.toml (the core imports nothing else of varlite; no upward import)
 test: $(STAMP)
 	$(VENV)/bin/lint-imports
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 parity: $(STAMP)
 	$(PY) -m varlite parity varlite/reference/upstream_tiny
