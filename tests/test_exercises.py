@@ -240,6 +240,7 @@ SHORTCUTS.update(adaln=_adaln_shortcut, l2_attention_weights=_attention_shortcut
                  attention_pairs=_attention_pairs_shortcut, var_param_count=_param_count_shortcut)
 SHORTCUTS["fit_paper_form"] = lambda N, y: (lambda a, log_c: (a, math.exp(log_c / a)))(*np.polyfit(np.log(N), np.log(y), 1))
 SHORTCUTS["frechet_distance"] = lambda a, b: importlib.import_module("varlite.train.metrics").frechet_distance(a, b)
+SHORTCUTS["inception_score"] = lambda p: float(F.kl_div(p.mean(0).log().expand_as(p), p, reduction="batchmean").exp())
 
 
 def test_every_exercise_has_a_shortcut_test():

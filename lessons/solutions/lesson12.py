@@ -1,4 +1,5 @@
-"""Lesson 12 -- the paper's claims, small: the paper's form of a power law, and the Frechet distance."""
+"""Lesson 12 -- the paper's claims, small: the paper's form of a power law, the Frechet distance and the Inception
+Score."""
 import numpy as np
 import torch
 
@@ -20,3 +21,11 @@ def frechet_distance(feat_a_ND, feat_b_MD):
     sqrt_a = (U * w.clamp_min(0).sqrt()) @ U.T                    # S_a^(1/2), symmetric
     tr_sqrt = torch.linalg.eigvalsh(sqrt_a @ cov_b @ sqrt_a).clamp_min(0).sqrt().sum()   # tr (S_a S_b)^(1/2)
     return float((a.mean(0) - b.mean(0)).square().sum() + cov_a.trace() + cov_b.trace() - 2 * tr_sqrt)
+
+
+def inception_score(probs_NC):
+    """exp( mean_n KL(p(y|x_n) || p(y)) ) with p(y) the mean of the N rows; natural logs, in float64."""
+    p = probs_NC.double()
+    p_y = p.mean(0)                                   # the marginal: how often each class is predicted overall
+    kl_N = (p * (p.log() - p_y.log())).sum(1)         # KL(p(y|x_n) || p(y)) of every image, in nats
+    return float(kl_N.mean().exp())

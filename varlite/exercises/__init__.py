@@ -50,7 +50,7 @@ from .lesson08 import check_attention_pairs, check_fit_power_law
 from .lesson09 import check_kv_cache_bytes, check_var_param_count
 from .lesson10 import (check_adaln_block, check_attention, check_encode_tokens, check_generate, check_guided_logits,
                        check_logits_head, check_my_var, check_phi_of_scale, check_var_forward, check_var_input)
-from .lesson12 import check_fit_paper_form, check_frechet_distance
+from .lesson12 import check_fit_paper_form, check_frechet_distance, check_inception_score
 from .models import lesson_models
 
 __all__ = [
@@ -66,5 +66,5 @@ __all__ = [
     "check_var_param_count", "check_kv_cache_bytes",
     "check_phi_of_scale", "check_encode_tokens", "check_var_input", "check_attention", "check_adaln_block",
     "check_logits_head", "check_var_forward", "check_guided_logits", "check_generate", "check_my_var",
-    "check_fit_paper_form", "check_frechet_distance",
+    "check_fit_paper_form", "check_frechet_distance", "check_inception_score",
 ]

@@ -1,11 +1,14 @@
 """Checks of lesson 12 -- the paper's claims, small: the paper's form of a scaling law fitted to published numbers,
-and the Frechet distance (the FID formula) whose sample-size bias the lesson measures."""
+the Frechet distance (the FID formula) whose sample-size bias the lesson measures, and the Inception Score.
+
+Dimension key: N images (rows), C classes, D features."""
 from __future__ import annotations
 
 import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ..baselines import fit_power_law
 from ..train import metrics
@@ -32,6 +35,16 @@ exercise("frechet_distance", "12.2",
               "A).clamp_min(0).sqrt().sum(); return float((a.mean(0) - b.mean(0)).square().sum() + Sa.trace() + "
               "Sb.trace() - 2 * tr)",
          shortcuts=[Shortcut(metrics, "frechet_distance")])
+exercise("inception_score", "12.3",
+         concept="IS = exp( E_x KL(p(y|x) || p(y)) ): large when every image's class distribution p(y|x) is confident "
+                 "and the images together cover the classes (the marginal p(y), the mean of the rows, is spread out). "
+                 "It lies between 1 and the number of classes.",
+         approach="p(y) is the mean of the N rows (dim 0). The KL of row n is sum_c p_nc (log p_nc - log p(y)_c), "
+                  "in natural logs; average the N row KLs, then take exp of that mean. Write the KL as that sum "
+                  "(F.kl_div is refused); work in float64.",
+         code="p = probs_NC.double(); p_y = p.mean(0); kl_N = (p * (p.log() - p_y.log())).sum(1); return "
+              "float(kl_N.mean().exp())",
+         shortcuts=[Shortcut(F, "kl_div")])
 
 
 def _paper_form(N, y) -> tuple[float, float]:
@@ -133,4 +146,65 @@ def check_frechet_distance(frechet_distance, verbose: bool = True) -> CheckResul
     ]
     return _run("frechet_distance", frechet_distance, metrics.frechet_distance, cases,
                 lambda got, exp: _compare_float(got, exp, "the Frechet distance", rtol=1e-4), mistakes,
+                verbose=verbose)
+
+
+def _kl_rows(p_NC: torch.Tensor, q_C: torch.Tensor, log=torch.log) -> torch.Tensor:
+    """KL(p_n || q) of every row: sum_c p_nc (log p_nc - log q_c), in the unit of ``log`` (nats for torch.log)."""
+    return (p_NC * (log(p_NC) - log(q_C))).sum(1)
+
+
+def _inception_score(probs_NC: torch.Tensor) -> float:
+    """exp( mean_n KL(p(y|x_n) || p(y)) ) with p(y) = mean_n p(y|x_n), in float64 (Salimans et al. 2016)."""
+    p = probs_NC.double()
+    return float(_kl_rows(p, p.mean(0)).mean().exp())
+
+
+def _class_probabilities(n: int, c: int, seed: int, sharpness: float, prior_skew: float) -> torch.Tensor:
+    """n rows of class probabilities over c classes: softmax of Gaussian logits times ``sharpness`` (larger: more
+    confident rows), plus ``prior_skew`` times a per-class offset (larger: some classes predicted more often)."""
+    g = torch.Generator().manual_seed(seed)
+    offset_C = torch.linspace(0, 1, c, dtype=torch.float64) * prior_skew
+    return torch.softmax(torch.randn(n, c, generator=g, dtype=torch.float64) * sharpness + offset_C, dim=1)
+
+
+def check_inception_score(inception_score, verbose: bool = True) -> CheckResult:
+    """``inception_score(probs_NC) -> float``: exp( mean_n KL(p(y|x_n) || p(y)) ) of an N x C matrix of class
+    probabilities (every row sums to 1, every entry positive), p(y) the mean of the rows, natural logs. The
+    reference is written here (varlite has no Inception Score of its own); F.kl_div is refused inside."""
+    specs = [(8, 4, 1.0, 0.5, False), (10, 10, 3.0, 1.0, False), (200, 10, 2.5, 2.0, True), (50, 1000, 4.0, 3.0, True),
+             (30, 2, 1.5, 0.8, True)]
+    cases = [_Case(f"N={n} images, C={c} classes", (_class_probabilities(n, c, 120 + i, sharp, skew),), hidden=hidden)
+             for i, (n, c, sharp, skew, hidden) in enumerate(specs)]
+    collapsed = _class_probabilities(1, 5, 7, 2.0, 0.0).expand(6, 5).clone()
+    cases.insert(2, _Case("N=6 identical rows (a collapsed generator), C=5", (collapsed,)))
+
+    def marginal_of(p_NC):
+        return p_NC.double().mean(0)
+
+    mistakes = [
+        _Mistake("KL(p(y) || p(y|x)) (the divergence reversed)",
+                 lambda p: float(_kl_rows(marginal_of(p).expand_as(p), p.double()).mean().exp()),
+                 "The KL runs from each image's distribution to the marginal: sum_c p(c|x) log(p(c|x) / p(c)), "
+                 "weighted by p(c|x), not by p(c)."),
+        _Mistake("log p(y) as the mean of log p(y|x) (the mean of the logs instead of the log of the mean)",
+                 lambda p: float((p.double() * (p.double().log() - p.double().log().mean(0))).sum(1).mean().exp()),
+                 "p(y) is the mean of the probabilities, p(y) = mean_x p(y|x); take its log afterwards."),
+        _Mistake("the mean KL without the exp",
+                 lambda p: float(_kl_rows(p.double(), marginal_of(p)).mean()),
+                 "The score is exp of the mean KL (a number between 1 and the number of classes)."),
+        _Mistake("the mean of exp(KL) over the images instead of exp of the mean KL",
+                 lambda p: float(_kl_rows(p.double(), marginal_of(p)).exp().mean()),
+                 "Average the KLs first, then exponentiate once: exp(E_x KL), not E_x exp(KL)."),
+        _Mistake("p(y) uniform, 1/C (a class prior, or the mean over the classes, dim 1), not the mean of these rows",
+                 lambda p: float(_kl_rows(p.double(), torch.full((p.shape[1],), 1 / p.shape[1],
+                                                                  dtype=torch.float64)).mean().exp()),
+                 "p(y) is the marginal of the images being scored: the mean of the rows (dim 0), so that a generator "
+                 "that draws one class only scores 1."),
+        _Mistake("the KL in bits (log2) exponentiated with exp",
+                 lambda p: float(_kl_rows(p.double(), marginal_of(p), torch.log2).mean().exp()),
+                 "exp undoes natural logs: use torch.log (or 2 ** of a KL in bits, which is the same number)."),
+    ]
+    return _run("inception_score", inception_score, _inception_score, cases,
+                lambda got, exp: _compare_float(got, exp, "the Inception Score", rtol=1e-5), mistakes,
                 verbose=verbose)
