@@ -1,4 +1,5 @@
-"""Lesson 6 -- training: the teacher-forced loss per scale, the tokenizer's vq loss and whole loss, one VAR step."""
+"""Lesson 6 -- training: the teacher-forced loss per scale, the tokenizer's vq loss and whole loss, one VAR step, the
+perceptual distance and the adversarial term's adaptive weight."""
 import torch
 import torch.nn.functional as F
 
@@ -43,3 +44,20 @@ def train_step(var, vqvae, token_maps, labels_B, optimizer, label_smoothing):
     loss.backward()
     optimizer.step()
     return loss.item()
+
+
+def perceptual_distance(feats_x, feats_y):
+    """(B,) sum over layers of the spatial mean of ||u(F_x) - u(F_y)||^2, u = unit length along the channels."""
+    total = 0
+    for fx_BChw, fy_BChw in zip(feats_x, feats_y):
+        ux = fx_BChw / (fx_BChw.norm(dim=1, keepdim=True) + 1e-10)
+        uy = fy_BChw / (fy_BChw.norm(dim=1, keepdim=True) + 1e-10)
+        total = total + (ux - uy).square().sum(dim=1).mean(dim=(1, 2))
+    return total
+
+
+def adaptive_weight(rec_loss, g_loss, last_weight):
+    """VQGAN's lambda: ||d rec / d w|| / (||d L_G / d w|| + 1e-4), clamped to [0, 1e4], a constant."""
+    grad_rec = torch.autograd.grad(rec_loss, last_weight, retain_graph=True)[0]
+    grad_g = torch.autograd.grad(g_loss, last_weight, retain_graph=True)[0]
+    return (grad_rec.norm() / (grad_g.norm() + 1e-4)).clamp(0, 1e4).detach()
