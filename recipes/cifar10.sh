@@ -4,8 +4,14 @@
 #   bash recipes/cifar10.sh all                     # tokenizer, encode, transformer, evaluate, timed (timings.txt)
 #   bash recipes/cifar10.sh tokenizer|encode|ablation|long|evaluate|export|judge|judge-export
 #
-# Run dirs live outside the work tree, under $VARLITE_HOME/runs/cifar10 (default ~/.cache/varlite/runs/cifar10), so a
-# later sitting on the same machine resumes them exactly (every command resumes where it stopped when run again).
+# SCHEDULE=fast (the default): the one-CPU-hour schedule: preset cifar10-fast (the cifar10-s transformer on a ch-32
+# tokenizer), 600 tokenizer steps and 600 transformer steps of 64 images at a doubled learning rate, token maps
+# encoded as the transformer first meets them (no encode pass), one evaluation at the end. Run dirs in
+# $VARLITE_HOME/runs/cifar10-fast. SCHEDULE=shipped: the schedule of the shipped `cifar10` model (preset cifar10-s on
+# the ch-64 tokenizer, 1400 + 2800 steps, about 3 CPU-hours on an AMX CPU, 5 on an AVX2 one); run dirs in
+# $VARLITE_HOME/runs/cifar10.
+# Run dirs live outside the work tree (default ~/.cache/varlite/runs/...), so a later sitting on the same machine
+# resumes them exactly (every command resumes where it stopped when run again).
 # DATA: the CIFAR-10 python tarball (python -m varlite download cifar10 puts it in the cache).
 # DEVICE=cuda runs every stage on a GPU (PRECISION=auto then uses bfloat16 there); THREADS sets the CPU threads.
 # JUDGE: the classifier that measures class-consistency; by default the judge shipped with varlite
@@ -14,7 +20,9 @@
 # pipeline in a minute, on any device; with DATASET_NAME=shapes it needs no download).
 set -euo pipefail
 HOME_DIR=${VARLITE_HOME:-$HOME/.cache/varlite}
-R=${RUNS:-$HOME_DIR/runs/cifar10}
+SCHEDULE=${SCHEDULE:-fast}
+case "$SCHEDULE" in fast) R=${RUNS:-$HOME_DIR/runs/cifar10-fast} ;; shipped) R=${RUNS:-$HOME_DIR/runs/cifar10} ;;
+    *) echo "SCHEDULE must be fast or shipped, got '$SCHEDULE'" >&2; exit 2 ;; esac
 DATA=${DATA:-$HOME_DIR/cifar10/cifar-10-python.tar.gz}
 PY=${PY:-python}
 JUDGE=${JUDGE:-builtin:cifar10}
@@ -22,26 +30,31 @@ DATASET="--dataset cifar10 --data-root $DATA"
 [ "${DATASET_NAME:-cifar10}" = shapes ] && DATASET="--dataset shapes"    # the built-in synthetic data (dry runs)
 COMMON="$DATASET --precision ${PRECISION:-auto} --threads ${THREADS:-2} --device ${DEVICE:-auto}"
 ABLATION_SECONDS=${ABLATION_SECONDS:-360}      # equal budget per candidate: 6 wall-minutes on 2 cores
-WINNER=${WINNER:-cifar10-s}                    # the ablation's winner (see the model card)
 
 # steps of each stage (tokenizer, judge) and each candidate's schedule, its learning rate and evaluation interval
-TOK_STEPS=1400; JUDGE_STEPS=1950; EVAL_IMAGES=1000; PER_CLASS=100; JUDGE_PER_CLASS=20; GRID_PER_CLASS=10
+TOK_STEPS=1400; TOK_LR=1e-3; TOK_PRESET=cifar10-m; TOK_EVAL=700; JUDGE_STEPS=1950
+EVAL_IMAGES=1000; PER_CLASS=100; JUDGE_PER_CLASS=20; GRID_PER_CLASS=10; ENCODE_FIRST=1
 TEST_IMAGES=0                                  # evaluate: 0 = the whole test split
-TOK_BATCH=64; VAR_BATCH=64; JUDGE_BATCH=256
-declare -A STEPS=([cifar10-s]=2800 [cifar10-m]=2800 [cifar10-l]=900)
-declare -A LR=([cifar10-s]=1e-3 [cifar10-m]=8e-4 [cifar10-l]=6e-4)
-declare -A EVAL=([cifar10-s]=500 [cifar10-m]=250 [cifar10-l]=100)
+TOK_BATCH=64; VAR_BATCH=64; JUDGE_BATCH=256; VAR_WARMUP=200
+declare -A STEPS=([cifar10-s]=2800 [cifar10-m]=2800 [cifar10-l]=900 [cifar10-fast]=600)
+declare -A LR=([cifar10-s]=1e-3 [cifar10-m]=8e-4 [cifar10-l]=6e-4 [cifar10-fast]=2e-3)
+declare -A EVAL=([cifar10-s]=500 [cifar10-m]=250 [cifar10-l]=100 [cifar10-fast]=0)
+WINNER=${WINNER:-cifar10-s}                    # the ablation's winner (see the model card)
+if [ "$SCHEDULE" = fast ]; then
+    WINNER=cifar10-fast; TOK_PRESET=cifar10-fast; TOK_STEPS=600; TOK_LR=2e-3; TOK_EVAL=0; ENCODE_FIRST=0; VAR_WARMUP=100
+fi
 if [ "${DRY_RUN:-0}" = 1 ]; then
     TOK_STEPS=2; JUDGE_STEPS=2; EVAL_IMAGES=20; PER_CLASS=1; JUDGE_PER_CLASS=1; GRID_PER_CLASS=1; TEST_IMAGES=20
-    TOK_BATCH=8; VAR_BATCH=8; JUDGE_BATCH=8
-    STEPS=([cifar10-s]=2 [cifar10-m]=2 [cifar10-l]=2); EVAL=([cifar10-s]=2 [cifar10-m]=2 [cifar10-l]=2)
+    TOK_BATCH=8; VAR_BATCH=8; JUDGE_BATCH=8; TOK_EVAL=2; ENCODE_FIRST=0
+    STEPS=([cifar10-s]=2 [cifar10-m]=2 [cifar10-l]=2 [cifar10-fast]=2)
+    EVAL=([cifar10-s]=2 [cifar10-m]=2 [cifar10-l]=2 [cifar10-fast]=2)
 fi
 STEPS[$WINNER]=${LONG_STEPS:-${STEPS[$WINNER]}}
 
 var_cmd() {   # var_cmd PRESET [extra options]: the train-var command of one candidate
     local p=$1; shift
     echo $PY -m varlite train-var --run-dir $R/var-${p#cifar10-} --preset $p --tokenizer $R/tokenizer $COMMON \
-        --batch-size $VAR_BATCH --lr ${LR[$p]} --warmup-steps 200 --hflip --steps ${STEPS[$p]} --eval-every ${EVAL[$p]} \
+        --batch-size $VAR_BATCH --lr ${LR[$p]} --warmup-steps $VAR_WARMUP --hflip --steps ${STEPS[$p]} --eval-every ${EVAL[$p]} \
         --eval-images $EVAL_IMAGES --sample-every 0 --samples-per-class $GRID_PER_CLASS --sample-cfg 3 --judge $JUDGE \
         --judge-per-class $JUDGE_PER_CLASS --ckpt-every 50 "$@"
 }
@@ -53,15 +66,19 @@ judge)       # retrain the judging classifier: DeepCNN, 10 epochs (the shipped o
         --eval-every 390 --sample-every 0 --ckpt-every 200 ;;
 judge-export)  # write the retrained judge as a shipped one (JUDGE_OUT, default the package's judges folder)
     $PY -m varlite export-judge --classifier $R/judge $DATASET ${JUDGE_OUT:+--out $JUDGE_OUT} ;;
-tokenizer)   # the 8x8-latent tokenizer: 1400 steps x 64 images (1.8 epochs)
-    $PY -m varlite train-tokenizer --run-dir $R/tokenizer --preset cifar10-m $COMMON --batch-size $TOK_BATCH --lr 1e-3 \
-        --warmup-steps 100 --hflip --steps $TOK_STEPS --eval-every 700 --eval-images $EVAL_IMAGES \
-        --sample-every 700 --ckpt-every 100 ;;
+tokenizer)   # the 8x8-latent tokenizer: shipped 1400 steps x 64 images (1.8 epochs), fast 600 x 64 (0.8 epoch)
+    $PY -m varlite train-tokenizer --run-dir $R/tokenizer --preset $TOK_PRESET $COMMON --batch-size $TOK_BATCH \
+        --lr $TOK_LR --warmup-steps 100 --hflip --steps $TOK_STEPS --eval-every $TOK_EVAL --eval-images $EVAL_IMAGES \
+        --sample-every $TOK_EVAL --ckpt-every 100 ;;
 encode)      # the token maps of all 50,000 training images and their flips, once; shared by the candidates
-    $(var_cmd $WINNER --stop-at 1 $([ "${DRY_RUN:-0}" = 1 ] || echo --encode-first))
-    for c in s m l; do
-        [ "var-$c" = "var-${WINNER#cifar10-}" ] || { mkdir -p $R/var-$c; cp $R/var-${WINNER#cifar10-}/tokens_train.pt $R/var-$c/; }
-    done ;;
+    # (the fast schedule skips it: its transformer meets fewer images than there are, each encoded when first met)
+    [ "$SCHEDULE" = fast ] && [ "${DRY_RUN:-0}" != 1 ] && exit 0
+    $(var_cmd $WINNER --stop-at 1 $([ "$ENCODE_FIRST" = 1 ] && echo --encode-first))
+    if [ "$SCHEDULE" = shipped ]; then                   # the ablation's candidates share the token maps
+        for c in s m l; do
+            [ "var-$c" = "var-${WINNER#cifar10-}" ] || { mkdir -p $R/var-$c; cp $R/var-${WINNER#cifar10-}/tokens_train.pt $R/var-$c/; }
+        done
+    fi ;;
 ablation)    # each candidate for ABLATION_SECONDS of training (Ctrl-C = save and stop), then the same evaluation
     for p in ${CANDIDATES:-cifar10-s cifar10-m cifar10-l}; do
         $(var_cmd $p) & pid=$!
@@ -75,7 +92,9 @@ evaluate)    # PER_CLASS samples per class (class c with seed c) at the recommen
     $PY -m varlite evaluate --var $R/var-${WINNER#cifar10-} $DATASET --classifier $JUDGE --per-class $PER_CLASS \
         --batch-classes 1 --cfg ${CFG:-8} --top-k ${TOPK:-100} --top-p ${TOPP:-0} --max-images $TEST_IMAGES \
         --grid $R/samples.png --out $R/eval.json ;;
-export)      # ship it (int8 storage) with its recommended sampling
+export)      # ship it (int8 storage) with its recommended sampling; the fast schedule's run is used as a run dir
+    [ "$SCHEDULE" = shipped ] || { echo "export writes the built-in cifar10 from SCHEDULE=shipped; a fast run is" \
+        "used as it is: python -m varlite app, Models -> a run folder $R/var-fast" >&2; exit 2; }
     $PY -m varlite export-builtin --var $R/var-${WINNER#cifar10-} --name cifar10 --preset cifar10 \
         --cfg ${CFG:-8} --top-k ${TOPK:-100} --top-p ${TOPP:-0} --storage int8 ;;
 all)         # the whole recipe with the shipped judge, each stage's wall and CPU time appended to $R/timings.txt

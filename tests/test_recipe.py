@@ -69,4 +69,11 @@ def test_the_recipe_runs_end_to_end_as_a_dry_run(tmp_path):
     report = json.loads((runs / "eval.json").read_text())
     assert 0.0 <= report["class_consistency"]["class_consistency"] <= 1.0
     assert report["class_consistency"]["samples"] == 10            # DRY_RUN: one sample per class
-    assert (runs / "var-s" / "checkpoint.pt").is_file() and (runs / "samples.png").is_file()
+    assert (runs / "var-fast" / "checkpoint.pt").is_file() and (runs / "samples.png").is_file()   # SCHEDULE=fast
+    assert json.loads((runs / "var-fast" / "config.json").read_text())["train"]["preset"] == "cifar10-fast"
+
+
+def test_the_recipe_refuses_an_unknown_schedule(tmp_path):
+    done = subprocess.run(["bash", str(ROOT / "recipes" / "cifar10.sh"), "all"], env={**os.environ, "SCHEDULE": "slow"},
+                          cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and "SCHEDULE must be fast or shipped, got 'slow'" in done.stderr

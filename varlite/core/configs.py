@@ -8,7 +8,7 @@ width C = 64 d, heads = d, drop-path rate 0.1 d / 24 (see ``official_var``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 OFFICIAL_PATCH_NUMS = (1, 2, 3, 4, 5, 6, 8, 10, 13, 16)
 OFFICIAL_PATCH_NUMS_512 = (1, 2, 3, 4, 6, 9, 13, 18, 24, 32)
@@ -175,11 +175,19 @@ def _cifar10_candidate(name: str) -> Preset:
 
 def _cifar10() -> Preset:
     """``varlite/weights/cifar10.safetensors``: the recipe's winner (the configs of ``cifar10-s``), trained on a 2-core
-    CPU
-    in about two hours; see its model card."""
+    CPU in about two hours; see its model card."""
     candidate = _cifar10_candidate("cifar10-s")
     return Preset("cifar10", candidate.vqvae, candidate.var, "built-in: CIFAR-10, 32x32, 10 classes")
 
 
+def _cifar10_fast() -> Preset:
+    """The one-CPU-hour schedule of the CIFAR-10 recipe (``SCHEDULE=fast``): the ``cifar10-s`` transformer on a
+    tokenizer of half the width (ch 32: a quarter of the conv work, 3.4x the training images per second on a 2-core
+    CPU and 3.4x faster encoding), the only change from ``cifar10-s``."""
+    candidate = _cifar10_candidate("cifar10-s")
+    vq = replace(candidate.vqvae, ch=32)
+    return Preset("cifar10-fast", vq, candidate.var, "CIFAR-10 one-CPU-hour recipe: cifar10-s on a ch-32 tokenizer")
+
+
 PRESETS.update({name: _cifar10_candidate(name) for name in CIFAR10_CANDIDATES})
-PRESETS.update({p.name: p for p in (_shapes(), _cifar10())})
+PRESETS.update({p.name: p for p in (_shapes(), _cifar10(), _cifar10_fast())})
