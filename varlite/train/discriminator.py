@@ -7,8 +7,8 @@ What comes from where:
 
 - **The VAR paper** names the terms of its tokenizer's loss -- reconstruction, quantization, a perceptual loss and a
   discriminator (GAN) loss, each perceptual / GAN term with its weight -- and says the tokenizer keeps VQGAN's
-  architecture with a multi-scale quantizer. It gives neither the weights, nor the discriminator, nor a schedule, and
-  the official repository (FoundationVision/VAR) releases no tokenizer training code.
+  architecture with a multi-scale quantizer. It publishes no values for the weights, no discriminator architecture
+  and no schedule, and the official repository (FoundationVision/VAR) releases no tokenizer training code.
 - **VQGAN** (Esser et al., *Taming Transformers for High-Resolution Image Synthesis*, CVPR 2021; the
   taming-transformers code, ``taming/modules/losses/vqperceptual.py`` and ``taming/models/vqgan.py``) supplies what
   varlite follows here:
