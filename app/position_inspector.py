@@ -19,7 +19,6 @@ from varlite.core.trace import ScaleStep
 CLICKABLE = ("tokens", "probability", "entropy")
 INSPECTOR_PX = 150
 MEAN_OVER_HEADS = "mean"      # the attention view's head choice that averages the heads
-CAPTURE_MAX_BYTES = 2**31     # a capture holds every layer's weights for all of a scale's queries (d36's last: 24 GB)
 TOP_KEYS = 10                 # the keys listed by weight under the attention maps
 
 
@@ -83,28 +82,31 @@ def inspector(model: LoadedModel, step: ScaleStep, settings: GenSettings, si: in
                 "chosen": st.column_config.CheckboxColumn("chosen")})
         show = state.bound(st.toggle, "Show its attention over the scales it can see", "gen_show_att", default=False,
                            help="Computed on demand for this position (for large models generation is re-run "
-                                "with attention capture, then cached).")
+                                "up to this scale capturing this position's attention only, then cached).")
         if show:
             _attention(model, settings, si, row, col)
 
 
-def capture_refusal(model: LoadedModel, si: int) -> str | None:
-    """Why scale si's attention is not captured for this model, or None when it is: a model whose traces do not
-    keep attention captures it by generating again, holding every layer's weights for all of the scale's queries
-    and both rows of guidance (``varlite.complexity.attention_capture_bytes``); above CAPTURE_MAX_BYTES it is not
-    run."""
+def capture_note(model: LoadedModel, si: int) -> str | None:
+    """What the attention shown at scale si holds when the trace does not keep it (None when it does): the picked
+    token's row alone, captured by generating again up to scale si with ``capture_attention={si: [i]}`` -- the same
+    numbers as that row of a capture of all the scale's queries, at a fraction of its memory."""
     if traces.keeps_attention(model):
         return None
-    per_scale = attention_capture_bytes(model.var.config, batch=2)
-    if per_scale[si] <= CAPTURE_MAX_BYTES:
-        return None
-    config, pn = model.var.config, model.patch_nums[si]
-    up_to = [k + 1 for k, nbytes in enumerate(per_scale) if nbytes <= CAPTURE_MAX_BYTES]
-    where = f"scales 1 to {max(up_to)}" if up_to else "no scale"
-    return (f"Capturing the attention of scale {si + 1} would hold {per_scale[si] / 2**30:.1f} GB: {config.depth} "
-            f"layers x {config.num_heads} heads x {pn * pn} queries x {sum(p * p for p in model.patch_nums[:si + 1])} "
-            f"keys, for the conditional and the unconditional row. For this model the inspector shows attention on "
-            f"{where}: pick the position on one of those.")
+    pn = model.patch_nums[si]
+    one_query, every_query = (attention_capture_bytes(model.var.config, batch=2, queries=queries)[si]
+                              for queries in (1, None))
+    return (f"This is the picked token's row of attention only: the generation was run again up to scale {si + 1} "
+            f"keeping every layer's weights for this one query ({readable_size(one_query)} with guidance's two "
+            f"rows; all {pn}x{pn} queries of the scale would hold {readable_size(every_query)}).")
+
+
+def readable_size(nbytes: int) -> str:
+    """A size with one decimal in kB, MB or GB (2^10, 2^20, 2^30 bytes), the largest unit it reaches (kB below)."""
+    for unit, size in (("GB", 2**30), ("MB", 2**20)):
+        if nbytes >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} kB"
 
 
 def top_keys(weights_Lk: np.ndarray, patch_nums: tuple[int, ...], k: int = TOP_KEYS) -> pd.DataFrame:
@@ -121,10 +123,6 @@ def top_keys(weights_Lk: np.ndarray, patch_nums: tuple[int, ...], k: int = TOP_K
 def _attention(model: LoadedModel, settings: GenSettings, si: int, row: int, col: int) -> None:
     """The picked token's attention over every scale it can see, for a chosen layer and head (or their mean), and
     the keys it weighs most."""
-    refusal = capture_refusal(model, si)
-    if refusal:
-        st.info(refusal)
-        return
     try:
         att = attention_jobs.attention_at(settings, si, int(row), int(col))
     except Exception as err:     # noqa: BLE001
@@ -148,3 +146,6 @@ def _attention(model: LoadedModel, settings: GenSettings, si: int, row: int, col
     st.dataframe(top_keys(weights_Lk, model.patch_nums), hide_index=True, column_config={
         "weight": st.column_config.ProgressColumn("weight", min_value=0.0, max_value=1.0, format="percent")})
     st.caption(f"The {min(TOP_KEYS, len(weights_Lk))} of its {len(weights_Lk):,} keys it weighs most.")
+    note = capture_note(model, si)
+    if note:
+        st.caption(note)

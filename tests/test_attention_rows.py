@@ -1,15 +1,22 @@
 """Attention capture of chosen queries only (``generate_steps(capture_attention={si: [i, ...]})``): the rows are the
 full capture's rows, generation is the same whichever capture is on, the memory is what ``complexity`` says, and the
 app's inspector uses it to offer every scale of d36-s (512 px, L = 2,240 tokens)."""
+import numpy as np
 import pytest
 import torch
 
-from varlite import complexity
-from varlite.builtin import load_builtin
-from varlite.core.configs import OFFICIAL_PATCH_NUMS_512, VARConfig, VQVAEConfig, get_preset
-from varlite.core.var import VAR
-from varlite.core.vqvae import VQVAE
-from varlite.synthetic import layout_of, synthetic_state_dict
+pytest.importorskip("streamlit")
+from app import loaders, position_inspector  # noqa: E402
+from app.traces import GenSettings  # noqa: E402
+from tests.test_app import assert_clean, new_app, scale_slider  # noqa: E402
+from tests.test_family_d36 import KEY, d36_stand_in  # noqa: E402,F401 (fixture)
+from varlite import complexity  # noqa: E402
+from varlite.builtin import load_builtin  # noqa: E402
+from varlite.core.configs import (OFFICIAL_PATCH_NUMS_512, VARConfig, VQVAEConfig, get_preset,  # noqa: E402
+                                  official_vqvae)
+from varlite.core.var import VAR  # noqa: E402
+from varlite.core.vqvae import VQVAE  # noqa: E402
+from varlite.synthetic import layout_of, synthetic_state_dict  # noqa: E402
 
 
 def d36_s_stand_in() -> VAR:
@@ -103,3 +110,42 @@ def test_one_query_of_d36_s_costs_a_row_not_a_scale():
 def test_a_wrong_capture_request_says_what_is_allowed(shapes, capture, message):
     with pytest.raises(ValueError, match=message):
         next(shapes.generate_steps([0], seed=0, capture_attention=capture))
+
+
+# ------------------------------------------------------------------------------------------ the app's inspector
+def test_the_inspector_says_it_shows_one_querys_row_and_what_it_holds():
+    """The real d36-s (built on the meta device: no weights) re-runs the generation for one query; the built-in
+    shapes model keeps every scale's attention in its trace, so its inspector has nothing to add."""
+    with torch.device("meta"):
+        d36 = VAR(get_preset("d36").var, VQVAE(official_vqvae(OFFICIAL_PATCH_NUMS_512)))
+    model = loaders.LoadedModel("official:d36", "d36-s", d36.vqvae, d36, "", "", ("",) * 1000)
+    assert position_inspector.capture_note(model, 9) == (
+        "This is the picked token's row of attention only: the generation was run again up to scale 10 keeping every "
+        "layer's weights for this one query (22.1 MB with guidance's two rows; all 32x32 queries of the scale would "
+        "hold 22.1 GB).")
+    assert "(10.1 kB with guidance's two rows; all 1x1 queries of the scale would hold 10.1 kB)" in (
+        position_inspector.capture_note(model, 0))
+    assert position_inspector.capture_note(loaders.load_model("builtin:shapes"), 6) is None
+
+
+def test_the_inspector_lists_the_full_captures_top_keys_at_d36_s_last_scale(d36_stand_in):  # noqa: F811
+    """The d36-s stand-in (depth 2, width 64, 1,024 queries at scale 10): the keys the inspector lists for the picked
+    token, from its one-query capture, are those of that token's row in a capture of the whole scale."""
+    at = new_app(model_key=KEY)
+    scale_slider(at).set_value(10).run()
+    at.toggle(key="gen_show_att").set_value(True).run()
+    assert_clean(at)
+    model = loaders.load_model(KEY)
+    assert [c.value for c in at.caption if c.value.startswith("This is the picked token's row")] == [
+        position_inspector.capture_note(model, 9)]
+
+    s = at.session_state["settings"]
+    settings = GenSettings(KEY, s.label, s.seed, s.cfg, s.top_k, s.top_p, s.smooth)
+    row, col = s.position(32)
+    full = next(step for step in model.var.generate_steps([s.label], capture_attention=True, **settings.args())
+                if step.scale == 9)
+    last_layer_mean_over_heads_Lk = full.attention[-1][0, :, row * 32 + col].mean(0).numpy()   # the view's default
+    want = position_inspector.top_keys(last_layer_mean_over_heads_Lk, model.patch_nums)
+    shown = at.dataframe[-1].value
+    assert shown[["scale", "position"]].to_dict("records") == want[["scale", "position"]].to_dict("records")
+    np.testing.assert_allclose(shown["weight"], want["weight"], rtol=1e-5, atol=1e-7)

@@ -277,6 +277,9 @@ def attention_figure(step, patch_nums: Sequence[int], layer: int, head: int | No
     if not 0 <= layer < depth:
         raise ValueError(f"layer must be in [0, {depth - 1}]; got {layer}")
     weights_BnHlLk = step.attention[layer]
+    if weights_BnHlLk.shape[2] != step.pn * step.pn:
+        raise ValueError(f"this step holds the attention of {weights_BnHlLk.shape[2]} chosen queries, not of all "
+                         f"{step.pn * step.pn} of scale {step.scale + 1}; generate with capture_attention=True")
     num_heads = weights_BnHlLk.shape[1]
     if head is not None and not 0 <= head < num_heads:
         raise ValueError(f"head must be in [0, {num_heads - 1}] or None (mean over heads); got {head}")

@@ -89,7 +89,8 @@ class ScaleStep:
     begin: int                      # this scale's tokens are positions [begin, end) of the L-token sequence
     end: int
     total_tokens: int               # L
-    attention: list[torch.Tensor] | None = None   # per layer (B, nH, l, Lk) float: this scale's queries, conditional
+    attention: list[torch.Tensor] | None = None   # per layer (B, nH, q, Lk) float: the captured queries (q = l, or the
+                                                  # chosen ones), conditional
     timings: dict[str, float] = field(default_factory=dict)   # seconds: transformer, sampling, quantizer
     decoder: Callable[[torch.Tensor], torch.Tensor] | None = field(default=None, repr=False)
     _image: torch.Tensor | None = field(default=None, repr=False)
