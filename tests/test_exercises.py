@@ -241,6 +241,10 @@ SHORTCUTS.update(adaln=_adaln_shortcut, l2_attention_weights=_attention_shortcut
 SHORTCUTS["fit_paper_form"] = lambda N, y: (lambda a, log_c: (a, math.exp(log_c / a)))(*np.polyfit(np.log(N), np.log(y), 1))
 SHORTCUTS["frechet_distance"] = lambda a, b: importlib.import_module("varlite.train.metrics").frechet_distance(a, b)
 SHORTCUTS["inception_score"] = lambda p: float(F.kl_div(p.mean(0).log().expand_as(p), p, reduction="batchmean").exp())
+SHORTCUTS["perceptual_distance"] = lambda fx, fy: importlib.import_module("varlite.train.perceptual").feature_distance(
+    fx, fy)
+SHORTCUTS["adaptive_weight"] = lambda r, g, w: importlib.import_module("varlite.train.discriminator").adaptive_weight(
+    r, g, w)
 
 
 def test_every_exercise_has_a_shortcut_test():

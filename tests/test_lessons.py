@@ -74,13 +74,13 @@ def test_committed_without_outputs(path):
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
 def test_notebook_structure(path):
-    """Goals first, one setup cell, 1-4 coding exercises each followed by its check (the capstone: its 12 pieces; the
-    lesson on limitations: none, its work is the written exercises), written exercises at the end."""
+    """Goals first, one setup cell, 1-4 coding exercises each followed by its check (lesson 6: six; the capstone: its
+    12 pieces; the lesson on limitations: none, its work is the written exercises), written exercises at the end."""
     nb = read(path)
     assert nb.cells[0].cell_type == "markdown" and "Learning goals" in nb.cells[0].source
     assert sum("setup" in tags(c) for c in nb.cells) == 1
     exercises = render.exercise_cells(nb)
-    expected = {"10": range(12, 13), "11": range(0, 1)}.get(path.name[:2], range(1, 5))
+    expected = {"06": range(1, 7), "10": range(12, 13), "11": range(0, 1)}.get(path.name[:2], range(1, 5))
     assert len(exercises) in expected
     assert "Exercises (written)" in nb.cells[-1].source
 
