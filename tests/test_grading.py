@@ -28,7 +28,7 @@ from varlite.exercises._check import reaches_outside
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
 sys.path.insert(0, str(LESSONS))                 # lessons/solutions: the reference answers, written into notebooks
 try:
-    from solutions import lesson01, lesson10
+    from solutions import lesson01, lesson06, lesson10
 finally:
     sys.path.remove(str(LESSONS))
 
@@ -270,7 +270,9 @@ def graded(tmp_path_factory):
         exercise_cell("phi_of_scale", "import numpy as np\nimport torch.nn.functional as F\n"
                       + source(lesson10.phi_of_scale), lesson="lesson10"),
         exercise_cell("encode_tokens", "import torch.nn.functional as F\n" + source(lesson10._contribution)
-                      + source(lesson10.encode_tokens), lesson="lesson10"))
+                      + source(lesson10.encode_tokens), lesson="lesson10"),
+        exercise_cell("train_step", "import torch\nimport torch.nn.functional as F\n" + source(lesson06.train_step),
+                      lesson="lesson06"))      # a whole training step (seeding, optimizer) inside the guarded call
     write_notebook(subs / "bob" / "11_no_exercises.ipynb", setup="import torch\nprint('reading only')")
     bob_before = bob.read_bytes()
     outside = root / "outside.txt"
@@ -328,6 +330,7 @@ def test_the_diagnosis_is_kept(graded):
     assert bob["nearest_code"]["notebook_status"] == "passed"
     assert "without moving the channel axis" in bob["lookup"]["diagnosis"]
     assert bob["phi_of_scale"]["status"] == "passed"
+    assert bob["train_step"]["status"] == "passed", bob["train_step"]["message"]
     assert bob["encode_tokens"]["status"] == "wrong"
     assert bob["encode_tokens"]["diagnosis"] == "calls nearest_code, which does not pass"
 

@@ -233,7 +233,9 @@ def _train_outcome(step_fn, var, vqvae, batches, label_smoothing):
     optimizer = torch.optim.AdamW(var.parameters(), lr=1e-3, weight_decay=0.05)
     losses = []
     for n, (token_maps, labels_B) in enumerate(batches):
-        torch.manual_seed(1000 + n)
+        # the CPU generator alone: torch.manual_seed also queues a CUDA seeding that records a stack trace, which
+        # the grading sandbox refuses while a learner's call runs (it reads the program's frames)
+        torch.default_generator.manual_seed(1000 + n)
         loss = step_fn(var, vqvae, [t.clone() for t in token_maps], labels_B.clone(), optimizer, label_smoothing)
         if isinstance(loss, torch.Tensor) and loss.numel() == 1:
             loss = loss.detach().item()

@@ -336,9 +336,21 @@ def _become_worker(folder: Path, keep: Sequence[int]) -> None:
     sys.stderr = open(2, "w", closefd=False, buffering=1)
 
 
+def _warm_up() -> None:
+    """Do once, before the guard, what torch does lazily on its first optimizer step: it imports modules (torch's
+    compiler stack, sympy) whose top-level code reads frames. Inside an honest ``train_step`` that first use would
+    otherwise count as the learner reading the program's frames."""
+    w = torch.zeros(1, requires_grad=True)
+    optimizer = torch.optim.AdamW([w])
+    optimizer.zero_grad()
+    (2 * w).sum().backward()
+    optimizer.step()
+
+
 def _serve(requests: int, answers: int, folder: Path, deny: Sequence[Path]) -> int:
     """The worker's loop: a ``load`` request, then ``call`` requests, until the grader is gone."""
     remove_unaudited_signals()
+    _warm_up()
     calling, refusals = install_guard(folder, deny)
     namespace: dict[str, Any] = {"__name__": "__learner__"}
     exec(PRELUDE, namespace)
