@@ -155,7 +155,7 @@ def add_subcommands(subparsers) -> None:
     p = subparsers.add_parser("evaluate", help="metrics of a trained tokenizer / VAR / built-in model")
     add_evaluate_options(p)
     p.set_defaults(func=cmd_evaluate)
-    p = subparsers.add_parser("export-builtin", help="write a VAR run as a shipped varlite/weights/<name>.pth")
+    p = subparsers.add_parser("export-builtin", help="write a VAR run as a shipped varlite/weights/<name>.safetensors")
     add_export_options(p)
     p.set_defaults(func=cmd_export_builtin)
     p = subparsers.add_parser("export-run", help="write a train-var run's weights as one small .safetensors file "

@@ -34,7 +34,7 @@ from .transformer import TokenCache, evaluate_var, load_var_run, sample_grid_ima
 
 def add_evaluate_options(p) -> None:
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--builtin", help="name of a shipped model (varlite/weights/<name>.pth)")
+    src.add_argument("--builtin", help="name of a shipped model (varlite/weights/<name>.safetensors)")
     src.add_argument("--var", help="a train-var run dir (or its checkpoint.pt): evaluates its tokenizer and VAR")
     src.add_argument("--tokenizer", help="a train-tokenizer run dir (or its checkpoint.pt)")
     p.add_argument("--dataset", default="shapes", help="shapes | cifar10 | folder (default: shapes)")
