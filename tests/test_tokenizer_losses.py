@@ -13,7 +13,6 @@ import torch.nn.functional as F
 
 from varlite import cli
 from varlite import exercises as ex
-from varlite.core.configs import PRESETS, Preset, VARConfig, VQVAEConfig
 from varlite.data import Shapes, to_pm1
 from varlite.safe_io import CheckpointError
 from varlite.train import tokenizer as tokenizer_module
@@ -24,6 +23,8 @@ from varlite.train.metric_log import read_metrics
 from varlite.train.perceptual import feature_distance, load_perceptual, unit_normalise
 from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, images_at
 
+from tests.test_train import MICRO, micro_preset_one_thread  # noqa: F401  (the micro preset, registered on one thread)
+
 LESSONS = Path(__file__).resolve().parents[1] / "lessons"
 sys.path.insert(0, str(LESSONS))
 try:
@@ -32,22 +33,7 @@ finally:
     sys.path.remove(str(LESSONS))
 
 # 32-px images, a 4x4 latent, scales 1, 2, 4: a tokenizer step takes milliseconds
-MICRO = Preset("test-losses-micro",
-               VQVAEConfig(vocab_size=64, z_channels=8, ch=32, ch_mult=(1, 1, 1, 1), num_res_blocks=1, using_sa=False,
-                           using_mid_sa=False, patch_nums=(1, 2, 4)),
-               VARConfig(vocab_size=64, z_channels=8, patch_nums=(1, 2, 4), num_classes=10, depth=1, embed_dim=64,
-                         num_heads=2))
 LOSS_KEYS = ("perceptual_weight", "gan_weight", "disc_start", "disc_lr")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def micro_preset_one_thread():
-    PRESETS[MICRO.name] = MICRO
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-    del PRESETS[MICRO.name]
 
 
 @pytest.fixture(scope="module")
