@@ -413,33 +413,38 @@ def details(model: LoadedModel, settings: GenSettings, si: int, row: int, col: i
 
 # ------------------------------------------------------------------------------------------------ the page
 def main() -> None:
-    st.title("Generate: next-scale prediction, step by step")
-    ui.explain(
-        "VAR does not predict an image token by token. It predicts a whole **token map** per step: first 1x1, "
-        "then 2x2, 3x3, ... up to the final grid. Every token of a scale is sampled at once, conditioned on the class "
-        "and on all coarser scales. Each scale's tokens are looked up in the codebook, upsampled, passed through a "
-        "small conv φ and added to `f_hat`, the running latent; decoding `f_hat` after k scales gives the picture so "
-        "far.\n\n"
-        "Panels for the current scale: **tokens** (one colour per codebook entry), **contribution** (how much this "
-        "scale adds at each position of the latent), **decoded so far**, and the **attention mask** (rows = "
-        "queries, columns = keys; orange = this scale's rows: they see every coarser scale and their own).\n\n"
-        "The views are linked: click a token (or a cell of the probability or entropy map) and that position is "
-        "framed on every panel, its row of the attention mask turns blue, and the inspector shows its candidates "
-        "and, on request, its attention. The same image area stays picked when you step to the next scale.",
-        "The first few scales fix the layout and colours, the last ones only add detail: the contribution panel "
-        "gets fainter as the picture stops changing. Raise the guidance (cfg) and watch the class become clearer; "
-        "click a token (or the probability or entropy map) to see how sure the model was there.",
-        ("next_scale", "inside_the_transformer", "sampling"))
-    model = ui.current_model()
-    K = len(model.patch_nums)
-    st.caption(f"Model **{model.name}**: {K} scales {' → '.join(f'{p}x{p}' for p in model.patch_nums)}, "
-               f"L = {model.var.L} tokens, codebook of {model.vocab_size} entries, "
-               f"{model.image_size}x{model.image_size} px images.")
-    gens = generations(model)
-    s = state.get()
-    s.scale = int(min(max(s.scale, 1), K))
-    _back_to_scale_1_on_new_settings(gens)
-    _wait_for_small_generations(gens)
+    # Everything above the two fragments lives in one container, so that the fragments keep the same place in the
+    # page from run to run whatever notes this run writes (a note that comes and goes would move them, and a
+    # fragment timer armed in the previous run then writes to a place the browser no longer has: Streamlit's
+    # "Bad delta path index" error, seen when a new seed was entered on d16 while the scales were computed).
+    with st.container(key="gen_top"):
+        st.title("Generate: next-scale prediction, step by step")
+        ui.explain(
+            "VAR does not predict an image token by token. It predicts a whole **token map** per step: first 1x1, "
+            "then 2x2, 3x3, ... up to the final grid. Every token of a scale is sampled at once, conditioned on the "
+            "class and on all coarser scales. Each scale's tokens are looked up in the codebook, upsampled, passed "
+            "through a small conv φ and added to `f_hat`, the running latent; decoding `f_hat` after k scales gives "
+            "the picture so far.\n\n"
+            "Panels for the current scale: **tokens** (one colour per codebook entry), **contribution** (how much this "
+            "scale adds at each position of the latent), **decoded so far**, and the **attention mask** (rows = "
+            "queries, columns = keys; orange = this scale's rows: they see every coarser scale and their own).\n\n"
+            "The views are linked: click a token (or a cell of the probability or entropy map) and that position is "
+            "framed on every panel, its row of the attention mask turns blue, and the inspector shows its candidates "
+            "and, on request, its attention. The same image area stays picked when you step to the next scale.",
+            "The first few scales fix the layout and colours, the last ones only add detail: the contribution panel "
+            "gets fainter as the picture stops changing. Raise the guidance (cfg) and watch the class become clearer; "
+            "click a token (or the probability or entropy map) to see how sure the model was there.",
+            ("next_scale", "inside_the_transformer", "sampling"))
+        model = ui.current_model()
+        K = len(model.patch_nums)
+        st.caption(f"Model **{model.name}**: {K} scales {' → '.join(f'{p}x{p}' for p in model.patch_nums)}, "
+                   f"L = {model.var.L} tokens, codebook of {model.vocab_size} entries, "
+                   f"{model.image_size}x{model.image_size} px images.")
+        gens = generations(model)
+        s = state.get()
+        s.scale = int(min(max(s.scale, 1), K))
+        _back_to_scale_1_on_new_settings(gens)
+        _wait_for_small_generations(gens)
     st.html(PAGE_CSS)
     timers = _timers(gens)
     s.drawn = _picture(gens)                   # what the step viewer draws below, in this run
