@@ -15,6 +15,7 @@ from varlite import cli
 from varlite import exercises as ex
 from varlite.data import Shapes, to_pm1
 from varlite.safe_io import CheckpointError
+from varlite.train import loop
 from varlite.train import tokenizer as tokenizer_module
 from varlite.train.checkpoint import load_checkpoint
 from varlite.train.discriminator import PatchDiscriminator, adaptive_weight, generator_loss, hinge_d_loss
@@ -183,6 +184,16 @@ def test_resuming_with_other_loss_options_is_a_clear_error(small_shapes, tmp_pat
     TokenizerTrainer(config(tmp_path / "plain", stop_at=1)).run()
     with pytest.raises(CheckpointError, match=r"trained with neither .* asks for --perceptual-weight 0.5\. The loss"):
         TokenizerTrainer(config(tmp_path / "plain", perceptual_weight=0.5)).run()
+
+
+def test_a_resume_reads_the_checkpoint_once(small_shapes, tmp_path, monkeypatch):
+    """The loss options are compared inside the one read that resuming does, not by a read of their own."""
+    TokenizerTrainer(config(tmp_path / "run", stop_at=1)).run()
+    reads = []
+    for module in (loop, tokenizer_module):
+        monkeypatch.setattr(module, "load_checkpoint", lambda *args: reads.append(args) or load_checkpoint(*args))
+    assert TokenizerTrainer(config(tmp_path / "run", stop_at=2)).run().step == 2
+    assert len(reads) == 1
 
 
 def test_invalid_loss_options_and_torchrun_gan_are_refused(tmp_path):

@@ -7,7 +7,8 @@ What makes a run exactly resumable: everything random is either a pure function 
   the s-th slice of B indices and process r takes every world-th of them, starting at r.
 - Learning rate: a pure function of the step (linear warm-up, then cosine decay to ``min_lr_ratio`` of the peak).
 - Everything else that draws random numbers (class dropout, augmentation) uses the global RNGs, whose states
-  (torch, CUDA, numpy, python) are saved per process in the checkpoint with the model, the optimizer and the step.
+  (torch, CUDA, numpy, python; ``varlite.train.rng``) are saved per process in the checkpoint with the model, the
+  optimizer and the step.
 
 Ctrl-C / SIGTERM (in a notebook: Kernel -> Interrupt) only raise a flag; the loop finishes the current step, saves a
 checkpoint, measures the held-out metrics of those weights and returns them (``RunResult.interrupted``).
@@ -18,13 +19,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import random
 import signal
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 
@@ -34,6 +33,7 @@ from .checkpoint import check_same_config, load_checkpoint, save_checkpoint
 from .distributed import Dist, setup_distributed
 from .metric_log import MetricLog
 from .progress import Progress
+from .rng import capture_rng, restore_rng, seed_everything
 
 CHECKPOINT_NAME = "checkpoint.pt"
 PRECISIONS = ("fp32", "bf16", "auto")       # --precision: auto = bf16 where the device has bfloat16 matmul units
@@ -115,35 +115,6 @@ class DataOrder:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             self._epoch, self._order = epoch, torch.randperm(self.n, generator=g)
         return self._order[pos * self.B:(pos + 1) * self.B][self.rank::self.world]
-
-
-def capture_rng() -> dict:
-    """The states of every global RNG as plain types (loadable with weights_only=True)."""
-    key, mt, pos, has_gauss, gauss = np.random.get_state()
-    version, py_state, py_gauss = random.getstate()
-    state = {"torch": torch.get_rng_state(),
-             "numpy": {"key": key, "mt": torch.from_numpy(mt.astype(np.int64)), "pos": int(pos),
-                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
-             "python": {"version": version, "state": list(py_state), "gauss": py_gauss}}
-    if torch.cuda.is_available():
-        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
-    return state
-
-
-def restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    n = state["numpy"]
-    np.random.set_state((n["key"], n["mt"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    p = state["python"]
-    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2 ** 32)
-    random.seed(seed)
 
 
 # ----------------------------------------------------------------------------------------------------- stopping, fingerprints
@@ -288,13 +259,7 @@ class Trainer:
         if not self.ckpt_path.exists():
             return 0
         ckpt = load_checkpoint(self.ckpt_path, self.kind)
-        now = self.checkpoint_configs()
-        for name, saved in ckpt["configs"].items():
-            if name not in now:
-                raise CheckpointError(f"{self.ckpt_path} stores a {name!r} config this trainer does not know")
-            keep = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
-            want = {k: v for k, v in now[name].items() if k not in RESUMABLE_CHANGES}
-            check_same_config(keep, want, name, self.ckpt_path)
+        self.check_resumable(ckpt["configs"])
         if ckpt["world"] != self.dist.world:
             raise CheckpointError(f"{self.ckpt_path} was written by a run with {ckpt['world']} processes; resume it "
                                   f"with the same number (now {self.dist.world}) for an exact continuation")
@@ -307,6 +272,16 @@ class Trainer:
         restore_rng(ckpt["rng"][self.dist.rank])
         self.log.load_window(ckpt.get("log_window", [None] * self.dist.world)[self.dist.rank])
         return int(ckpt["step"])
+
+    def check_resumable(self, saved_configs: dict) -> None:
+        """The checkpoint's configs must equal this run's, but for the options that may change on resume."""
+        now = self.checkpoint_configs()
+        for name, saved in saved_configs.items():
+            if name not in now:
+                raise CheckpointError(f"{self.ckpt_path} stores a {name!r} config this trainer does not know")
+            keep = {k: v for k, v in saved.items() if k not in RESUMABLE_CHANGES}
+            want = {k: v for k, v in now[name].items() if k not in RESUMABLE_CHANGES}
+            check_same_config(keep, want, name, self.ckpt_path)
 
     def check_replicas_agree(self) -> None:
         """In a data-parallel run, every process must end with bit-identical weights."""

@@ -142,21 +142,19 @@ class TokenizerTrainer(Trainer):
                                                                          else ())
         return {"train": {k: v for k, v in train.items() if k not in off}, "vqvae": self.preset.vqvae.__dict__.copy()}
 
-    def resume(self) -> int:
-        """As ``Trainer.resume``, after checking that the checkpoint was trained with the same loss options (a term
-        that was off is absent from its config)."""
-        if self.ckpt_path.exists():
-            saved = load_checkpoint(self.ckpt_path, self.kind)["configs"].get("train", {})
-            now = self.checkpoint_configs()["train"]
-            options = PERCEPTUAL_OPTIONS + GAN_OPTIONS
-            if any(saved.get(k) != now.get(k) for k in options):
-                def described(config):
-                    return " ".join(f"--{k.replace('_', '-')} {config[k]}" for k in options if k in config) or \
-                        "neither the perceptual nor the GAN term"
-                raise CheckpointError(f"{self.ckpt_path} was trained with {described(saved)}, but this run asks for "
-                                      f"{described(now)}. The loss cannot change in the middle of a run: resume with "
-                                      f"the same loss options, or start a new run directory.")
-        return super().resume()
+    def check_resumable(self, saved_configs: dict) -> None:
+        """As ``Trainer.check_resumable``, first checking that the checkpoint was trained with the same loss options
+        (a term that was off is absent from its config), so that a changed loss is named as such."""
+        saved, now = saved_configs.get("train", {}), self.checkpoint_configs()["train"]
+        options = PERCEPTUAL_OPTIONS + GAN_OPTIONS
+        if any(saved.get(k) != now.get(k) for k in options):
+            def described(config):
+                return " ".join(f"--{k.replace('_', '-')} {config[k]}" for k in options if k in config) or \
+                    "neither the perceptual nor the GAN term"
+            raise CheckpointError(f"{self.ckpt_path} was trained with {described(saved)}, but this run asks for "
+                                  f"{described(now)}. The loss cannot change in the middle of a run: resume with "
+                                  f"the same loss options, or start a new run directory.")
+        super().check_resumable(saved_configs)
 
     def extra_state(self):
         state = {"last_hit_V": self.last_hit_V.clone(), "codes_restarted": self.codes_restarted}
