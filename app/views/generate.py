@@ -1,11 +1,12 @@
 """Generate: watch VAR draw an image coarse to fine, one scale per step.
 
-The page is ``main``: the sampling controls (setting A, and B when comparing), the generations they name
-(``traces.generations``: this session's request to the server's scheduler, which computes requests made together as
-one batch and shares every run between sessions), then two fragments: ``watcher``, a few captions that look again
-every ``POLL_S`` while a scale is being computed or decoded and rerun the page when what it shows must change, and
-``step_viewer``, which draws the scale (on a timer while playing). Every function is given the model and the
-generations it draws (``Generations``); the session's settings come from ``state.get()``.
+The page is ``main``: the sampling controls (setting A, and B when comparing) and the generations they name
+(app/generations.py; ``traces.generations``: this session's request to the server's scheduler, which computes
+requests made together as one batch and shares every run between sessions), then two fragments: ``watcher``, a few
+captions that look again every ``POLL_S`` while a scale is being computed or decoded and rerun the page when what it
+shows must change, and ``step_viewer``, which draws the scale (on a timer while playing; its panels are drawn by
+app/scale_panels.py). Every function is given the model and the generations it draws (``generations.Generations``);
+the session's settings come from ``state.get()``.
 
 The scale asked for is ``settings.scale`` (app/state.py); every control changes it in a callback, relative to the
 server's value, so every click the server receives counts, and the slider is drawn from that number. The scale shown
@@ -13,11 +14,11 @@ is that one once it is computed; until then the page holds the scale it showed, 
 the one asked for is there: a click on Next while the next scale is still being computed counts, and the page
 advances when it is ready. The step viewer never waits for the scheduler: while a request waits in the queue the
 watcher says where it stands, and looks again; the step viewer runs only on a click or a change, so its runs are few
-and short. A small model's generation is waited for (up to ``WHOLE_WAIT_S``) and its page drawn once, complete. A
-large model (``traces.streams``: images above 64 px, e.g. d16 at 256 px) streams: a scale's heading, token map and
-contribution are drawn as soon as it is computed, and its decoded image (seconds on a CPU), decoded in the
-background for the scale asked for, once it is ready; new settings on such a model go back to scale 1, so that the
-new image streams in as after a model switch.
+and short. A small model's generation is waited for (up to ``generations.WHOLE_WAIT_S``) and its page drawn once,
+complete. A large model (``traces.streams``: images above 64 px, e.g. d16 at 256 px) streams: a scale's heading,
+token map and contribution are drawn as soon as it is computed, and its decoded image (seconds on a CPU), decoded in
+the background for the scale asked for, once it is ready; new settings on such a model go back to scale 1, so that
+the new image streams in as after a model switch.
 
 Two clicks on the same button that reach the server during one run of the step viewer become one step. A
 Streamlit button is a trigger (a boolean, not a counter): a click inside a fragment does not interrupt the running
@@ -33,120 +34,19 @@ itself increments (a custom component). A click on a token, probability or entro
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 
 import streamlit as st
 
-from app import downloads, figures, links, loaders, position_inspector, state, traces, ui
+from app import downloads, figures, generations, links, loaders, position_inspector, scale_panels, state, traces, ui
+from app.generations import Generations
 from app.loaders import LoadedModel
 from app.traces import GenerationRun, GenSettings
 
 PLAY_INTERVAL_S = 1.0
 POLL_S = 0.5             # while scales are being computed or decoded, the watcher looks again this often
-WAIT_SLICE_S = 0.2       # waiting for a small generation, the page redraws its progress bar this often
-WHOLE_WAIT_S = 2.0       # a generation that ends within this is waited for (small models): no streaming, no timer
-PANEL_PX = 160           # the clickable token map among the panels (fits their column on a 1000 px wide window)
-# the overview strip sticks to the top of the scrolling main area; the panels keep a gap below the scale's heading as
-# tall as a hover toolbar (44 px, drawn above a chart), which would cover it (tests/test_browser.py checks)
-PAGE_CSS = """<style>
-div:has(> .st-key-gen_overview) { position: sticky; top: 3.75rem; z-index: 99; }
-.st-key-gen_overview { background: white; padding-bottom: 0.25rem; border-bottom: 1px solid rgba(128, 128, 128, 0.3); }
-.st-key-gen_panels { padding-top: 2.5rem; }</style>"""
 DETAILS = {"none": "none", "tokens": "token maps so far", "latents": "contribution and f_hat so far",
            "probability": "probability and entropy maps", "topk": "top candidates (figure)",
            "mask": "attention mask (figure)"}
-
-
-@dataclass(frozen=True)
-class Generations:
-    """The model and the generations the page shows: (name, settings, run) of A, and of B when comparing."""
-    model: LoadedModel
-    runs: tuple[tuple[str, GenSettings, GenerationRun], ...]
-
-    @property
-    def K(self) -> int:
-        return len(self.model.patch_nums)
-
-    @property
-    def streaming(self) -> bool:
-        return traces.streams(self.model)
-
-    @property
-    def done(self) -> bool:
-        return all(run.done.is_set() for _, _, run in self.runs)
-
-    @property
-    def computed(self) -> int:
-        """How many scales every run has computed."""
-        return min(len(run.steps) for _, _, run in self.runs)
-
-    def shown(self, k: int, held: int) -> int:
-        """The scale the page shows when scale k is asked for and it showed scale ``held`` before: k once computed,
-        else it holds its scale until k is there (the last computed one if it had none: 0 when none is)."""
-        return k if self.computed >= k else min(held or k, self.computed)
-
-    def decoding(self, k: int) -> bool:
-        """Whether a streaming model's prefix image of scale k (asked for and computed) is still being decoded."""
-        return (self.streaming and 1 <= k <= self.computed
-                and any(k - 1 not in run.decoded() for _, _, run in self.runs))
-
-    def caption(self, name: str, cap: str) -> str:
-        """A panel's caption, named by its run when two are shown."""
-        return cap if len(self.runs) == 1 else f"{name}: {cap}"
-
-
-# ------------------------------------------------------------------------------------------------ the generations
-def generations(model: LoadedModel) -> Generations:
-    """The sampling controls of A (and B, when comparing) and the generations they name; invalid settings end the
-    page with the library's explanation."""
-    settings_a = ui.sampling_controls(model)
-    compare = state.bound(st.toggle, "Compare with a second setting (side by side, same scale)", "gen_compare",
-                          field="compare")
-    settings_b = None
-    if compare:
-        st.markdown("**Setting B** (top-k, top-p and smoothing as above)")
-        settings_b = ui.sampling_controls(model, b=True)
-    named = [("A", settings_a)] + ([("B", settings_b)] if settings_b is not None else [])
-    for _, settings in named:
-        try:
-            traces.validate(model, settings)
-        except ValueError as err:
-            st.error(f"These settings cannot be used: {err}")
-            st.stop()
-    runs = traces.generations([settings for _, settings in named], model)
-    return Generations(model, tuple((name, settings, run) for (name, settings), run in zip(named, runs)))
-
-
-def _back_to_scale_1_on_new_settings(gens: Generations) -> None:
-    """A large model streams its scales (``traces.streams``): when the settings change (seed, class, cfg, ...) and
-    the new generation has not computed the scale shown yet, go back to scale 1, so that the new image streams in as
-    after a model switch instead of showing nothing but a progress bar until every scale up to the one shown is
-    computed. A small model keeps its scale (its generation ends within WHOLE_WAIT_S)."""
-    s = state.get()
-    shown = tuple(settings for _, settings, _ in gens.runs)
-    if (s.generated and s.generated != shown and gens.streaming
-            and not all(len(run.steps) >= s.scale for _, _, run in gens.runs)):
-        s.scale = 1
-    s.generated = shown
-
-
-def _wait_for_small_generations(gens: Generations) -> None:
-    """Wait up to WHOLE_WAIT_S for the generations to end (interruptibly, redrawing a progress bar), so that a
-    small model's page is drawn once, complete; a larger one (``traces.streams``) streams in the step viewer at
-    once instead: waiting could only delay its first scale."""
-    if gens.streaming:
-        return
-    deadline = time.monotonic() + WHOLE_WAIT_S
-    total = gens.K * len(gens.runs)
-    bar = None
-    while time.monotonic() < deadline and not gens.done:
-        bar = bar or st.progress(0.0)
-        done = sum(len(run.steps) for _, _, run in gens.runs)
-        bar.progress(done / total, text=f"generating: {done} of {total} scales...")
-        for _, _, run in gens.runs:
-            run.done.wait(WAIT_SLICE_S / len(gens.runs))
-    if bar is not None:
-        bar.empty()
 
 
 # ------------------------------------------------------------------------------------------------ controls
@@ -295,74 +195,6 @@ def _pending_note(k: int, shown: int) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ the step viewer
-@dataclass
-class StepLayout:
-    """Where the step viewer draws a scale, made before anything of it is drawn."""
-    strips: list          # per run: the slot of its overview strip (sticky at the top of the page)
-    panels: list          # per run: the columns of its token map and its contribution
-    decoded: list         # per run: the slot of its decoded image
-    mask: object          # the column of the attention mask
-
-
-def _lay_out(gens: Generations, si: int) -> StepLayout:
-    """The overview strips, the scale's heading, and a column per run (token map, contribution, decoded image)
-    beside the attention mask's column."""
-    step_a = gens.runs[0][2].steps[si]
-    with st.container(key="gen_overview"):          # sticky (PAGE_CSS): stays in view while scrolling
-        strips = [st.empty() for _ in gens.runs]
-    pn, tokens = step_a.pn, step_a.pn * step_a.pn
-    st.subheader(f"Scale {si + 1} of {gens.K}: {pn}x{pn} = {tokens} token{'s' if tokens > 1 else ''}, "
-                 f"predicted in one step (guidance here t = {step_a.cfg:.2f})")
-    cols = st.container(key="gen_panels").columns([3, 1] if len(gens.runs) == 1 else [3, 3, 1])
-    panels, decoded = [], []
-    for col in cols[:-1]:
-        pcols = col.columns(3)
-        panels.append(pcols[:2])
-        decoded.append(pcols[2].empty())
-    return StepLayout(strips, panels, decoded, cols[-1])
-
-
-def _draw_strips(gens: Generations, strips: list, si: int) -> None:
-    """The overview strip of every run (a large model's strip shows the scales decoded so far)."""
-    sides = " · ".join(f"{p}x{p}" for p in gens.model.patch_nums)
-    for slot, (name, settings, _) in zip(strips, gens.runs):
-        slot.image(figures.overview_strip(settings, si), output_format="PNG",
-                   caption=gens.caption(name, f"decoded image after every scale ({sides}; scale {si + 1} framed, "
-                                              f"later scales faded)"))
-
-
-def _draw_decoded(gens: Generations, slot, name: str, settings: GenSettings, si: int, pick: tuple[int, int]) -> None:
-    cap, img = figures.decoded_panel(settings, si, pick)
-    slot.image(img, caption=gens.caption(name, cap), width="stretch", output_format="PNG")
-
-
-def _draw_panels(gens: Generations, layout: StepLayout, si: int, pick: tuple[int, int], looking: bool) -> None:
-    """Scale si's token map and contribution of every run (with one run, the token map is clickable; with two, it
-    is in the inspector: the panels are too narrow), its decoded image, and the attention mask with the picked
-    token's row. A streaming model's image is decoded in the background (``traces.want_image``) when the student is
-    ``looking`` at this scale (it is the one asked for, not one the page passes through); a note keeps its place
-    until then."""
-    row, col = pick
-    step_a = gens.runs[0][2].steps[si]
-    for (name, settings, run), pcols, slot in zip(gens.runs, layout.panels, layout.decoded):
-        panels = figures.latent_panels(settings, si, len(run.steps), pick)
-        for j, (pcol, (cap, img)) in enumerate(zip(pcols, panels)):
-            with pcol:
-                if len(gens.runs) == 1 and j == 0:
-                    position_inspector.step_map(gens.model, "tokens", step_a, si, row, col, PANEL_PX)
-                    st.caption(f"{cap}: click a token to inspect it")
-                else:
-                    st.image(img, caption=gens.caption(name, cap), width="stretch", output_format="PNG")
-        if gens.streaming and si not in run.decoded():
-            slot.caption(":material/hourglass_top: decoding the image so far...")
-            if looking:
-                traces.want_image(run, si, gens.model)
-        else:
-            _draw_decoded(gens, slot, name, settings, si, pick)
-    layout.mask.image(figures.block_mask(gens.model.patch_nums, si, row * step_a.pn + col), width="stretch",
-                      output_format="PNG", caption=figures.block_mask_caption(gens.model.patch_nums, si))
-
-
 def step_viewer(gens: Generations, timers: tuple) -> None:
     """Scale ``Settings.scale`` of every run: controls, overview strips, panels, the inspector, a detailed figure
     and the downloads; drawn as a fragment that reruns itself on a click, and on a timer while playing."""
@@ -383,9 +215,7 @@ def step_viewer(gens: Generations, timers: tuple) -> None:
             run.image(si, gens.model)
     pick = position_inspector.take_clicks(si, gens.runs[0][2].steps[si].pn)
     links.write(gens.model)                    # the address holds this view (app/links.py)
-    layout = _lay_out(gens, si)
-    _draw_strips(gens, layout.strips, si)
-    _draw_panels(gens, layout, si, pick, looking=shown == k)
+    scale_panels.draw_scale(gens, si, pick, looking=shown == k)
     _, settings_a, run_a = gens.runs[0]
     position_inspector.inspector(gens.model, run_a.steps[si], settings_a, si, *pick, with_tokens=len(gens.runs) > 1)
     details(gens.model, settings_a, si, *pick)
@@ -440,12 +270,12 @@ def main() -> None:
         st.caption(f"Model **{model.name}**: {K} scales {' → '.join(f'{p}x{p}' for p in model.patch_nums)}, "
                    f"L = {model.var.L} tokens, codebook of {model.vocab_size} entries, "
                    f"{model.image_size}x{model.image_size} px images.")
-        gens = generations(model)
+        gens = generations.request(model)
         s = state.get()
         s.scale = int(min(max(s.scale, 1), K))
-        _back_to_scale_1_on_new_settings(gens)
-        _wait_for_small_generations(gens)
-    st.html(PAGE_CSS)
+        generations.back_to_scale_1_on_new_settings(gens)
+        generations.wait_for_small_generations(gens)
+    st.html(scale_panels.PAGE_CSS)
     timers = _timers(gens)
     s.drawn = _picture(gens)                   # what the step viewer draws below, in this run
     st.fragment(watcher, run_every=timers[0])(gens, timers)
