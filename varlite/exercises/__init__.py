@@ -45,7 +45,7 @@ from .lesson03 import check_block_causal_mask, check_teacher_forcing_input
 from .lesson04 import check_adaln, check_l2_attention_weights
 from .lesson05 import check_sample_scale, check_top_k_top_p
 from .lesson06 import check_per_scale_cross_entropy, check_tokenizer_loss, check_train_step, check_vq_loss
-from .lesson06 import check_adaptive_weight, check_perceptual_distance
+from .lesson06_vqgan import check_adaptive_weight, check_perceptual_distance
 from .lesson07 import check_scale_keep_masks
 from .lesson08 import check_attention_pairs, check_fit_power_law
 from .lesson09 import check_kv_cache_bytes, check_var_param_count
