@@ -1,7 +1,7 @@
 """The grading sandbox: a learner's exercise functions run in a separate, guarded process that receives only their
 source and the inputs of each call, and answers with what the function returned.
 
-Two sides, one pipe pair between them:
+Two sides, one pipe pair between them (what travels on it, and in which form: ``wire``):
 
 * ``Worker`` (the grading side) forks the worker process before the grader has read anything of the learner's or
   computed any expected answer, so the worker's memory holds imported modules and nothing else. ``load`` sends the
@@ -25,30 +25,27 @@ guard stops the shortcuts and accidents the checks know of; a container is the b
 from __future__ import annotations
 
 import ast
-import io
 import linecache
 import os
 import pickle
 import resource
 import signal
-import struct
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import torch
 
 from . import _check
 from ._check import Forbidden, LearnerRaised, RemoteFunction, ShortcutCalled, _call_learner, _Mismatch
 from .guard import changed_since, install_guard, remove_unaudited_signals, snapshot
+from .wire import answer_from_bytes, answer_to_bytes, decode_value, encode_value, receive_message, send_message
 
 PRELUDE = "import math\nimport numpy as np\nimport torch\nimport torch.nn.functional as F\n"
 OUTPUT_FILE = "output.txt"                   # the worker's stdout and stderr (the learner's prints), in its folder
 MAX_FILE_BYTES = 64 * 2 ** 20                # the largest file the worker may write (RLIMIT_FSIZE)
-_HEADER = struct.Struct("!Q")                # a message: its length, then its bytes
 
 
 # ---------------------------------------------------------------------------------------------- the cells
@@ -114,97 +111,6 @@ def definitions_only(source: str) -> Definitions:
     return Definitions(ast.Module(body=kept, type_ignores=[]), dropped, refused)
 
 
-# ---------------------------------------------------------------------------------------------- answers
-class ForeignValue:
-    """Something a learner's function returned that cannot travel back (an object of its own class, a generator
-    ...): the grader sees an instance of a subclass named after its type."""
-
-    def __init__(self, text: str):
-        self.text = text
-
-    def __repr__(self) -> str:
-        return self.text
-
-
-def _encode(x, depth: int = 0):
-    """A learner's answer as tagged lists of tensors, numbers and strings (``torch.load(weights_only=True)`` reads
-    them back); anything else is a ``foreign`` value with its type name."""
-    if depth > 32:
-        return ["foreign", "nested too deep", ""]
-    if isinstance(x, torch.Tensor):
-        if x.layout == torch.strided and x.device.type == "cpu":
-            return ["tensor", x.detach().clone()]
-    elif isinstance(x, np.ndarray):
-        if x.dtype.kind in "biufc":
-            try:
-                return ["ndarray", str(x.dtype), torch.from_numpy(np.ascontiguousarray(x))]
-            except TypeError:         # a dtype torch does not have
-                pass
-    elif isinstance(x, np.generic) and x.dtype.kind in "biuf":
-        return ["np", x.dtype.str, x.item()]
-    elif x is None or isinstance(x, (bool, int, float, str)):
-        return ["value", x]
-    elif isinstance(x, complex):
-        return ["complex", x.real, x.imag]
-    elif isinstance(x, (list, tuple)):          # namedtuples (torch.return_types) travel as tuples
-        return ["list" if isinstance(x, list) else "tuple", [_encode(v, depth + 1) for v in x]]
-    elif isinstance(x, dict):
-        return ["dict", [[_encode(k, depth + 1), _encode(v, depth + 1)] for k, v in x.items()]]
-    try:
-        text = repr(x)[:200]
-    except Exception:
-        text = "?"
-    return ["foreign", type(x).__name__[:60], text]
-
-
-def _decode(x):
-    kind = x[0]
-    if kind == "tensor":
-        return x[1]
-    if kind == "ndarray":
-        return x[2].numpy().astype(np.dtype(x[1]), copy=False)
-    if kind == "np":
-        return np.dtype(x[1]).type(x[2])
-    if kind == "value":
-        return x[1]
-    if kind == "complex":
-        return complex(x[1], x[2])
-    if kind in ("list", "tuple"):
-        items = [_decode(v) for v in x[1]]
-        return items if kind == "list" else tuple(items)
-    if kind == "dict":
-        return {_decode(k): _decode(v) for k, v in x[1]}
-    name = x[1] if x[1].isidentifier() else "ForeignValue"
-    return type(name, (ForeignValue,), {})(x[2])       # a subclass named after the learner's type, for messages
-
-
-def _send(fd: int, data: bytes) -> None:
-    view = memoryview(_HEADER.pack(len(data)) + data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _receive(fd: int) -> bytes | None:
-    """One message, or None when the other side is gone."""
-    def exactly(n: int) -> bytes | None:
-        chunks, left = [], n
-        while left:
-            chunk = os.read(fd, min(left, 2 ** 20))
-            if not chunk:
-                return None
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    header = exactly(_HEADER.size)
-    return None if header is None else exactly(_HEADER.unpack(header)[0])
-
-
-def _answer_bytes(answer) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(answer, buffer)
-    return buffer.getvalue()
-
-
 # ---------------------------------------------------------------------------------------------- the grading side
 class WorkerGone(Exception):
     """The worker process ended (the learner's code killed it, or it ran out of memory)."""
@@ -240,8 +146,8 @@ class Worker:
         if self.exit_status is not None:
             raise WorkerGone(self.exit_status)
         try:
-            _send(self._to_worker, pickle.dumps(request))
-            data = _receive(self._from_worker)
+            send_message(self._to_worker, pickle.dumps(request))
+            data = receive_message(self._from_worker)
         except OSError:
             data = None
         if data is None:
@@ -249,7 +155,7 @@ class Worker:
             self.exit_status = (f"killed by signal {os.WTERMSIG(status)}" if os.WIFSIGNALED(status)
                                 else f"exit code {os.WEXITSTATUS(status)}")
             raise WorkerGone(self.exit_status)
-        return torch.load(io.BytesIO(data), weights_only=True)
+        return answer_from_bytes(data)
 
     def load(self, cells: Sequence[tuple[str, str]], setup: Sequence[str] = ()) -> dict[str, tuple[str, str]]:
         """Execute the exercise cells ``(name, source)`` (in order, one namespace; ``definitions_only``) after the
@@ -270,10 +176,10 @@ class Worker:
                 f"the process running your function ended ({gone}): did your code exit or kill it?") from None
         for index, value in answer["dicts"]:
             args[index].clear()
-            args[index].update(_decode(value))
+            args[index].update(decode_value(value))
         kind = answer["kind"]
         if kind == "value":
-            return _decode(answer["value"])
+            return decode_value(answer["value"])
         if kind == "not attempted":
             raise NotImplementedError
         if kind == "shortcut":
@@ -357,7 +263,7 @@ def _serve(requests: int, answers: int, folder: Path, deny: Sequence[Path]) -> i
     checker = snapshot()
     dropped: set[str] = set()
     while True:
-        data = _receive(requests)
+        data = receive_message(requests)
         if data is None:
             return 0
         request = pickle.loads(data)
@@ -365,7 +271,7 @@ def _serve(requests: int, answers: int, folder: Path, deny: Sequence[Path]) -> i
             answer = _load(namespace, request[1], request[2], dropped, refusals)
         else:
             answer = _answer_call(namespace, dropped, checker, calling, refusals, *request[1:])
-        _send(answers, _answer_bytes(answer))
+        send_message(answers, answer_to_bytes(answer))
 
 
 def _load(namespace: dict, cells, setup, dropped: set[str], refusals) -> list[list[str]]:
@@ -426,7 +332,7 @@ def _answer_call(namespace: dict, dropped: set[str], checker, calling, refusals,
     try:
         if changed is not None:
             raise Forbidden(f"changed the checker (`{changed}`)")
-        answer = {"kind": "value", "value": _encode(_call_learner(name, fn, call, args, kwargs))}
+        answer = {"kind": "value", "value": encode_value(_call_learner(name, fn, call, args, kwargs))}
     except NotImplementedError:
         answer = {"kind": "not attempted"}
     except Forbidden as forbidden:
@@ -450,6 +356,6 @@ def _answer_call(namespace: dict, dropped: set[str], checker, calling, refusals,
         answer = {"kind": "forbidden", "text": f"tried to {refused[0]}, which grading refuses"}
     elif changed is not None:
         answer = {"kind": "forbidden", "text": f"changed the checker (`{changed}`)"}
-    answer["dicts"] = [[i, _encode(args[i])] for i, before in dicts.items()
+    answer["dicts"] = [[i, encode_value(args[i])] for i, before in dicts.items()
                        if args[i].keys() != before.keys() or any(args[i][k] is not v for k, v in before.items())]
     return answer
