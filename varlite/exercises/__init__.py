@@ -1,9 +1,10 @@
 """Self-checking exercises for the lessons (``lessons/*.ipynb``), and the lessons' model loader.
 
 One module per lesson with coding exercises (``lesson01`` ... ``lesson10``, the capstone, with its hints and named
-mistakes in ``capstone_hints`` and ``capstone_mistakes``; ``lesson12``) holds that lesson's checks; ``_check`` holds
-the shared machinery (the verdict, the comparisons that describe the first difference, the runner); ``models`` the loader;
-``grade`` and ``sandbox`` the teachers' grading mode.
+mistakes in ``capstone_hints`` and ``capstone_mistakes``; ``lesson12``) holds that lesson's checks, lesson 6's loss
+terms of the VQGAN kind (6.5, 6.6) in ``lesson06_vqgan``; ``_check`` holds the shared machinery (the verdict, the
+comparisons that describe the first difference, the runner); ``models`` the loader; ``grade``, ``sandbox`` and
+``wire`` (what travels between the grader and its worker) the teachers' grading mode.
 Everything a notebook uses is importable from here: ``from varlite import exercises as ex; ex.check_lookup(...)``.
 
 Dimension key: B batch, N vectors, Cv latent channels, V vocabulary, K scales, pn_k side of scale k, l tokens of one
