@@ -31,7 +31,7 @@ from safetensors import safe_open
 
 from app.training_runs import run_card, shown_path
 from app.uploads import UploadedFileError, literal, model_name, upload_store, without_upload_folder
-from varlite import builtin, imagenet, pretrained
+from varlite import builtin, family, imagenet, pretrained
 from varlite.core.configs import get_preset
 from varlite.core.var import VAR
 from varlite.core.vqvae import VQVAE
@@ -186,10 +186,10 @@ LOADED_OFFICIAL: dict[str, int | None] = {"depth": None}    # the depth ``_load_
 
 def official_model(depth: int) -> LoadedModel:
     """The official VAR-d``depth``, loaded once per server. One that is not loaded yet is first checked against the
-    memory the machine has free (``varlite.pretrained.check_fits``): too little raises NotEnoughMemoryError, which
+    memory the machine has free (``varlite.family.check_fits``): too little raises NotEnoughMemoryError, which
     says what is needed, what is free and what to do, instead of the server being killed while loading."""
     if LOADED_OFFICIAL["depth"] != depth:
-        pretrained.check_fits(depth)
+        family.check_fits(depth)
     return _load_official(depth)
 
 

@@ -20,7 +20,7 @@ import streamlit as st
 
 from app.loaders import LoadedModel
 from app.official_files import official_in_cache
-from varlite import builtin, pretrained
+from varlite import builtin, family, pretrained
 from varlite.core.configs import PRESETS
 
 DEFAULT_MODEL = "builtin:shapes"
@@ -52,8 +52,8 @@ def available_models(custom_pairs: list[tuple[str, str]] | None = None) -> list[
 
 def official_label(depth: int) -> str:
     """'Official VAR-d16 (ImageNet 256 px): 310 M parameters, needs ~2.8 GB, ~4 s per image': what choosing it costs
-    (``varlite.pretrained.official_footprint``, from the config alone: nothing is read)."""
-    footprint = pretrained.official_footprint(depth)
+    (``varlite.family.official_footprint``, from the config alone: nothing is read)."""
+    footprint = family.official_footprint(depth)
     return (f"Official VAR-d{depth} (ImageNet {footprint.image_size} px): {footprint.var_params / 1e6:,.0f} M "
             f"parameters, needs ~{footprint.memory_bytes / 2**30:.1f} GB, ~{footprint.seconds_per_image:.0f} s per "
             f"image")

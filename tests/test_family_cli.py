@@ -1,6 +1,6 @@
 """`python -m varlite generate --model dNN`: the official depth's size, memory and time are printed before loading,
 and a depth the machine's free memory cannot hold is refused with one line (exit 2) instead of being killed."""
-from varlite import cli, pretrained
+from varlite import cli, family, pretrained
 
 
 def placeholder_official_files(folder, depth: int) -> None:
@@ -11,11 +11,11 @@ def placeholder_official_files(folder, depth: int) -> None:
 
 def test_generate_refuses_a_depth_that_does_not_fit(tmp_path, monkeypatch, capsys):
     placeholder_official_files(tmp_path, 20)
-    monkeypatch.setattr(pretrained, "available_memory_bytes", lambda: 3 * 2**30)
+    monkeypatch.setattr(family, "available_memory_bytes", lambda: 3 * 2**30)
     code = cli.main(["generate", "--model", "d20", "--cache-dir", str(tmp_path), "--class", "1", "2", "--n", "2",
                      "--device", "cpu", "--out", str(tmp_path / "out.png")])
     err = capsys.readouterr().err.strip().splitlines()
-    need = pretrained.official_footprint(20, batch=4)
+    need = family.official_footprint(20, batch=4)
     assert code == 2
     assert err[0] == need.summary() and "VAR-d20: 601 M parameters" in err[0] and "4 images at once" in err[0]
     assert err[1].startswith(f"error: VAR-d20 needs ~{need.memory_bytes / 2**30:.1f} GB")
@@ -26,12 +26,12 @@ def test_generate_refuses_a_depth_that_does_not_fit(tmp_path, monkeypatch, capsy
 def test_generate_goes_on_to_load_a_depth_that_fits(tmp_path, monkeypatch, capsys):
     """With the memory there, the loader runs next: here it finds the placeholder empty and says so."""
     placeholder_official_files(tmp_path, 16)
-    monkeypatch.setattr(pretrained, "available_memory_bytes", lambda: 64 * 2**30)
+    monkeypatch.setattr(family, "available_memory_bytes", lambda: 64 * 2**30)
     code = cli.main(["generate", "--model", "d16", "--cache-dir", str(tmp_path), "--class", "1", "--n", "1",
                      "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2
-    assert err.startswith(pretrained.official_footprint(16).summary())
+    assert err.startswith(family.official_footprint(16).summary())
     assert "GB free" not in err and "var_d16.pth is empty" in err
 
 
