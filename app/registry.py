@@ -20,7 +20,7 @@ import streamlit as st
 
 from app.loaders import LoadedModel
 from app.official_files import official_in_cache
-from varlite import builtin, family, pretrained
+from varlite import builtin, family
 from varlite.core.configs import PRESETS
 
 DEFAULT_MODEL = "builtin:shapes"
