@@ -51,7 +51,8 @@ from varlite.train.evaluate import frechet_report
 from varlite.train.loop import LoopConfig, Trainer, config_dict, load_checked
 from varlite.train.metric_log import read_metrics
 from varlite.train.metrics import psnr
-from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, evaluate_tokenizer, images_at
+from varlite.data import images_at
+from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, evaluate_tokenizer
 from varlite.core.var import VAR
 from varlite.core.vqvae import VQVAE
 

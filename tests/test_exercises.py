@@ -580,7 +580,8 @@ def test_tokenizer_loss_reference_is_what_the_tokenizer_trainer_computes(tmp_pat
     initial model (same seed)."""
     from varlite.exercises.lesson06 import _tokenizer_case, _tokenizer_reference, _vq_reference
     from varlite.train import tokenizer as tokenizer_module
-    from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, images_at
+    from varlite.data import images_at
+    from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer
 
     class Images:                      # four random 64-px images (the tiny preset's size), in memory
         images_u8 = torch.randint(0, 256, (4, 3, 64, 64), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from varlite import cli
 from varlite import exercises as ex
-from varlite.data import Shapes, to_pm1
+from varlite.data import Shapes, images_at, to_pm1
 from varlite.safe_io import CheckpointError
 from varlite.train import loop
 from varlite.train import tokenizer as tokenizer_module
@@ -22,7 +22,7 @@ from varlite.train.discriminator import PatchDiscriminator, adaptive_weight, gen
 from varlite.train.distributed import Dist
 from varlite.train.metric_log import read_metrics
 from varlite.train.perceptual import feature_distance, load_perceptual, unit_normalise
-from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer, images_at
+from varlite.train.tokenizer import TokenizerTrainConfig, TokenizerTrainer
 
 from tests.test_train import MICRO, micro_preset_one_thread  # noqa: F401  (the micro preset, registered on one thread)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .. import imagenet
 from . import cifar10, shapes
-from .base import CorruptDatasetError, DatasetError, DatasetNotFoundError, ImageDataset, to_pm1  # noqa: F401
+from .base import CorruptDatasetError, DatasetError, DatasetNotFoundError, ImageDataset, images_at, to_pm1  # noqa: F401
 from .cifar10 import CIFAR10, download_cifar10, find_cifar10  # noqa: F401
 from .folder import ImageFolder
 from .shapes import Shapes

@@ -30,6 +30,15 @@ def to_pm1(images_u8: torch.Tensor) -> torch.Tensor:
     return x.add(x).add_(-1)
 
 
+def images_at(dataset, idx_b: torch.Tensor, device, hflip_generator: torch.Generator | None = None) -> torch.Tensor:
+    """The float [-1, 1] images of ``dataset`` at ``idx_b``; flipped left-right at random when a generator is given."""
+    img = to_pm1(dataset.images_u8[idx_b.cpu()])
+    if hflip_generator is not None:
+        flip_b = torch.rand(len(img), generator=hflip_generator) < 0.5
+        img = torch.where(flip_b.view(-1, 1, 1, 1), img.flip(-1), img)
+    return img.to(device)
+
+
 class ImageDataset(Dataset):
     """The interface of every varlite dataset: uint8 images in memory, int64 labels, class names.
 

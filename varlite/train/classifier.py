@@ -34,10 +34,10 @@ import torch.nn.functional as F
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ..data import images_at
 from ..safe_io import CheckpointError
 from .checkpoint import load_checkpoint
 from .loop import LoopConfig, Trainer, load_checked
-from .tokenizer import images_at
 
 
 def conv_gn_relu(c_in: int, c_out: int) -> nn.Sequential:

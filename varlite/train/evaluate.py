@@ -16,19 +16,19 @@ import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 from varlite.builtin import WEIGHTS_DIR, load_builtin, save_builtin
 from varlite.core.configs import get_preset
 
-import torch.nn.functional as F
-
-from .classifier import accuracy, consistency_of, features_of, load_classifier, samples_per_class
-from .metrics import frechet_distance
-from .grid import save_grid
+from ..data import images_at
 from ..device import pick_device
+from .classifier import accuracy, consistency_of, features_of, load_classifier, samples_per_class
+from .grid import save_grid
 from .loop import load_checked
+from .metrics import frechet_distance
 from .progress import Progress
-from .tokenizer import evaluate_tokenizer, images_at, load_tokenizer
+from .tokenizer import evaluate_tokenizer, load_tokenizer
 from .transformer import TokenCache, evaluate_var, load_var_run, sample_grid_images
 
 

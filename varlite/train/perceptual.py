@@ -27,6 +27,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from .classifier import load_classifier
+
 PERCEPTUAL_NET = "builtin:cifar10"      # the network whose features the training loss compares
 EPS = 1e-10                             # added to the channel norm (a zero feature vector stays zero)
 ACTIVATIONS = (nn.GELU, nn.ReLU)
@@ -80,6 +82,5 @@ class PerceptualDistance(nn.Module):
 
 def load_perceptual(name: str = PERCEPTUAL_NET, device="cpu") -> PerceptualDistance:
     """The perceptual distance of a classifier: a shipped judge (``builtin:<dataset>``) or a train-classifier run."""
-    from .classifier import load_classifier      # here, not above: classifier imports the tokenizer trainer
     classifier, _ = load_classifier(name, device)
     return PerceptualDistance(classifier)

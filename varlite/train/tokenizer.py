@@ -40,7 +40,7 @@ import torch.nn.functional as F
 
 from varlite.builtin import builtin_preset, load_builtin
 from varlite.core.configs import get_preset
-from varlite.data import to_pm1
+from varlite.data import images_at
 from varlite.core.vqvae import VQVAE
 
 from ..safe_io import CheckpointError
@@ -91,15 +91,6 @@ def edge_loss(x_B3HW: torch.Tensor, y_B3HW: torch.Tensor) -> torch.Tensor:
     dx = (x_B3HW[..., :, 1:] - x_B3HW[..., :, :-1]) - (y_B3HW[..., :, 1:] - y_B3HW[..., :, :-1])
     dy = (x_B3HW[..., 1:, :] - x_B3HW[..., :-1, :]) - (y_B3HW[..., 1:, :] - y_B3HW[..., :-1, :])
     return dx.abs().mean() + dy.abs().mean()
-
-
-def images_at(dataset, idx_b: torch.Tensor, device, hflip_generator: torch.Generator | None = None) -> torch.Tensor:
-    """The float [-1, 1] images of ``dataset`` at ``idx_b``; flipped left-right at random when a generator is given."""
-    img = to_pm1(dataset.images_u8[idx_b.cpu()])
-    if hflip_generator is not None:
-        flip_b = torch.rand(len(img), generator=hflip_generator) < 0.5
-        img = torch.where(flip_b.view(-1, 1, 1, 1), img.flip(-1), img)
-    return img.to(device)
 
 
 class TokenizerTrainer(Trainer):

@@ -34,6 +34,7 @@ from varlite.builtin import load_builtin
 from varlite.core.configs import get_preset
 from varlite.core.var import VAR
 
+from ..data import images_at
 from ..preset_weights import model_from_states
 from ..safe_io import CheckpointError
 from .checkpoint import load_checkpoint
@@ -41,7 +42,7 @@ from .classifier import class_consistency, load_classifier
 from .grid import save_grid
 from .loop import LoopConfig, Trainer, load_checked, state_fingerprint
 from .metrics import per_scale_loss_acc, scale_logs
-from .tokenizer import images_at, load_tokenizer
+from .tokenizer import load_tokenizer
 
 
 @dataclass
