@@ -174,15 +174,18 @@ class VAR(nn.Module):
         B = cond_BD.shape[0]
         return cond_BD.unsqueeze(1).expand(B, self.first_l, -1) + self.pos_start.expand(B, self.first_l, -1)
 
-    def _checked_request(self, labels, cfg, top_k, top_p, seed, generator, overrides: Overrides | None):
-        """(labels_B, cfg, top_k, top_p, generator, checked overrides) for ``generate_steps``, or a ValueError saying
-        what is wrong. A per-row setting whose rows all agree becomes that one value (``sampling.one_or_per_row``)."""
+    def _checked_request(self, labels, cfg, top_k, top_p, seed, generator, overrides: Overrides | None,
+                         capture_attention):
+        """(labels_B, cfg, top_k, top_p, generator, checked overrides, capture plan) for ``generate_steps``, or a
+        ValueError saying what is wrong. A per-row setting whose rows all agree becomes that one value
+        (``sampling.one_or_per_row``); the capture plan is ``_capture_plan``'s."""
         labels_B = self.check_labels(labels)
         B = labels_B.shape[0]
         self.check_sampling_args(cfg, top_k, top_p, batch=B)
         cfg, top_k, top_p = (sampling.one_or_per_row(value) for value in (cfg, top_k, top_p))
         overrides = check_overrides(self.patch_nums, self.config.vocab_size, overrides or {}, B)
-        return labels_B, cfg, top_k, top_p, self._generators(seed, generator, B), overrides
+        return (labels_B, cfg, top_k, top_p, self._generators(seed, generator, B), overrides,
+                self._capture_plan(capture_attention))
 
     def _generators(self, seed, generator, batch: int) -> torch.Generator | tuple[torch.Generator, ...]:
         """The generation's randomness: ``generator`` if given, else a generator seeded with ``seed``. A list / tuple
@@ -254,9 +257,8 @@ class VAR(nn.Module):
         probabilities, entropy and candidates are computed from its logits when read; its ``timings`` are the lap
         times of the loop's three parts (transformer, sampling, quantizer).
         """
-        labels_B, cfg, top_k, top_p, generator, overrides = self._checked_request(labels, cfg, top_k, top_p, seed,
-                                                                                  generator, overrides)
-        capture_plan = self._capture_plan(capture_attention)                     # {si: query rows to capture}
+        labels_B, cfg, top_k, top_p, generator, overrides, capture_plan = self._checked_request(
+            labels, cfg, top_k, top_p, seed, generator, overrides, capture_attention)  # capture_plan: {si: query rows}
         B, K, quantizer, H = labels_B.shape[0], len(self.patch_nums), self.vqvae.quantize, self.patch_nums[-1]
         # classifier-free guidance runs 2B rows: the labels, then B rows of the unconditional class
         cond_2BD = self.class_emb(torch.cat((labels_B, torch.full_like(labels_B, self.num_classes))))
@@ -265,7 +267,7 @@ class VAR(nn.Module):
         x_2BlC = self.start_tokens(cond_2BD) + lvl_pos_1LC[:, :self.first_l]
         kv_cache = KVCache(len(self.blocks))                      # this call's own: the model stays shared
         f_hat_BCvHW = cond_2BD.new_zeros(B, quantizer.Cv, H, H)
-        for si, pn in enumerate(self.patch_nums):
+        for si, (pn, (begin, end)) in enumerate(zip(self.patch_nums, self.begin_ends)):  # [begin, end): its tokens
             laps = Laps()                                                        # this scale's time per part
             kv_cache.capture_scale(capture_plan.get(si))                        # which attention rows to keep
             for block, modulation in zip(self.blocks, modulation_per_block):   # sees this scale and all coarser ones
@@ -284,15 +286,13 @@ class VAR(nn.Module):
             contribution_BCvHW = quantizer.upsample_and_phi(emb_BCvhw, si)      # phi_k(up(e[r_k]))
             f_hat_BCvHW = f_hat_BCvHW + contribution_BCvHW
             if si != K - 1:                                                      # f_hat at the next side, embedded
-                begin_next, end_next = self.begin_ends[si + 1]
                 next_BlC = self.word_embed(quantizer.input_for_scale(f_hat_BCvHW, si + 1))
-                x_2BlC = (next_BlC + lvl_pos_1LC[:, begin_next:end_next]).repeat(2, 1, 1)
+                x_2BlC = (next_BlC + lvl_pos_1LC[:, slice(*self.begin_ends[si + 1])]).repeat(2, 1, 1)
             laps.lap("quantizer")
             yield ScaleStep(scale=si, pn=pn, num_scales=K, cfg=t, tokens=idx_Bl.view(B, pn, pn), embedding=emb_BCvhw,
-                            contribution=contribution_BCvHW, f_hat=f_hat_BCvHW, logits=logits_BlV,
-                            raw_logits=raw_logits_2BlV, begin=self.begin_ends[si][0], end=self.begin_ends[si][1],
-                            total_tokens=self.L, attention=kv_cache.captured_attention(rows=B), timings=laps.seconds,
-                            decoder=self.vqvae.decode_f_hat)
+                            contribution=contribution_BCvHW, f_hat=f_hat_BCvHW, logits=logits_BlV, begin=begin, end=end,
+                            raw_logits=raw_logits_2BlV, total_tokens=self.L, timings=laps.seconds,
+                            attention=kv_cache.captured_attention(rows=B), decoder=self.vqvae.decode_f_hat)
 
     def generate(self, labels, cfg: float | Sequence[float] = 1.5, top_k: int | Sequence[int] = 0,
                  top_p: float | Sequence[float] = 0.0, more_smooth: bool = False,
