@@ -386,7 +386,7 @@ def test_progress_line_shows_rate_and_eta():
 def test_torchrun_two_processes_agree(folder, tmp_path):
     run = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "varlite", "train-tokenizer", "--run-dir", str(run), "--dataset", "folder",
+           str(ROOT / "tests" / "torchrun_entry.py"), "train-tokenizer", "--run-dir", str(run), "--dataset", "folder",
            "--data-root", str(folder), "--steps", "3", "--batch-size", "8", "--log-every", "1", "--eval-every", "0",
            "--sample-every", "0", "--no-progress", "--threads", "1", "--restart-every", "1", "--dead-after", "1",
            "--device", "cpu"]
@@ -394,6 +394,9 @@ def test_torchrun_two_processes_agree(folder, tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "all 2 processes hold identical weights" in proc.stderr
+    exits = [line for line in proc.stderr.splitlines() if line.startswith("threads at exit:")]
+    assert len(exits) == 2 and all(line.split(":")[1].strip() for line in exits), exits   # the threads were listed
+    assert not any("gloo" in line for line in exits), exits          # and gloo's are gone: the group was freed
     ckpt = load_checkpoint(run / "checkpoint.pt", "tokenizer")
     assert ckpt["world"] == 2 and len(ckpt["rng"]) == 2 and ckpt["step"] == 3
     assert not torch.equal(ckpt["rng"][0]["torch"], ckpt["rng"][1]["torch"])   # each process its own stream

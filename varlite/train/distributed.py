@@ -61,6 +61,9 @@ def setup_distributed(device_name: str = "auto") -> Dist:
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     device = pick_device(device_name, local_rank)
     if world > 1 and not dist.is_initialized():
+        # torch 2.13: torch._dynamo (which the first optimizer or DDP wrapper imports), when first imported after
+        # the group exists, keeps references to it, and destroy_process_group() can then no longer free it.
+        import torch._dynamo  # noqa: F401 -- imported here, before the group, so that teardown frees it
         if device.type == "cuda":
             torch.cuda.set_device(device)
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -68,7 +71,9 @@ def setup_distributed(device_name: str = "auto") -> Dist:
 
 
 def teardown_distributed() -> None:
-    """Leave the process group, if this process joined one: its background threads then stop before the
-    interpreter exits (left running, gloo's can abort the process at exit, after the work is done)."""
+    """Leave the process group, if this process joined one. This frees the group, so gloo's worker threads stop
+    here: one still running as the interpreter exits can abort a finished run (SIGABRT, "terminate called without
+    an active exception", when it frees a tensor after Python has gone). ``tests/torchrun_entry.py`` checks that a
+    finished run has no gloo thread left."""
     if dist.is_initialized():
         dist.destroy_process_group()
